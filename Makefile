@@ -1,0 +1,44 @@
+# resume-ner: `make run` (the main job on the embedded synthetic data) and `make test` (the test suite).
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+RUN_DIR ?= runs/demo
+PYTEST_ARGS ?=
+
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: run test test-fast install lock clean
+
+install: $(STAMP)
+
+# torch first, from the CPU wheel on this disk; then everything else in one pip call from the lock file.
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check torch==2.13.0
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/resume-ner demo --output-dir $(RUN_DIR)
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# Re-resolve the pinned set (needs the same index as the install).
+lock:
+	rm -rf /tmp/resume-ner-lock && $(PYTHON) -m venv /tmp/resume-ner-lock
+	/tmp/resume-ner-lock/bin/pip install --quiet torch==2.13.0
+	/tmp/resume-ner-lock/bin/pip install --quiet -r requirements.in
+	{ echo "# Pinned install set (one pip call). Regenerate: make lock"; \
+	  /tmp/resume-ner-lock/bin/pip freeze | sed 's/+cpu$$//'; } > requirements.lock
+
+clean:
+	rm -rf runs mlruns .pytest_cache

@@ -1,0 +1,1 @@
+"""The ``resume-ner`` command line; each subcommand imports its heavy modules lazily."""

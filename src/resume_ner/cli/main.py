@@ -1,0 +1,71 @@
+"""``resume-ner``: the command line entry point. Heavy libraries are imported by the handlers only."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from resume_ner import __version__
+from resume_ner.errors import ResumeNerError
+
+
+def common_parent() -> argparse.ArgumentParser:
+    """Options every subcommand accepts: config directory, overrides, verbosity."""
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("configuration")
+    group.add_argument("--config-dir", default=os.environ.get("RESUME_NER_CONFIG_DIR"),
+                       help="directory of YAML config files (default: built-in defaults; env RESUME_NER_CONFIG_DIR)")
+    group.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override one setting, e.g. --set training.learning_rate=3e-5 (repeatable)")
+    group.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
+    group.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parent
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser of ``resume-ner``."""
+    from resume_ner.cli import data_commands, model_commands
+
+    parser = argparse.ArgumentParser(
+        prog="resume-ner",
+        description="Train, evaluate and use named-entity recognition models for resumes.",
+    )
+    parser.add_argument("--version", action="version", version=f"resume-ner {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    parents = [common_parent()]
+    data_commands.register(subparsers, parents)
+    model_commands.register(subparsers, parents)
+    return parser
+
+
+def _configure_logging(args: argparse.Namespace) -> None:
+    level = logging.DEBUG if getattr(args, "verbose", False) else logging.WARNING if getattr(args, "quiet", False) else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("transformers", "mlflow", "alembic", "urllib3", "httpx", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.ERROR if level > logging.DEBUG else logging.INFO)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if level > logging.DEBUG:
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; project errors are printed without a traceback and exit with status 1 (usage: 2)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args)
+    try:
+        return int(args.func(args) or 0)
+    except ResumeNerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

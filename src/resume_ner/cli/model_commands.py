@@ -1,0 +1,197 @@
+"""``resume-ner train | evaluate | predict | demo``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def _load_config(args: argparse.Namespace, extra_overrides: list[str] | None = None) -> Any:
+    from resume_ner.config import load
+
+    overrides = list(args.overrides) + list(extra_overrides or [])
+    if getattr(args, "no_tracking", False):
+        overrides.append("tracking.enabled=false")
+    return load(args.config_dir, overrides)
+
+
+def _print_tracking_loss(lost: list[str], output_dir: Path) -> int:
+    if not lost:
+        return 0
+    print(f"warning: {len(lost)} MLflow logging call(s) failed and were not recorded:", file=sys.stderr)
+    for item in lost[:10]:
+        print(f"  - {item}", file=sys.stderr)
+    print(f"The checkpoint and metrics are saved in {output_dir}.", file=sys.stderr)
+    return 3
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train on a dataset, evaluate the best checkpoint on its test split."""
+    from resume_ner.training.metrics import format_metrics_table
+    from resume_ner.workflows.training import run_training_workflow
+
+    config = _load_config(args)
+    outcome = run_training_workflow(config, args.data, args.output_dir, resume=args.resume,
+                                    tracking_uri=args.tracking_uri, run_name=args.run_name, quiet=args.quiet)
+    result = outcome.train
+    print(f"best checkpoint: {result.model_dir} (epoch {result.best_epoch}, validation {result.metric} "
+          f"{result.best_metric if result.best_metric is None else round(result.best_metric, 4)})")
+    print(f"trained {result.global_step} steps in {result.train_seconds:.0f}s ({result.tokens_per_second:.0f} tokens/s)")
+    if outcome.test_metrics is not None:
+        print("test metrics:")
+        print(format_metrics_table(outcome.test_metrics))
+    if outcome.run_id:
+        print(f"MLflow run: {outcome.run_id}")
+    return _print_tracking_loss(outcome.tracking_lost, Path(args.output_dir))
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Evaluate a checkpoint on a file or on one split of a dataset."""
+    from resume_ner.data.dataset import load_dataset, load_documents
+    from resume_ner.io import write_json_atomic
+    from resume_ner.training.evaluator import evaluate_model
+    from resume_ner.training.metrics import format_metrics_table
+
+    config = _load_config(args)
+    path = Path(args.data)
+    if path.is_dir():
+        documents = getattr(load_dataset(path, config.data), args.split)
+    else:
+        documents = load_documents(path, config.data)
+    metrics = evaluate_model(args.model, documents, batch_size=args.batch_size, device=config.training.device)
+    metrics["data"] = str(path)
+    if args.output:
+        write_json_atomic(Path(args.output), metrics)
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+    else:
+        print(f"{len(documents)} documents from {path}")
+        print(format_metrics_table(metrics))
+    return 0
+
+
+def _read_inputs(paths: list[str]) -> list[tuple[str, str]]:
+    """(source, text) pairs: a .jsonl file gives one text per line (its 'text' field), other files one each."""
+    from resume_ner.errors import DataValidationError, Problem
+
+    items, problems = [], []
+    for name in paths:
+        path = Path(name)
+        try:
+            raw = path.read_bytes()
+            content = raw.decode("utf-8")
+        except OSError as exc:
+            problems.append(Problem(name, None, None, f"cannot read: {exc.strerror or exc}"))
+            continue
+        except UnicodeDecodeError as exc:
+            problems.append(Problem(name, None, None, f"not UTF-8 text ({exc.reason} at byte {exc.start})"))
+            continue
+        if path.suffix == ".jsonl":
+            for number, line in enumerate(content.splitlines(), 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    problems.append(Problem(name, number, None, f"invalid JSON: {exc.msg}"))
+                    continue
+                if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+                    problems.append(Problem(name, number, None, "expected an object with a string 'text' field"))
+                    continue
+                items.append((f"{name}:{number}" if "id" not in record else str(record["id"]), record["text"]))
+        else:
+            items.append((name, content))
+    if problems:
+        raise DataValidationError(problems, "cannot read the input files")
+    return items
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    """Extract entities from text files or JSONL files, as JSON lines."""
+    from resume_ner.inference import Predictor
+    from resume_ner.io import write_text_atomic
+
+    items = _read_inputs(args.files)
+    predictor = Predictor(args.model, device=args.device, batch_size=args.batch_size)
+    lines = []
+    for (source, _), entities in zip(items, predictor.predict_stream(text for _, text in items)):
+        lines.append(json.dumps({"source": source, "entities": [e.to_dict() for e in entities]}, ensure_ascii=False))
+    if args.output:
+        write_text_atomic(Path(args.output), "\n".join(lines) + "\n")
+    else:
+        print("\n".join(lines))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The core workflow on embedded synthetic data: synthesise, train, evaluate, predict, print metrics."""
+    from resume_ner.data.synth import generate_resumes, write_synthetic_resumes
+    from resume_ner.inference import Predictor
+    from resume_ner.training.metrics import format_metrics_table
+    from resume_ner.workflows.training import run_training_workflow
+
+    output_dir = Path(args.output_dir)
+    config = _load_config(args)
+    data_file = write_synthetic_resumes(output_dir / "data", args.n, args.seed)
+    print(f"synthesised {args.n} resumes -> {data_file}")
+    outcome = run_training_workflow(config, data_file, output_dir / "train", resume=args.resume, quiet=args.quiet)
+    sample = generate_resumes(1, args.seed + 10_000)[0]
+    entities = Predictor(outcome.train.model_dir).predict([sample.text])[0]
+    print("\nentities extracted from a new synthetic resume:")
+    for entity in entities:
+        print(f"  {entity.label:<18} {entity.start:>5}-{entity.end:<5} {entity.score:.2f}  {entity.text!r}")
+    print(f"\ntest metrics ({outcome.test_metrics['documents']} documents, whole texts):")
+    print(format_metrics_table(outcome.test_metrics))
+    print(f"\nmodel: {outcome.train.model_dir}")
+    if outcome.run_id:
+        print(f"MLflow run {outcome.run_id} (mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db)")
+    return _print_tracking_loss(outcome.tracking_lost, output_dir)
+
+
+def _add_tracking_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (wins over MLFLOW_TRACKING_URI and config)")
+    parser.add_argument("--run-name", help="MLflow run name")
+
+
+def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
+    """Add ``train``, ``evaluate``, ``predict`` and ``demo``."""
+    train = subparsers.add_parser("train", parents=parents, help="train a model on annotated resumes",
+                                  description=cmd_train.__doc__)
+    train.add_argument("--data", help="annotated file (split by seed) or directory with train/validation/test files")
+    train.add_argument("--output-dir", required=True, help="where the model, checkpoints and metrics go")
+    train.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint")
+    _add_tracking_options(train)
+    train.set_defaults(func=cmd_train)
+
+    evaluate = subparsers.add_parser("evaluate", parents=parents, help="evaluate a checkpoint on annotated resumes",
+                                     description=cmd_evaluate.__doc__)
+    evaluate.add_argument("--model", required=True, help="model directory (e.g. RUN/model)")
+    evaluate.add_argument("--data", required=True, help="annotated file, or dataset directory (see --split)")
+    evaluate.add_argument("--split", default="test", choices=["train", "validation", "test"],
+                          help="split to evaluate when --data is a dataset directory")
+    evaluate.add_argument("--batch-size", type=int, default=32)
+    evaluate.add_argument("--output", help="also write the metrics JSON here")
+    evaluate.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    predict = subparsers.add_parser("predict", parents=parents, help="extract entities from resumes (JSON lines)",
+                                    description=cmd_predict.__doc__)
+    predict.add_argument("--model", required=True, help="model directory")
+    predict.add_argument("files", nargs="+", metavar="FILE", help="plain text files, or .jsonl files with 'text'")
+    predict.add_argument("--output", help="write JSON lines here instead of stdout")
+    predict.add_argument("--batch-size", type=int, default=32)
+    predict.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    predict.set_defaults(func=cmd_predict)
+
+    demo = subparsers.add_parser("demo", parents=parents, help="synthesise data, train, evaluate and predict",
+                                 description=cmd_demo.__doc__)
+    demo.add_argument("--output-dir", default="runs/demo")
+    demo.add_argument("--n", type=int, default=300, help="synthetic resumes to generate")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--resume", action="store_true")
+    _add_tracking_options(demo)
+    demo.set_defaults(func=cmd_demo)

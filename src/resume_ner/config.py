@@ -1,0 +1,238 @@
+"""Pydantic models of every YAML file in ``config/`` and the one loader that resolves them.
+
+Each file holds one section: ``data.yaml`` -> ``data``, ``model.yaml`` -> ``model``,
+``train.yaml`` -> ``training``, ``tracking.yaml`` -> ``tracking``. Overrides are ``a.b=value`` strings
+(values parsed as YAML), applied after the files. Every problem is reported at once in a ``ConfigError``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from resume_ner.errors import ConfigError
+
+PACKAGED_BACKBONE = "packaged:all-MiniLM-L6-v2"
+
+DEFAULT_LABEL_MAP: dict[str, str] = {
+    "Name": "NAME",
+    "Email Address": "EMAIL",
+    "Designation": "DESIGNATION",
+    "Companies worked at": "COMPANY",
+    "Location": "LOCATION",
+    "Years of Experience": "YEARS_EXPERIENCE",
+    "College Name": "COLLEGE",
+    "Degree": "DEGREE",
+    "Graduation Year": "GRADUATION_YEAR",
+    "Job Specific Skills": "SKILL",
+    "Tech Tools": "TECH_TOOL",
+    "Soft Skills": "SOFT_SKILL",
+}
+
+SECTION_FILES: dict[str, str] = {
+    "data": "data.yaml",
+    "model": "model.yaml",
+    "training": "train.yaml",
+    "tracking": "tracking.yaml",
+}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    """Where the annotated resumes are and how they are read, checked and split."""
+
+    path: str | None = Field(None, description="File or directory of annotated resumes used when --data is not given.")
+    format: Literal["auto", "doccano", "spanjson", "dataturks", "conll"] = Field(
+        "auto", description="Input format; auto-detected from the content when 'auto'."
+    )
+    on_overlap: Literal["error", "keep-longest"] = Field(
+        "error", description="Overlapping spans: reject them, or keep the longest of each overlapping group."
+    )
+    label_map: dict[str, str] = Field(
+        default_factory=lambda: dict(DEFAULT_LABEL_MAP),
+        description="Raw label name -> canonical entity type; empty keeps raw names and accepts any label.",
+    )
+    validation_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="Share of documents for validation.")
+    test_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="Share of documents for test.")
+    split_seed: int = Field(42, description="Seed of the deterministic document-level split.")
+
+    @model_validator(mode="after")
+    def _fractions_leave_training_data(self) -> "DataConfig":
+        if self.validation_fraction + self.test_fraction >= 1.0:
+            raise ValueError("validation_fraction + test_fraction must be below 1.0")
+        return self
+
+
+class ModelConfig(_Section):
+    """The backbone and the token-classification head."""
+
+    backbone: str = Field(
+        PACKAGED_BACKBONE,
+        description=f"Hugging Face id, local directory, or '{PACKAGED_BACKBONE}' (the packaged MiniLM).",
+    )
+    num_labels: int | None = Field(None, ge=1, description="Optional check: must equal the size of the BIO label list.")
+    dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Dropout of the backbone and the head.")
+    max_length: int = Field(256, ge=16, le=8192, description="Tokens per window, special tokens included.")
+    stride: int = Field(64, ge=0, description="Tokens shared by consecutive windows of a long document.")
+    label_all_tokens: bool = Field(False, description="Label continuation sub-tokens too (I-X), instead of -100.")
+
+    @model_validator(mode="after")
+    def _stride_below_window(self) -> "ModelConfig":
+        if self.stride >= self.max_length - 2:
+            raise ValueError(f"stride ({self.stride}) must be below max_length - 2 ({self.max_length - 2})")
+        return self
+
+
+class TrainingConfig(_Section):
+    """The optimisation loop."""
+
+    learning_rate: float = Field(5e-5, gt=0, description="Peak AdamW learning rate.")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (not on biases and LayerNorm).")
+    warmup_ratio: float = Field(0.1, ge=0, le=1, description="Share of optimizer steps of linear warmup.")
+    epochs: int = Field(3, ge=1, description="Maximum number of epochs.")
+    batch_size: int = Field(8, ge=1, description="Windows per device per forward pass.")
+    eval_batch_size: int = Field(32, ge=1, description="Windows per forward pass during evaluation.")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="Forward passes per optimizer step.")
+    max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping norm (0 disables).")
+    random_seed: int = Field(42, description="Seed of weights init, shuffling and dropout.")
+    metric: Literal["f1_micro", "f1_macro", "span_f1_micro", "loss"] = Field(
+        "f1_micro", description="Validation metric for best checkpoint and early stopping."
+    )
+    early_stopping_patience: int = Field(0, ge=0, description="Epochs without improvement before stopping (0: off).")
+    save_every_steps: int = Field(0, ge=0, description="Periodic checkpoint every N optimizer steps (0: each epoch).")
+    keep_checkpoints: int = Field(2, ge=1, description="Periodic checkpoints kept on disk (best is kept apart).")
+    num_threads: int = Field(0, ge=0, description="torch CPU threads (0: torch default).")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Training device.")
+    log_every_steps: int = Field(10, ge=1, description="Optimizer steps between progress/metric logs.")
+
+
+class TrackingConfig(_Section):
+    """MLflow tracking."""
+
+    enabled: bool = Field(True, description="Log runs to MLflow.")
+    tracking_uri: str | None = Field(
+        None, description="MLflow URI; MLFLOW_TRACKING_URI wins over this; default sqlite:///mlruns/mlflow.db."
+    )
+    experiment_name: str = Field("resume-ner", description="MLflow experiment.")
+    run_name: str | None = Field(None, description="MLflow run name (default: derived from the output dir).")
+    log_checkpoint: bool = Field(True, description="Upload the best checkpoint as a run artifact.")
+
+
+class ResumeNerConfig(_Section):
+    """The whole resolved configuration; saved beside every output."""
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict of every setting."""
+        return self.model_dump(mode="json")
+
+    def config_hash(self) -> str:
+        """sha256 of the canonical JSON of the config (first 16 hex digits)."""
+        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _format_validation_error(exc: ValidationError, origin: str) -> list[str]:
+    out = []
+    for err in exc.errors():
+        path = ".".join(str(p) for p in err["loc"]) or "<root>"
+        out.append(f"{origin}: {path}: {err['msg']}")
+    return out
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """Split ``a.b=value`` into its path and YAML-parsed value."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r}: expected KEY.PATH=VALUE, e.g. training.learning_rate=3e-5")
+    key, raw = item.split("=", 1)
+    path = [p for p in key.strip().split(".") if p]
+    if not path:
+        raise ConfigError(f"override {item!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {item!r}: value is not valid YAML ({exc})") from exc
+    return path, value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
+    """Return ``raw`` with each ``a.b=value`` override set (nested dicts created as needed)."""
+    for item in overrides or []:
+        path, value = parse_override(item)
+        node = raw
+        for part in path[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = {}
+                node[part] = child
+            node = child
+        node[path[-1]] = value
+    return raw
+
+
+def config_from_dict(raw: dict[str, Any] | ResumeNerConfig, origin: str = "config") -> ResumeNerConfig:
+    """Validate a nested dict (e.g. ``{"model": {...}, "training": {...}}``) into a config."""
+    if isinstance(raw, ResumeNerConfig):
+        return raw
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{origin}: expected a mapping of sections, got {type(raw).__name__}")
+    try:
+        return ResumeNerConfig.model_validate(raw)
+    except ValidationError as exc:
+        lines = _format_validation_error(exc, origin)
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+
+
+def read_config_files(config_dir: str | Path) -> dict[str, Any]:
+    """Read the section files present in ``config_dir`` into one nested dict (missing files: defaults)."""
+    config_dir = Path(config_dir)
+    if not config_dir.is_dir():
+        raise ConfigError(f"config directory {config_dir} does not exist")
+    raw: dict[str, Any] = {}
+    problems: list[str] = []
+    for section, name in SECTION_FILES.items():
+        path = config_dir / name
+        if not path.exists():
+            continue
+        try:
+            content = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            problems.append(f"{path}: not valid YAML: {exc}")
+            continue
+        if content is None:
+            content = {}
+        if not isinstance(content, dict):
+            problems.append(f"{path}: expected a mapping of settings, got {type(content).__name__}")
+            continue
+        raw[section] = content
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+    return raw
+
+
+def load(config_dir: str | Path | None = None, overrides: list[str] | None = None) -> ResumeNerConfig:
+    """Load ``config_dir`` (or the built-in defaults when None), apply overrides, validate everything at once."""
+    raw = read_config_files(config_dir) if config_dir is not None else {}
+    raw = apply_overrides(raw, overrides)
+    origin = str(config_dir) if config_dir is not None else "defaults"
+    return config_from_dict(raw, origin=origin)
+
+
+def save(config: ResumeNerConfig, path: str | Path) -> Path:
+    """Write the resolved config as YAML, atomically."""
+    from resume_ner.io import write_text_atomic
+
+    text = yaml.safe_dump(config.to_dict(), sort_keys=False)
+    return write_text_atomic(Path(path), text)

@@ -1,0 +1,58 @@
+"""The project's exceptions. Each message says what is wrong, where, and how to fix it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class ResumeNerError(Exception):
+    """Base class of every error the project raises on purpose; the CLI prints these without a traceback."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem found in input data: where it is and what is wrong."""
+
+    file: str
+    line: int | None
+    doc_id: str | None
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file
+        if self.line is not None:
+            where += f":{self.line}"
+        if self.doc_id is not None:
+            where += f" (document {self.doc_id!r})"
+        return f"{where}: {self.message}"
+
+
+class DataValidationError(ResumeNerError):
+    """Input data has one or more problems; ``problems`` lists every one of them."""
+
+    max_shown = 20
+
+    def __init__(self, problems: list[Problem], summary: str = "invalid input data") -> None:
+        self.problems = list(problems)
+        shown = self.problems[: self.max_shown]
+        lines = [f"{summary}: {len(self.problems)} problem(s)"]
+        lines += [f"  - {p}" for p in shown]
+        if len(self.problems) > len(shown):
+            lines.append(f"  ... and {len(self.problems) - len(shown)} more")
+        super().__init__("\n".join(lines))
+
+
+class ConfigError(ResumeNerError):
+    """A configuration file, override or dict is invalid; the message lists every bad path."""
+
+
+class CheckpointError(ResumeNerError):
+    """A checkpoint directory is missing a file, truncated or inconsistent."""
+
+
+class ModelLoadError(ResumeNerError):
+    """A backbone or tokenizer cannot be loaded (offline, missing, or not a fast tokenizer)."""
+
+
+class TrackingError(ResumeNerError):
+    """Experiment tracking (MLflow) failed in a way the user must act on."""

@@ -1,0 +1,80 @@
+"""Entity extraction with a trained checkpoint: whole documents are windowed, predicted in batches and
+merged back into character-offset entities.
+
+>>> from resume_ner.inference import Predictor
+>>> Predictor("runs/demo/model").predict(["Jane Doe\\nSenior Data Engineer at Contoso"])  # doctest: +SKIP
+[[Entity(label='NAME', start=0, end=8, text='Jane Doe', score=0.98), ...]]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from resume_ner.data.document import Document
+
+
+@dataclass(frozen=True)
+class Entity:
+    """An extracted entity: canonical type, character offsets into the input text (end exclusive), score."""
+
+    label: str
+    start: int
+    end: int
+    text: str
+    score: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Predictor:
+    """A loaded checkpoint ready to extract entities; reuse it for many calls."""
+
+    def __init__(self, model_dir: str | Path, *, device: str = "auto", batch_size: int = 32) -> None:
+        from resume_ner.data.labels import LabelScheme
+        from resume_ner.training.checkpoint import load_model_checkpoint
+        from resume_ner.training.distributed import resolve_device
+
+        self.device = resolve_device(device)
+        self.model, self.tokenizer, self.metadata = load_model_checkpoint(model_dir, device=str(self.device))
+        self.scheme = LabelScheme.from_dict(self.metadata["label_scheme"])
+        self.max_length = int(self.metadata["windows"]["max_length"])
+        self.stride = int(self.metadata["windows"]["stride"])
+        self.batch_size = batch_size
+
+    def predict(self, texts: Sequence[str]) -> list[list[Entity]]:
+        """Entities of each text, in text order."""
+        from resume_ner.data.windows import build_windows, merge_window_predictions
+        from resume_ner.training.batching import predict_windows
+        from resume_ner.training.evaluator import predicted_spans
+
+        documents = [Document(id=str(i), text=text) for i, text in enumerate(texts)]
+        windowed = build_windows(documents, self.tokenizer, self.scheme, max_length=self.max_length, stride=self.stride)
+        label_ids, scores, _ = predict_windows(
+            self.model, windowed.windows, self.tokenizer.pad_token_id, self.batch_size, self.device
+        )
+        merged = merge_window_predictions(windowed, label_ids, scores)
+        return [
+            [Entity(span.label, span.start, span.end, doc.text[span.start : span.end], round(score, 4))
+             for span, score in doc_spans]
+            for doc, doc_spans in zip(documents, predicted_spans(windowed, merged))
+        ]
+
+    def predict_stream(self, texts: Iterable[str], chunk_size: int = 64) -> Iterable[list[Entity]]:
+        """Like ``predict`` over an iterable, ``chunk_size`` texts at a time (bounded memory)."""
+        chunk: list[str] = []
+        for text in texts:
+            chunk.append(text)
+            if len(chunk) == chunk_size:
+                yield from self.predict(chunk)
+                chunk = []
+        if chunk:
+            yield from self.predict(chunk)
+
+
+def predict(texts: Sequence[str], model_dir: str | Path, *, device: str = "auto", batch_size: int = 32) -> list[list[Entity]]:
+    """Load ``model_dir`` and return the entities of each text."""
+    return Predictor(model_dir, device=device, batch_size=batch_size).predict(texts)

@@ -1,0 +1,1 @@
+"""Training: model creation, the training loop, checkpoints, callbacks, evaluation and metrics."""

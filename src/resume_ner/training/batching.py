@@ -1,0 +1,65 @@
+"""Padding windows into tensors, and running a model over windows in length-sorted batches."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from resume_ner.data.windows import IGNORE_INDEX, Window
+
+
+def collate_windows(windows: Sequence[Window], pad_token_id: int) -> dict[str, Any]:
+    """Right-pad a batch of windows to its longest member: input ids, attention mask, labels (-100)."""
+    import torch
+
+    width = max(len(w) for w in windows)
+    input_ids = torch.full((len(windows), width), pad_token_id, dtype=torch.long)
+    attention = torch.zeros((len(windows), width), dtype=torch.long)
+    labels = torch.full((len(windows), width), IGNORE_INDEX, dtype=torch.long)
+    token_types = torch.zeros((len(windows), width), dtype=torch.long)
+    with_types = windows[0].token_type_ids is not None
+    for row, window in enumerate(windows):
+        n = len(window)
+        input_ids[row, :n] = torch.tensor(window.input_ids)
+        attention[row, :n] = torch.tensor(window.attention_mask)
+        labels[row, :n] = torch.tensor(window.labels)
+        if with_types:
+            token_types[row, :n] = torch.tensor(window.token_type_ids)
+    batch = {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
+    if with_types:
+        batch["token_type_ids"] = token_types
+    return batch
+
+
+def predict_windows(
+    model: Any, windows: Sequence[Window], pad_token_id: int, batch_size: int, device: Any
+) -> tuple[list[list[int]], list[list[float]], float]:
+    """Label id and probability of every token of every window, and the mean loss over labelled tokens."""
+    import torch
+
+    order = sorted(range(len(windows)), key=lambda i: len(windows[i]))
+    label_ids: list[list[int]] = [[] for _ in windows]
+    scores: list[list[float]] = [[] for _ in windows]
+    loss_sum, loss_tokens = 0.0, 0
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            batch = collate_windows([windows[i] for i in idx], pad_token_id)
+            batch = {k: v.to(device) for k, v in batch.items()}
+            labels = batch.pop("labels")
+            logits = model(**batch).logits.float()
+            mask = labels != IGNORE_INDEX
+            if mask.any():
+                loss_sum += torch.nn.functional.cross_entropy(logits[mask], labels[mask], reduction="sum").item()
+                loss_tokens += int(mask.sum().item())
+            probs = logits.softmax(-1)
+            best_prob, best_id = probs.max(-1)
+            for row, i in enumerate(idx):
+                n = len(windows[i])
+                label_ids[i] = best_id[row, :n].tolist()
+                scores[i] = best_prob[row, :n].tolist()
+    if was_training:
+        model.train()
+    return label_ids, scores, loss_sum / max(loss_tokens, 1)

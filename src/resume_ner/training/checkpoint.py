@@ -1,0 +1,212 @@
+"""Checkpoints: Hugging Face-compatible model directories and resumable training states, written atomically.
+
+A model directory holds ``config.json`` (with ``id2label``), ``model.safetensors``, the tokenizer files and
+``resume_ner.json`` (label scheme, window settings, resolved config, data fingerprint, metrics, versions);
+``transformers.pipeline("token-classification", model=DIR)`` loads it as is. A training state directory
+(``checkpoints/checkpoint-<step>``) adds the optimizer, scheduler and RNG states and ``trainer_state.json``,
+which is written last: a directory without it is incomplete and never resumed from.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+from resume_ner.errors import CheckpointError
+from resume_ner.io import replace_dir_atomic, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+METADATA_FILE = "resume_ner.json"
+WEIGHTS_FILE = "model.safetensors"
+STATE_FILE = "trainer_state.json"
+OPTIMIZER_FILE = "optimizer.pt"
+SCHEDULER_FILE = "scheduler.pt"
+RNG_FILE = "rng_state.pt"
+CHECKPOINT_PREFIX = "checkpoint-"
+REQUIRED_MODEL_FILES = ("config.json", WEIGHTS_FILE, "tokenizer.json", "tokenizer_config.json", METADATA_FILE)
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages a checkpoint depends on."""
+    from importlib import metadata
+
+    versions = {}
+    for name in ("resume-ner", "torch", "transformers", "tokenizers", "safetensors"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def _staging_dir(target: Path) -> Path:
+    staging = target.with_name(f".{target.name}.tmp")
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    return staging
+
+
+def _write_model_files(staging: Path, model: Any, tokenizer: Any, metadata: dict[str, Any]) -> None:
+    unwrapped = getattr(model, "module", model)
+    unwrapped.save_pretrained(staging, safe_serialization=True)
+    tokenizer.save_pretrained(staging)
+    write_json_atomic(staging / METADATA_FILE, {**metadata, "versions": package_versions()})
+
+
+def save_model_checkpoint(target: Path, model: Any, tokenizer: Any, metadata: dict[str, Any]) -> Path:
+    """Write a loadable model directory to ``target`` atomically (staging directory, then rename)."""
+    target = Path(target)
+    staging = _staging_dir(target)
+    _write_model_files(staging, model, tokenizer, metadata)
+    return replace_dir_atomic(staging, target)
+
+
+def save_training_state(
+    target: Path,
+    model: Any,
+    tokenizer: Any,
+    metadata: dict[str, Any],
+    optimizer: Any,
+    scheduler: Any,
+    rng_state: dict[str, Any],
+    trainer_state: dict[str, Any],
+) -> Path:
+    """Write a resumable checkpoint (model files + optimizer, scheduler, RNG, trainer state) atomically."""
+    import torch
+
+    target = Path(target)
+    staging = _staging_dir(target)
+    _write_model_files(staging, model, tokenizer, metadata)
+    torch.save(optimizer.state_dict(), staging / OPTIMIZER_FILE)
+    torch.save(scheduler.state_dict(), staging / SCHEDULER_FILE)
+    torch.save(rng_state, staging / RNG_FILE)
+    write_json_atomic(staging / STATE_FILE, trainer_state)  # last: marks the checkpoint complete
+    return replace_dir_atomic(staging, target)
+
+
+def _step_of(path: Path) -> int:
+    match = re.fullmatch(rf"{CHECKPOINT_PREFIX}(\d+)", path.name)
+    return int(match.group(1)) if match else -1
+
+
+def list_training_states(checkpoints_dir: Path) -> list[Path]:
+    """Complete training-state directories under ``checkpoints_dir``, oldest first."""
+    checkpoints_dir = Path(checkpoints_dir)
+    if not checkpoints_dir.is_dir():
+        return []
+    found = [p for p in checkpoints_dir.iterdir() if p.is_dir() and _step_of(p) >= 0 and (p / STATE_FILE).is_file()]
+    return sorted(found, key=_step_of)
+
+
+def prune_training_states(checkpoints_dir: Path, keep: int) -> None:
+    """Delete all but the newest ``keep`` complete training states, and leftover staging directories."""
+    checkpoints_dir = Path(checkpoints_dir)
+    for leftover in checkpoints_dir.glob(f".{CHECKPOINT_PREFIX}*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    for old in list_training_states(checkpoints_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def latest_training_state(checkpoints_dir: Path) -> Path | None:
+    """The newest training state that validates; broken ones are skipped with a warning."""
+    for candidate in reversed(list_training_states(checkpoints_dir)):
+        try:
+            validate_checkpoint(candidate, training_state=True)
+        except CheckpointError as exc:
+            log.warning("skipping unusable checkpoint: %s", exc)
+            continue
+        return candidate
+    return None
+
+
+def load_training_state(directory: Path) -> dict[str, Any]:
+    """Optimizer, scheduler and RNG states (loaded with ``weights_only=True``) and the trainer state."""
+    import torch
+
+    directory = Path(directory)
+    validate_checkpoint(directory, training_state=True)
+    try:
+        return {
+            "optimizer": torch.load(directory / OPTIMIZER_FILE, map_location="cpu", weights_only=True),
+            "scheduler": torch.load(directory / SCHEDULER_FILE, map_location="cpu", weights_only=True),
+            "rng": torch.load(directory / RNG_FILE, map_location="cpu", weights_only=True),
+            "trainer_state": json.loads((directory / STATE_FILE).read_text(encoding="utf-8")),
+        }
+    except (OSError, RuntimeError, EOFError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {directory}: cannot read its training state: {exc}") from exc
+
+
+def read_metadata(directory: Path) -> dict[str, Any]:
+    """The ``resume_ner.json`` of a model directory."""
+    path = Path(directory) / METADATA_FILE
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {directory}: {METADATA_FILE} is missing (not a resume-ner model directory)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"checkpoint {directory}: {METADATA_FILE} is truncated or not JSON ({exc})") from None
+
+
+def validate_checkpoint(directory: str | Path, *, training_state: bool = False) -> dict[str, Any]:
+    """Check a model (or training-state) directory file by file and reload its weights and tokenizer.
+
+    Returns its metadata; raises ``CheckpointError`` naming the first missing, truncated or inconsistent file.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise CheckpointError(f"checkpoint {directory} does not exist or is not a directory")
+    required = list(REQUIRED_MODEL_FILES)
+    if training_state:
+        required += [OPTIMIZER_FILE, SCHEDULER_FILE, RNG_FILE, STATE_FILE]
+    for name in required:
+        path = directory / name
+        if not path.is_file():
+            raise CheckpointError(f"checkpoint {directory}: {name} is missing")
+        if path.stat().st_size == 0:
+            raise CheckpointError(f"checkpoint {directory}: {name} is empty (truncated write?)")
+    metadata = read_metadata(directory)
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json") + ((STATE_FILE,) if training_state else ()):
+        try:
+            json.loads((directory / name).read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise CheckpointError(f"checkpoint {directory}: {name} is truncated or not JSON ({exc})") from None
+    hf_config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+    labels = metadata.get("label_scheme", {}).get("labels")
+    id2label = hf_config.get("id2label", {})
+    if labels is None or [id2label.get(str(i)) for i in range(len(labels))] != labels:
+        raise CheckpointError(
+            f"checkpoint {directory}: config.json id2label does not match the labels in {METADATA_FILE}"
+        )
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(directory / WEIGHTS_FILE), framework="pt") as handle:
+            for key in handle.keys():
+                handle.get_tensor(key)
+    except Exception as exc:  # safetensors raises its own error types for truncated files
+        raise CheckpointError(f"checkpoint {directory}: {WEIGHTS_FILE} is truncated or corrupt ({exc})") from None
+    try:
+        from tokenizers import Tokenizer
+
+        Tokenizer.from_file(str(directory / "tokenizer.json"))
+    except Exception as exc:
+        raise CheckpointError(f"checkpoint {directory}: tokenizer.json cannot be loaded ({exc})") from None
+    return metadata
+
+
+def load_model_checkpoint(directory: str | Path, device: str = "cpu") -> tuple[Any, Any, dict[str, Any]]:
+    """Validate and load a model directory: (model in eval mode, fast tokenizer, metadata)."""
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+    directory = Path(directory)
+    metadata = validate_checkpoint(directory)
+    model = AutoModelForTokenClassification.from_pretrained(directory, use_safetensors=True, trust_remote_code=False)
+    tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=False)
+    model.to(device).eval()
+    return model, tokenizer, metadata

