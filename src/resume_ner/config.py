@@ -60,6 +60,13 @@ class DataConfig(_Section):
         default_factory=lambda: dict(DEFAULT_LABEL_MAP),
         description="Raw label name -> canonical entity type; empty keeps raw names and accepts any label.",
     )
+    on_duplicate: Literal["warn", "error"] = Field(
+        "warn", description="Documents with the same text or id: a warning in the report, or an error."
+    )
+    on_split_leak: Literal["drop-from-train", "error"] = Field(
+        "drop-from-train",
+        description="A training text that is also in the given validation/test file: drop it (logged) or fail.",
+    )
     validation_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="Share of documents for validation.")
     test_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="Share of documents for test.")
     split_seed: int = Field(42, description="Seed of the deterministic document-level split.")

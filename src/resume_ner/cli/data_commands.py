@@ -1,0 +1,215 @@
+"""``resume-ner data ...``: validate, stats, split, convert and synth subcommands over annotated resumes."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from resume_ner import config
+from resume_ner.data.dataset import load_dataset, load_documents
+from resume_ner.data.document import Document
+from resume_ner.data.readers import FORMATS, read_documents
+from resume_ner.data.validation import dataset_stats, validate_documents
+from resume_ner.errors import DataValidationError, Problem
+from resume_ner.io import write_text_atomic
+
+logger = logging.getLogger(__name__)
+
+MAX_SHOWN = 20
+OUTPUT_FORMATS = ("doccano", "spanjson", "conll")
+_TOKEN = re.compile(r"\S+")
+
+
+def register(subparsers: argparse._SubParsersAction, common_parents: list[argparse.ArgumentParser]) -> None:
+    """Add ``data`` and its subcommands; each sets ``func(args) -> exit code``."""
+    data = subparsers.add_parser(
+        "data", help="validate, inspect, split, convert or synthesise annotated resumes",
+        description="Work with annotated resume files (Doccano JSONL, span JSON, Dataturks JSON, CoNLL).",
+    )
+    commands = data.add_subparsers(dest="data_command", metavar="COMMAND", required=True)
+
+    validate = commands.add_parser("validate", parents=common_parents, help="check a file and report every problem")
+    _add_input_arguments(validate)
+    validate.add_argument("--on-overlap", choices=("error", "keep-longest"), default=None,
+                          help="overlapping spans: reject them, or keep the longest (default: data.on_overlap)")
+    validate.add_argument("--json", action="store_true", help="print the report as JSON")
+    validate.set_defaults(func=_validate)
+
+    stats = commands.add_parser("stats", parents=common_parents, help="counts of documents, tokens and entities")
+    _add_input_arguments(stats)
+    stats.add_argument("--json", action="store_true", help="print the statistics as JSON")
+    stats.set_defaults(func=_stats)
+
+    split = commands.add_parser("split", parents=common_parents,
+                                help="write train/validation/test Doccano JSONL files and print the fingerprint")
+    _add_input_arguments(split)
+    split.add_argument("--out", type=Path, required=True, help="directory for train/validation/test.jsonl")
+    split.add_argument("--seed", type=int, default=None, help="split seed (default: data.split_seed)")
+    split.add_argument("--validation-fraction", type=float, default=None,
+                       help="share of documents for validation (default: data.validation_fraction)")
+    split.add_argument("--test-fraction", type=float, default=None,
+                       help="share of documents for test (default: data.test_fraction)")
+    split.set_defaults(func=_split)
+
+    convert = commands.add_parser("convert", parents=common_parents,
+                                  help="validate a file and write it in another format (canonical labels)")
+    _add_input_arguments(convert)
+    convert.add_argument("--to", choices=OUTPUT_FORMATS, required=True, help="output format")
+    convert.add_argument("--out", type=Path, required=True, help="output file")
+    convert.set_defaults(func=_convert)
+
+    synth = commands.add_parser("synth", parents=common_parents, help="write synthetic annotated resumes")
+    synth.add_argument("--n", type=int, default=100, help="number of resumes (default: 100)")
+    synth.add_argument("--seed", type=int, default=42, help="random seed (default: 42)")
+    synth.add_argument("--out", type=Path, required=True, help="output directory")
+    synth.set_defaults(func=_synth)
+
+
+def _add_input_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("path", type=Path, help="annotated resume file (split also takes a dataset directory)")
+    parser.add_argument("--format", choices=("auto",) + FORMATS, default=None,
+                        help="input format (default: data.format, auto-detected)")
+
+
+def _data_config(args: argparse.Namespace, **flags: Any) -> config.DataConfig:
+    """``data`` section of the loaded config, with each given flag applied as a ``data.<name>`` override."""
+    overrides = list(args.overrides or [])
+    overrides += [f"data.{name}={value}" for name, value in flags.items() if value is not None]
+    return config.load(args.config_dir, overrides).data
+
+
+def _validate(args: argparse.Namespace) -> int:
+    data_config = _data_config(args, format=args.format, on_overlap=args.on_overlap)
+    result = read_documents(args.path, data_config.format)
+    report = validate_documents(result.documents, label_map=data_config.label_map, on_overlap=data_config.on_overlap)
+    problems = result.problems + report.problems
+    stats = dataset_stats(report.documents)
+    if args.json:
+        print(json.dumps({
+            "path": str(args.path),
+            "format": result.format,
+            "valid": not problems,
+            **stats,
+            "trimmed_spans": report.trimmed_spans,
+            "resolved_overlaps": report.resolved_overlaps,
+            "problems": [dataclasses.asdict(p) for p in problems],
+            "warnings": [dataclasses.asdict(p) for p in report.warnings],
+        }, indent=2, ensure_ascii=False))
+        return 1 if problems else 0
+    print(f"{args.path} ({result.format})")
+    _print_stats(stats)
+    print(f"spans trimmed of leading/trailing whitespace: {report.trimmed_spans}")
+    if data_config.on_overlap == "keep-longest":
+        print(f"overlapping spans dropped (keep-longest): {report.resolved_overlaps}")
+    _print_problems("warnings", report.warnings)
+    _print_problems("problems", problems)
+    print(f"FAILED: {len(problems)} problem(s)" if problems else f"OK ({len(report.warnings)} warning(s))")
+    return 1 if problems else 0
+
+
+def _stats(args: argparse.Namespace) -> int:
+    documents = load_documents(args.path, _data_config(args, format=args.format))
+    stats = dataset_stats(documents)
+    if args.json:
+        print(json.dumps(stats, indent=2, ensure_ascii=False))
+    else:
+        _print_stats(stats)
+    return 0
+
+
+def _split(args: argparse.Namespace) -> int:
+    data_config = _data_config(args, format=args.format, split_seed=args.seed,
+                               validation_fraction=args.validation_fraction, test_fraction=args.test_fraction)
+    dataset = load_dataset(args.path, data_config)
+    for name, documents in (("train", dataset.train), ("validation", dataset.validation), ("test", dataset.test)):
+        path = write_text_atomic(args.out / f"{name}.jsonl", _render(documents, "doccano"))
+        print(f"{name}: {len(documents)} document(s) -> {path}")
+    print(f"fingerprint: {dataset.fingerprint}")
+    return 0
+
+
+def _convert(args: argparse.Namespace) -> int:
+    documents = load_documents(args.path, _data_config(args, format=args.format))
+    write_text_atomic(args.out, _render(documents, args.to))
+    print(f"wrote {len(documents)} document(s) to {args.out} ({args.to})")
+    return 0
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from resume_ner.data.synth import write_synthetic_resumes
+
+    path = write_synthetic_resumes(args.out, args.n, args.seed)
+    print(f"wrote {args.n} synthetic resume(s) to {path}")
+    return 0
+
+
+def _print_stats(stats: dict[str, Any]) -> None:
+    chars = stats["chars_per_document"]
+    print(f"documents: {stats['documents']}")
+    print(f"characters: {stats['characters']} (per document: mean {chars['mean']}, median {chars['median']}, "
+          f"max {chars['max']})")
+    print(f"tokens: {stats['tokens']} ({stats['token_unit']})")
+    print(f"entities: {stats['entities']} in {stats['entity_types']} type(s)")
+    width = max((len(label) for label in stats["entities_per_type"]), default=0)
+    for label, count in stats["entities_per_type"].items():
+        print(f"  {label:<{width}}  {count}")
+
+
+def _print_problems(title: str, problems: Sequence[Problem]) -> None:
+    print(f"{title}: {len(problems)}")
+    for problem in problems[:MAX_SHOWN]:
+        print(f"  - {problem}")
+    if len(problems) > MAX_SHOWN:
+        print(f"  ... and {len(problems) - MAX_SHOWN} more")
+
+
+def _render(documents: Sequence[Document], fmt: str) -> str:
+    """``documents`` as the text of a ``doccano`` / ``spanjson`` JSON-lines file or a ``conll`` file."""
+    if fmt == "conll":
+        return "".join(_conll_lines(document) for document in documents)
+    records = (d.to_doccano() for d in documents)
+    if fmt == "spanjson":
+        records = ({"id": r["id"], "text": r["text"], "annotations": r["labels"]} for r in records)
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+
+
+def _conll_lines(document: Document) -> str:
+    """One CoNLL document: whitespace tokens with IOB2 tags, a blank line where the text has a line break.
+
+    CoNLL is token-based: whitespace is normalised, and a span that does not start and end on token
+    boundaries is widened to whole tokens (two spans inside one token become one; a span across a line break
+    becomes two); spans not on token boundaries are logged.
+    """
+    bad = [s.label for s in document.spans if re.search(r"\s", s.label)]
+    if bad:
+        problem = Problem(document.source or "<documents>", None, document.id,
+                          f"label {bad[0]!r} contains whitespace, which CoNLL columns cannot hold; map it to a type "
+                          "without spaces in data.label_map")
+        raise DataValidationError([problem], summary="cannot write CoNLL")
+    tokens = list(_TOKEN.finditer(document.text))
+    starts, ends = {t.start() for t in tokens}, {t.end() for t in tokens}
+    widened = sum(s.start not in starts or s.end not in ends for s in document.spans)
+    if widened:
+        logger.warning("document %r: %d span(s) not on token boundaries widened to whole tokens", document.id, widened)
+    lines = ["-DOCSTART- O", ""]
+    spans = sorted(document.spans)
+    index, last_span, previous_end = 0, None, 0
+    for token in tokens:
+        if previous_end and "\n" in document.text[previous_end:token.start()]:
+            lines.append("")
+        previous_end = token.end()
+        while index < len(spans) and spans[index].end <= token.start():
+            index += 1
+        span = spans[index] if index < len(spans) and spans[index].start < token.end() else None
+        if span is None:
+            lines.append(f"{token.group()} O")
+        else:
+            lines.append(f"{token.group()} {'I' if span is last_span else 'B'}-{span.label}")
+            last_span = span
+    return "\n".join(lines) + "\n\n"

@@ -1,0 +1,1367 @@
+"""Synthetic annotated resumes: the project's embedded default data (demo, ``make run``, every test).
+
+Resumes are built piece by piece; each labelled piece records its own offsets as it is appended,
+so every gold span is exact (``text[start:end]`` is the entity, no edge whitespace, no overlaps).
+Labels are the raw names of the real corpus (keys of ``resume_ner.config.DEFAULT_LABEL_MAP``).
+
+Annotation conventions (the same as the real corpus):
+
+- ``Years of Experience``: total experience phrases ("5+ years", "over 7 years" -> "7 years"),
+  the date range of each job ("Jan 2019 - Present") and its duration ("(2 yrs 3 mos)").
+- ``Graduation Year``: the year, or the whole range, of a degree ("2015", "2011 - 2015").
+- ``Location``: "City", "City, Region" or "City, Country" as one span.
+- Every mention of a covered entity is labelled, wherever it appears (URLs such as github.com/x aside);
+  the unlabelled noise is made of phone numbers, links, street addresses, other dates (birth,
+  certificates, awards), numbers, project names, languages, hobbies and boilerplate.
+
+Generation is deterministic: the same ``(n, seed)`` gives byte-identical documents (for one
+installed Faker version).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import random
+import re
+import unicodedata
+from pathlib import Path
+
+from faker import Faker
+
+from resume_ner.data.document import Document, Span
+from resume_ner.io import write_text_atomic
+
+__all__ = [
+    "COLLEGE_PATTERNS",
+    "COMPANY_SUFFIXES",
+    "DEGREES",
+    "DESIGNATIONS",
+    "JOB_SKILLS",
+    "LABELS",
+    "SOFT_SKILLS",
+    "TECH_TOOLS",
+    "generate_resumes",
+    "write_synthetic_resumes",
+]
+
+NAME = "Name"
+EMAIL = "Email Address"
+DESIGNATION = "Designation"
+COMPANY = "Companies worked at"
+LOCATION = "Location"
+YEARS = "Years of Experience"
+COLLEGE = "College Name"
+DEGREE = "Degree"
+GRAD_YEAR = "Graduation Year"
+SKILL = "Job Specific Skills"
+TOOL = "Tech Tools"
+SOFT = "Soft Skills"
+
+LABELS: tuple[str, ...] = (
+    NAME, EMAIL, DESIGNATION, COMPANY, LOCATION, YEARS, COLLEGE, DEGREE, GRAD_YEAR, SKILL, TOOL, SOFT,
+)
+
+LOCALES: tuple[str, ...] = ("en_US", "en_GB", "en_IN")
+_LOCALE_WEIGHTS = (0.4, 0.2, 0.4)
+
+# --------------------------------------------------------------------------------------------------
+# Vocabularies, by career track: (designations, job-specific skills, tech tools)
+# --------------------------------------------------------------------------------------------------
+
+_SOFTWARE = (
+    (
+        "Software Engineer", "Senior Software Engineer", "Software Developer", "Associate Software Engineer",
+        "Java Developer", "Python Developer", "Web Developer", "Front End Developer", "Backend Developer",
+        "Full Stack Developer", "Android Developer", "iOS Developer", "Mobile Developer", "Technical Lead",
+        "Team Lead", "Engineering Manager", "Solutions Architect", "Trainee Engineer", "Programmer Analyst",
+    ),
+    (
+        "Web Development", "REST API Design", "Microservices", "Unit Testing", "Object-Oriented Programming",
+        "Code Review", "Software Development Life Cycle", "Agile", "Scrum", "Mobile App Development",
+        "Front-end Development", "Backend Development", "Design Patterns", "Performance Tuning",
+        "Version Control", "Continuous Integration", "System Design", "Debugging",
+    ),
+    (
+        "Java", "Python", "JavaScript", "TypeScript", "C++", "C#", "Golang", "PHP", "Ruby on Rails", "React",
+        "Angular", "Vue.js", "Node.js", "Django", "Flask", "Spring Boot", ".NET", "HTML5", "CSS3", "Bootstrap",
+        "jQuery", "Hibernate", "Maven", "Gradle", "Git", "GitHub", "GitLab", "Jira", "IntelliJ IDEA", "Eclipse",
+        "Visual Studio", "MySQL", "PostgreSQL", "MongoDB", "Redis", "Docker", "Kotlin", "Swift",
+    ),
+)
+_DATA = (
+    (
+        "Data Scientist", "Data Analyst", "Senior Data Analyst", "Data Engineer", "Senior Data Engineer",
+        "Machine Learning Engineer", "BI Developer", "ETL Developer", "Research Analyst", "Analytics Consultant",
+        "Statistician", "AI Engineer",
+    ),
+    (
+        "Machine Learning", "Deep Learning", "Data Analysis", "Data Visualization", "Natural Language Processing",
+        "Computer Vision", "Statistical Modeling", "Predictive Modeling", "ETL", "Data Warehousing",
+        "Data Mining", "Data Modeling", "A/B Testing", "Big Data", "Feature Engineering", "Time Series Forecasting",
+        "Data Cleaning", "Ad-hoc Reporting",
+    ),
+    (
+        "Python", "R", "SQL", "Pandas", "NumPy", "scikit-learn", "TensorFlow", "PyTorch", "Keras", "Apache Spark",
+        "Hadoop", "Hive", "Airflow", "Kafka", "Tableau", "Power BI", "MS Excel", "Snowflake", "BigQuery",
+        "Databricks", "dbt", "Looker", "Jupyter", "SAS", "SPSS", "MATLAB", "PostgreSQL", "Oracle Database",
+    ),
+)
+_INFRA = (
+    (
+        "DevOps Engineer", "Site Reliability Engineer", "Cloud Engineer", "Cloud Architect", "Network Engineer",
+        "System Administrator", "Linux Administrator", "Database Administrator", "Technical Support Engineer",
+        "IT Support Specialist", "Security Analyst", "IT Manager", "Infrastructure Engineer", "Release Manager",
+    ),
+    (
+        "Cloud Computing", "DevOps", "Continuous Deployment", "Infrastructure as Code", "Network Administration",
+        "System Administration", "Troubleshooting", "Incident Management", "Load Balancing", "Capacity Planning",
+        "Security Auditing", "Penetration Testing", "Disaster Recovery", "Patch Management", "Monitoring",
+        "Backup and Recovery", "Networking",
+    ),
+    (
+        "AWS", "Azure", "Google Cloud Platform", "Docker", "Kubernetes", "Terraform", "Ansible", "Jenkins", "Linux",
+        "Windows Server", "Active Directory", "VMware", "Bash", "PowerShell", "Nagios", "Splunk", "Prometheus",
+        "Grafana", "Wireshark", "Cisco IOS", "ServiceNow", "DNS", "DHCP", "Oracle Database", "MySQL", "Git",
+    ),
+)
+_QA = (
+    (
+        "QA Engineer", "Test Engineer", "Senior QA Analyst", "Automation Test Engineer", "Quality Analyst",
+        "Test Lead", "SDET",
+    ),
+    (
+        "Manual Testing", "Test Automation", "Regression Testing", "Functional Testing", "API Testing",
+        "Performance Testing", "Test Planning", "Defect Tracking", "Quality Assurance", "Agile", "Test Case Design",
+    ),
+    (
+        "Selenium", "JUnit", "TestNG", "Postman", "JMeter", "Cucumber", "Appium", "Jira", "Jenkins", "Java",
+        "Python", "SQL", "Git", "LoadRunner", "HP ALM",
+    ),
+)
+_BUSINESS = (
+    (
+        "Business Analyst", "Project Manager", "Product Manager", "Program Manager", "Scrum Master",
+        "Financial Analyst", "Accountant", "Operations Manager", "Management Trainee", "Consultant",
+        "Senior Consultant", "Associate Consultant", "SAP Consultant", "Procurement Officer",
+    ),
+    (
+        "Requirements Gathering", "Business Analysis", "Project Management", "Stakeholder Management",
+        "Financial Analysis", "Budgeting", "Forecasting", "Accounting", "Bookkeeping", "Vendor Management",
+        "Process Improvement", "Root Cause Analysis", "Risk Management", "Supply Chain Management",
+        "Inventory Management", "Financial Reporting", "Gap Analysis", "Cost Reduction",
+    ),
+    (
+        "MS Excel", "MS Project", "Jira", "Confluence", "SAP", "Tableau", "Power BI", "Salesforce", "QuickBooks",
+        "Tally", "Visio", "SQL", "Oracle ERP", "Trello", "Asana", "MS PowerPoint",
+    ),
+)
+_PEOPLE = (
+    (
+        "Sales Executive", "Marketing Manager", "Digital Marketing Specialist", "HR Executive", "Recruiter",
+        "Customer Service Representative", "Customer Support Executive", "Content Writer", "Account Manager",
+        "Business Development Manager", "Graphic Designer", "UI/UX Designer", "Office Administrator",
+    ),
+    (
+        "Digital Marketing", "SEO", "Content Writing", "Recruitment", "Payroll Processing", "Customer Support",
+        "Sales", "Lead Generation", "Social Media Marketing", "Email Marketing", "Brand Management",
+        "Market Research", "Employee Onboarding", "Graphic Design", "Copywriting", "Account Management",
+    ),
+    (
+        "Salesforce", "HubSpot", "Google Analytics", "MS Excel", "MS Word", "MS PowerPoint", "Photoshop",
+        "Illustrator", "Figma", "Canva", "WordPress", "Zendesk", "Mailchimp", "Workday", "SAP SuccessFactors",
+    ),
+)
+_TRACKS = (_SOFTWARE, _DATA, _INFRA, _QA, _BUSINESS, _PEOPLE)
+_TRACK_WEIGHTS = (0.3, 0.2, 0.17, 0.1, 0.13, 0.1)
+
+
+def _unique(*groups: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(item for group in groups for item in group))
+
+
+DESIGNATIONS: tuple[str, ...] = _unique(*(t[0] for t in _TRACKS))
+JOB_SKILLS: tuple[str, ...] = _unique(*(t[1] for t in _TRACKS))
+TECH_TOOLS: tuple[str, ...] = _unique(*(t[2] for t in _TRACKS))
+
+SOFT_SKILLS: tuple[str, ...] = (
+    "Leadership", "Communication", "Teamwork", "Problem Solving", "Time Management", "Adaptability",
+    "Critical Thinking", "Attention to Detail", "Collaboration", "Creativity", "Work Ethic", "Self-motivated",
+    "Quick Learner", "Team Player", "Conflict Resolution", "Negotiation", "Public Speaking",
+    "Presentation Skills", "Decision Making", "Interpersonal Skills", "Mentoring", "Customer Focus", "Empathy",
+    "Analytical Thinking", "Multitasking", "Flexibility", "Emotional Intelligence", "Active Listening",
+    "Organizational Skills", "Written Communication", "Verbal Communication", "Hard Working",
+    "Positive Attitude", "Accountability", "Patience", "Self Motivated",
+)
+
+_DESIGNATION_PREFIXES = ("Senior", "Sr.", "Junior", "Lead", "Principal", "Associate")
+
+_DEGREE_TYPES: tuple[tuple[str, bool], ...] = (  # (degree, takes a field)
+    ("B.Tech", True), ("Bachelor of Technology", True), ("B.E.", True), ("Bachelor of Engineering", True),
+    ("BE", True), ("B.Sc.", True), ("Bachelor of Science", True), ("B.S.", True), ("BSc", True),
+    ("M.Tech", True), ("Master of Technology", True), ("M.E.", True), ("M.Sc.", True),
+    ("Master of Science", True), ("MS", True), ("MSc", True), ("BA", True), ("Bachelor of Arts", True),
+    ("MA", True), ("Ph.D.", True), ("Diploma", True), ("MBA", True), ("Master of Business Administration", False),
+    ("MCA", False), ("Master of Computer Applications", False), ("BCA", False),
+    ("Bachelor of Computer Applications", False), ("B.Com", False), ("Bachelor of Commerce", False),
+    ("M.Com", False), ("PGDM", False), ("BBA", False),
+)
+_DEGREE_FIELDS = (
+    "Computer Science", "Computer Science and Engineering", "Information Technology", "Electronics and Communication",
+    "Electrical Engineering", "Mechanical Engineering", "Civil Engineering", "Mathematics", "Statistics",
+    "Physics", "Economics", "Finance", "Marketing", "Human Resources", "Data Science", "Business Administration",
+    "Psychology", "English", "Information Systems", "Software Engineering", "Chemistry", "Accounting",
+)
+DEGREES: tuple[str, ...] = tuple(d for d, _ in _DEGREE_TYPES)
+_SCHOOL_DEGREES = ("HSC", "SSC", "Class XII", "Class X", "Higher Secondary Certificate", "12th", "10th", "CBSE XII")
+
+COLLEGE_PATTERNS: tuple[str, ...] = (
+    "{city} Institute of Technology", "University of {city}", "{last} College of Engineering",
+    "{region} State University", "{city} College of Arts and Science", "St. {first}'s College",
+    "{last} University", "Institute of Engineering and Technology, {city}", "{city} School of Business",
+    "National Institute of Technology {city}", "{last} Institute of Management",
+    "Government Engineering College {city}",
+    "{last} Memorial College", "{city} Polytechnic", "{region} University", "{last} Institute of Science",
+    "{city} University", "Royal College of {city}", "{last} School of Engineering", "{city} Community College",
+)
+_SCHOOL_PATTERNS = ("{last} High School", "{city} Public School", "Kendriya Vidyalaya {city}", "St. {first}'s School")
+
+COMPANY_SUFFIXES: tuple[str, ...] = (
+    "Technologies", "Solutions", "Systems", "Pvt. Ltd.", "Ltd", "Inc.", "LLC", "Consulting", "Labs", "Software",
+    "Analytics", "Infotech", "Services", "Group", "Corporation", "Global", "Networks", "Digital", "Limited",
+    "Technologies Pvt Ltd", "Corp", "& Co.",
+)
+_COMPANY_WORDS = (
+    "Apex", "Bluewave", "Nimbus", "Crestline", "Vertex", "Pinnacle", "Silverline", "Northstar", "Quantum",
+    "Brightpath", "Ironwood", "Redstone", "Greenfield", "Skyline", "Zenith", "Orbit", "Keystone", "Summit",
+    "Trinity", "Harbor", "Lumen", "Cobalt", "Evergreen", "Falconridge", "Meridian", "Sapphire", "Tidal",
+    "Vantage", "Westbrook", "Aurora", "Helix", "Mosaic",
+)
+_WELL_KNOWN_COMPANIES = (
+    "Infosys", "Accenture", "IBM", "Deloitte", "Tata Consultancy Services", "Wipro", "Capgemini", "Cognizant",
+    "Amazon", "HCL Technologies", "Tech Mahindra", "Ernst & Young", "KPMG", "Barclays", "HSBC", "Vodafone",
+    "Genpact", "Mphasis", "Unilever", "Siemens",
+)
+
+_CITIES = {
+    "en_US": (
+        ("New York", "NY"), ("San Francisco", "CA"), ("Austin", "TX"), ("Seattle", "WA"), ("Chicago", "IL"),
+        ("Boston", "MA"), ("Denver", "CO"), ("Atlanta", "GA"), ("San Jose", "CA"), ("Dallas", "TX"),
+        ("Raleigh", "NC"), ("Phoenix", "AZ"), ("Columbus", "OH"), ("Minneapolis", "MN"), ("Portland", "OR"),
+    ),
+    "en_GB": (
+        ("London", "UK"), ("Manchester", "UK"), ("Birmingham", "UK"), ("Leeds", "United Kingdom"),
+        ("Edinburgh", "Scotland"), ("Glasgow", "Scotland"), ("Bristol", "UK"), ("Cambridge", "UK"),
+        ("Cardiff", "Wales"), ("Reading", "Berkshire"), ("Nottingham", "UK"), ("Sheffield", "UK"),
+    ),
+    "en_IN": (
+        ("Bengaluru", "Karnataka"), ("Bangalore", "Karnataka"), ("Pune", "Maharashtra"), ("Mumbai", "Maharashtra"),
+        ("Hyderabad", "Telangana"), ("Chennai", "Tamil Nadu"), ("Noida", "Uttar Pradesh"), ("Gurgaon", "Haryana"),
+        ("Kolkata", "West Bengal"), ("Ahmedabad", "Gujarat"), ("Kochi", "Kerala"), ("New Delhi", "Delhi"),
+        ("Thane", "Maharashtra"), ("Coimbatore", "Tamil Nadu"), ("Indore", "Madhya Pradesh"),
+    ),
+}
+
+# --------------------------------------------------------------------------------------------------
+# Layout vocabularies
+# --------------------------------------------------------------------------------------------------
+
+_HEADINGS = {
+    "summary": (
+        "Summary", "Professional Summary", "Profile", "Career Objective", "Objective", "About Me",
+        "Career Summary", "Profile Summary", "Executive Summary", "Overview",
+    ),
+    "experience": (
+        "Experience", "Work Experience", "Work History", "Professional Experience", "Employment History",
+        "Career History", "Relevant Experience", "Employment", "Experience Details",
+    ),
+    "education": (
+        "Education", "Educational Qualifications", "Academic Background", "Education and Training",
+        "Academic Qualifications", "Qualifications", "Educational Details",
+    ),
+    "skills": (
+        "Skills", "Technical Skills", "Key Skills", "Core Competencies", "Skills & Expertise", "Areas of Expertise",
+        "Skill Set", "IT Skills", "Technical Proficiency",
+    ),
+    "soft": ("Soft Skills", "Personal Traits", "Strengths", "Key Strengths", "Personal Attributes"),
+    "projects": ("Projects", "Key Projects", "Academic Projects", "Personal Projects", "Project Details"),
+    "certifications": (
+        "Certifications", "Certificates", "Licenses & Certifications", "Training & Certifications", "Courses",
+    ),
+    "languages": ("Languages", "Languages Known", "Language Proficiency"),
+    "hobbies": ("Interests", "Hobbies", "Hobbies & Interests", "Extracurricular Activities"),
+    "awards": ("Awards", "Achievements", "Honors & Awards", "Accomplishments"),
+    "personal": ("Personal Details", "Personal Information", "Personal Profile"),
+    "references": ("References", "Referees"),
+    "declaration": ("Declaration",),
+    "additional": ("Additional Information", "Other Information"),
+}
+_BULLETS = ("• ", "- ", "* ", "▪ ", "➢ ", "o ", "", "· ", "– ", "> ", "✓ ")
+_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
+           "November", "December")
+_NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
+                 "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty")
+_PRESENT = ("Present", "Current", "Till Date", "Now", "present", "till date", "Ongoing")
+_RANGE_SEPS = (" - ", " – ", " to ", "-", " — ", " -  ")
+
+_PROJECT_ADJ = ("Smart", "Unified", "Real-time", "Automated", "Secure", "Mobile", "Self-service", "Integrated",
+                "Next-gen", "Online", "Centralised", "Customer")
+_PROJECT_NOUN = ("Billing Platform", "Inventory Tracker", "Claims Portal", "Recommendation Engine", "Fraud Monitor",
+                 "Payroll System", "Booking App", "Reporting Hub", "Chatbot", "Document Archive", "Loan Origination",
+                 "Attendance System", "Order Management", "Feedback Portal", "Fleet Tracker", "Pricing Engine")
+_CODE_NAMES = ("Phoenix", "Atlas", "Orion", "Falcon", "Neptune", "Zephyr", "Titan", "Polaris", "Everest", "Nova",
+               "Hermes", "Kestrel")
+_METRICS = ("response time", "page load time", "monthly churn", "error rates", "report turnaround time",
+            "processing time", "operational costs", "ticket backlog", "onboarding time", "query latency")
+_AWARDS = ("Employee of the Month", "Star Performer", "Spot Award", "Best Team Award", "Dean's List",
+           "Innovation Award", "Client Appreciation Award", "Rising Star", "Pat on the Back", "Best Outgoing Student")
+_CERTIFICATIONS = ("ITIL Foundation", "Six Sigma Green Belt", "CompTIA Security+", "Certified Ethical Hacker",
+                   "CCNA Routing and Switching", "Certified Information Systems Auditor", "Lean Practitioner",
+                   "First Aid at Work", "CompTIA A+", "PRINCE2 Foundation", "CFA Level I", "NPTEL Online Course")
+_TOOL_CERT_PATTERNS = ("{tool} Certified Associate", "{tool} Fundamentals", "{tool} Certified Professional",
+                       "Advanced {tool} Training", "{tool} Essentials")
+_LANGUAGES = ("English", "Hindi", "Spanish", "French", "German", "Tamil", "Marathi", "Telugu", "Mandarin", "Arabic",
+              "Bengali", "Urdu", "Portuguese", "Italian", "Kannada", "Gujarati", "Welsh", "Polish")
+_LANGUAGE_LEVELS = ("(Native)", "(Fluent)", "- professional working proficiency", "(Basic)", "(Intermediate)",
+                    "- read, write, speak", "")
+_HOBBIES = ("Reading", "Chess", "Hiking", "Photography", "Cricket", "Football", "Travelling", "Cooking", "Painting",
+            "Playing guitar", "Cycling", "Swimming", "Blogging", "Volunteering at a local animal shelter",
+            "Badminton", "Yoga", "Running half marathons", "Gardening", "Sketching", "Trekking", "Board games")
+_COURSEWORK = ("Algorithms", "Operating Systems", "Discrete Mathematics", "Compiler Design", "Linear Algebra",
+               "Microeconomics", "Computer Networks", "Probability", "Organisational Behaviour", "Thermodynamics")
+_PROFICIENCY = ("(Advanced)", "(Intermediate)", "(Expert)", "(Basic)", "- advanced", "★★★★☆", "★★★☆☆")
+_SKILL_GROUPS = (
+    "Programming Languages", "Languages", "Frameworks", "Databases", "Tools", "Cloud", "Platforms",
+    "Technologies", "Software", "Operating Systems", "Tools & Technologies", "Libraries",
+)
+_SKILL_LABELS = ("Technical Skills", "Functional Skills", "Domain Expertise", "Expertise", "Core Skills",
+                 "Key Skills", "Competencies")
+_SOFT_LABELS = ("Soft Skills", "Personal Skills", "Strengths", "Traits")
+_ENV_LABELS = ("Environment", "Technologies used", "Tech stack", "Tools used", "Environment & Tools")
+
+# Sentence templates: {slot}s are filled by ``_Resume._slot``; literal text must not name any entity.
+_SUMMARY_TEMPLATES = (
+    "{designation} with {yoe} of experience in {skill}, {skill} and {tool}.",
+    "Results-driven {designation} having {yoe} of hands-on experience delivering solutions with {tool}, {tool}"
+    " and {tool}.",
+    "{yoe} of experience in {skill} and {skill}, with a strong background in {tool} and {tool}.",
+    "Seeking a challenging role as a {designation} where I can apply my {skill} experience and {soft_l}.",
+    "Currently working as {designation} at {company}, {loc}.",
+    "Known for {soft_l}, {soft_l} and a strong sense of ownership.",
+    "Experienced in {skill} across {n} projects for clients in retail, banking and healthcare.",
+    "Total experience of {yoe} in the IT industry.",
+    "A professional with strong {soft_l} and expertise in {skill} and {skill}.",
+    "Proficient in {tool}, {tool} and {tool}; comfortable working with {skill}.",
+    "Looking for opportunities in {loc} or remote.",
+    "{yoe} of progressive experience, most recently as {designation} at {company}.",
+    "Passionate about clean, maintainable work and continuous learning.",
+    "Strong {soft_l} and {soft_l}, with a track record of delivering on time.",
+    "Hands-on with {tool} and {tool}, and certified in {cert}.",
+    "Willing to relocate and travel as required.",
+)
+_BULLET_TEMPLATES = (
+    "Developed and maintained {skill} solutions using {tool} and {tool}.",
+    "Built {project} with {tool}, reducing {metric} by {pct}.",
+    "Led a team of {n} to deliver {project} ahead of schedule.",
+    "Automated {skill} workflows with {tool}, saving {n} hours per week.",
+    "Worked closely with clients to gather needs and provide {skill}.",
+    "Designed dashboards in {tool} used by {n} business units.",
+    "Migrated legacy systems to {tool}, cutting costs by {money} per year.",
+    "Handled {n}+ tickets per month related to {skill} and {tool}.",
+    "Mentored {n} junior colleagues; recognised for {soft_l} and {soft_l}.",
+    "Implemented {skill} practices using {tool} across {n} services.",
+    "Performed {skill} and {skill} for {project}.",
+    "Received the {award} in {year} for {soft_l}.",
+    "Managed a budget of {money} for {project}.",
+    "Improved {metric} by {pct} through {skill}.",
+    "Coordinated with onsite teams in {loc} for the {project} rollout.",
+    "Conducted training sessions on {tool} for {n} colleagues.",
+    "Prepared weekly status reports for senior management.",
+    "Participated in daily stand-ups, sprint planning and retrospectives.",
+    "Wrote technical documentation and runbooks for {project}.",
+    "Integrated {tool} with {tool} to streamline {skill}.",
+    "Promoted to {designation} within {n} months.",
+    "Reviewed pull requests and enforced coding standards on {project}.",
+    "Served {n}+ customers across {n} regions with {pct} satisfaction.",
+    "Resolved critical production issues within SLA, demonstrating {soft_l}.",
+    "Optimised {tool} queries, improving {metric} by {pct}.",
+    "Owned end-to-end {skill} for {project} (ticket #{ticket}).",
+)
+_PROJECT_TEMPLATES = (
+    "Built {skill} features using {tool} and {tool}.",
+    "Team of {n}; responsible for {skill} and {skill}.",
+    "Used {tool} for storage and {tool} for the interface.",
+    "Reduced {metric} by {pct} for {n} users.",
+    "Delivered a working prototype in {n} weeks.",
+)
+
+_REFERENCE_LINES = ("Available upon request.", "Furnished on request.", "References available on request.",
+                    "Will be provided upon request.")
+_DECLARATION = ("I hereby declare that the information furnished above is true to the best of my knowledge.",
+                "I hereby declare that all the details mentioned above are correct and complete.")
+_EXTRA_LINES = ("Willing to relocate: Anywhere", "Notice period: {n} days", "Availability: Immediate",
+                "Open to remote and hybrid roles", "Driving licence: Full, clean", "Current CTC: {n} LPA",
+                "Expected CTC: negotiable", "Work authorisation: eligible to work without sponsorship")
+
+_SLOT_RE = re.compile(r"\{(\w+)\}")
+_WORD_RE = re.compile(r"[A-Za-z]{5,}")
+_REFERENCE_YEARS = (2017, 2018, 2019, 2020, 2021, 2022, 2023, 2024)
+_SHORT, _MEDIUM, _LONG = "short", "medium", "long"
+
+
+@functools.lru_cache(maxsize=None)
+def _parse_template(template: str) -> tuple[str, ...]:
+    """``"a {x} b"`` -> ``("a ", "x", " b")``: literals at even, slot names at odd positions."""
+    return tuple(_SLOT_RE.split(template))
+
+
+@functools.lru_cache(maxsize=None)
+def _faker(locale: str) -> Faker:
+    return Faker(locale)
+
+
+@functools.lru_cache(maxsize=None)
+def _vocabulary_pattern() -> re.Pattern[str]:
+    """Matches any labelled vocabulary item as a whole word (to keep them out of unlabelled noise)."""
+    items = sorted(set(DESIGNATIONS + JOB_SKILLS + TECH_TOOLS + SOFT_SKILLS), key=lambda v: (-len(v), v))
+    return re.compile(r"(?<![\w.])(?:" + "|".join(map(re.escape, items)) + r")(?![\w])", re.IGNORECASE)
+
+
+def _clean(text: str) -> str:
+    """Faker output with inner whitespace collapsed and none at the edges."""
+    return " ".join(text.split())
+
+
+def _ascii(text: str) -> str:
+    return unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+
+
+# --------------------------------------------------------------------------------------------------
+# Text assembly with exact offsets
+# --------------------------------------------------------------------------------------------------
+
+
+class _Writer:
+    """Appends text pieces and records the offsets of the labelled ones as they are appended."""
+
+    __slots__ = ("_parts", "_pos", "spans")
+
+    def __init__(self) -> None:
+        self._parts: list[str] = []
+        self._pos = 0
+        self.spans: list[Span] = []
+
+    def text(self, piece: str) -> None:
+        if piece:
+            self._parts.append(piece)
+            self._pos += len(piece)
+
+    def entity(self, piece: str, label: str) -> None:
+        if not piece or piece != piece.strip():
+            raise ValueError(f"entity {piece!r} ({label}) is empty or has edge whitespace")
+        start = self._pos
+        self.text(piece)
+        self.spans.append(Span(start, self._pos, label))
+
+    def piece(self, piece: str, label: str | None) -> None:
+        if label is None:
+            self.text(piece)
+        else:
+            self.entity(piece, label)
+
+    def value(self) -> str:
+        return "".join(self._parts)
+
+
+class _Style:
+    """Per-document layout choices, so that one resume is internally consistent."""
+
+    def __init__(self, rng: random.Random) -> None:
+        r = rng.random
+        self.bullet = rng.choice(_BULLETS)
+        self.alt_bullet = rng.choice(_BULLETS) if r() < 0.25 else self.bullet
+        self.heading_case = rng.choices(("upper", "title", "asis", "lower"), (0.5, 0.3, 0.15, 0.05))[0]
+        self.heading_colon = r() < 0.2
+        self.heading_underline = rng.choice(("-", "=", "_")) if r() < 0.1 else ""
+        self.heading_gap = "\n\n" if r() < 0.4 else "\n"
+        self.section_gap = rng.choices(("\n\n", "\n", "\n\n\n"), (0.6, 0.15, 0.25))[0]
+        self.list_sep = rng.choices((", ", " | ", "; ", " · ", ",", "\n", " / ", ",  "),
+                                    (0.4, 0.14, 0.08, 0.05, 0.07, 0.18, 0.04, 0.04))[0]
+        self.item_case = rng.choices(("asis", "lower", "title", "upper"), (0.78, 0.12, 0.06, 0.04))[0]
+        self.trailing_ws = 0.15 if r() < 0.15 else 0.0
+        self.typo_rate = 0.03 if r() < 0.35 else 0.0
+        self.month_style = rng.choice(("short", "long", "num", "iso", "year", "short_apos", "short_dot"))
+        self.range_sep = rng.choice(_RANGE_SEPS)
+        self.present = rng.choice(_PRESENT)
+        self.duration = rng.choice(("none", "none", "paren", "dot", "paren_long"))
+        self.exp_layout = rng.randrange(7)
+        self.edu_layout = rng.randrange(6)
+        self.header_layout = rng.randrange(6)
+        self.skills_layout = rng.randrange(5)
+        self.company_upper = r() < 0.1
+        self.designation_upper = r() < 0.08
+
+
+# --------------------------------------------------------------------------------------------------
+# One resume
+# --------------------------------------------------------------------------------------------------
+
+
+class _Resume:
+    def __init__(self, rng: random.Random, fake: Faker, locale: str) -> None:
+        self.rng = rng
+        self.fake = fake
+        self.locale = locale
+        self.w = _Writer()
+        self.s = _Style(rng)
+        self.cur_bullet = self.s.bullet
+        self._used: set[str] = set()
+        self.size = rng.choices((_SHORT, _MEDIUM, _LONG), (0.22, 0.56, 0.22))[0]
+
+        track = rng.choices(_TRACKS, _TRACK_WEIGHTS)[0]
+        designations, skills, tools = track
+        other = rng.choice(_TRACKS)
+        n_skills = {_SHORT: 6, _MEDIUM: 9, _LONG: 13}[self.size] + rng.randrange(5)
+        n_tools = {_SHORT: 7, _MEDIUM: 10, _LONG: 15}[self.size] + rng.randrange(6)
+        self.skills = self._sample(skills, n_skills) + self._sample(other[1], rng.randrange(3))
+        self.tools = self._sample(tools, n_tools) + self._sample(other[2], rng.randrange(3))
+        self.skills = list(dict.fromkeys(self.skills))
+        self.tools = list(dict.fromkeys(self.tools))
+        self.softs = self._sample(SOFT_SKILLS, 3 + rng.randrange(6))
+        self.designations = list(designations)
+
+        self.first = _clean(fake.first_name())
+        self.last = _clean(fake.last_name())
+        self.home = self._location()
+        self.present_month = rng.choice(_REFERENCE_YEARS) * 12 + rng.randrange(12)
+        self._plan_career()
+        self._plan_education()
+        self.email = self._email()
+
+    # ---------------------------------------------------------------- planning
+
+    def _sample(self, pool: tuple[str, ...], k: int) -> list[str]:
+        return self.rng.sample(pool, min(k, len(pool)))
+
+    def _plan_career(self) -> None:
+        rng = self.rng
+        n_jobs = {_SHORT: rng.randint(1, 2), _MEDIUM: rng.randint(2, 4), _LONG: rng.randint(4, 7)}[self.size]
+        months = [rng.randint(7, 54 if n_jobs < 4 else 40) for _ in range(n_jobs)]
+        end = self.present_month if rng.random() < 0.75 else self.present_month - rng.randint(1, 8)
+        jobs = []
+        title = rng.choice(self.designations)
+        for i, length in enumerate(months):  # most recent first
+            start = end - length
+            if i > 0 and rng.random() < 0.5:
+                title = rng.choice(self.designations)
+            jobs.append({
+                "title": self._designation(title),
+                "company": self._company(),
+                "location": self._location() if rng.random() < 0.8 else self.home,
+                "start": start,
+                "end": None if (i == 0 and end == self.present_month) else end,
+            })
+            end = start - (rng.randint(1, 6) if rng.random() < 0.3 else 0)
+        self.jobs = jobs
+        self.career_start = jobs[-1]["start"]
+        self.total_years = max(1, (self.present_month - self.career_start) // 12)
+        self.title = jobs[0]["title"]
+
+    def _plan_education(self) -> None:
+        rng = self.rng
+        grad = self.career_start // 12 - (1 if rng.random() < 0.3 else 0)
+        entries = []
+        with_master = rng.random() < 0.35
+        if with_master:
+            entries.append(self._degree_entry(grad, master=True))
+            grad -= rng.choice((2, 2, 3)) + (3 if entries[0][0].startswith("Ph") else 0)
+        entries.append(self._degree_entry(grad, master=False))
+        if self.locale == "en_IN" and rng.random() < 0.35:
+            entries.append((rng.choice(_SCHOOL_DEGREES), self._college(_SCHOOL_PATTERNS), grad - 5, grad - 4, None))
+        self.education = entries
+
+    def _degree_entry(self, grad: int, master: bool) -> tuple[str, str, int, int, str | None]:
+        rng = self.rng
+        pool = [d for d in _DEGREE_TYPES if (d[0][0] == "M" or d[0].startswith("Ph")) == master]
+        name, takes_field = rng.choice(pool)
+        if takes_field and rng.random() < 0.85:
+            joiner = rng.choice((" in ", " in ", ", ", " - ", " (", " of "))
+            field = rng.choice(_DEGREE_FIELDS)
+            name = f"{name}{joiner}{field}" + (")" if joiner == " (" else "")
+        years = 2 if master else rng.choice((3, 4, 4))
+        location = self._location() if rng.random() < 0.45 else None
+        return name, self._college(COLLEGE_PATTERNS), grad - years, grad, location
+
+    def _college(self, patterns: tuple[str, ...]) -> str:
+        city, region = self._city_region()
+        return self.rng.choice(patterns).format(
+            city=city, region=region, first=_clean(self.fake.first_name()), last=_clean(self.fake.last_name())
+        )
+
+    def _city_region(self) -> tuple[str, str]:
+        if self.rng.random() < 0.6:
+            return self.rng.choice(_CITIES[self.locale])
+        return _clean(self.fake.city()), _clean(self.fake.administrative_unit())
+
+    def _location(self) -> str:
+        city, region = self._city_region()
+        form = self.rng.random()
+        if form < 0.35:
+            return city
+        if form < 0.9:
+            return f"{city}, {region}"
+        country = {"en_US": "USA", "en_GB": "UK", "en_IN": "India"}[self.locale]
+        return f"{city}, {country}"
+
+    def _designation(self, title: str) -> str:
+        rng = self.rng
+        if rng.random() < 0.15 and not title.startswith(("Senior", "Sr", "Junior", "Lead", "Associate")):
+            title = f"{rng.choice(_DESIGNATION_PREFIXES)} {title}"
+        return title
+
+    def _company(self) -> str:
+        rng, fake = self.rng, self.fake
+        kind = rng.random()
+        if kind < 0.3:
+            return _clean(fake.company())
+        if kind < 0.65:
+            return f"{rng.choice(_COMPANY_WORDS)} {rng.choice(COMPANY_SUFFIXES)}"
+        if kind < 0.82:
+            return f"{_clean(fake.last_name())} {rng.choice(COMPANY_SUFFIXES)}"
+        return rng.choice(_WELL_KNOWN_COMPANIES)
+
+    def _email(self) -> str:
+        rng = self.rng
+        first = re.sub(r"[^a-z]", "", _ascii(self.first).lower()) or "user"
+        last = re.sub(r"[^a-z]", "", _ascii(self.last).lower()) or "name"
+        local = rng.choice((
+            f"{first}.{last}", f"{first}{last}", f"{first[0]}.{last}", f"{first}_{last}",
+            f"{first}{last}{rng.randint(1, 99)}", f"{last}.{first}",
+            f"{first}.{last}{self.career_start // 12 % 100:02d}",
+        ))
+        return f"{local}@{self.fake.free_email_domain()}"
+
+    # ---------------------------------------------------------------- writing primitives
+
+    def nl(self, n: int = 1) -> None:
+        if self.s.trailing_ws and self.rng.random() < self.s.trailing_ws:
+            self.w.text(" ")
+        self.w.text("\n" * n)
+
+    def typo(self, text: str) -> str:
+        """Swap two interior letters of one long word, now and then (never touches the ends of ``text``)."""
+        if not self.s.typo_rate or self.rng.random() >= self.s.typo_rate:
+            return text
+        words = list(_WORD_RE.finditer(text))
+        if not words:
+            return text
+        m = self.rng.choice(words)
+        i = self.rng.randrange(m.start() + 1, m.end() - 2)
+        return text[:i] + text[i + 1] + text[i] + text[i + 2:]
+
+    def case(self, item: str) -> str:
+        mode = self.s.item_case if self.rng.random() < 0.85 else self.rng.choice(("asis", "lower", "upper"))
+        if mode == "lower":
+            return item.lower()
+        if mode == "upper" and len(item) < 20:
+            return item.upper()
+        if mode == "title" and item.islower():
+            return item.title()
+        return item
+
+    def ent(self, text: str, label: str) -> None:
+        self.w.entity(self.typo(text), label)
+
+    def heading(self, kind: str) -> None:
+        h = self.rng.choice(_HEADINGS[kind])
+        if self.s.heading_case == "upper":
+            h = h.upper()
+        elif self.s.heading_case == "title":
+            h = h.title()
+        elif self.s.heading_case == "lower":
+            h = h.lower()
+        if self.s.heading_colon:
+            h += ":"
+        self.cur_bullet = self.s.bullet if self.rng.random() < 0.8 else self.s.alt_bullet
+        self.w.text(h)
+        if self.s.heading_underline:
+            self.w.text("\n" + self.s.heading_underline * len(h))
+        self.w.text(self.s.heading_gap)
+
+    def bullet(self) -> None:
+        self.w.text(self.cur_bullet)
+
+    def write_list(self, items: list[tuple[str, str | None]], sep: str | None = None) -> None:
+        sep = self.s.list_sep if sep is None else sep
+        for i, (text, label) in enumerate(items):
+            if i:
+                if sep == "\n":
+                    self.nl()
+                    self.bullet()
+                else:
+                    self.w.text(sep)
+            elif sep == "\n":
+                self.bullet()
+            self.w.piece(text, label)
+
+    def month(self, m: int) -> str:
+        year, mon = divmod(m, 12)
+        style = self.s.month_style
+        if style == "short":
+            return f"{_MONTHS[mon][:3]} {year}"
+        if style == "short_dot":
+            return f"{_MONTHS[mon][:3]}. {year}" if mon != 4 else f"May {year}"
+        if style == "long":
+            return f"{_MONTHS[mon]} {year}"
+        if style == "num":
+            return f"{mon + 1:02d}/{year}"
+        if style == "iso":
+            return f"{year}-{mon + 1:02d}"
+        if style == "short_apos":
+            return f"{_MONTHS[mon][:3]} '{year % 100:02d}"
+        return str(year)
+
+    def date_range(self, start: int, end: int | None) -> str:
+        stop = self.s.present if end is None else self.month(end)
+        return f"{self.month(start)}{self.s.range_sep}{stop}"
+
+    def duration(self, start: int, end: int | None) -> str | None:
+        if self.s.duration == "none":
+            return None
+        months = (self.present_month if end is None else end) - start
+        years, rest = divmod(months, 12)
+        if self.s.duration == "paren_long":
+            parts = [f"{years} year{'s' if years != 1 else ''}"] if years else []
+            if rest:
+                parts.append(f"{rest} month{'s' if rest != 1 else ''}")
+        else:
+            parts = [f"{years} yr{'s' if years != 1 else ''}"] if years else []
+            if rest:
+                parts.append(f"{rest} mo{'s' if rest != 1 else ''}")
+        return " ".join(parts) or None
+
+    def years_phrase(self) -> tuple[str, str, str]:
+        """(before, labelled, after) for the total experience, e.g. ("over ", "7 years", "")."""
+        rng, n = self.rng, self.total_years
+        form = rng.randrange(9)
+        if form == 0:
+            return "", f"{n}+ years", ""
+        if form == 1:
+            return "", f"{n} years", ""
+        if form == 2:
+            return rng.choice(("over ", "Over ", "more than ")), f"{n} years", ""
+        if form == 3 and n < len(_NUMBER_WORDS):
+            return "", f"{_NUMBER_WORDS[n]} years", ""
+        if form == 4:
+            return "", f"{n}.{rng.randint(1, 9)} years", ""
+        if form == 5:
+            return "", f"{n}+ yrs", ""
+        if form == 6:
+            return "", f"{n} years {rng.randint(1, 11)} months", ""
+        if form == 7:
+            return "nearly ", f"{n + 1} years", ""
+        return "", f"{n}+ Years", ""
+
+    # ---------------------------------------------------------------- templates
+
+    def pick(self, pool: list[str] | tuple[str, ...]) -> str:
+        """A random item of ``pool`` not used yet in the current sentence (when there is one)."""
+        for _ in range(6):
+            item = self.rng.choice(pool)
+            if item not in self._used:
+                break
+        self._used.add(item)
+        return item
+
+    def fill(self, template: str) -> None:
+        self._used = set()
+        parts = _parse_template(template)
+        for i, part in enumerate(parts):
+            if i % 2 == 0:
+                self.w.text(self.typo(part) if part else part)
+            else:
+                self._slot(part)
+
+    def _slot(self, name: str) -> None:
+        rng, w = self.rng, self.w
+        if name == "skill":
+            self.ent(self.case(self.pick(self.skills)), SKILL)
+        elif name == "tool":
+            self.ent(self.pick(self.tools), TOOL)
+        elif name == "soft_l":
+            soft = self.pick(self.softs)
+            self.ent(soft.lower() if rng.random() < 0.7 else soft, SOFT)
+        elif name == "designation":
+            self.ent(rng.choice(self.designations) if rng.random() < 0.3 else self.title, DESIGNATION)
+        elif name == "company":
+            self.ent(self.jobs[0]["company"], COMPANY)
+        elif name == "loc":
+            self.ent(rng.choice((self.home, self.jobs[0]["location"])), LOCATION)
+        elif name == "yoe":
+            before, phrase, after = self.years_phrase()
+            w.text(before)
+            self.ent(phrase, YEARS)
+            w.text(after)
+        elif name == "n":
+            w.text(str(rng.choice((2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 40, 50, 120, 300))))
+        elif name == "pct":
+            w.text(f"{rng.randint(5, 70)}%")
+        elif name == "money":
+            w.text(rng.choice(("$", "£", "₹", "USD ", "INR ")) + f"{rng.randint(1, 99) * 10}K")
+        elif name == "year":
+            w.text(str(rng.randint(self.career_start // 12, self.present_month // 12)))
+        elif name == "project":
+            w.text(self.project_name())
+        elif name == "metric":
+            w.text(rng.choice(_METRICS))
+        elif name == "award":
+            w.text(rng.choice(_AWARDS))
+        elif name == "cert":
+            w.text(rng.choice(_CERTIFICATIONS))
+        elif name == "ticket":
+            w.text(str(rng.randint(1000, 99999)))
+        else:  # pragma: no cover - a template names an unknown slot
+            raise KeyError(name)
+
+    def street(self) -> str:
+        """A street address (unlabelled noise) that names no labelled entity, e.g. no "Jenkins Road"."""
+        for _ in range(5):
+            address = self.fake.street_address().replace("\n", ", ")
+            if not _vocabulary_pattern().search(address):
+                return address
+        return f"{self.rng.randint(1, 99)}, Main Road"
+
+    def project_name(self) -> str:
+        if self.rng.random() < 0.35:
+            return f"Project {self.rng.choice(_CODE_NAMES)}"
+        return f"{self.rng.choice(_PROJECT_ADJ)} {self.rng.choice(_PROJECT_NOUN)}"
+
+    # ---------------------------------------------------------------- sections
+
+    def header(self) -> None:
+        rng, w = self.rng, self.w
+        layout = self.s.header_layout
+        name = f"{self.first} {self.last}"
+        name = rng.choices((name, name.upper(), name.lower()), (0.72, 0.2, 0.08))[0]
+        phone = self.fake.phone_number()
+        handle = re.sub(r"[^a-z]", "", _ascii(self.first + self.last).lower()) or "profile"
+        link = rng.choice((
+            f"linkedin.com/in/{handle}-{rng.randrange(16 ** 4):04x}", f"https://www.linkedin.com/in/{handle}",
+            f"github.com/{handle}", f"https://{handle}.dev", f"www.{handle}.com",
+        ))
+        if layout == 5:
+            w.text(rng.choice(("CURRICULUM VITAE", "Curriculum Vitae", "RESUME", "Resume")))
+            self.nl(2)
+        self.ent(name, NAME)
+        if layout in (1, 2) and rng.random() < 0.8:
+            w.text(rng.choice((" - ", "\n", " | ", ", ")))
+            self.ent(self.title.upper() if self.s.designation_upper else self.title, DESIGNATION)
+        self.nl()
+        if layout == 0:
+            self.ent(self.email, EMAIL)
+            w.text(" | ")
+            w.text(phone)
+            w.text(" | ")
+            self.ent(self.home, LOCATION)
+            self.nl()
+        elif layout == 1:
+            self.ent(self.home, LOCATION)
+            self.nl()
+            w.text(rng.choice(("Phone: ", "Mobile: ", "Tel: ", "Ph: ")) + phone)
+            self.nl()
+            w.text(rng.choice(("Email: ", "E-mail: ", "Mail: ")))
+            self.ent(self.email, EMAIL)
+            self.nl()
+        elif layout == 2:
+            self.ent(self.email, EMAIL)
+            self.nl()
+            w.text(phone)
+            self.nl()
+        elif layout == 3:
+            self.ent(self.home, LOCATION)
+            w.text(rng.choice((" - Email me on: ", " — ", " · ")))
+            self.ent(self.email, EMAIL)
+            self.nl()
+        elif layout == 4:
+            w.text(phone)
+            w.text(rng.choice(("  ", " · ", " | ")))
+            self.ent(self.email, EMAIL)
+            self.nl()
+            self.ent(self.home, LOCATION)
+            self.nl()
+        else:
+            w.text("Address: " + self.street() + ", ")
+            self.ent(self.home, LOCATION)
+            self.nl()
+            w.text(rng.choice(("Mobile: ", "Contact: ")) + phone)
+            self.nl()
+            w.text(rng.choice(("E-mail: ", "Email ID: ")))
+            self.ent(self.email, EMAIL)
+            self.nl()
+        if rng.random() < 0.55:
+            w.text(link)
+            self.nl()
+        if rng.random() < 0.15:
+            w.text(self.street())
+            self.nl()
+
+    def summary(self) -> None:
+        rng = self.rng
+        self.heading("summary")
+        n = {_SHORT: (1, 3), _MEDIUM: (2, 4), _LONG: (3, 6)}[self.size]
+        templates = rng.sample(_SUMMARY_TEMPLATES, rng.randint(*n))
+        as_bullets = rng.random() < 0.25
+        for i, template in enumerate(templates):
+            if as_bullets:
+                self.bullet()
+            elif i:
+                self.w.text(" " if rng.random() < 0.9 else "  ")
+            self.fill(template)
+            if as_bullets:
+                self.nl()
+        if not as_bullets:
+            self.nl()
+
+    def experience(self) -> None:
+        self.heading("experience")
+        for i, job in enumerate(self.jobs):
+            if i:
+                self.nl(self.rng.choice((1, 1, 2)))
+            self._job(job)
+
+    def _job(self, job: dict) -> None:
+        rng, w = self.rng, self.w
+        title = job["title"].upper() if self.s.designation_upper else job["title"]
+        company = job["company"].upper() if self.s.company_upper else job["company"]
+        dates = self.date_range(job["start"], job["end"])
+        dur = self.duration(job["start"], job["end"])
+
+        def put_dates(in_parens: bool = False) -> None:
+            self.ent(dates, YEARS)
+            if dur:
+                if self.s.duration == "dot" or in_parens:
+                    w.text(" · ")
+                    self.ent(dur, YEARS)
+                else:
+                    w.text(" (")
+                    self.ent(dur, YEARS)
+                    w.text(")")
+
+        def put_loc(prefix: str) -> bool:
+            if rng.random() < 0.85:
+                w.text(prefix)
+                self.ent(job["location"], LOCATION)
+                return True
+            return False
+
+        layout = self.s.exp_layout
+        if layout == 0:
+            self.ent(title, DESIGNATION)
+            self.nl()
+            self.ent(company, COMPANY)
+            put_loc(rng.choice((" - ", " -  ", ", ", " – ")))
+            self.nl()
+            put_dates()
+            self.nl()
+        elif layout == 1:
+            self.ent(title, DESIGNATION)
+            w.text(" | ")
+            self.ent(company, COMPANY)
+            w.text(" | ")
+            put_dates()
+            self.nl()
+            if put_loc(""):
+                self.nl()
+        elif layout == 2:
+            self.ent(company, COMPANY)
+            put_loc(", ")
+            self.nl()
+            self.ent(title, DESIGNATION)
+            w.text(rng.choice(("    ", "\t", " ", "   ")))
+            put_dates()
+            self.nl()
+        elif layout == 3:
+            put_dates()
+            self.nl()
+            self.ent(title, DESIGNATION)
+            w.text(", ")
+            self.ent(company, COMPANY)
+            self.nl()
+        elif layout == 4:
+            self.ent(company, COMPANY)
+            w.text(" (")
+            put_dates(in_parens=True)
+            w.text(")")
+            self.nl()
+            self.ent(title, DESIGNATION)
+            put_loc(" - ")
+            self.nl()
+        elif layout == 5:
+            self.ent(title, DESIGNATION)
+            w.text(rng.choice((" at ", " @ ")))
+            self.ent(company, COMPANY)
+            self.nl()
+            if put_loc(""):
+                w.text(" · ")
+            put_dates()
+            self.nl()
+        else:
+            w.text("Company: ")
+            self.ent(company, COMPANY)
+            self.nl()
+            w.text("Designation: " if rng.random() < 0.5 else "Role: ")
+            self.ent(title, DESIGNATION)
+            self.nl()
+            w.text("Duration: ")
+            put_dates()
+            self.nl()
+        n_bullets = {_SHORT: (1, 3), _MEDIUM: (2, 5), _LONG: (3, 7)}[self.size]
+        if rng.random() < 0.12:
+            w.text(rng.choice(("Responsibilities:", "Key Responsibilities:", "Roles & Responsibilities:")))
+            self.nl()
+        for template in rng.sample(_BULLET_TEMPLATES, rng.randint(*n_bullets)):
+            self.bullet()
+            self.fill(template)
+            self.nl()
+        if rng.random() < 0.35:
+            w.text(rng.choice(_ENV_LABELS) + ": ")
+            tools = self._sample(tuple(self.tools), rng.randint(2, 6))
+            sep = self.s.list_sep if self.s.list_sep != "\n" else ", "
+            self.write_list([(t, TOOL) for t in tools], sep)
+            self.nl()
+
+    def education_section(self) -> None:
+        rng, w = self.rng, self.w
+        self.heading("education")
+        layout = self.s.edu_layout
+        for i, (degree, college, start, grad, location) in enumerate(self.education):
+            if i:
+                self.nl(rng.choice((1, 1, 2)))
+
+            def put_year() -> None:
+                form = rng.randrange(5)
+                if form == 0:
+                    self.ent(f"{start}{self.s.range_sep}{grad}", GRAD_YEAR)
+                elif form == 1:
+                    w.text(rng.choice(("Class of ", "Graduated ", "Batch of ", "Passed out in ")))
+                    self.ent(str(grad), GRAD_YEAR)
+                elif form == 2:
+                    w.text(_MONTHS[rng.choice((3, 4, 5, 6))] + " ")
+                    self.ent(str(grad), GRAD_YEAR)
+                else:
+                    self.ent(str(grad), GRAD_YEAR)
+
+            def put_loc(prefix: str) -> None:
+                if location:
+                    w.text(prefix)
+                    self.ent(location, LOCATION)
+
+            if layout == 0:
+                self.ent(degree, DEGREE)
+                self.nl()
+                self.ent(college, COLLEGE)
+                put_loc(rng.choice((", ", " - ", " -  ")))
+                self.nl()
+                put_year()
+                self.nl()
+            elif layout == 1:
+                self.ent(degree, DEGREE)
+                w.text(" | ")
+                self.ent(college, COLLEGE)
+                w.text(" | ")
+                put_year()
+                self.nl()
+            elif layout == 2:
+                put_year()
+                w.text(rng.choice(("  ", "\t", " : ", " - ")))
+                self.ent(degree, DEGREE)
+                w.text(", ")
+                self.ent(college, COLLEGE)
+                put_loc(", ")
+                self.nl()
+            elif layout == 3:
+                self.ent(college, COLLEGE)
+                put_loc(" - ")
+                self.nl()
+                self.ent(degree, DEGREE)
+                if rng.random() < 0.5:
+                    w.text(rng.choice(("; GPA: ", "; CGPA: ", " with ")))
+                    w.text(rng.choice((f"3.{rng.randint(0, 9)}/4.0", f"{rng.randint(6, 9)}.{rng.randint(0, 9)}/10",
+                                       f"{rng.randint(55, 92)}%")))
+                self.nl()
+                put_year()
+                self.nl()
+            elif layout == 4:
+                self.ent(degree, DEGREE)
+                w.text(" from ")
+                self.ent(college, COLLEGE)
+                w.text(" (")
+                put_year()
+                w.text(")")
+                self.nl()
+            else:
+                self.bullet()
+                self.ent(degree, DEGREE)
+                w.text(" - ")
+                self.ent(college, COLLEGE)
+                w.text(", ")
+                put_year()
+                self.nl()
+            if rng.random() < 0.15:
+                w.text("Relevant coursework: " + ", ".join(rng.sample(_COURSEWORK, 3)))
+                self.nl()
+            elif rng.random() < 0.12:
+                w.text(rng.choice(("Percentage: ", "Aggregate: ")) + f"{rng.randint(55, 95)}%")
+                self.nl()
+
+    def skills_section(self) -> None:
+        rng, w = self.rng, self.w
+        self.heading("skills")
+        layout = self.s.skills_layout
+        skills = [(self.case(s), SKILL) for s in self._sample(tuple(self.skills), len(self.skills))]
+        tools = [(t, TOOL) for t in self._sample(tuple(self.tools), len(self.tools))]
+        softs = [(self.case(s), SOFT) for s in self.softs]
+        include_soft = not self.soft_section
+        if layout == 0:  # labelled groups
+            w.text(rng.choice(_SKILL_LABELS) + ": ")
+            self.write_list(skills, self._inline_sep())
+            self.nl()
+            w.text(rng.choice(_SKILL_GROUPS) + ": ")
+            self.write_list(tools, self._inline_sep())
+            self.nl()
+            if include_soft:
+                w.text(rng.choice(_SOFT_LABELS) + ": ")
+                self.write_list(softs, self._inline_sep())
+                self.nl()
+        elif layout == 1:  # one mixed list
+            items = skills + tools + (softs if include_soft else [])
+            rng.shuffle(items)
+            self.write_list(items)
+            self.nl()
+        elif layout == 2:  # tools split into groups on their own lines
+            k = max(1, len(tools) // rng.randint(2, 4))
+            groups = rng.sample(_SKILL_GROUPS, min(len(_SKILL_GROUPS), (len(tools) + k - 1) // k))
+            for g, name in enumerate(groups):
+                chunk = tools[g * k:(g + 1) * k]
+                if not chunk:
+                    break
+                self.bullet()
+                w.text(name + ": ")
+                self.write_list(chunk, self._inline_sep())
+                self.nl()
+            self.bullet()
+            w.text(rng.choice(_SKILL_LABELS) + ": ")
+            self.write_list(skills, self._inline_sep())
+            self.nl()
+            if include_soft:
+                self.bullet()
+                w.text(rng.choice(_SOFT_LABELS) + ": ")
+                self.write_list(softs, self._inline_sep())
+                self.nl()
+        elif layout == 3:  # one item per line, with proficiency now and then
+            items = skills + tools
+            rng.shuffle(items)
+            for text, label in items:
+                self.bullet()
+                self.w.entity(text, label)
+                if rng.random() < 0.2:
+                    w.text(" " + rng.choice(_PROFICIENCY))
+                self.nl()
+            if include_soft:
+                self.nl()
+                w.text(rng.choice(_SOFT_LABELS) + ":")
+                self.nl()
+                self.write_list(softs, "\n")
+                self.nl()
+        else:  # pipes on a few lines
+            items = skills + tools
+            rng.shuffle(items)
+            step = rng.randint(4, 7)
+            for j in range(0, len(items), step):
+                self.write_list(items[j:j + step], " | ")
+                self.nl()
+            if include_soft:
+                self.write_list(softs, " | ")
+                self.nl()
+
+    def _inline_sep(self) -> str:
+        return self.s.list_sep if self.s.list_sep != "\n" else self.rng.choice((", ", " | "))
+
+    def soft_skills_section(self) -> None:
+        self.heading("soft")
+        softs = [(self.case(s), SOFT) for s in self.softs]
+        self.write_list(softs, "\n" if self.rng.random() < 0.6 else None)
+        self.nl()
+
+    def projects(self) -> None:
+        rng, w = self.rng, self.w
+        self.heading("projects")
+        for i in range(rng.randint(1, 3 if self.size != _LONG else 4)):
+            if i:
+                self.nl()
+            w.text(rng.choice(("Project: ", "Title: ", "")) + self.project_name())
+            if rng.random() < 0.4:
+                w.text(f" ({rng.randint(self.career_start // 12 - 2, self.present_month // 12)})")
+            self.nl()
+            for template in rng.sample(_PROJECT_TEMPLATES, rng.randint(1, 3)):
+                self.bullet()
+                self.fill(template)
+                self.nl()
+
+    def certifications(self) -> None:
+        rng, w = self.rng, self.w
+        self.heading("certifications")
+        for _ in range(rng.randint(1, 4)):
+            self.bullet()
+            if rng.random() < 0.45:
+                before, slot, after = _parse_template(rng.choice(_TOOL_CERT_PATTERNS))
+                w.text(before)
+                self.ent(rng.choice(self.tools), TOOL)
+                w.text(after)
+            else:
+                w.text(rng.choice(_CERTIFICATIONS))
+            if rng.random() < 0.6:
+                opener = rng.choice((" - ", ", ", " (", " | Issued "))
+                w.text(opener + self.month(rng.randint(self.career_start, self.present_month)))
+                w.text(")" if opener == " (" else "")
+            self.nl()
+
+    def languages(self) -> None:
+        self.heading("languages")
+        items = [((lang + " " + self.rng.choice(_LANGUAGE_LEVELS)).strip(), None)
+                 for lang in self.rng.sample(_LANGUAGES, self.rng.randint(1, 4))]
+        self.write_list(items)
+        self.nl()
+
+    def hobbies(self) -> None:
+        self.heading("hobbies")
+        self.write_list([(h, None) for h in self.rng.sample(_HOBBIES, self.rng.randint(2, 5))])
+        self.nl()
+
+    def awards(self) -> None:
+        rng, w = self.rng, self.w
+        self.heading("awards")
+        for _ in range(rng.randint(1, 3)):
+            self.bullet()
+            w.text(f"{rng.choice(_AWARDS)}, {rng.randint(self.career_start // 12, self.present_month // 12)}")
+            self.nl()
+
+    def personal(self) -> None:
+        rng, w = self.rng, self.w
+        self.heading("personal")
+        birth = self.career_start // 12 - rng.randint(21, 25)
+        lines = [
+            f"Date of Birth: {rng.randint(1, 28)} {rng.choice(_MONTHS)} {birth}",
+            f"Nationality: {rng.choice(('Indian', 'British', 'American', 'Canadian'))}",
+            f"Marital Status: {rng.choice(('Single', 'Married'))}",
+            f"Passport No: {rng.choice('JKLMNPRSTZ')}{rng.randint(1000000, 9999999)}",
+            "Permanent Address: " + self.street(),
+        ]
+        for line in rng.sample(lines, rng.randint(2, len(lines))):
+            w.text(line)
+            self.nl()
+        if rng.random() < 0.3:
+            w.text("Total Experience: ")
+            _, phrase, _ = self.years_phrase()
+            self.ent(phrase, YEARS)
+            self.nl()
+        if rng.random() < 0.3:
+            self.fill(rng.choice(_EXTRA_LINES))
+            self.nl()
+
+    def additional(self) -> None:
+        self.heading("additional")
+        for template in self.rng.sample(_EXTRA_LINES, self.rng.randint(1, 3)):
+            self.bullet()
+            self.fill(template)
+            self.nl()
+
+    def references(self) -> None:
+        self.heading("references")
+        self.w.text(self.rng.choice(_REFERENCE_LINES))
+        self.nl()
+
+    def declaration(self) -> None:
+        rng, w = self.rng, self.w
+        self.heading("declaration")
+        w.text(rng.choice(_DECLARATION))
+        self.nl(2)
+        w.text("Place: ")
+        self.ent(self.home.split(",")[0], LOCATION)
+        self.nl()
+        w.text(f"Date: {rng.randint(1, 28):02d}/{rng.randint(1, 12):02d}/{self.present_month // 12}")
+        if rng.random() < 0.5:
+            w.text(rng.choice(("\t\t", "    ", "\n")))
+            name = f"{self.first} {self.last}"
+            w.text("(")
+            self.ent(name.upper() if rng.random() < 0.5 else name, NAME)
+            w.text(")")
+        self.nl()
+
+    # ---------------------------------------------------------------- the whole document
+
+    def build(self) -> tuple[str, list[Span]]:
+        rng = self.rng
+        self.soft_section = rng.random() < 0.35
+        body = ["experience", "education", "skills"]
+        optional = {
+            _SHORT: (("projects", 0.15), ("certifications", 0.2), ("languages", 0.2), ("hobbies", 0.25)),
+            _MEDIUM: (("projects", 0.35), ("certifications", 0.4), ("languages", 0.3), ("hobbies", 0.3),
+                      ("awards", 0.25)),
+            _LONG: (("projects", 0.8), ("certifications", 0.6), ("languages", 0.4), ("hobbies", 0.4),
+                    ("awards", 0.45), ("additional", 0.3)),
+        }[self.size]
+        body += [name for name, p in optional if rng.random() < p]
+        if self.soft_section:
+            body.append("soft")
+        rng.shuffle(body)
+        if rng.random() < 0.6:  # most resumes lead with experience or skills
+            lead = "experience" if rng.random() < 0.7 else "skills"
+            body.remove(lead)
+            body.insert(0, lead)
+        tail = [name for name, p in (("personal", 0.25), ("references", 0.2), ("declaration", 0.15))
+                if rng.random() < p]
+        sections = (["summary"] if rng.random() < 0.88 else []) + body + tail
+        writers = {
+            "summary": self.summary, "experience": self.experience, "education": self.education_section,
+            "skills": self.skills_section, "soft": self.soft_skills_section, "projects": self.projects,
+            "certifications": self.certifications, "languages": self.languages, "hobbies": self.hobbies,
+            "awards": self.awards, "additional": self.additional, "personal": self.personal,
+            "references": self.references, "declaration": self.declaration,
+        }
+        self.header()
+        for name in sections:
+            self.w.text(self.s.section_gap)
+            writers[name]()
+        return self.w.value(), self.w.spans
+
+
+# --------------------------------------------------------------------------------------------------
+# Public API
+# --------------------------------------------------------------------------------------------------
+
+
+def generate_resumes(n: int, seed: int) -> list[Document]:
+    """``n`` synthetic annotated resumes, identical for the same ``(n, seed)``.
+
+    Ids are ``synth-<seed>-<i>``; spans use the raw label names in ``LABELS`` and are sorted by start.
+    """
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    rng = random.Random(seed)
+    docs = []
+    for i in range(n):
+        locale = rng.choices(LOCALES, _LOCALE_WEIGHTS)[0]
+        fake = _faker(locale)
+        fake.seed_instance(rng.getrandbits(64))
+        doc_rng = random.Random(rng.getrandbits(64))
+        text, spans = _Resume(doc_rng, fake, locale).build()
+        docs.append(Document(id=f"synth-{seed}-{i}", text=text.rstrip() + "\n", spans=spans))
+    return docs
+
+
+def write_synthetic_resumes(out_dir: Path, n: int, seed: int) -> Path:
+    """Write ``generate_resumes(n, seed)`` to ``out_dir/resumes.jsonl`` (Doccano JSONL), atomically."""
+    lines = [json.dumps(doc.to_doccano(), ensure_ascii=False) for doc in generate_resumes(n, seed)]
+    path = Path(out_dir) / "resumes.jsonl"
+    return write_text_atomic(path, "".join(line + "\n" for line in lines))

@@ -1,0 +1,644 @@
+"""MLflow tracking: the one place that resolves the tracking URI, the experiment and the run name.
+
+``setup_mlflow`` returns a ``TrackingRun``, a context manager over one MLflow run that logs through an
+``MlflowClient`` bound to that run's id (no global active-run state is read or changed, so runs of several
+threads or nested runs do not step on each other).
+
+Tracking must never stop training: every logging call retries transient failures a few times with a short
+backoff (``RetryPolicy``), then logs a warning, records what was lost in ``TrackingRun.lost`` and returns.
+A server that is unreachable when the run is set up gives a disabled run whose ``lost`` says why (or a
+``TrackingError`` with ``required=True``).
+
+``mlflow`` is imported inside the functions that need it, so importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import math
+import numbers
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from resume_ner import __version__
+from resume_ner.config import TrackingConfig
+from resume_ner.errors import TrackingError
+
+__all__ = ["RetryPolicy", "TrackingRun", "resolve_tracking_uri", "setup_mlflow", "standard_tags"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+ENV_TRACKING_URI = "MLFLOW_TRACKING_URI"
+LOCAL_DIR = "mlruns"
+LOCAL_DB = "mlflow.db"
+LOCAL_ARTIFACTS = "artifacts"
+RUN_STATUSES = ("FINISHED", "FAILED", "KILLED")
+PARENT_RUN_TAG = "mlflow.parentRunId"
+
+# MLflow's limits (mlflow.utils.validation), repeated so this module imports without mlflow.
+MAX_PARAM_VAL_LENGTH = 6000
+MAX_TAG_VAL_LENGTH = 8000
+MAX_KEY_LENGTH = 250
+MAX_PARAMS_TAGS_PER_BATCH = 100
+MAX_METRICS_PER_BATCH = 1000
+
+# MLflow error codes that retrying cannot fix (bad key or value, missing run, no permission, ...).
+_PERMANENT_ERROR_CODES = frozenset(
+    {
+        "INVALID_PARAMETER_VALUE",
+        "RESOURCE_ALREADY_EXISTS",
+        "RESOURCE_DOES_NOT_EXIST",
+        "INVALID_STATE",
+        "BAD_REQUEST",
+        "PERMISSION_DENIED",
+        "UNAUTHENTICATED",
+        "ENDPOINT_NOT_FOUND",
+        "FEATURE_DISABLED",
+    }
+)
+_BAD_KEY_CHARS = re.compile(r"[^/\w.\- :]")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard one logging call tries before it gives up and records the loss.
+
+    ``attempts`` tries, waiting ``backoff_s``, then twice that, ... between them, and never starting a wait
+    that would end after ``max_total_s`` from the first try. Meanwhile MLflow's own HTTP retries are off
+    (``MLFLOW_HTTP_REQUEST_MAX_RETRIES=0``: its default backs off for minutes) and small REST calls time out
+    after ``request_timeout_s`` (``MLFLOW_HTTP_REQUEST_TIMEOUT``); artifact uploads keep MLflow's timeout.
+    Either variable set in the environment by the user wins. The defaults give up within about 10 s.
+    """
+
+    attempts: int = 3
+    backoff_s: float = 0.5
+    max_total_s: float = 10.0
+    request_timeout_s: int = 3
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ValueError(f"RetryPolicy.attempts must be at least 1, got {self.attempts}")
+        if self.backoff_s < 0 or self.max_total_s < 0 or self.request_timeout_s < 1:
+            raise ValueError("RetryPolicy: backoff_s and max_total_s must be >= 0, request_timeout_s >= 1")
+
+
+class _HttpEnv:
+    """Process-wide, reference-counted overrides of MLflow's HTTP retry and timeout variables.
+
+    Overrides apply only to variables the user has not set. The short timeout is lifted while any artifact
+    transfer is in flight, so a metric call in one thread never shortens an upload in another.
+    """
+
+    RETRIES = "MLFLOW_HTTP_REQUEST_MAX_RETRIES"
+    TIMEOUT = "MLFLOW_HTTP_REQUEST_TIMEOUT"
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._light = 0
+        self._heavy = 0
+        self._timeout = "3"
+        self._user: dict[str, str | None] = {}
+
+    def _apply(self) -> None:
+        if self._light + self._heavy == 0:
+            for var, value in self._user.items():
+                if value is None:
+                    os.environ.pop(var, None)
+                else:
+                    os.environ[var] = value
+            self._user = {}
+            return
+        if self._user.get(self.RETRIES) is None:
+            os.environ[self.RETRIES] = "0"
+        if self._user.get(self.TIMEOUT) is None:
+            if self._heavy == 0:
+                os.environ[self.TIMEOUT] = self._timeout
+            else:
+                os.environ.pop(self.TIMEOUT, None)
+
+    @contextmanager
+    def scope(self, policy: RetryPolicy, *, transfer: bool) -> Iterator[None]:
+        with self._lock:
+            if self._light + self._heavy == 0:
+                self._user = {var: os.environ.get(var) for var in (self.RETRIES, self.TIMEOUT)}
+            if transfer:
+                self._heavy += 1
+            else:
+                self._light += 1
+                self._timeout = str(policy.request_timeout_s)
+            self._apply()
+        try:
+            yield
+        finally:
+            with self._lock:
+                if transfer:
+                    self._heavy -= 1
+                else:
+                    self._light -= 1
+                self._apply()
+
+
+_HTTP_ENV = _HttpEnv()
+_OPEN_RUNS = threading.local()  # .stack: TrackingRuns started and not yet ended by this thread
+
+
+def _open_stack() -> list["TrackingRun"]:
+    if not hasattr(_OPEN_RUNS, "stack"):
+        _OPEN_RUNS.stack = []
+    return _OPEN_RUNS.stack
+
+
+# --- URI, experiment and run name ------------------------------------------------------------------------
+
+
+def _local_default_uri() -> str:
+    root = Path.cwd().resolve() / LOCAL_DIR
+    root.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{(root / LOCAL_DB).as_posix()}"
+
+
+def resolve_tracking_uri(explicit: str | None, config: TrackingConfig) -> str:
+    """The tracking URI: ``explicit`` > env ``MLFLOW_TRACKING_URI`` > ``config.tracking_uri`` > local default.
+
+    The local default is ``sqlite:///<cwd>/mlruns/mlflow.db`` (absolute; ``mlruns/`` is created), whose
+    experiments keep their artifacts in ``<cwd>/mlruns/artifacts``.
+    """
+    for candidate in (explicit, os.environ.get(ENV_TRACKING_URI), config.tracking_uri):
+        if candidate and candidate.strip():
+            return candidate.strip()
+    return _local_default_uri()
+
+
+def _sqlite_artifact_location(uri: str) -> str | None:
+    """For a sqlite file store, ``file://`` URI of ``artifacts/`` beside the database (created); else None."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    db_path = uri[len("sqlite:///") :].split("?", 1)[0]
+    if not db_path or db_path == ":memory:":
+        return None
+    artifacts = Path(db_path).resolve().parent / LOCAL_ARTIFACTS
+    artifacts.mkdir(parents=True, exist_ok=True)
+    return artifacts.as_uri()
+
+
+def _run_name(explicit: str | None, config: TrackingConfig, output_dir: Path | None) -> str:
+    if explicit:
+        return explicit
+    if config.run_name:
+        return config.run_name
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = Path(output_dir).resolve().name if output_dir is not None else ""
+    return f"{base or 'resume-ner'}-{stamp}"
+
+
+def _experiment_id(client: Any, name: str, uri: str) -> str:
+    """Id of experiment ``name``, created when missing (artifacts beside a sqlite store), restored if deleted."""
+    from mlflow.exceptions import MlflowException
+
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        try:
+            return client.create_experiment(name, artifact_location=_sqlite_artifact_location(uri))
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":  # else another worker created it just now
+                raise
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise TrackingError(f"MLflow experiment {name!r} at {uri} exists but cannot be read")
+    if experiment.lifecycle_stage == "deleted":
+        logger.warning("MLflow experiment %r at %s was deleted; restoring it", name, uri)
+        client.restore_experiment(experiment.experiment_id)
+    return experiment.experiment_id
+
+
+# --- value preparation ------------------------------------------------------------------------------------
+
+
+def _flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _key(name: str) -> str:
+    """A key MLflow accepts: characters other than alphanumerics, ``_ - . / : space`` become ``_``."""
+    return _BAD_KEY_CHARS.sub("_", str(name))[:MAX_KEY_LENGTH]
+
+
+def _text(value: Any, limit: int) -> str:
+    text = value if isinstance(value, str) else str(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _number(value: Any) -> float | None:
+    """``value`` as a finite float (numpy scalars and 0-d tensors included), else None."""
+    if not isinstance(value, numbers.Real) and hasattr(value, "item"):
+        try:
+            value = value.item()
+        except (TypeError, ValueError, RuntimeError):
+            return None
+    if not isinstance(value, numbers.Real):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def _chunks(items: list[T], size: int) -> Iterator[list[T]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def _describe(exc: BaseException) -> str:
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {first[:300]}"
+
+
+def _is_permanent(exc: BaseException) -> bool:
+    if isinstance(exc, (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)):
+        return True
+    if isinstance(exc, (TypeError, ValueError)) and type(exc).__module__ == "builtins":
+        return True
+    return getattr(exc, "error_code", None) in _PERMANENT_ERROR_CODES
+
+
+# --- the run ----------------------------------------------------------------------------------------------
+
+
+class TrackingRun:
+    """One MLflow run, or a disabled stand-in whose methods do nothing (``enabled`` is False).
+
+    Use it as a context manager: leaving the block ends the run FINISHED, or FAILED on an exception
+    (KILLED on KeyboardInterrupt). Logging never raises because of MLflow: what could not be logged after
+    the retries of ``retry`` is described in ``lost`` (e.g. ``"metrics step 3: MlflowException: ..."``).
+    """
+
+    def __init__(
+        self,
+        *,
+        run_id: str | None = None,
+        tracking_uri: str | None = None,
+        experiment_id: str | None = None,
+        run_name: str | None = None,
+        client: Any = None,
+        retry: RetryPolicy | None = None,
+        lost: list[str] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.run_id = run_id
+        self.tracking_uri = tracking_uri
+        self.experiment_id = experiment_id
+        self.run_name = run_name
+        self.retry = retry or RetryPolicy()
+        self.lost: list[str] = list(lost or [])
+        self.status: str | None = None  # the status it was ended with
+        self._client = client
+        self._sleep = sleep
+        self._params: dict[str, str] = {}
+        if self.enabled:
+            _open_stack().append(self)
+
+    @classmethod
+    def disabled(cls, lost: list[str] | None = None) -> "TrackingRun":
+        """A run that logs nothing (tracking off, or setup failed: then ``lost`` says why)."""
+        return cls(lost=lost)
+
+    @property
+    def enabled(self) -> bool:
+        """True when this object logs to a real MLflow run."""
+        return self.run_id is not None and self._client is not None
+
+    @property
+    def active(self) -> bool:
+        """True while the run is enabled and not yet ended."""
+        return self.enabled and self.status is None
+
+    @property
+    def client(self) -> Any:
+        """The ``MlflowClient`` bound to ``tracking_uri`` (None when disabled), for calls this class lacks."""
+        return self._client
+
+    def __repr__(self) -> str:
+        if not self.enabled:
+            return f"TrackingRun(disabled, lost={len(self.lost)})"
+        return (
+            f"TrackingRun(run_id={self.run_id!r}, experiment_id={self.experiment_id!r}, "
+            f"tracking_uri={self.tracking_uri!r}, status={self.status or 'RUNNING'})"
+        )
+
+    def __enter__(self) -> "TrackingRun":
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        if exc_type is None:
+            self.end("FINISHED")
+        elif issubclass(exc_type, KeyboardInterrupt):
+            self.end("KILLED")
+        else:
+            self.end("FAILED")
+        return False
+
+    # -- retries -------------------------------------------------------------------------------------------
+
+    def _try(self, what: str, call: Callable[[], T], *, transfer: bool = False) -> tuple[bool, T | None]:
+        """Run ``call`` under the retry policy; on final failure warn, record ``what`` in ``lost``."""
+        policy = self.retry
+        delay = policy.backoff_s
+        spent = 0.0  # seconds in calls and waits so far
+        last: BaseException | None = None
+        for attempt in range(1, policy.attempts + 1):
+            started = time.monotonic()
+            try:
+                with _HTTP_ENV.scope(policy, transfer=transfer):
+                    return True, call()
+            except Exception as exc:  # noqa: BLE001 - tracking must not stop training
+                last = exc
+                spent += time.monotonic() - started
+                if _is_permanent(exc) or attempt == policy.attempts or spent + delay > policy.max_total_s:
+                    break
+                logger.debug("MLflow %s failed (attempt %d): %s; retrying in %.1fs", what, attempt, exc, delay)
+                self._sleep(delay)
+                spent += delay
+                delay *= 2
+        assert last is not None
+        message = f"{what}: {_describe(last)}"
+        self.lost.append(message)
+        logger.warning(
+            "MLflow tracking at %s: could not log %s after %d attempt(s): %s (training continues)",
+            self.tracking_uri,
+            what,
+            attempt,
+            _describe(last),
+        )
+        return False, None
+
+    # -- logging -------------------------------------------------------------------------------------------
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Log parameters; nested dicts become dotted keys, values strings cut to MLflow's 6000 characters.
+
+        A parameter already logged by this run with the same value is skipped; one with a different value
+        is not sent (MLflow parameters are immutable) and is recorded in ``lost``.
+        """
+        if not self.active:
+            return
+        from mlflow.entities import Param
+
+        pending: list[Param] = []
+        for key, value in _flatten(params).items():
+            key, text = _key(key), _text(value, MAX_PARAM_VAL_LENGTH)
+            previous = self._params.get(key)
+            if previous == text:
+                continue
+            if previous is not None:
+                message = f"param {key}: already logged as {previous[:80]!r}, not changed to {text[:80]!r}"
+                self.lost.append(message)
+                logger.warning("MLflow: %s (parameters cannot change within a run)", message)
+                continue
+            pending.append(Param(key, text))
+        for batch in _chunks(pending, MAX_PARAMS_TAGS_PER_BATCH):
+            ok, _ = self._try(
+                f"params ({', '.join(p.key for p in batch[:5])}{', ...' if len(batch) > 5 else ''})",
+                lambda batch=batch: self._client.log_batch(self.run_id, params=batch, synchronous=True),
+            )
+            if ok:
+                self._params.update({p.key: p.value for p in batch})
+
+    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        """Log the finite numbers of ``metrics`` (nested dicts flattened: ``per_type.NAME.f1``) at ``step``.
+
+        Strings, None, NaN and infinities are skipped.
+        """
+        if not self.active:
+            return
+        from mlflow.entities import Metric
+
+        timestamp = int(time.time() * 1000)
+        entries = []
+        for key, value in _flatten(metrics).items():
+            number = _number(value)
+            if number is None:
+                logger.debug("MLflow: metric %r skipped (not a finite number: %r)", key, value)
+                continue
+            entries.append(Metric(_key(key), number, timestamp, int(step or 0)))
+        label = f"metrics step {step}" if step is not None else "metrics"
+        for batch in _chunks(entries, MAX_METRICS_PER_BATCH):
+            self._try(label, lambda batch=batch: self._client.log_batch(self.run_id, metrics=batch, synchronous=True))
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        """Set run tags (values as strings, cut to MLflow's 8000 characters)."""
+        if not self.active:
+            return
+        from mlflow.entities import RunTag
+
+        entries = [RunTag(_key(k), _text(v, MAX_TAG_VAL_LENGTH)) for k, v in tags.items()]
+        for batch in _chunks(entries, MAX_PARAMS_TAGS_PER_BATCH):
+            self._try(
+                f"tags ({', '.join(t.key for t in batch[:5])})",
+                lambda batch=batch: self._client.log_batch(self.run_id, tags=batch, synchronous=True),
+            )
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        """Upload one file under ``artifact_path`` (the run's artifact root when None)."""
+        if not self.active:
+            return
+        self._try(
+            f"artifact {path}",
+            lambda: self._client.log_artifact(self.run_id, str(path), artifact_path),
+            transfer=True,
+        )
+
+    def log_artifacts(self, local_dir: str | Path, artifact_path: str | None = None) -> None:
+        """Upload the files of ``local_dir`` (recursively) under ``artifact_path``."""
+        if not self.active:
+            return
+        if not Path(local_dir).is_dir():
+            self.lost.append(f"artifacts {local_dir}: not a directory")
+            logger.warning("MLflow: artifacts %s not logged: not a directory", local_dir)
+            return
+        self._try(
+            f"artifacts {local_dir}",
+            lambda: self._client.log_artifacts(self.run_id, str(local_dir), artifact_path),
+            transfer=True,
+        )
+
+    def log_dict(self, obj: Any, name: str) -> None:
+        """Store ``obj`` as the artifact file ``name`` (JSON, or YAML when ``name`` ends in .yaml/.yml)."""
+        if not self.active:
+            return
+        self._try(f"dict {name}", lambda: self._client.log_dict(self.run_id, obj, name), transfer=True)
+
+    def end(self, status: str = "FINISHED") -> None:
+        """End the run with ``status`` (FINISHED, FAILED or KILLED); later calls do nothing."""
+        if status not in RUN_STATUSES:
+            raise ValueError(f"run status must be one of {', '.join(RUN_STATUSES)}, got {status!r}")
+        if not self.active:
+            return
+        self.status = status
+        stack = _open_stack()
+        if self in stack:
+            stack.remove(self)
+        self._try(f"end {status}", lambda: self._client.set_terminated(self.run_id, status))
+
+
+# --- setup ------------------------------------------------------------------------------------------------
+
+
+def _parent_run_id(explicit: str | None) -> str | None:
+    if explicit:
+        return explicit
+    for run in reversed(_open_stack()):
+        if run.active:
+            return run.run_id
+    try:
+        import mlflow
+
+        active = mlflow.active_run()
+    except Exception:  # noqa: BLE001
+        return None
+    return active.info.run_id if active is not None else None
+
+
+def _context_tags(tags: dict[str, str]) -> dict[str, str]:
+    """MLflow's usual run-context tags (user, source name, ...) under ``tags``, as ``mlflow.start_run`` adds."""
+    try:
+        from mlflow.tracking.context.registry import resolve_tags
+
+        return {str(k): str(v) for k, v in resolve_tags(tags).items()}
+    except Exception:  # noqa: BLE001 - context tags are a nicety
+        return tags
+
+
+def setup_mlflow(
+    config: TrackingConfig,
+    *,
+    tracking_uri: str | None = None,
+    run_name: str | None = None,
+    output_dir: Path | None = None,
+    nested: bool = False,
+    tags: dict[str, Any] | None = None,
+    parent_run_id: str | None = None,
+    retry: RetryPolicy | None = None,
+    required: bool = False,
+) -> TrackingRun:
+    """Start an MLflow run and return it as a ``TrackingRun`` (a no-op one when ``config.enabled`` is False).
+
+    * URI: ``resolve_tracking_uri(tracking_uri, config)``.
+    * Experiment: ``config.experiment_name``, created when missing (on a sqlite store with its artifacts
+      in ``artifacts/`` beside the database file).
+    * Run name: ``run_name`` > ``config.run_name`` > ``<output_dir name>-<YYYYmmdd-HHMMSS>``.
+    * ``nested``: child of ``parent_run_id``, else of the innermost run this thread has open (a
+      ``TrackingRun`` or ``mlflow.start_run``); a top-level run with a warning when there is none.
+      ``parent_run_id`` alone implies ``nested`` (use it across threads and processes, e.g. HPO workers).
+
+    When the store cannot be reached after the retries, returns a disabled run whose ``lost`` says why and
+    logs a warning, or raises ``TrackingError`` when ``required`` is True.
+    """
+    if not config.enabled:
+        return TrackingRun.disabled()
+    uri = resolve_tracking_uri(tracking_uri, config)
+    name = _run_name(run_name, config, output_dir)
+    run_tags = {str(k): _text(v, MAX_TAG_VAL_LENGTH) for k, v in (tags or {}).items()}
+    if nested or parent_run_id:
+        parent = _parent_run_id(parent_run_id)
+        if parent is None:
+            logger.warning("MLflow: nested run %r has no open parent run; starting it as a top-level run", name)
+        else:
+            run_tags[PARENT_RUN_TAG] = parent
+
+    probe = TrackingRun(tracking_uri=uri, retry=retry)  # not enabled: only used for its retries
+
+    def _start() -> tuple[Any, str, Any]:
+        from mlflow import MlflowClient
+
+        client = MlflowClient(tracking_uri=uri)
+        experiment_id = _experiment_id(client, config.experiment_name, uri)
+        created = client.create_run(experiment_id, run_name=name, tags=_context_tags(run_tags))
+        return client, experiment_id, created
+
+    ok, started = probe._try(f"setup (experiment {config.experiment_name!r})", _start)
+    if not ok or started is None:
+        if required:
+            raise TrackingError(
+                f"cannot start an MLflow run at {uri}: {probe.lost[-1]}. Start the tracking server or fix "
+                f"tracking.tracking_uri / ${ENV_TRACKING_URI}, or set tracking.enabled=false."
+            )
+        return TrackingRun.disabled(lost=probe.lost)
+    client, experiment_id, created = started
+    logger.info(
+        "MLflow run %r (%s) in experiment %r at %s",
+        name,
+        created.info.run_id,
+        config.experiment_name,
+        uri,
+    )
+    return TrackingRun(
+        run_id=created.info.run_id,
+        tracking_uri=uri,
+        experiment_id=experiment_id,
+        run_name=created.info.run_name or name,
+        client=client,
+        retry=retry,
+    )
+
+
+# --- standard tags ----------------------------------------------------------------------------------------
+
+
+def _git_commit() -> str | None:
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=os.getcwd(), capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = done.stdout.strip()
+    return commit if done.returncode == 0 and re.fullmatch(r"[0-9a-f]{40,64}", commit) else None
+
+
+def _package_version(name: str) -> str | None:
+    module = sys.modules.get(name)
+    if module is not None and getattr(module, "__version__", None):
+        return str(module.__version__)
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def standard_tags(*, data_fingerprint: str | None, config_hash: str | None) -> dict[str, str]:
+    """Tags every training run carries: data fingerprint, config hash, versions, git commit when known.
+
+    ``mlflow.source.git.commit`` is set when ``git rev-parse HEAD`` succeeds in the current directory;
+    torch and transformers versions when installed (read from package metadata: nothing is imported).
+    """
+    tags = {"resume_ner.version": __version__}
+    if data_fingerprint:
+        tags["resume_ner.data_fingerprint"] = data_fingerprint
+    if config_hash:
+        tags["resume_ner.config_hash"] = config_hash
+    commit = _git_commit()
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    for package in ("torch", "transformers"):
+        version = _package_version(package)
+        if version:
+            tags[f"resume_ner.{package}_version"] = version
+    return tags
