@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: run test test-fast install lock clean
+.PHONY: run test test-fast install lock clean config-docs
 
 install: $(STAMP)
 
@@ -39,6 +39,10 @@ lock:
 	/tmp/resume-ner-lock/bin/pip install --quiet -r requirements.in
 	{ echo "# Pinned install set (one pip call). Regenerate: make lock"; \
 	  /tmp/resume-ner-lock/bin/pip freeze | sed 's/+cpu$$//'; } > requirements.lock
+
+# Regenerate config/*.yaml and docs/configuration.md from the config models (a test checks for drift).
+config-docs: $(STAMP)
+	$(PY) -m resume_ner.config_docs .
 
 clean:
 	rm -rf runs mlruns .pytest_cache

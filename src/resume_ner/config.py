@@ -34,11 +34,15 @@ DEFAULT_LABEL_MAP: dict[str, str] = {
     "Soft Skills": "SOFT_SKILL",
 }
 
+MODEL_SECTIONS = ("data", "model", "training")
+
 SECTION_FILES: dict[str, str] = {
     "data": "data.yaml",
     "model": "model.yaml",
     "training": "train.yaml",
     "tracking": "tracking.yaml",
+    "hpo": "hpo.yaml",
+    "final": "final.yaml",
 }
 
 
@@ -131,6 +135,60 @@ class TrackingConfig(_Section):
     experiment_name: str = Field("resume-ner", description="MLflow experiment.")
     run_name: str | None = Field(None, description="MLflow run name (default: derived from the output dir).")
     log_checkpoint: bool = Field(True, description="Upload the best checkpoint as a run artifact.")
+    registered_model_name: str = Field("resume-ner", description="MLflow Model Registry name of final models.")
+
+
+def _default_search_space() -> dict[str, dict[str, Any]]:
+    return {
+        "training.learning_rate": {"type": "log_uniform", "min": 1e-5, "max": 3e-4},
+        "training.batch_size": {"type": "choice", "values": [8, 16]},
+        "training.weight_decay": {"type": "uniform", "min": 0.0, "max": 0.1},
+        "training.warmup_ratio": {"type": "uniform", "min": 0.0, "max": 0.2},
+        "model.dropout": {"type": "uniform", "min": 0.0, "max": 0.3},
+    }
+
+
+class HpoConfig(_Section):
+    """Hyperparameter search with Optuna: the space, the study, its budget."""
+
+    study_name: str = Field("resume-ner-hpo", description="Optuna study name (also the MLflow parent run name).")
+    storage: str | None = Field(
+        None,
+        description="sqlite file path, Optuna journal file (*.log, *.journal) or SQLAlchemy URL; "
+        "default <output>/hpo/<study_name>.db.",
+    )
+    search_space: dict[str, dict[str, Any]] = Field(
+        default_factory=_default_search_space,
+        description="Dotted config path -> {type: log_uniform|uniform|int|choice, min, max, step, values}.",
+    )
+    n_trials: int = Field(8, ge=1, description="Finished trials the study should have in total (resumed studies count).")
+    timeout: float | None = Field(None, gt=0, description="Seconds after which a sweep or worker starts no new trial.")
+    sampler: Literal["tpe", "random", "grid", "cmaes"] = Field("tpe", description="Optuna sampler.")
+    pruner: Literal["median", "hyperband", "successive_halving", "none"] = Field(
+        "median", description="Optuna pruner, fed the validation metric after each epoch."
+    )
+    seed: int = Field(42, description="Sampler seed.")
+    metric: Literal["f1_micro", "f1_macro", "span_f1_micro", "loss"] = Field(
+        "f1_micro", description="Validation metric the study optimises."
+    )
+    direction: Literal["maximize", "minimize"] = Field("maximize", description="Direction of the metric.")
+    max_epochs: int | None = Field(None, ge=1, description="Cap on training.epochs inside a trial.")
+    train_fraction: float = Field(1.0, gt=0, le=1, description="Share of training documents a trial trains on (seeded).")
+    max_length: int | None = Field(None, ge=16, description="model.max_length inside a trial (None: unchanged).")
+    n_startup_trials: int = Field(2, ge=0, description="Trials that are never pruned (and random before TPE).")
+    n_warmup_epochs: int = Field(1, ge=0, description="Epochs of a trial before the pruner may stop it.")
+    heartbeat_interval: int = Field(30, ge=1, description="Seconds between trial heartbeats (RDB storages).")
+    grace_period: int = Field(90, ge=1, description="Seconds without heartbeat after which a RUNNING trial is failed.")
+    failed_trial_retries: int = Field(1, ge=0, description="Times a trial failed by a dead worker is re-run.")
+
+
+class FinalConfig(_Section):
+    """Final training with the best configuration, and its registration."""
+
+    train_on: Literal["train", "train+validation"] = Field(
+        "train", description="Documents of the final training (validation then only reports, no early stopping)."
+    )
+    promote: bool = Field(False, description="Make the new version champion even if it does not beat the current one.")
 
 
 class ResumeNerConfig(_Section):
@@ -140,14 +198,17 @@ class ResumeNerConfig(_Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    hpo: HpoConfig = Field(default_factory=HpoConfig)
+    final: FinalConfig = Field(default_factory=FinalConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict of every setting."""
         return self.model_dump(mode="json")
 
     def config_hash(self) -> str:
-        """sha256 of the canonical JSON of the config (first 16 hex digits)."""
-        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        """sha256 (first 16 hex digits) of the settings that determine a trained model: data, model, training."""
+        settings = self.to_dict()
+        blob = json.dumps({k: settings[k] for k in MODEL_SECTIONS}, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
 

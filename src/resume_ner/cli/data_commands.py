@@ -6,24 +6,21 @@ import argparse
 import dataclasses
 import json
 import logging
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from resume_ner import config
 from resume_ner.data.dataset import load_dataset, load_documents
-from resume_ner.data.document import Document
 from resume_ner.data.readers import FORMATS, read_documents
 from resume_ner.data.validation import dataset_stats, validate_documents
-from resume_ner.errors import DataValidationError, Problem
+from resume_ner.errors import Problem
+from resume_ner.data.writers import OUTPUT_FORMATS, render_documents
 from resume_ner.io import write_text_atomic
 
 logger = logging.getLogger(__name__)
 
 MAX_SHOWN = 20
-OUTPUT_FORMATS = ("doccano", "spanjson", "conll")
-_TOKEN = re.compile(r"\S+")
 
 
 def register(subparsers: argparse._SubParsersAction, common_parents: list[argparse.ArgumentParser]) -> None:
@@ -87,7 +84,8 @@ def _data_config(args: argparse.Namespace, **flags: Any) -> config.DataConfig:
 def _validate(args: argparse.Namespace) -> int:
     data_config = _data_config(args, format=args.format, on_overlap=args.on_overlap)
     result = read_documents(args.path, data_config.format)
-    report = validate_documents(result.documents, label_map=data_config.label_map, on_overlap=data_config.on_overlap)
+    report = validate_documents(result.documents, label_map=data_config.label_map, on_overlap=data_config.on_overlap,
+                                on_duplicate=data_config.on_duplicate)
     problems = result.problems + report.problems
     stats = dataset_stats(report.documents)
     if args.json:
@@ -128,7 +126,7 @@ def _split(args: argparse.Namespace) -> int:
                                validation_fraction=args.validation_fraction, test_fraction=args.test_fraction)
     dataset = load_dataset(args.path, data_config)
     for name, documents in (("train", dataset.train), ("validation", dataset.validation), ("test", dataset.test)):
-        path = write_text_atomic(args.out / f"{name}.jsonl", _render(documents, "doccano"))
+        path = write_text_atomic(args.out / f"{name}.jsonl", render_documents(documents, "doccano"))
         print(f"{name}: {len(documents)} document(s) -> {path}")
     print(f"fingerprint: {dataset.fingerprint}")
     return 0
@@ -136,7 +134,7 @@ def _split(args: argparse.Namespace) -> int:
 
 def _convert(args: argparse.Namespace) -> int:
     documents = load_documents(args.path, _data_config(args, format=args.format))
-    write_text_atomic(args.out, _render(documents, args.to))
+    write_text_atomic(args.out, render_documents(documents, args.to))
     print(f"wrote {len(documents)} document(s) to {args.out} ({args.to})")
     return 0
 
@@ -167,49 +165,3 @@ def _print_problems(title: str, problems: Sequence[Problem]) -> None:
         print(f"  - {problem}")
     if len(problems) > MAX_SHOWN:
         print(f"  ... and {len(problems) - MAX_SHOWN} more")
-
-
-def _render(documents: Sequence[Document], fmt: str) -> str:
-    """``documents`` as the text of a ``doccano`` / ``spanjson`` JSON-lines file or a ``conll`` file."""
-    if fmt == "conll":
-        return "".join(_conll_lines(document) for document in documents)
-    records = (d.to_doccano() for d in documents)
-    if fmt == "spanjson":
-        records = ({"id": r["id"], "text": r["text"], "annotations": r["labels"]} for r in records)
-    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-
-
-def _conll_lines(document: Document) -> str:
-    """One CoNLL document: whitespace tokens with IOB2 tags, a blank line where the text has a line break.
-
-    CoNLL is token-based: whitespace is normalised, and a span that does not start and end on token
-    boundaries is widened to whole tokens (two spans inside one token become one; a span across a line break
-    becomes two); spans not on token boundaries are logged.
-    """
-    bad = [s.label for s in document.spans if re.search(r"\s", s.label)]
-    if bad:
-        problem = Problem(document.source or "<documents>", None, document.id,
-                          f"label {bad[0]!r} contains whitespace, which CoNLL columns cannot hold; map it to a type "
-                          "without spaces in data.label_map")
-        raise DataValidationError([problem], summary="cannot write CoNLL")
-    tokens = list(_TOKEN.finditer(document.text))
-    starts, ends = {t.start() for t in tokens}, {t.end() for t in tokens}
-    widened = sum(s.start not in starts or s.end not in ends for s in document.spans)
-    if widened:
-        logger.warning("document %r: %d span(s) not on token boundaries widened to whole tokens", document.id, widened)
-    lines = ["-DOCSTART- O", ""]
-    spans = sorted(document.spans)
-    index, last_span, previous_end = 0, None, 0
-    for token in tokens:
-        if previous_end and "\n" in document.text[previous_end:token.start()]:
-            lines.append("")
-        previous_end = token.end()
-        while index < len(spans) and spans[index].end <= token.start():
-            index += 1
-        span = spans[index] if index < len(spans) and spans[index].start < token.end() else None
-        if span is None:
-            lines.append(f"{token.group()} O")
-        else:
-            lines.append(f"{token.group()} {'I' if span is last_span else 'B'}-{span.label}")
-            last_span = span
-    return "\n".join(lines) + "\n\n"

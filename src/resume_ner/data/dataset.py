@@ -1,8 +1,9 @@
 """Annotated resumes on disk -> validated documents -> train/validation/test splits.
 
-A path is either one file (split here by the configured fractions and seed) or a directory of given
-splits: ``train.*`` (required), ``validation.*`` / ``dev.*`` / ``valid.*`` and ``test.*``; a missing
-validation or test split is cut from train. Every problem of every file is reported in one
+A path is either one file (split here by the configured fractions and seed), a directory holding just one
+such file (a data asset mounted by a remote job), or a directory of given splits: ``train.*`` (required),
+``validation.*`` / ``dev.*`` / ``valid.*`` and ``test.*``; a missing validation or test split is cut from
+train. Every problem of every file is reported in one
 ``DataValidationError``, including a text that appears in two splits.
 """
 
@@ -38,6 +39,9 @@ def load_documents(path: str | Path, data_config: DataConfig) -> list[Document]:
 def load_dataset(path: str | Path, data_config: DataConfig) -> SplitDataset:
     """The train/validation/test documents of a file (split by the config) or of a directory of splits."""
     path = Path(path)
+    if path.is_dir() and (single := _single_data_file(path)) is not None:
+        logger.info("%s has one data file and no train/validation/test files: splitting %s", path, single.name)
+        path = single
     if not path.is_dir():
         dataset = split_documents(
             load_documents(path, data_config),
@@ -78,6 +82,15 @@ def load_dataset(path: str | Path, data_config: DataConfig) -> SplitDataset:
     logger.info("%s: %d train, %d validation, %d test document(s) (given: %s)",
                 path, len(train), len(validation), len(test), ", ".join(sorted(files)))
     return SplitDataset(train, validation, test, fingerprint_documents(train + validation + test))
+
+
+def _single_data_file(directory: Path) -> Path | None:
+    """The only file of ``directory`` when it has exactly one visible file and none is named like a split."""
+    files = [f for f in directory.iterdir() if f.is_file() and not f.name.startswith(".")]
+    stems = {stem for stems in _SPLIT_STEMS.values() for stem in stems}
+    if len(files) == 1 and files[0].name.split(".", 1)[0].lower() not in stems:
+        return files[0]
+    return None
 
 
 def _split_files(directory: Path) -> dict[str, Path]:

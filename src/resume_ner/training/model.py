@@ -13,6 +13,7 @@ from resume_ner.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
 
+_MIN_VOCABULARY = 100
 _DROPOUT_ATTRIBUTES = (
     "hidden_dropout_prob",
     "attention_probs_dropout_prob",
@@ -71,6 +72,12 @@ def load_fast_tokenizer(source: str) -> Any:
         raise ModelLoadError(
             f"backbone {source!r} has no fast tokenizer (tokenizer.json); character offsets need one. "
             "Convert it with tokenizers or pick a backbone that ships tokenizer.json."
+        )
+    if len(tokenizer) < _MIN_VOCABULARY:
+        # transformers builds an empty tokenizer when the vocabulary files are missing
+        raise ModelLoadError(
+            f"the tokenizer of backbone {source!r} has only {len(tokenizer)} tokens: its vocabulary files "
+            "(tokenizer.json, vocab.txt, ...) are missing"
         )
     return tokenizer
 

@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 MODEL_DIRNAME = "model"
 CHECKPOINTS_DIRNAME = "checkpoints"
 RESULT_FILE = "train_result.json"
+PROGRESS_LOG_SECONDS = 60.0  # without a progress bar (not a TTY), log progress this often
 
 
 @dataclass
@@ -271,6 +272,7 @@ def train_model(
 
     started = time.perf_counter()
     tokens_at_start = state.tokens_seen
+    last_progress_log = started
     status = "FAILED"
     try:
         for callback in all_callbacks:
@@ -303,6 +305,11 @@ def train_model(
                 logs = {"train_loss": state.epoch_loss_sum / state.step_in_epoch, "learning_rate": scheduler.get_last_lr()[0],
                         "tokens_per_second": (state.tokens_seen - tokens_at_start) / elapsed}
                 progress.set_postfix(loss=f"{logs['train_loss']:.4f}", tok_s=f"{logs['tokens_per_second']:.0f}")
+                if progress.disable and time.perf_counter() - last_progress_log >= PROGRESS_LOG_SECONDS:
+                    last_progress_log = time.perf_counter()
+                    log.info("epoch %d/%d, batch %d/%d, step %d/%d: loss %.4f, %.0f tokens/s", state.epoch + 1,
+                             tcfg.epochs, state.step_in_epoch, micro_per_epoch, state.global_step, total_steps,
+                             logs["train_loss"], logs["tokens_per_second"])
                 if state.global_step % tcfg.log_every_steps == 0:
                     tracking.log_metrics(logs, step=state.global_step)
                     log.debug("step %d: %s", state.global_step, logs)

@@ -93,6 +93,12 @@ def test_a_training_text_also_in_test_is_dropped_from_train_by_default(
     assert "dropped 1 training document" in caplog.text and "t4" in caplog.text
 
 
+def test_directory_with_one_plain_data_file_is_split_like_that_file(tmp_path: Path) -> None:
+    _write_jsonl(tmp_path / "resumes.jsonl", _texts(10), "r")
+    config = DataConfig(validation_fraction=0.2, test_fraction=0.2)
+    assert load_dataset(tmp_path, config) == load_dataset(tmp_path / "resumes.jsonl", config)
+
+
 def test_directory_without_train_is_an_error(tmp_path: Path) -> None:
     _write_jsonl(tmp_path / "test.jsonl", _texts(2))
     with pytest.raises(DataValidationError, match="no train"):

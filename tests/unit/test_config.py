@@ -1,0 +1,79 @@
+"""Configuration: the shipped YAML files, overrides, the seed-style dict and errors reported all at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from resume_ner.config import SECTION_FILES, ResumeNerConfig, config_from_dict, load, save
+from resume_ner.config_docs import render_reference, render_section_yaml
+from resume_ner.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_shipped_config_files_are_valid_and_equal_to_the_built_in_defaults():
+    assert load(REPO_ROOT / "config") == ResumeNerConfig()
+
+
+def test_shipped_config_files_and_reference_match_a_fresh_render():
+    """`make config-docs` regenerates them; this fails when the models changed and it was not run."""
+    for section, name in SECTION_FILES.items():
+        assert (REPO_ROOT / "config" / name).read_text() == render_section_yaml(section), name
+    assert (REPO_ROOT / "docs" / "configuration.md").read_text() == render_reference()
+
+
+def test_every_setting_is_documented_in_the_configuration_reference():
+    reference = render_reference()
+    for section_name, section in ResumeNerConfig.model_fields.items():
+        for field_name in section.annotation.model_fields:
+            assert f"`{section_name}.{field_name}`" in reference, f"{section_name}.{field_name} is not documented"
+
+
+def test_overrides_are_parsed_as_yaml_and_win_over_files(tmp_path):
+    (tmp_path / "train.yaml").write_text("learning_rate: 1.0e-4\nepochs: 7\n")
+    config = load(tmp_path, ["training.learning_rate=3e-5", "model.backbone=/models/x", "tracking.enabled=false"])
+    assert config.training.learning_rate == 3e-5 and config.training.epochs == 7
+    assert config.model.backbone == "/models/x" and config.tracking.enabled is False
+
+
+def test_seed_style_dict_is_accepted():
+    config = config_from_dict({
+        "model": {"backbone": "some/model", "num_labels": 25},
+        "training": {"learning_rate": 2e-5, "batch_size": 4, "epochs": 1, "random_seed": 1},
+    })
+    assert config.model.num_labels == 25 and config.training.random_seed == 1
+
+
+def test_every_error_is_reported_at_once_with_its_path(tmp_path):
+    (tmp_path / "model.yaml").write_text("max_length: 4\nbogus: 1\n")
+    (tmp_path / "train.yaml").write_text("epochs: 0\nlearning_rate: -1\n")
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, ["data.format=xml"])
+    message = str(info.value)
+    for path in ("model.max_length", "model.bogus", "training.epochs", "training.learning_rate", "data.format"):
+        assert path in message
+
+
+def test_broken_yaml_and_bad_override_name_the_file_or_item(tmp_path):
+    (tmp_path / "data.yaml").write_text("label_map: [unclosed\n")
+    with pytest.raises(ConfigError, match="data.yaml"):
+        load(tmp_path)
+    with pytest.raises(ConfigError, match="KEY.PATH=VALUE"):
+        load(None, ["training.learning_rate"])
+    with pytest.raises(ConfigError, match="does not exist"):
+        load(tmp_path / "missing")
+
+
+def test_stride_must_leave_room_in_the_window():
+    with pytest.raises(ConfigError, match="stride"):
+        config_from_dict({"model": {"max_length": 32, "stride": 31}})
+
+
+def test_saved_config_round_trips(tmp_path):
+    config = load(None, ["training.epochs=9"])
+    path = save(config, tmp_path / "out" / "config.yaml")
+    assert config_from_dict(yaml.safe_load(path.read_text())) == config
+    assert config.config_hash() != ResumeNerConfig().config_hash()
