@@ -37,10 +37,22 @@ def write_json_atomic(path: Path, obj: Any) -> Path:
     return write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False, ensure_ascii=False) + "\n")
 
 
+def recover_dir(target: Path) -> Path:
+    """Undo a crash between the two renames of ``replace_dir_atomic``: put the previous directory back.
+
+    Returns the path of the ``.old`` sibling that ``replace_dir_atomic`` uses.
+    """
+    target = Path(target)
+    old = target.with_name(f".{target.name}.old")
+    if old.exists() and not target.exists():
+        os.replace(old, target)
+    return old
+
+
 def replace_dir_atomic(staging: Path, target: Path) -> Path:
     """Move a fully written ``staging`` directory to ``target``, replacing an old one only after success."""
     staging, target = Path(staging), Path(target)
-    old = target.with_name(f".{target.name}.old")
+    old = recover_dir(target)
     if old.exists():
         shutil.rmtree(old)
     if target.exists():

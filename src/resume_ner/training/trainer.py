@@ -21,7 +21,7 @@ import random
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from resume_ner.config import ResumeNerConfig, config_from_dict, save as save_co
 from resume_ner.data.document import Document
 from resume_ner.data.labels import LabelScheme, scheme_for
 from resume_ner.errors import CheckpointError, ConfigError
-from resume_ner.io import write_json_atomic
+from resume_ner.io import recover_dir, write_json_atomic
 from resume_ner.training.callbacks import EarlyStopping, TrainerCallback, TrainerState
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,6 @@ class TrainResult:
     train_seconds: float
     tokens_per_second: float
     run_id: str | None = None
-    tracking_lost: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -177,6 +176,7 @@ def train_model(
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     checkpoints_dir = output_dir / CHECKPOINTS_DIRNAME
+    recover_dir(output_dir / MODEL_DIRNAME)  # a crash mid-replace of the best model leaves it aside
     train_docs = _as_documents(train_data, config)
     val_docs = _as_documents(val_data, config)
     if not train_docs:
@@ -258,6 +258,8 @@ def train_model(
         if resume_from is not None:
             tags["resume_ner.resumed_from"] = str(resume_from)
         tracking = setup_mlflow(config.tracking, output_dir=output_dir, tags=tags)
+    elif resume_from is not None:
+        tracking.set_tags({"resume_ner.resumed_from": str(resume_from)})
     tracking.log_params({**config.to_dict(), "data": {**config.to_dict()["data"], "fingerprint": fingerprint}})
     tracking.log_params({"derived.train_documents": len(train_docs), "derived.train_windows": n_windows,
                          "derived.val_documents": len(val_docs), "derived.total_steps": total_steps,
@@ -332,8 +334,9 @@ def train_model(
             entry = {"epoch": state.epoch, "step": state.global_step, "train_loss": epoch_loss,
                      **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}}
             state.history.append(entry)
-            tracking.log_metrics({f"val_{k}" if k not in ("epoch", "step") else k: v for k, v in entry.items()},
-                                 step=state.global_step)
+            tracking.log_metrics({"epoch": state.epoch, "train_loss_epoch": epoch_loss,
+                                  **{f"val_{k}": v for k, v in metrics.items() if isinstance(v, (int, float))},
+                                  "val": {"per_type": metrics.get("per_type", {})}}, step=state.global_step)
             if value is None or _improved(value, state.best_metric, tcfg.metric):
                 state.best_metric, state.best_epoch = value, state.epoch
                 state.epochs_without_improvement = 0
@@ -389,5 +392,4 @@ def train_model(
         tracking.log_artifacts(output_dir / MODEL_DIRNAME, artifact_path=MODEL_DIRNAME)
     if own_tracking:
         tracking.end("FINISHED")
-    result.tracking_lost = list(getattr(tracking, "lost", []))
     return result

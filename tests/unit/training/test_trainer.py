@@ -132,3 +132,20 @@ def test_truncated_or_missing_checkpoint_files_are_named(tiny_config, synth_docu
     (model_dir / "tokenizer.json").unlink()
     with pytest.raises(CheckpointError, match="tokenizer.json is missing"):
         validate_checkpoint(model_dir)
+
+
+def test_a_crash_between_the_renames_of_a_model_replace_is_recovered(tmp_path):
+    from resume_ner.io import recover_dir, replace_dir_atomic
+
+    target = tmp_path / "model"
+    target.mkdir()
+    (target / "weights").write_text("v1")
+    old = tmp_path / ".model.old"
+    target.rename(old)  # the state after the first rename of a replace, had the process died there
+    recover_dir(target)
+    assert (target / "weights").read_text() == "v1" and not old.exists()
+    staging = tmp_path / ".model.tmp"
+    staging.mkdir()
+    (staging / "weights").write_text("v2")
+    replace_dir_atomic(staging, target)
+    assert (target / "weights").read_text() == "v2" and not old.exists() and not staging.exists()
