@@ -68,3 +68,38 @@ def tiny_config(tiny_backbone: Path) -> dict:
                      "warmup_ratio": 0.0},
         "tracking": {"enabled": False},
     }
+
+
+@pytest.fixture
+def logged_sweep():
+    """Factory of a finished HPO sweep in MLflow, logged as ``hpo.trial.run_trial`` logs it; returns its
+    ``BestTrial`` dict.
+
+    ``logged_sweep(tracking_uri, params, number=3, experiment="hpo-sweep")`` creates a parent run (tag
+    ``resume_ner.study``) and a nested trial run (tags ``mlflow.parentRunId``, ``resume_ner.study``,
+    ``resume_ner.trial_number``; params ``sampled.<path>`` and ``<path>`` for each of ``params``), and returns
+    ``{"study_name", "number", "value", "params", "metric", "direction", "mlflow_run_id", "parent_run_id",
+    "checkpoint", "data_fingerprint"}``.
+    """
+
+    def make(tracking_uri: str, params: dict, number: int = 3, experiment: str = "hpo-sweep") -> dict:
+        from mlflow import MlflowClient
+
+        client = MlflowClient(tracking_uri=tracking_uri)
+        found = client.get_experiment_by_name(experiment)
+        experiment_id = found.experiment_id if found else client.create_experiment(experiment)
+        parent = client.create_run(experiment_id, run_name="study", tags={"resume_ner.study": "study"}).info.run_id
+        trial = client.create_run(experiment_id, run_name=f"trial-{number}", tags={
+            "mlflow.parentRunId": parent, "resume_ner.study": "study", "resume_ner.trial_number": str(number)})
+        trial_id = trial.info.run_id
+        logged = {"training.epochs": 2, **params, **{f"sampled.{key}": value for key, value in params.items()}}
+        for key, value in logged.items():
+            client.log_param(trial_id, key, str(value))
+        client.log_metric(trial_id, "val_f1_micro", 0.5)
+        client.set_terminated(trial_id)
+        client.set_terminated(parent)
+        return {"study_name": "study", "number": number, "value": 0.5, "params": dict(params), "metric": "f1_micro",
+                "direction": "maximize", "mlflow_run_id": trial_id, "parent_run_id": parent, "checkpoint": None,
+                "data_fingerprint": None}
+
+    return make

@@ -9,7 +9,7 @@ import pytest
 
 from resume_ner.cli.main import build_parser, main
 
-COMMANDS = [["data", "validate"], ["data", "stats"], ["data", "split"], ["data", "convert"], ["data", "synth"],
+COMMANDS = [["final-train"], ["lineage", "show"], ["hpo", "run"], ["hpo", "worker"], ["hpo", "best"], ["hpo", "report"], ["data", "validate"], ["data", "stats"], ["data", "split"], ["data", "convert"], ["data", "synth"],
             ["train"], ["evaluate"], ["predict"], ["demo"]]
 
 

@@ -27,7 +27,7 @@ def common_parent() -> argparse.ArgumentParser:
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser of ``resume-ner``."""
-    from resume_ner.cli import data_commands, model_commands
+    from resume_ner.cli import data_commands, hpo_commands, lineage_commands, model_commands
 
     parser = argparse.ArgumentParser(
         prog="resume-ner",
@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     parents = [common_parent()]
     data_commands.register(subparsers, parents)
     model_commands.register(subparsers, parents)
+    hpo_commands.register(subparsers, parents)
+    lineage_commands.register(subparsers, parents)
     return parser
 
 

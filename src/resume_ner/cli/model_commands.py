@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 
-def _load_config(args: argparse.Namespace, extra_overrides: list[str] | None = None) -> Any:
+def load_config_from_args(args: argparse.Namespace, extra_overrides: list[str] | None = None) -> Any:
+    """The config of ``--config-dir`` with ``--set`` overrides (and ``--no-tracking``) applied."""
     from resume_ner.config import load
 
     overrides = list(args.overrides) + list(extra_overrides or [])
@@ -18,7 +19,8 @@ def _load_config(args: argparse.Namespace, extra_overrides: list[str] | None = N
     return load(args.config_dir, overrides)
 
 
-def _print_tracking_loss(lost: list[str], output_dir: Path) -> int:
+def report_tracking_loss(lost: list[str], output_dir: Path) -> int:
+    """Print the MLflow logging that was lost; the exit status: 3 when something was lost, else 0."""
     if not lost:
         return 0
     print(f"warning: {len(lost)} MLflow logging call(s) failed and were not recorded:", file=sys.stderr)
@@ -33,7 +35,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from resume_ner.training.metrics import format_metrics_table
     from resume_ner.workflows.training import run_training_workflow
 
-    config = _load_config(args)
+    config = load_config_from_args(args)
     outcome = run_training_workflow(config, args.data, args.output_dir, resume=args.resume,
                                     tracking_uri=args.tracking_uri, run_name=args.run_name, quiet=args.quiet)
     result = outcome.train
@@ -45,7 +47,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(format_metrics_table(outcome.test_metrics))
     if outcome.run_id:
         print(f"MLflow run: {outcome.run_id}")
-    return _print_tracking_loss(outcome.tracking_lost, Path(args.output_dir))
+    return report_tracking_loss(outcome.tracking_lost, Path(args.output_dir))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -55,7 +57,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from resume_ner.training.evaluator import evaluate_model
     from resume_ner.training.metrics import format_metrics_table
 
-    config = _load_config(args)
+    config = load_config_from_args(args)
     path = Path(args.data)
     if path.is_dir():
         documents = getattr(load_dataset(path, config.data), args.split)
@@ -134,7 +136,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from resume_ner.workflows.training import run_training_workflow
 
     output_dir = Path(args.output_dir)
-    config = _load_config(args)
+    config = load_config_from_args(args)
     data_file = write_synthetic_resumes(output_dir / "data", args.n, args.seed)
     print(f"synthesised {args.n} resumes -> {data_file}")
     outcome = run_training_workflow(config, data_file, output_dir / "train", resume=args.resume, quiet=args.quiet)
@@ -148,7 +150,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"\nmodel: {outcome.train.model_dir}")
     if outcome.run_id:
         print(f"MLflow run {outcome.run_id} (mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db)")
-    return _print_tracking_loss(outcome.tracking_lost, output_dir)
+    return report_tracking_loss(outcome.tracking_lost, output_dir)
 
 
 def _add_tracking_options(parser: argparse.ArgumentParser) -> None:

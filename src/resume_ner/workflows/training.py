@@ -6,11 +6,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from resume_ner.config import ResumeNerConfig
 from resume_ner.errors import ConfigError
 from resume_ner.io import write_json_atomic
+
+if TYPE_CHECKING:
+    from resume_ner.data.document import SplitDataset
+    from resume_ner.tracking.mlflow import TrackingRun
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +42,24 @@ def run_training_workflow(
     quiet: bool = False,
 ) -> TrainingOutcome:
     """Train on ``data_path`` (file: split by the project; directory: given splits) and test the best model."""
-    from resume_ner.data.dataset import load_dataset
     from resume_ner.tracking.mlflow import setup_mlflow, standard_tags
-    from resume_ner.training.evaluator import evaluate_model
     from resume_ner.training.trainer import train_model
+
+    output_dir = Path(output_dir)
+    path, dataset = load_training_data(config, data_path)
+    tags = standard_tags(data_fingerprint=dataset.fingerprint, config_hash=config.config_hash())
+    tags["resume_ner.data_path"] = str(path)
+    with setup_mlflow(config.tracking, tracking_uri=tracking_uri, run_name=run_name, output_dir=output_dir,
+                      tags=tags) as tracking:
+        result = train_model(config, dataset.train, dataset.validation, output_dir, resume=resume,
+                             tracking=tracking, data_fingerprint=dataset.fingerprint, quiet=quiet)
+        test_metrics = evaluate_test_split(config, result.model_dir, dataset, output_dir, tracking)
+    return TrainingOutcome(result, test_metrics, getattr(tracking, "run_id", None), list(getattr(tracking, "lost", [])))
+
+
+def load_training_data(config: ResumeNerConfig, data_path: str | Path | None) -> tuple[Path, SplitDataset]:
+    """The data path (``data_path``, else ``data.path``) and its train/validation/test documents."""
+    from resume_ner.data.dataset import load_dataset
 
     path = data_path if data_path is not None else config.data.path
     if path is None:
@@ -49,24 +67,33 @@ def run_training_workflow(
             "no training data: pass --data PATH (or set data.path); "
             "to try the system, run `resume-ner data synth --n 300 --out data/synth` first"
         )
-    output_dir = Path(output_dir)
     dataset = load_dataset(Path(path), config.data)
     log.info("dataset %s: %d train / %d validation / %d test documents (fingerprint %s)", path,
              len(dataset.train), len(dataset.validation), len(dataset.test), dataset.fingerprint[:12])
-    tags = standard_tags(data_fingerprint=dataset.fingerprint, config_hash=config.config_hash())
-    tags["resume_ner.data_path"] = str(path)
-    with setup_mlflow(config.tracking, tracking_uri=tracking_uri, run_name=run_name, output_dir=output_dir,
-                      tags=tags) as tracking:
-        result = train_model(config, dataset.train, dataset.validation, output_dir, resume=resume,
-                             tracking=tracking, data_fingerprint=dataset.fingerprint, quiet=quiet)
-        test_metrics = None
-        if dataset.test:
-            test_metrics = evaluate_model(result.model_dir, dataset.test, batch_size=config.training.eval_batch_size,
-                                          device=config.training.device)
-            test_metrics["data_fingerprint"] = dataset.fingerprint
-            write_json_atomic(output_dir / TEST_METRICS_FILE, test_metrics)
-            tracking.log_metrics({f"test_{k}": v for k, v in test_metrics.items() if isinstance(v, (int, float))})
-            tracking.log_metrics({"test": {"per_type": test_metrics.get("per_type", {}),
-                                           "span_per_type": test_metrics.get("span_per_type", {})}})
-            tracking.log_artifact(output_dir / TEST_METRICS_FILE)
-    return TrainingOutcome(result, test_metrics, getattr(tracking, "run_id", None), list(getattr(tracking, "lost", [])))
+    return Path(path), dataset
+
+
+def evaluate_test_split(
+    config: ResumeNerConfig, model_dir: str | Path, dataset: SplitDataset, output_dir: Path, tracking: TrackingRun
+) -> dict[str, Any] | None:
+    """Evaluate ``model_dir`` on ``dataset.test`` (None when it is empty): ``test_metrics.json`` + MLflow.
+
+    The metrics carry ``data_fingerprint`` (whole dataset) and ``test_data_fingerprint`` (test documents
+    alone, the key on which registered models are compared); they are logged as ``test_*`` metrics and the
+    file as an artifact of ``tracking``.
+    """
+    from resume_ner.data.splits import fingerprint_documents
+    from resume_ner.training.evaluator import evaluate_model
+
+    if not dataset.test:
+        return None
+    test_metrics = evaluate_model(model_dir, dataset.test, batch_size=config.training.eval_batch_size,
+                                  device=config.training.device)
+    test_metrics["data_fingerprint"] = dataset.fingerprint
+    test_metrics["test_data_fingerprint"] = fingerprint_documents(dataset.test)
+    write_json_atomic(output_dir / TEST_METRICS_FILE, test_metrics)
+    tracking.log_metrics({f"test_{k}": v for k, v in test_metrics.items() if isinstance(v, (int, float))})
+    tracking.log_metrics({"test": {"per_type": test_metrics.get("per_type", {}),
+                                   "span_per_type": test_metrics.get("span_per_type", {})}})
+    tracking.log_artifact(output_dir / TEST_METRICS_FILE)
+    return test_metrics

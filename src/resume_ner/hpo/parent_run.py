@@ -1,0 +1,84 @@
+"""The MLflow parent run of a study, shared by every sweep, worker and rerun of it.
+
+The first process that runs trials opens it (run name: the study name) and records its id in the study's
+user attribute ``mlflow_parent_run_id``; later workers and reruns reattach to that run and hang their trial
+runs under it. ``log_study_report`` puts the best value and parameters, ``trials.csv`` and the plots on it.
+Each process ends the parent run when it is done with it, so its end time is that of the last one.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from resume_ner.config import ResumeNerConfig
+from resume_ner.hpo.study import FINGERPRINT_ATTR, METRIC_ATTR, PARENT_RUN_ATTR
+
+log = logging.getLogger(__name__)
+
+REPORT_ARTIFACT_DIR = "hpo"
+
+
+def open_parent_run(config: ResumeNerConfig, study: Any, *, create: bool = True) -> Any:
+    """The study's parent ``TrackingRun``: the recorded one, else (``create``) a new one recorded in the study.
+
+    Disabled when tracking is off, when MLflow cannot be reached, or when none is recorded and not ``create``.
+    """
+    from resume_ner.tracking.mlflow import TrackingRun, setup_mlflow, standard_tags
+
+    if not config.tracking.enabled:
+        return TrackingRun.disabled()
+    recorded = study.user_attrs.get(PARENT_RUN_ATTR)
+    if recorded:
+        return _reattach(config, recorded)
+    if not create:
+        log.info("hpo study %r has no MLflow parent run: nothing to log the report to", study.study_name)
+        return TrackingRun.disabled()
+    tags = standard_tags(data_fingerprint=study.user_attrs.get(FINGERPRINT_ATTR), config_hash=config.config_hash())
+    run = setup_mlflow(config.tracking, run_name=study.study_name, tags={**tags, "resume_ner.study": study.study_name})
+    if not run.enabled:
+        return run
+    recorded = study.user_attrs.get(PARENT_RUN_ATTR)  # another worker may have opened one meanwhile
+    if recorded:
+        run.end("KILLED")
+        try:
+            run.client.delete_run(run.run_id)
+        except Exception as exc:  # noqa: BLE001 - tracking never stops the sweep
+            log.warning("MLflow: could not delete the duplicate parent run %s: %s", run.run_id, exc)
+        return _reattach(config, recorded)
+    study.set_user_attr(PARENT_RUN_ATTR, run.run_id)
+    run.log_params(config.to_dict())
+    return run
+
+
+def _reattach(config: ResumeNerConfig, run_id: str) -> Any:
+    """A ``TrackingRun`` logging into the existing run ``run_id``."""
+    from mlflow import MlflowClient
+
+    from resume_ner.tracking.mlflow import TrackingRun, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(None, config.tracking)
+    log.info("MLflow: trials of this study go under the existing parent run %s at %s", run_id, uri)
+    return TrackingRun(run_id=run_id, tracking_uri=uri, client=MlflowClient(tracking_uri=uri))
+
+
+def log_study_report(run: Any, study: Any, files: list[Path]) -> None:
+    """Log the best value (metric ``best_<metric>``, step = finished trials), the best parameters (tags
+    ``best.<path>``, which later reruns may change), ``best_trial.json`` and ``files`` to ``run``."""
+    import optuna
+
+    from resume_ner.hpo.select import best_frozen_trial, best_trial_of
+
+    if not run.active:
+        return
+    states = optuna.trial.TrialState
+    finished = study.get_trials(deepcopy=False, states=(states.COMPLETE, states.PRUNED))
+    best = best_frozen_trial(study)
+    if best is not None:
+        metric = study.user_attrs.get(METRIC_ATTR, "objective")
+        run.log_metrics({f"best_{metric}": best.value}, step=len(finished))
+        run.set_tags({"resume_ner.best_trial": best.number, **{f"best.{k}": v for k, v in best.params.items()}})
+        run.log_dict(best_trial_of(study).to_dict(), f"{REPORT_ARTIFACT_DIR}/best_trial.json")
+    for path in files:
+        run.log_artifact(path, artifact_path=REPORT_ARTIFACT_DIR)

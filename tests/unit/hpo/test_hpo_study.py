@@ -1,0 +1,122 @@
+"""Studies: storages by name, samplers and pruners by config, refusal of an incompatible study, best trial."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import optuna
+import pytest
+
+from resume_ner.config import HpoConfig, ResumeNerConfig
+from resume_ner.errors import ConfigError
+from resume_ner.hpo.search_space import parse_search_space
+from resume_ner.hpo.select import select_best
+from resume_ner.hpo.study import (
+    create_or_load_study,
+    create_pruner,
+    create_sampler,
+    load_existing_study,
+    resolve_storage,
+)
+
+SPACE = parse_search_space({"training.batch_size": {"type": "choice", "values": [8, 16]}}, ResumeNerConfig())
+
+
+def _hpo(**settings) -> HpoConfig:
+    return HpoConfig(study_name="s", **settings)
+
+
+def test_storage_kinds_follow_the_name(tmp_path):
+    hpo = _hpo(heartbeat_interval=7, grace_period=21, failed_trial_retries=2)
+    default = resolve_storage(None, tmp_path / "out", "s", hpo)
+    assert isinstance(default, optuna.storages.RDBStorage)
+    assert default.url == f"sqlite:///{(tmp_path / 'out' / 'hpo' / 's.db').as_posix()}"
+    assert default.heartbeat_interval == 7 and default.grace_period == 21
+    assert default.heartbeat_stale_trial_callback._max_retry == 2
+    for name in ("a.db", "b.sqlite", "c.sqlite3"):
+        assert resolve_storage(str(tmp_path / name), tmp_path, "s", hpo).url.endswith(name)
+    for name in ("a.log", "b.journal", "c.jsonl"):
+        assert isinstance(resolve_storage(str(tmp_path / name), tmp_path, "s", hpo), optuna.storages.JournalStorage)
+    url = resolve_storage(f"sqlite:///{tmp_path}/x.db", tmp_path, "s", hpo)
+    assert isinstance(url, optuna.storages.RDBStorage) and url.heartbeat_interval == 7
+    with pytest.raises(ConfigError, match="expected a sqlite file"):
+        resolve_storage(str(tmp_path / "study.txt"), tmp_path, "s", hpo)
+    with pytest.raises(ConfigError, match="no such file"):
+        resolve_storage(str(tmp_path / "missing.db"), tmp_path, "s", hpo, create=False)
+
+
+def test_samplers_and_pruners_come_from_the_config():
+    assert isinstance(create_sampler(_hpo(sampler="tpe"), SPACE), optuna.samplers.TPESampler)
+    assert isinstance(create_sampler(_hpo(sampler="random"), SPACE), optuna.samplers.RandomSampler)
+    assert isinstance(create_sampler(_hpo(sampler="grid"), SPACE), optuna.samplers.GridSampler)
+    if importlib.util.find_spec("cmaes") is None:
+        with pytest.raises(ConfigError, match="needs the 'cmaes' package"):
+            create_sampler(_hpo(sampler="cmaes"), SPACE)
+    else:
+        assert isinstance(create_sampler(_hpo(sampler="cmaes"), SPACE), optuna.samplers.CmaEsSampler)
+    median = create_pruner(_hpo(pruner="median", n_startup_trials=3, n_warmup_epochs=2))
+    assert isinstance(median, optuna.pruners.MedianPruner)
+    assert median._n_startup_trials == 3 and median._n_warmup_steps == 2
+    assert isinstance(create_pruner(_hpo(pruner="hyperband")), optuna.pruners.HyperbandPruner)
+    assert isinstance(create_pruner(_hpo(pruner="successive_halving")), optuna.pruners.SuccessiveHalvingPruner)
+    assert isinstance(create_pruner(_hpo(pruner="none")), optuna.pruners.NopPruner)
+
+
+def test_seeded_sampler_repeats_a_fresh_study_and_draws_new_values_when_resumed(tmp_path):
+    space = parse_search_space({"model.dropout": {"type": "uniform", "min": 0.0, "max": 0.3}}, ResumeNerConfig())
+
+    def draws(path, n):
+        storage = resolve_storage(str(tmp_path / path), tmp_path, "s", _hpo())
+        study = create_or_load_study(_hpo(sampler="random", seed=3), storage, space)
+        study.optimize(lambda trial: space.suggest(trial)["model.dropout"], n_trials=n)
+        return [t.params["model.dropout"] for t in study.trials]
+
+    first = draws("a.db", 3)
+    assert draws("b.db", 3) == first
+    resumed = draws("a.db", 3)
+    assert resumed[:3] == first and not set(resumed[3:]) & set(first)
+
+
+def test_a_study_of_another_metric_direction_or_dataset_is_refused(tmp_path):
+    storage = resolve_storage(str(tmp_path / "s.db"), tmp_path, "s", _hpo())
+    study = create_or_load_study(_hpo(), storage, SPACE, data_fingerprint="aaa")
+    assert study.user_attrs["metric"] == "f1_micro" and study.user_attrs["data_fingerprint"] == "aaa"
+    with pytest.raises(ConfigError, match="metric 'f1_micro' \\(now 'loss'\\)"):
+        create_or_load_study(_hpo(metric="loss", direction="minimize"), storage, SPACE, data_fingerprint="aaa")
+    with pytest.raises(ConfigError, match="run on dataset aaa but this data is bbb"):
+        create_or_load_study(_hpo(), storage, SPACE, data_fingerprint="bbb")
+    with pytest.raises(ConfigError, match="hpo.direction=minimize but hpo.metric=f1_micro"):
+        create_or_load_study(_hpo(direction="minimize"), storage, SPACE)
+    assert create_or_load_study(_hpo(), storage, SPACE, data_fingerprint="aaa").study_name == "s"
+
+
+def test_a_journal_file_holds_a_study_like_sqlite(tmp_path):
+    path = str(tmp_path / "s.journal")
+    study = create_or_load_study(_hpo(), resolve_storage(path, tmp_path, "s", _hpo()), SPACE, data_fingerprint="f")
+    study.optimize(lambda trial: SPACE.suggest(trial)["training.batch_size"] / 10, n_trials=2)
+    best = select_best(path, "s")
+    assert best.value == max(t.value for t in study.trials) and best.data_fingerprint == "f"
+
+
+def test_select_best_breaks_ties_by_the_earlier_trial(tmp_path):
+    path = str(tmp_path / "s.db")
+    study = create_or_load_study(_hpo(), resolve_storage(path, tmp_path, "s", _hpo()), SPACE, data_fingerprint="f")
+    values = iter([0.2, 0.7, 0.1, 0.7])
+    study.optimize(lambda trial: next(values), n_trials=4)
+    best = select_best(path, "s")
+    assert (best.number, best.value, best.metric, best.direction) == (1, 0.7, "f1_micro", "maximize")
+    assert best.data_fingerprint == "f" and best.to_dict()["number"] == 1
+
+
+def test_select_best_without_a_complete_trial_lists_the_states(tmp_path):
+    path = str(tmp_path / "s.db")
+    study = create_or_load_study(_hpo(), resolve_storage(path, tmp_path, "s", _hpo()), SPACE)
+
+    def fail(trial):
+        raise RuntimeError("boom")
+
+    study.optimize(fail, n_trials=2, catch=(RuntimeError,))
+    with pytest.raises(ConfigError, match=r"has no COMPLETE trial \(2 FAIL\)"):
+        select_best(path, "s")
+    with pytest.raises(ConfigError, match="no hpo study 'other' in this storage; it has: s"):
+        load_existing_study(path, "other")
