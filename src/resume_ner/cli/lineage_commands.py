@@ -32,6 +32,7 @@ def cmd_final_train(args: argparse.Namespace) -> int:
         best=_read_best_json(args.best_json) if args.best_json else None,
         study_name=args.study, storage=args.storage, tracking_uri=args.tracking_uri, run_name=args.run_name,
         register=not args.no_register, promote=True if args.promote else None, quiet=args.quiet,
+        overwrite=args.overwrite,
     )
     best, result = outcome.best_trial, outcome.train_result
     print(f"best trial: study {best['study_name']!r} #{best['number']} "
@@ -77,6 +78,7 @@ def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     final.add_argument("--storage", help="Optuna storage of --study: sqlite path, journal file or URL (default: hpo.storage)")
     final.add_argument("--promote", action="store_true", help="make the new version champion even if it is not better")
     final.add_argument("--no-register", action="store_true", help="train and test only; do not register the model")
+    final.add_argument("--overwrite", action="store_true", help="replace an earlier training in --output-dir")
     final.add_argument("--tracking-uri", help="MLflow tracking URI (wins over MLFLOW_TRACKING_URI and config)")
     final.add_argument("--run-name", help="MLflow run name")
     final.set_defaults(func=cmd_final_train)

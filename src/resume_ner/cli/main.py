@@ -27,7 +27,7 @@ def common_parent() -> argparse.ArgumentParser:
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser of ``resume-ner``."""
-    from resume_ner.cli import data_commands, hpo_commands, lineage_commands, model_commands
+    from resume_ner.cli import data_commands, demo_command, hpo_commands, lineage_commands, model_commands
 
     parser = argparse.ArgumentParser(
         prog="resume-ner",
@@ -40,13 +40,14 @@ def build_parser() -> argparse.ArgumentParser:
     model_commands.register(subparsers, parents)
     hpo_commands.register(subparsers, parents)
     lineage_commands.register(subparsers, parents)
+    demo_command.register(subparsers, parents)
     return parser
 
 
 def _configure_logging(args: argparse.Namespace) -> None:
     level = logging.DEBUG if getattr(args, "verbose", False) else logging.WARNING if getattr(args, "quiet", False) else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    for noisy in ("transformers", "mlflow", "alembic", "urllib3", "httpx", "filelock"):
+    for noisy in ("transformers", "mlflow", "alembic", "urllib3", "httpx", "filelock", "optuna"):
         logging.getLogger(noisy).setLevel(logging.ERROR if level > logging.DEBUG else logging.INFO)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if level > logging.DEBUG:

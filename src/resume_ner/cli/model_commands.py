@@ -1,4 +1,4 @@
-"""``resume-ner train | evaluate | predict | demo``."""
+"""``resume-ner train | evaluate | predict``."""
 
 from __future__ import annotations
 
@@ -37,7 +37,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     config = load_config_from_args(args)
     outcome = run_training_workflow(config, args.data, args.output_dir, resume=args.resume,
-                                    tracking_uri=args.tracking_uri, run_name=args.run_name, quiet=args.quiet)
+                                    tracking_uri=args.tracking_uri, run_name=args.run_name, quiet=args.quiet,
+                                    overwrite=args.overwrite)
     result = outcome.train
     print(f"best checkpoint: {result.model_dir} (epoch {result.best_epoch}, validation {result.metric} "
           f"{result.best_metric if result.best_metric is None else round(result.best_metric, 4)})")
@@ -128,45 +129,22 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    """The core workflow on embedded synthetic data: synthesise, train, evaluate, predict, print metrics."""
-    from resume_ner.data.synth import generate_resumes, write_synthetic_resumes
-    from resume_ner.inference import Predictor
-    from resume_ner.training.metrics import format_metrics_table
-    from resume_ner.workflows.training import run_training_workflow
-
-    output_dir = Path(args.output_dir)
-    config = load_config_from_args(args)
-    data_file = write_synthetic_resumes(output_dir / "data", args.n, args.seed)
-    print(f"synthesised {args.n} resumes -> {data_file}")
-    outcome = run_training_workflow(config, data_file, output_dir / "train", resume=args.resume, quiet=args.quiet)
-    sample = generate_resumes(1, args.seed + 10_000)[0]
-    entities = Predictor(outcome.train.model_dir).predict([sample.text])[0]
-    print("\nentities extracted from a new synthetic resume:")
-    for entity in entities:
-        print(f"  {entity.label:<18} {entity.start:>5}-{entity.end:<5} {entity.score:.2f}  {entity.text!r}")
-    print(f"\ntest metrics ({outcome.test_metrics['documents']} documents, whole texts):")
-    print(format_metrics_table(outcome.test_metrics))
-    print(f"\nmodel: {outcome.train.model_dir}")
-    if outcome.run_id:
-        print(f"MLflow run {outcome.run_id} (mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db)")
-    return report_tracking_loss(outcome.tracking_lost, output_dir)
-
-
-def _add_tracking_options(parser: argparse.ArgumentParser) -> None:
+def add_tracking_options(parser: argparse.ArgumentParser) -> None:
+    """``--no-tracking``, ``--tracking-uri`` and ``--run-name``."""
     parser.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (wins over MLFLOW_TRACKING_URI and config)")
     parser.add_argument("--run-name", help="MLflow run name")
 
 
 def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
-    """Add ``train``, ``evaluate``, ``predict`` and ``demo``."""
+    """Add ``train``, ``evaluate`` and ``predict``."""
     train = subparsers.add_parser("train", parents=parents, help="train a model on annotated resumes",
                                   description=cmd_train.__doc__)
     train.add_argument("--data", help="annotated file (split by seed) or directory with train/validation/test files")
     train.add_argument("--output-dir", required=True, help="where the model, checkpoints and metrics go")
     train.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint")
-    _add_tracking_options(train)
+    train.add_argument("--overwrite", action="store_true", help="replace an earlier training in --output-dir")
+    add_tracking_options(train)
     train.set_defaults(func=cmd_train)
 
     evaluate = subparsers.add_parser("evaluate", parents=parents, help="evaluate a checkpoint on annotated resumes",
@@ -188,12 +166,3 @@ def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     predict.add_argument("--batch-size", type=int, default=32)
     predict.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     predict.set_defaults(func=cmd_predict)
-
-    demo = subparsers.add_parser("demo", parents=parents, help="synthesise data, train, evaluate and predict",
-                                 description=cmd_demo.__doc__)
-    demo.add_argument("--output-dir", default="runs/demo")
-    demo.add_argument("--n", type=int, default=300, help="synthetic resumes to generate")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--resume", action="store_true")
-    _add_tracking_options(demo)
-    demo.set_defaults(func=cmd_demo)

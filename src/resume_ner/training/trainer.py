@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -147,13 +148,15 @@ def train_model(
     tracking: Any = None,
     data_fingerprint: str | None = None,
     quiet: bool = False,
+    overwrite: bool = False,
 ) -> TrainResult:
     """Fine-tune a token-classification model on whole documents and keep the best checkpoint.
 
     ``config`` is a ``ResumeNerConfig`` or a nested dict of its sections. ``tracking`` is an open
     ``TrackingRun`` to log into (HPO passes its nested run); when None and tracking is enabled, a run is
     started here and ended when training ends. With ``resume=True`` training continues from the newest
-    complete checkpoint in ``output_dir/checkpoints`` (a fresh start when there is none).
+    complete checkpoint in ``output_dir/checkpoints`` (a fresh start when there is none). Without it, an
+    ``output_dir`` that already holds a model or checkpoints is refused unless ``overwrite=True``.
     """
     import torch
 
@@ -162,6 +165,7 @@ def train_model(
     from resume_ner.training.batching import collate_windows
     from resume_ner.training.checkpoint import (
         latest_training_state,
+        list_training_states,
         load_training_state,
         prune_training_states,
         save_model_checkpoint,
@@ -177,6 +181,14 @@ def train_model(
     output_dir.mkdir(parents=True, exist_ok=True)
     checkpoints_dir = output_dir / CHECKPOINTS_DIRNAME
     recover_dir(output_dir / MODEL_DIRNAME)  # a crash mid-replace of the best model leaves it aside
+    if not resume and ((output_dir / MODEL_DIRNAME).exists() or list_training_states(checkpoints_dir)):
+        if not overwrite:
+            raise ConfigError(
+                f"{output_dir} already holds a trained model or checkpoints: continue it with --resume, "
+                "replace it with --overwrite, or choose another --output-dir"
+            )
+        log.warning("overwriting the earlier training in %s", output_dir)
+        shutil.rmtree(checkpoints_dir, ignore_errors=True)
     train_docs = _as_documents(train_data, config)
     val_docs = _as_documents(val_data, config)
     if not train_docs:

@@ -143,6 +143,7 @@ def run_final_training_workflow(
     register: bool = True,
     promote: bool | None = None,
     quiet: bool = False,
+    overwrite: bool = False,
 ) -> FinalOutcome:
     """Train the best trial's settings on the dataset, test them, and register the model with its lineage.
 
@@ -204,7 +205,7 @@ def run_final_training_workflow(
                       tags=tags) as run:
         run.log_params({f"best_trial.{key}": value for key, value in best_trial["params"].items()})
         result = train_model(final_config, train_documents, dataset.validation, output_dir, tracking=run,
-                             data_fingerprint=dataset.fingerprint, quiet=quiet)
+                             data_fingerprint=dataset.fingerprint, quiet=quiet, overwrite=overwrite)
         validate_checkpoint(result.model_dir)
         test_metrics = evaluate_test_split(final_config, result.model_dir, dataset, output_dir, run)
         if register and (not run.enabled or run.lost):

@@ -40,6 +40,7 @@ def run_training_workflow(
     tracking_uri: str | None = None,
     run_name: str | None = None,
     quiet: bool = False,
+    overwrite: bool = False,
 ) -> TrainingOutcome:
     """Train on ``data_path`` (file: split by the project; directory: given splits) and test the best model."""
     from resume_ner.tracking.mlflow import setup_mlflow, standard_tags
@@ -52,7 +53,8 @@ def run_training_workflow(
     with setup_mlflow(config.tracking, tracking_uri=tracking_uri, run_name=run_name, output_dir=output_dir,
                       tags=tags) as tracking:
         result = train_model(config, dataset.train, dataset.validation, output_dir, resume=resume,
-                             tracking=tracking, data_fingerprint=dataset.fingerprint, quiet=quiet)
+                             tracking=tracking, data_fingerprint=dataset.fingerprint, quiet=quiet,
+                             overwrite=overwrite)
         test_metrics = evaluate_test_split(config, result.model_dir, dataset, output_dir, tracking)
     return TrainingOutcome(result, test_metrics, getattr(tracking, "run_id", None), list(getattr(tracking, "lost", [])))
 
