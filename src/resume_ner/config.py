@@ -140,7 +140,7 @@ class TrackingConfig(_Section):
 
 def _default_search_space() -> dict[str, dict[str, Any]]:
     return {
-        "training.learning_rate": {"type": "log_uniform", "min": 1e-5, "max": 3e-4},
+        "training.learning_rate": {"type": "log_uniform", "min": 5e-5, "max": 5e-4},
         "training.batch_size": {"type": "choice", "values": [8, 16]},
         "training.weight_decay": {"type": "uniform", "min": 0.0, "max": 0.1},
         "training.warmup_ratio": {"type": "uniform", "min": 0.0, "max": 0.2},
