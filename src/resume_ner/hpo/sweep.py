@@ -217,17 +217,9 @@ def run_hpo_worker(
     from resume_ner.hpo.parent_run import open_parent_run
 
     session = _open_session(config, study_name, n_trials, storage, timeout, data_path, output_dir)
-    parent = open_parent_run(session.config, session.study)
-    status = "FAILED"
-    try:
+    with open_parent_run(session.config, session.study) as parent:  # ends FINISHED, FAILED or KILLED
         ran = _run_trials(session, parent.run_id)
         _raise_if_all_failed(session.study)
-        status = "FINISHED"
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
-    finally:
-        parent.end(status)
     return _summary(session, ran, parent.run_id)
 
 
@@ -254,19 +246,11 @@ def run_local_hpo_sweep(
 
     session = _open_session(config, study_name, n_trials, storage, timeout, data_path, output_dir)
     study = session.study
-    parent = open_parent_run(session.config, study)
-    status = "FAILED"
-    try:
+    with open_parent_run(session.config, study) as parent:  # ends FINISHED, FAILED or KILLED
         _run_trials(session, parent.run_id)
         files = write_study_report(study, session.output_dir / "hpo" / study.study_name)
         log_study_report(parent, study, files)
         _raise_if_all_failed(study)
         best = best_trial_of(study)
-        status = "FINISHED"
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
-    finally:
-        parent.end(status)
     log.info("hpo study %r: best trial %d, %s %.4f", study.study_name, best.number, best.metric, best.value)
     return apply_params(session.config, best.params).to_dict()
