@@ -4,14 +4,14 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-RUN_DIR ?= runs/demo
+RUN_DIR ?= runs/pipeline
 PYTEST_ARGS ?=
 
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: run test test-fast install lock clean config-docs
+.PHONY: run test test-fast install lock clean config-docs compile
 
 install: $(STAMP)
 
@@ -24,7 +24,7 @@ $(STAMP): requirements.lock pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/resume-ner demo --output-dir $(RUN_DIR)
+	$(VENV)/bin/resume-ner pipeline run --local --output-dir $(RUN_DIR)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -43,6 +43,10 @@ lock:
 # Regenerate config/*.yaml and docs/configuration.md from the config models (a test checks for drift).
 config-docs: $(STAMP)
 	$(PY) -m resume_ner.config_docs .
+
+# Recompile components/*.yaml and pipelines/resume_ner_training.yaml (a test checks them for drift).
+compile: $(STAMP)
+	$(VENV)/bin/resume-ner pipeline compile --out-root .
 
 clean:
 	rm -rf runs mlruns .pytest_cache

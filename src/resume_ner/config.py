@@ -1,7 +1,8 @@
 """Pydantic models of every YAML file in ``config/`` and the one loader that resolves them.
 
 Each file holds one section: ``data.yaml`` -> ``data``, ``model.yaml`` -> ``model``,
-``train.yaml`` -> ``training``, ``tracking.yaml`` -> ``tracking``. Overrides are ``a.b=value`` strings
+``train.yaml`` -> ``training``, ``tracking.yaml`` -> ``tracking``, ``hpo.yaml`` -> ``hpo``, ``final.yaml`` ->
+``final``, ``pipeline.yaml`` -> ``pipeline``. Overrides are ``a.b=value`` strings
 (values parsed as YAML), applied after the files. Every problem is reported at once in a ``ConfigError``.
 """
 
@@ -13,8 +14,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from resume_ner import __version__
 from resume_ner.errors import ConfigError
 
 PACKAGED_BACKBONE = "packaged:all-MiniLM-L6-v2"
@@ -43,6 +45,7 @@ SECTION_FILES: dict[str, str] = {
     "tracking": "tracking.yaml",
     "hpo": "hpo.yaml",
     "final": "final.yaml",
+    "pipeline": "pipeline.yaml",
 }
 
 
@@ -136,6 +139,10 @@ class TrackingConfig(_Section):
     run_name: str | None = Field(None, description="MLflow run name (default: derived from the output dir).")
     log_checkpoint: bool = Field(True, description="Upload the best checkpoint as a run artifact.")
     registered_model_name: str = Field("resume-ner", description="MLflow Model Registry name of final models.")
+    tags: dict[str, str] = Field(default_factory=dict, description="Extra tags set on every MLflow run.")
+    parent_run_id: str | None = Field(
+        None, description="MLflow run under which top-level runs are nested (a pipeline run sets it)."
+    )
 
 
 def _default_search_space() -> dict[str, dict[str, Any]]:
@@ -175,6 +182,9 @@ class HpoConfig(_Section):
     max_epochs: int | None = Field(None, ge=1, description="Cap on training.epochs inside a trial.")
     train_fraction: float = Field(1.0, gt=0, le=1, description="Share of training documents a trial trains on (seeded).")
     max_length: int | None = Field(None, ge=16, description="model.max_length inside a trial (None: unchanged).")
+    num_threads: int = Field(
+        0, ge=0, description="torch CPU threads of a trial (0: training.num_threads); cores / workers on a shared machine."
+    )
     n_startup_trials: int = Field(2, ge=0, description="Trials that are never pruned (and random before TPE).")
     n_warmup_epochs: int = Field(1, ge=0, description="Epochs of a trial before the pruner may stop it.")
     heartbeat_interval: int = Field(30, ge=1, description="Seconds between trial heartbeats (RDB storages).")
@@ -191,6 +201,88 @@ class FinalConfig(_Section):
     promote: bool = Field(False, description="Make the new version champion even if it does not beat the current one.")
 
 
+class TaskResources(_Section):
+    """CPU and memory of one pipeline task (Kubernetes quantities)."""
+
+    cpu_request: str = Field("1", description="CPU request.")
+    cpu_limit: str = Field("2", description="CPU limit.")
+    memory_request: str = Field("2G", description="Memory request.")
+    memory_limit: str = Field("4G", description="Memory limit.")
+
+
+def _default_task_resources() -> dict[str, TaskResources]:
+    light = TaskResources(cpu_request="500m", cpu_limit="1", memory_request="1G", memory_limit="2G")
+    training = TaskResources(cpu_request="4", cpu_limit="8", memory_request="16G", memory_limit="32G")
+    return {
+        "load_data": TaskResources(),
+        "hpo_trial": training,
+        "select_best": light,
+        "final_train": training,
+        "register_lineage": light,
+        "pipeline_plumbing": TaskResources(cpu_request="100m", cpu_limit="500m", memory_request="256M",
+                                           memory_limit="1G"),
+    }
+
+
+def _default_gpu_tolerations() -> list[dict[str, str]]:
+    return [{"key": "sku", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"}]
+
+
+class PipelineConfig(_Section):
+    """Compile-time settings of the Kubeflow pipeline: image, GPU placement, resources, secrets, volume."""
+
+    image: str = Field(
+        f"resume-ner:{__version__}", description="Image of every component (RESUME_NER_IMAGE wins over this)."
+    )
+    mlflow_uri: str = Field(
+        "http://mlflow.resume-ner.svc.cluster.local:5000",
+        description="Default of the pipeline's mlflow_uri parameter (the MLflow Service of manifests/).",
+    )
+    parallelism: int = Field(2, ge=1, description="Default of the pipeline's parallelism parameter (HPO workers).")
+    gpu_count: int = Field(1, ge=0, description="Default of the pipeline's gpu_count parameter (GPUs per GPU task).")
+    gpu: bool = Field(True, description="GPU settings on hpo_trial and final_train (false: a CPU-only pipeline).")
+    gpu_accelerator: str = Field("nvidia.com/gpu", description="Accelerator resource of the GPU tasks.")
+    gpu_node_selector: dict[str, str] = Field(
+        default_factory=lambda: {"kubernetes.azure.com/accelerator": "nvidia"},
+        description="Node labels of the GPU node pool (AKS sets this one on GPU nodes).",
+    )
+    gpu_tolerations: list[dict[str, str]] = Field(
+        default_factory=_default_gpu_tolerations,
+        description="Tolerations of the GPU tasks: key, operator (Equal|Exists), value, effect.",
+    )
+    resources: dict[str, TaskResources] = Field(
+        default_factory=_default_task_resources,
+        description="CPU/memory requests and limits per task (the five components and pipeline_plumbing); "
+        "a task given here replaces its four values, missing tasks keep theirs.",
+    )
+    mlflow_secret: str | None = Field(
+        "resume-ner-mlflow",
+        description="Kubernetes Secret with the MLflow credentials (keys: see mlflow_secret_env); null: none.",
+    )
+    mlflow_secret_env: dict[str, str] = Field(
+        default_factory=lambda: {"username": "MLFLOW_TRACKING_USERNAME", "password": "MLFLOW_TRACKING_PASSWORD"},
+        description="Secret key -> environment variable of the tracking tasks.",
+    )
+    optuna_secret: str | None = Field(
+        "resume-ner-optuna-db",
+        description="Kubernetes Secret whose key 'url' is the Optuna storage URL (used when optuna_storage is empty).",
+    )
+    volume_claim: str | None = Field(
+        None, description="PersistentVolumeClaim mounted in every task for data and outputs (null: none)."
+    )
+    volume_mount_path: str = Field("/mnt/resume-ner", description="Where volume_claim is mounted.")
+    caching: bool = Field(True, description="Cache load_data (training steps are never cached).")
+
+    @field_validator("resources")
+    @classmethod
+    def _known_tasks(cls, resources: dict[str, TaskResources]) -> dict[str, TaskResources]:
+        defaults = _default_task_resources()
+        unknown = sorted(set(resources) - set(defaults))
+        if unknown:
+            raise ValueError(f"unknown task(s) {unknown}; known: {sorted(defaults)}")
+        return {**defaults, **resources}
+
+
 class ResumeNerConfig(_Section):
     """The whole resolved configuration; saved beside every output."""
 
@@ -200,6 +292,7 @@ class ResumeNerConfig(_Section):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     hpo: HpoConfig = Field(default_factory=HpoConfig)
     final: FinalConfig = Field(default_factory=FinalConfig)
+    pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict of every setting."""

@@ -41,11 +41,12 @@ _OUTRO = """## Environment
 def render_section_yaml(section: str) -> str:
     """The default YAML file of one section, each setting preceded by its description."""
     model = getattr(ResumeNerConfig(), section)
+    values = model.model_dump(mode="json")
     lines = [f"# {type(model).__doc__.strip()}",
              f"# Section `{section}` of the resolved config; override with --set {section}.KEY=VALUE.", ""]
     for name, field in type(model).model_fields.items():
         lines.append(f"# {field.description}")
-        lines.append(yaml.safe_dump({name: getattr(model, name)}, sort_keys=False, allow_unicode=True).rstrip())
+        lines.append(yaml.safe_dump({name: values[name]}, sort_keys=False, allow_unicode=True).rstrip())
     return "\n".join(lines) + "\n"
 
 
@@ -55,10 +56,11 @@ def render_reference() -> str:
     out = [_INTRO]
     for section, file_name in SECTION_FILES.items():
         model = getattr(config, section)
+        values = model.model_dump(mode="json")
         out += [f"## `{section}` (`config/{file_name}`)", "", type(model).__doc__.strip(), "",
                 "| setting | default | description |", "|---|---|---|"]
         for name, field in type(model).model_fields.items():
-            value = getattr(model, name)
+            value = values[name]
             shown = "see `config/" + file_name + "`" if isinstance(value, dict) and value else f"`{json.dumps(value)}`"
             out.append(f"| `{section}.{name}` | {shown} | {field.description} |")
         out.append("")

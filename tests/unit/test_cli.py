@@ -10,7 +10,7 @@ import pytest
 from resume_ner.cli.main import build_parser, main
 
 COMMANDS = [["final-train"], ["lineage", "show"], ["hpo", "run"], ["hpo", "worker"], ["hpo", "best"], ["hpo", "report"], ["data", "validate"], ["data", "stats"], ["data", "split"], ["data", "convert"], ["data", "synth"],
-            ["train"], ["evaluate"], ["predict"], ["demo"]]
+            ["train"], ["evaluate"], ["predict"], ["pipeline", "run"], ["pipeline", "compile"]]
 
 
 def test_top_level_help_does_not_import_heavy_libraries():

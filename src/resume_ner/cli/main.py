@@ -27,7 +27,7 @@ def common_parent() -> argparse.ArgumentParser:
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser of ``resume-ner``."""
-    from resume_ner.cli import data_commands, demo_command, hpo_commands, lineage_commands, model_commands
+    from resume_ner.cli import data_commands, hpo_commands, lineage_commands, model_commands, pipeline_commands
 
     parser = argparse.ArgumentParser(
         prog="resume-ner",
@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     model_commands.register(subparsers, parents)
     hpo_commands.register(subparsers, parents)
     lineage_commands.register(subparsers, parents)
-    demo_command.register(subparsers, parents)
+    pipeline_commands.register(subparsers, parents)
     return parser
 
 

@@ -54,13 +54,11 @@ def open_parent_run(config: ResumeNerConfig, study: Any, *, create: bool = True)
 
 def _reattach(config: ResumeNerConfig, run_id: str) -> Any:
     """A ``TrackingRun`` logging into the existing run ``run_id``."""
-    from mlflow import MlflowClient
-
     from resume_ner.tracking.mlflow import TrackingRun, resolve_tracking_uri
 
     uri = resolve_tracking_uri(None, config.tracking)
     log.info("MLflow: trials of this study go under the existing parent run %s at %s", run_id, uri)
-    return TrackingRun(run_id=run_id, tracking_uri=uri, client=MlflowClient(tracking_uri=uri))
+    return TrackingRun.attach(run_id, uri)
 
 
 def log_study_report(run: Any, study: Any, files: list[Path]) -> None:

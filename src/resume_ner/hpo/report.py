@@ -1,4 +1,5 @@
-"""Study reports: a readable trials table, and ``trials.csv`` plus PNG plots written atomically.
+"""Study reports: a readable trials table, ``trials.csv`` plus PNG plots written atomically, and one
+self-contained HTML page (``study_report_html``) for the Kubeflow Pipelines UI's HTML viewer.
 
 Plots (``optuna.visualization.matplotlib``, Agg backend): ``optimization_history.png`` when a trial
 completed, ``param_importances.png`` when at least two did, ``intermediate_values.png`` when some trial
@@ -7,13 +8,16 @@ reported per-epoch values.
 
 from __future__ import annotations
 
+import base64
 import csv
+import html
 import io
 import logging
 import warnings
 from pathlib import Path
 from typing import Any
 
+from resume_ner.hpo.study import DIRECTION_ATTR, METRIC_ATTR
 from resume_ner.io import write_bytes_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -40,23 +44,24 @@ def _best_number(study: Any) -> int | None:
     return best.number if best is not None else None
 
 
-def trials_table(study: Any) -> str:
-    """One line per trial: number (``*`` marks the best), state, value, duration, params, and a note.
+def _trial_rows(study: Any) -> list[tuple[str, ...]]:
+    """Header, then one row of display cells per trial: number (``*`` marks the best), state, value,
+    duration, params, and the error of a failed trial (whole).
 
-    A pruned trial shows its last reported value in parentheses and the epoch it was stopped after; a failed
-    one its error.
+    A pruned trial's state is ``PRUNED@<epoch it was stopped after>`` and its value its last reported value
+    in parentheses.
     """
     best = _best_number(study)
-    rows = [("#", "state", "value", "duration", "params", "note")]
+    rows = [("#", "state", "value", "duration", "params", "error")]
     for trial in study.get_trials(deepcopy=False):
         state = trial.state.name
         value = _format(trial.value)
-        note = ""
+        error = ""
         if state == "PRUNED":
             state = f"PRUNED@{trial.user_attrs.get('pruned_epoch', '?')}"
             value = f"({_format(trial.user_attrs.get('last_value'))})"
         elif state == "FAIL":
-            note = str(trial.user_attrs.get("error", ""))[:NOTE_CHARS]
+            error = str(trial.user_attrs.get("error", ""))
         seconds = _seconds(trial)
         rows.append((
             f"{'*' if trial.number == best else ' '}{trial.number}",
@@ -64,8 +69,19 @@ def trials_table(study: Any) -> str:
             value,
             f"{seconds:.1f}s" if seconds is not None else "",
             ", ".join(f"{k}={_format(v)}" for k, v in trial.params.items()),
-            note,
+            error,
         ))
+    return rows
+
+
+def trials_table(study: Any) -> str:
+    """One line per trial: number (``*`` marks the best), state, value, duration, params, and a note.
+
+    A pruned trial shows its last reported value in parentheses and the epoch it was stopped after; a failed
+    one its error (cut to ``NOTE_CHARS``).
+    """
+    header, *trials = _trial_rows(study)
+    rows = [(*header[:-1], "note"), *((*row[:-1], row[-1][:NOTE_CHARS]) for row in trials)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1] for row in rows]
     return "\n".join(line.rstrip() for line in lines)
@@ -95,16 +111,74 @@ def write_study_report(study: Any, out_dir: Path) -> list[Path]:
     """Write ``trials.csv`` and the PNG plots of ``study`` into ``out_dir``; return the files written."""
     out_dir = Path(out_dir)
     written = [write_text_atomic(out_dir / TRIALS_CSV, trials_csv(study))]
+    for name, png in _plot_pngs(study):
+        written.append(write_bytes_atomic(out_dir / f"{name}.png", png))
+    log.info("hpo study %r: report in %s (%d file(s))", study.study_name, out_dir, len(written))
+    return written
+
+
+def study_report_html(study: Any) -> str:
+    """One self-contained HTML page of ``study``: metric and direction, best trial, every trial, plots.
+
+    The trials table has the cells of ``trials_table`` (a failed trial's error in full); the plots of
+    ``write_study_report`` are embedded as base64 PNG ``data:`` URIs, so the page loads no external resource
+    (the Kubeflow Pipelines UI shows it in a sandboxed frame). All text from the study is HTML-escaped. A
+    study without a COMPLETE trial gets a line saying so instead of the best-trial section.
+    """
+    from resume_ner.hpo.select import best_frozen_trial
+
+    esc = html.escape
+    name = esc(study.study_name)
+    metric = esc(str(study.user_attrs.get(METRIC_ATTR, "objective value")))
+    direction = esc(str(study.user_attrs.get(DIRECTION_ATTR, study.direction.name.lower())))
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>HPO study {name}</title>",
+        "<style>body{font-family:sans-serif;margin:1em}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:2px 6px;text-align:left;vertical-align:top}"
+        "img{max-width:100%}</style>",
+        "</head><body>",
+        f"<h1>HPO study {name}</h1>",
+        f"<p>metric: <b>{metric}</b> ({direction})</p>",
+    ]
+    best = best_frozen_trial(study)
+    if best is None:
+        parts.append("<p>No COMPLETE trial: there is no best trial yet.</p>")
+    else:
+        parts.append(f"<h2>Best trial: {best.number}</h2>")
+        parts.append(f"<p>{metric}: <b>{esc(_format(best.value))}</b></p>")
+        parts.append("<table><tr><th>param</th><th>value</th></tr>")
+        parts.extend(f"<tr><td>{esc(k)}</td><td>{esc(_format(v))}</td></tr>" for k, v in best.params.items())
+        parts.append("</table>")
+    header, *rows = _trial_rows(study)
+    parts.append(f"<h2>Trials ({len(rows)})</h2><table>")
+    parts.append("<tr>" + "".join(f"<th>{esc(cell)}</th>" for cell in header) + "</tr>")
+    parts.extend("<tr>" + "".join(f"<td>{esc(cell.strip())}</td>" for cell in row) + "</tr>" for row in rows)
+    parts.append("</table>")
+    plots = _plot_pngs(study)
+    if plots:
+        parts.append("<h2>Plots</h2>")
+    for plot, png in plots:
+        data = base64.b64encode(png).decode("ascii")
+        parts.append(f'<figure><img alt="{esc(plot)}" src="data:image/png;base64,{data}">'
+                     f"<figcaption>{esc(plot)}</figcaption></figure>")
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def _plot_pngs(study: Any) -> list[tuple[str, bytes]]:
+    """(name, PNG bytes) of each plot of ``_plots``; the figures are closed."""
     plots = _plots(study)
     import matplotlib.pyplot as plt  # after _plots chose the Agg backend
 
+    out = []
     for name, axes in plots:
         buffer = io.BytesIO()
         axes.figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
         plt.close(axes.figure)
-        written.append(write_bytes_atomic(out_dir / f"{name}.png", buffer.getvalue()))
-    log.info("hpo study %r: report in %s (%d file(s))", study.study_name, out_dir, len(written))
-    return written
+        out.append((name, buffer.getvalue()))
+    return out
 
 
 def _plots(study: Any) -> list[tuple[str, Any]]:
@@ -115,7 +189,7 @@ def _plots(study: Any) -> list[tuple[str, Any]]:
     import optuna
     from optuna.visualization import matplotlib as plots
 
-    target = study.user_attrs.get("metric", "objective value")
+    target = study.user_attrs.get(METRIC_ATTR, "objective value")
     trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     out = []

@@ -57,10 +57,13 @@ def trial_config(config: ResumeNerConfig, params: dict[str, Any]) -> ResumeNerCo
     """``config`` with the sampled ``params`` and the budget of ``config.hpo``.
 
     ``training.metric`` becomes ``hpo.metric``; ``hpo.max_epochs`` caps ``training.epochs``;
-    ``hpo.max_length`` sets ``model.max_length``, and a stride too large for the window becomes a quarter of it.
+    ``hpo.max_length`` sets ``model.max_length``, and a stride too large for the window becomes a quarter of it;
+    ``hpo.num_threads`` sets ``training.num_threads``.
     """
     hpo = config.hpo
     values = {**params, "training.metric": hpo.metric}
+    if hpo.num_threads:
+        values["training.num_threads"] = hpo.num_threads
     if hpo.max_epochs is not None:
         values["training.epochs"] = min(values.get("training.epochs", config.training.epochs), hpo.max_epochs)
     if hpo.max_length is not None:

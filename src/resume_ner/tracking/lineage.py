@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -58,10 +59,13 @@ BEST_TRIAL_PARAM_PREFIX = "best_trial."
 SAMPLED_PARAM_PREFIX = "sampled."  # params of a trial run: the values its sampler chose
 TRIAL_RUN_NUMBER_TAG = "resume_ner.trial_number"  # tag of a trial run
 MODEL_URI_PREFIX = "models:/"
+PIPELINE_RUN_TAG = "resume_ner.pipeline_run_id"  # set on every MLflow run of a Kubeflow pipeline run
+TRIAL_STATE_TAG = "resume_ner.trial_state"
+MAX_TRIAL_RUNS = 1000
 
 # Tags of the final run copied onto its registered version.
 VERSION_TAGS = (STAGE_TAG, STUDY_TAG, TRIAL_NUMBER_TAG, TRIAL_RUN_TAG, SWEEP_PARENT_TAG, DATA_FINGERPRINT_TAG,
-                CONFIG_HASH_TAG, CODE_VERSION_TAG, GIT_COMMIT_TAG)
+                CONFIG_HASH_TAG, CODE_VERSION_TAG, GIT_COMMIT_TAG, PIPELINE_RUN_TAG)
 # Artifacts a logged checkpoint directory must hold to be registered.
 CHECKPOINT_ARTIFACTS = ("model.safetensors", "config.json", "resume_ner.json")
 # Params of the final run summarised in its lineage.
@@ -333,6 +337,8 @@ class Lineage:
     created: str  # UTC time the version was registered (ISO 8601)
     tracking_uri: str = ""
     warnings: list[str] = field(default_factory=list)  # inconsistencies found along the way
+    trials: list[dict[str, Any]] = field(default_factory=list)  # every trial run under the sweep parent run
+    pipeline_run_id: str | None = None  # the Kubeflow pipeline run that trained it, if any
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict."""
@@ -357,6 +363,13 @@ class Lineage:
             f"                 test fingerprint {self.test_data_fingerprint or '?'}",
             f"     config {self.config_hash or '?'}, code resume-ner {code}",
         ]
+        if self.trials:
+            states = Counter(str(trial.get("state")) for trial in self.trials)
+            numbers = ", ".join(f"#{trial['number']}" for trial in self.trials)
+            lines.append(f"     trials of the sweep: {numbers} ("
+                         + ", ".join(f"{n} {state}" for state, n in sorted(states.items())) + ")")
+        if self.pipeline_run_id:
+            lines.append(f"     pipeline run {self.pipeline_run_id}")
         lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
@@ -445,6 +458,10 @@ def extract_lineage_from_best_model(model: str, tracking_uri: str | None = None)
     for message in warnings:
         log.warning("%s", message)
     version_tags = version.tags or {}
+    children = f"tags.`{MLFLOW_PARENT_TAG}` = '{parent.info.run_id}'"
+    trial_runs = _registry_call(uri, f"list the trial runs of sweep parent run {parent.info.run_id}",
+                                lambda: client.search_runs([parent.info.experiment_id], filter_string=children,
+                                                           max_results=MAX_TRIAL_RUNS))
     return Lineage(
         model_name=version.name,
         version=str(version.version),
@@ -466,7 +483,21 @@ def extract_lineage_from_best_model(model: str, tracking_uri: str | None = None)
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(version.creation_timestamp / 1000)),
         tracking_uri=uri,
         warnings=warnings,
+        trials=_trial_summaries(trial_runs),
+        pipeline_run_id=tags.get(PIPELINE_RUN_TAG),
     )
+
+
+def _trial_summaries(runs: list[Any]) -> list[dict[str, Any]]:
+    """Number, state and run id of each trial run (by number; a retried trial appears once per run)."""
+    out = []
+    for run in runs:
+        number = run.data.tags.get(TRIAL_RUN_NUMBER_TAG)
+        if number is None or not number.lstrip("-").isdigit():
+            continue
+        out.append({"number": int(number), "state": run.data.tags.get(TRIAL_STATE_TAG, run.info.status),
+                    "run_id": run.info.run_id})
+    return sorted(out, key=lambda trial: (trial["number"], trial["run_id"]))
 
 
 def write_lineage(lineage: Lineage, path: str | Path) -> Path:

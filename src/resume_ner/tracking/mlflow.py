@@ -320,6 +320,13 @@ class TrackingRun:
         """A run that logs nothing (tracking off, or setup failed: then ``lost`` says why)."""
         return cls(lost=lost)
 
+    @classmethod
+    def attach(cls, run_id: str, tracking_uri: str) -> "TrackingRun":
+        """A ``TrackingRun`` logging into the existing run ``run_id`` (another process started it)."""
+        from mlflow import MlflowClient
+
+        return cls(run_id=run_id, tracking_uri=tracking_uri, client=MlflowClient(tracking_uri=tracking_uri))
+
     @property
     def enabled(self) -> bool:
         """True when this object logs to a real MLflow run."""
@@ -547,6 +554,8 @@ def setup_mlflow(
     * ``nested``: child of ``parent_run_id``, else of the innermost run this thread has open (a
       ``TrackingRun`` or ``mlflow.start_run``); a top-level run with a warning when there is none.
       ``parent_run_id`` alone implies ``nested`` (use it across threads and processes, e.g. HPO workers).
+      Otherwise ``config.parent_run_id`` (a pipeline run's MLflow run) is the parent when set.
+    * Tags: ``config.tags``, then ``tags``.
 
     When the store cannot be reached after the retries, returns a disabled run whose ``lost`` says why and
     logs a warning, or raises ``TrackingError`` when ``required`` is True.
@@ -555,13 +564,15 @@ def setup_mlflow(
         return TrackingRun.disabled()
     uri = resolve_tracking_uri(tracking_uri, config)
     name = _run_name(run_name, config, output_dir)
-    run_tags = {str(k): _text(v, MAX_TAG_VAL_LENGTH) for k, v in (tags or {}).items()}
+    run_tags = {str(k): _text(v, MAX_TAG_VAL_LENGTH) for k, v in {**config.tags, **(tags or {})}.items()}
     if nested or parent_run_id:
         parent = _parent_run_id(parent_run_id)
         if parent is None:
             logger.warning("MLflow: nested run %r has no open parent run; starting it as a top-level run", name)
         else:
             run_tags[PARENT_RUN_TAG] = parent
+    elif config.parent_run_id:
+        run_tags[PARENT_RUN_TAG] = config.parent_run_id
 
     probe = TrackingRun(tracking_uri=uri, retry=retry)  # not enabled: only used for its retries
 

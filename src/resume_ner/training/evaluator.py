@@ -1,5 +1,6 @@
 """Evaluation on whole documents: windows are predicted, merged back per document, then scored with
-seqeval (entity level, IOB2 strict, over every word of every document) and exact character-span matching."""
+seqeval (entity level, IOB2 strict, over every word of every document) and exact character-span matching,
+with an entity-type confusion matrix of the character spans."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 from resume_ner.data.document import Document, Span
 from resume_ner.data.windows import WindowedDocuments, merge_window_predictions
 from resume_ner.training.batching import predict_windows
-from resume_ner.training.metrics import compute_metrics, span_metrics, tags_to_spans
+from resume_ner.training.metrics import compute_metrics, entity_type_confusion, span_metrics, tags_to_spans
 
 log = logging.getLogger(__name__)
 
@@ -38,14 +39,19 @@ def evaluate_windowed(
     batch_size: int,
     device: Any,
 ) -> dict[str, Any]:
-    """Entity metrics (seqeval), document span metrics and loss of ``model`` on windowed ``documents``."""
+    """Entity metrics (seqeval), document span metrics and loss of ``model`` on windowed ``documents``.
+
+    ``metrics["confusion"]`` is the ``entity_type_confusion`` of the documents' gold and predicted spans.
+    """
     label_ids, scores, loss = predict_windows(model, windowed.windows, pad_token_id, batch_size, device)
     merged = merge_window_predictions(windowed, label_ids, scores)
     gold_tags = [w.tags for w in windowed.words]
     pred_tags = [tags for tags, _ in merged]
     metrics = compute_metrics(gold_tags, pred_tags)
     pred_spans = [[span for span, _ in doc] for doc in predicted_spans(windowed, merged)]
-    metrics.update(span_metrics([list(doc.spans) for doc in documents], pred_spans))
+    gold_spans = [list(doc.spans) for doc in documents]
+    metrics.update(span_metrics(gold_spans, pred_spans))
+    metrics["confusion"] = entity_type_confusion(gold_spans, pred_spans)
     metrics["loss"] = loss
     metrics["documents"] = len(documents)
     metrics["windows"] = len(windowed.windows)

@@ -9,7 +9,9 @@ Two views of the same predictions:
   user of ``predict`` sees: a predicted span is correct when ``start``, ``end`` and ``label`` all equal a
   gold span of the same document.
 
-``tags_to_spans`` turns a word-tag sequence into those character spans.
+``entity_type_confusion`` counts, over the same document spans, which type each gold entity was predicted
+as (or missed, or predicted where there was none). ``tags_to_spans`` turns a word-tag sequence into those
+character spans.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 from resume_ner.data.document import Span
 from resume_ner.data.labels import OUTSIDE
 
-__all__ = ["compute_metrics", "format_metrics_table", "span_metrics", "tags_to_spans"]
+__all__ = ["compute_metrics", "entity_type_confusion", "format_metrics_table", "span_metrics", "tags_to_spans"]
 
 _AVERAGES = ("micro", "macro")
 
@@ -155,6 +157,55 @@ def span_metrics(gold: list[list[Span]], pred: list[list[Span]]) -> dict[str, An
         "span_f1_macro": _mean("f1"),
         "span_per_type": per_type,
     }
+
+
+def _overlap(a: Span, b: Span) -> int:
+    return max(0, min(a.end, b.end) - max(a.start, b.start))
+
+
+def entity_type_confusion(gold: list[list[Span]], pred: list[list[Span]]) -> dict[str, Any]:
+    """Confusion matrix of entity types over documents' character spans.
+
+    Returns ``{"labels": [TYPE, ..., "O"], "matrix": [[int, ...], ...]}``: ``labels`` are the sorted types
+    seen in ``gold`` or ``pred``, then ``"O"`` (no entity); ``matrix[i][j]`` counts gold entities of type
+    ``labels[i]`` (row: actual) predicted as ``labels[j]`` (column: predicted), the orientation of the KFP
+    UI's ``ClassificationMetrics.log_confusion_matrix(categories=labels, matrix=matrix)``. Column ``"O"``
+    counts gold spans no prediction was matched to (missed), row ``"O"`` predictions matched to no gold span
+    (spurious); cell ``("O", "O")`` is always 0.
+
+    Matching is one-to-one within each document, by character overlap: every (gold, predicted) pair that
+    shares at least one character is a candidate; candidates are taken greedily by decreasing overlap (ties:
+    the earlier gold span, then the earlier predicted span, by ``start`` then ``end``), skipping a pair whose
+    gold or predicted span is already matched. So a gold span is matched to the unused prediction that
+    overlaps it most, and a prediction covering two gold spans counts once, for the one it overlaps most.
+    Boundaries need not agree: this measures type confusion, not exact spans (see ``span_metrics``).
+    """
+    if len(gold) != len(pred):
+        raise ValueError(f"{len(gold)} gold documents but {len(pred)} predicted documents")
+    types = sorted({s.label for doc in gold for s in doc} | {s.label for doc in pred for s in doc})
+    labels = [*types, OUTSIDE]
+    index = {label: i for i, label in enumerate(labels)}
+    matrix = [[0] * len(labels) for _ in labels]
+    for doc_gold, doc_pred in zip(gold, pred):
+        candidates = sorted(
+            (-_overlap(g, p), g.start, g.end, gi, p.start, p.end, pj)
+            for gi, g in enumerate(doc_gold)
+            for pj, p in enumerate(doc_pred)
+            if _overlap(g, p) > 0
+        )
+        gold_match: dict[int, int] = {}
+        used: set[int] = set()
+        for *_, gi, _, _, pj in candidates:
+            if gi not in gold_match and pj not in used:
+                gold_match[gi] = pj
+                used.add(pj)
+        for gi, g in enumerate(doc_gold):
+            column = doc_pred[gold_match[gi]].label if gi in gold_match else OUTSIDE
+            matrix[index[g.label]][index[column]] += 1
+        for pj, p in enumerate(doc_pred):
+            if pj not in used:
+                matrix[index[OUTSIDE]][index[p.label]] += 1
+    return {"labels": labels, "matrix": matrix}
 
 
 def tags_to_spans(tags: list[str], offsets: list[tuple[int, int]], text: str) -> list[Span]:

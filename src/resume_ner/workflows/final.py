@@ -21,12 +21,14 @@ from resume_ner.config import MODEL_SECTIONS, ResumeNerConfig, config_from_dict
 from resume_ner.errors import ConfigError
 
 if TYPE_CHECKING:
-    from resume_ner.tracking.lineage import Lineage
+    from resume_ner.tracking.lineage import Lineage, RegisteredVersion
+    from resume_ner.tracking.mlflow import TrackingRun
     from resume_ner.training.trainer import TrainResult
 
 log = logging.getLogger(__name__)
 
 LINEAGE_FILE = "lineage.json"
+REGISTERED_MODEL_TAG = "resume_ner.registered_model"
 BEST_TRIAL_KEYS = ("study_name", "number", "params")  # a BestTrial dict must have at least these
 RUN_SECTIONS = tuple(name for name in ResumeNerConfig.model_fields if name not in MODEL_SECTIONS)
 
@@ -162,16 +164,10 @@ def run_final_training_workflow(
     is not registered and ``tracking_lost`` says why.
     """
     from resume_ner.data.splits import fingerprint_documents
-    from resume_ner.tracking.lineage import (
-        check_best_trial_runs,
-        extract_lineage_from_best_model,
-        final_run_tags,
-        register_model,
-        write_lineage,
-    )
+    from resume_ner.tracking.lineage import check_best_trial_runs, final_run_tags
     from resume_ner.tracking.mlflow import resolve_tracking_uri, setup_mlflow, standard_tags
     from resume_ner.training.checkpoint import validate_checkpoint
-    from resume_ner.training.trainer import MODEL_DIRNAME, train_model
+    from resume_ner.training.trainer import train_model
     from resume_ner.workflows.training import evaluate_test_split, load_training_data
 
     base = config_from_dict(config)
@@ -212,15 +208,11 @@ def run_final_training_workflow(
             log.warning("final model not registered: %d MLflow call(s) were lost (%s); the model is in %s",
                         len(run.lost), "; ".join(run.lost[:3]), result.model_dir)
         elif register:
-            registered = register_model(
-                run.run_id, MODEL_DIRNAME, name=final_config.tracking.registered_model_name,
-                test_metrics=test_metrics, test_data_fingerprint=test_fingerprint,
-                promote=final_config.final.promote if promote is None else promote, tracking_uri=run.tracking_uri,
+            registered, lineage, lineage_path = register_final_model(
+                run, name=final_config.tracking.registered_model_name,
+                promote=final_config.final.promote if promote is None else promote,
+                lineage_path=output_dir / LINEAGE_FILE,
             )
-            run.set_tags({"resume_ner.registered_model": registered.model_uri})
-            lineage = extract_lineage_from_best_model(registered.model_uri, tracking_uri=run.tracking_uri)
-            lineage_path = write_lineage(lineage, output_dir / LINEAGE_FILE)
-            run.log_artifact(lineage_path)
     return FinalOutcome(
         train_result=result,
         test_metrics=test_metrics,
@@ -234,3 +226,41 @@ def run_final_training_workflow(
         promotion_reason=registered.reason if registered else None,
         lineage=lineage,
     )
+
+
+def register_final_model(
+    run: TrackingRun, *, name: str, promote: bool, lineage_path: str | Path
+) -> tuple[RegisteredVersion, Lineage, Path]:
+    """Register the checkpoint logged by the final training run ``run`` and write its lineage.
+
+    The run's ``test_f1_micro`` metric and ``resume_ner.test_data_fingerprint`` tag (both logged by the final
+    training) decide the champion alias (``tracking.lineage.register_model``). The run gets the tag
+    ``resume_ner.registered_model``; ``lineage_path`` (``lineage.json``) is written and logged to the run.
+    ``run`` may be the open run of the training or, in another process, ``TrackingRun.attach(run_id, uri)``.
+    """
+    from resume_ner.errors import TrackingError
+    from resume_ner.tracking.lineage import (
+        PROMOTION_METRIC,
+        TEST_FINGERPRINT_TAG,
+        extract_lineage_from_best_model,
+        register_model,
+        write_lineage,
+    )
+    from resume_ner.training.trainer import MODEL_DIRNAME
+
+    logged = run.client.get_run(run.run_id).data
+    metric = f"test_{PROMOTION_METRIC}"
+    if metric not in logged.metrics or not logged.tags.get(TEST_FINGERPRINT_TAG):
+        raise TrackingError(
+            f"run {run.run_id} at {run.tracking_uri} has no {metric} metric or {TEST_FINGERPRINT_TAG} tag: only a "
+            "final training run tested on a test split can be registered"
+        )
+    registered = register_model(
+        run.run_id, MODEL_DIRNAME, name=name, test_metrics={PROMOTION_METRIC: logged.metrics[metric]},
+        test_data_fingerprint=logged.tags[TEST_FINGERPRINT_TAG], promote=promote, tracking_uri=run.tracking_uri,
+    )
+    run.set_tags({REGISTERED_MODEL_TAG: registered.model_uri})
+    lineage = extract_lineage_from_best_model(registered.model_uri, tracking_uri=run.tracking_uri)
+    path = write_lineage(lineage, lineage_path)
+    run.log_artifact(path)
+    return registered, lineage, path

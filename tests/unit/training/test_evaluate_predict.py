@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 
 from resume_ner.inference import Predictor
@@ -27,6 +29,19 @@ def test_evaluate_model_reports_entity_and_span_metrics(trained, synth_documents
     assert set(metrics["span_per_type"]) <= {"NAME", "EMAIL", "DESIGNATION", "COMPANY", "LOCATION",
                                              "YEARS_EXPERIENCE", "COLLEGE", "DEGREE", "GRADUATION_YEAR",
                                              "SKILL", "TECH_TOOL", "SOFT_SKILL"}
+
+
+def test_evaluate_model_reports_a_confusion_matrix_of_entity_types(trained, synth_documents):
+    documents = synth_documents[50:]
+    confusion = evaluate_model(trained.model_dir, documents, device="cpu")["confusion"]
+    labels, matrix = confusion["labels"], confusion["matrix"]
+    assert labels[-1] == "O" and labels[:-1] == sorted(labels[:-1])
+    assert len(matrix) == len(labels) and all(len(row) == len(labels) for row in matrix)
+    gold_counts = Counter(span.label for doc in documents for span in doc.spans)
+    assert set(gold_counts) <= set(labels)
+    assert {label: sum(row) for label, row in zip(labels, matrix) if label != "O"} == {
+        label: gold_counts[label] for label in labels[:-1]}
+    assert matrix[-1][-1] == 0
 
 
 def test_predict_returns_entities_with_exact_offsets_over_long_texts(trained, synth_documents):

@@ -7,7 +7,13 @@ import warnings
 import pytest
 
 from resume_ner.data.document import Span
-from resume_ner.training.metrics import compute_metrics, format_metrics_table, span_metrics, tags_to_spans
+from resume_ner.training.metrics import (
+    compute_metrics,
+    entity_type_confusion,
+    format_metrics_table,
+    span_metrics,
+    tags_to_spans,
+)
 
 # --- compute_metrics ---------------------------------------------------------------------------------
 
@@ -152,6 +158,59 @@ def test_span_metrics_of_nothing_are_zero():
     assert m["span_f1_micro"] == 0.0 and m["span_f1_macro"] == 0.0 and m["span_per_type"] == {}
     with pytest.raises(ValueError, match="documents"):
         span_metrics([[]], [])
+
+
+# --- entity_type_confusion ---------------------------------------------------------------------------
+
+
+def _cells(confusion):
+    """``{(actual, predicted): count}`` of the non-zero cells."""
+    labels = confusion["labels"]
+    return {(labels[i], labels[j]): n for i, row in enumerate(confusion["matrix"]) for j, n in enumerate(row) if n}
+
+
+def test_confusion_counts_right_type_wrong_type_missed_and_spurious():
+    gold = [[Span(0, 8, "NAME"), Span(10, 14, "SKILL"), Span(20, 24, "COMPANY")]]
+    pred = [[Span(0, 4, "NAME"), Span(10, 14, "TECH_TOOL"), Span(30, 35, "LOCATION")]]
+    confusion = entity_type_confusion(gold, pred)
+    assert confusion["labels"] == ["COMPANY", "LOCATION", "NAME", "SKILL", "TECH_TOOL", "O"]
+    assert confusion["matrix"] == [
+        [0, 0, 0, 0, 0, 1],  # COMPANY missed
+        [0, 0, 0, 0, 0, 0],
+        [0, 0, 1, 0, 0, 0],  # NAME found (a partial overlap still counts as the right type)
+        [0, 0, 0, 0, 1, 0],  # SKILL predicted as TECH_TOOL
+        [0, 0, 0, 0, 0, 0],
+        [0, 1, 0, 0, 0, 0],  # a LOCATION where there is no entity
+    ]
+
+
+def test_confusion_one_prediction_over_two_gold_spans_counts_once():
+    gold = [[Span(0, 4, "SKILL"), Span(5, 15, "TECH_TOOL")]]
+    pred = [[Span(0, 15, "SKILL")]]  # overlaps SKILL by 4 characters, TECH_TOOL by 10
+    assert _cells(entity_type_confusion(gold, pred)) == {("TECH_TOOL", "SKILL"): 1, ("SKILL", "O"): 1}
+
+
+def test_confusion_prefers_the_larger_overlap_then_the_earlier_prediction():
+    gold = [[Span(0, 10, "NAME")]]
+    assert _cells(entity_type_confusion(gold, [[Span(0, 3, "SKILL"), Span(3, 10, "NAME")]])) == {
+        ("NAME", "NAME"): 1, ("O", "SKILL"): 1}
+    assert _cells(entity_type_confusion(gold, [[Span(5, 10, "NAME"), Span(0, 5, "SKILL")]])) == {
+        ("NAME", "SKILL"): 1, ("O", "NAME"): 1}
+
+
+def test_confusion_matches_within_each_document_only():
+    gold = [[Span(0, 4, "NAME")], []]
+    pred = [[], [Span(0, 4, "NAME")]]
+    assert _cells(entity_type_confusion(gold, pred)) == {("NAME", "O"): 1, ("O", "NAME"): 1}
+
+
+def test_confusion_of_empty_documents():
+    assert entity_type_confusion([], []) == {"labels": ["O"], "matrix": [[0]]}
+    assert entity_type_confusion([[], []], [[], []]) == {"labels": ["O"], "matrix": [[0]]}
+    only_gold = entity_type_confusion([[Span(0, 2, "NAME")], []], [[], []])
+    assert only_gold == {"labels": ["NAME", "O"], "matrix": [[0, 1], [0, 0]]}
+    with pytest.raises(ValueError, match="2 gold documents but 1 predicted"):
+        entity_type_confusion([[], []], [[]])
 
 
 # --- tags_to_spans -----------------------------------------------------------------------------------
