@@ -18,10 +18,16 @@ SHARED_DATA = REPO_ROOT.parent / "shared" / "data" / "resume-cvs"
 
 
 @pytest.fixture(autouse=True)
-def _isolated_tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every test gets its own working directory, so the default MLflow store never leaks between tests."""
+def _isolated_tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Every test gets its own working directory, so the default MLflow store never leaks between tests, and
+    runs a test left open (or ended through MLflow, as from another process) never become later tests' parents."""
+    from resume_ner.tracking.mlflow import _open_stack
+
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    before = list(_open_stack())
+    yield
+    _open_stack()[:] = before
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,7 @@ PIPELINE_NAME_TAG = "resume_ner.pipeline"
 PIPELINE_STATUS_TAG = "resume_ner.pipeline_status"
 PIPELINE_ERROR_TAG = "resume_ner.pipeline_error"
 PIPELINE_STAGE = "pipeline"
-MAX_RUNS = 1000
+PAGE_SIZE = 1000
 
 
 def with_pipeline_tracking(config: ResumeNerConfig, pipeline_run_id: str) -> ResumeNerConfig:
@@ -40,8 +40,15 @@ def with_pipeline_tracking(config: ResumeNerConfig, pipeline_run_id: str) -> Res
 
 
 def _runs_of(client: Any, experiment_id: str, pipeline_run_id: str, extra: str = "") -> list[Any]:
+    """Every run of the experiment tagged with ``pipeline_run_id`` (and matching ``extra``), page by page."""
     query = f"tags.`{PIPELINE_RUN_TAG}` = '{pipeline_run_id}'" + extra
-    return list(client.search_runs([experiment_id], filter_string=query, max_results=MAX_RUNS))
+    runs, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], filter_string=query, max_results=PAGE_SIZE, page_token=token)
+        runs += list(page)
+        token = page.token
+        if not token:
+            return runs
 
 
 def find_pipeline_run(tracking: TrackingConfig, pipeline_run_id: str) -> str | None:
