@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: run test test-fast install lock clean config-docs compile
+.PHONY: run test test-fast install lock clean config-docs compile image image-cuda
 
 install: $(STAMP)
 
@@ -47,6 +47,15 @@ config-docs: $(STAMP)
 # Recompile components/*.yaml and pipelines/resume_ner_training.yaml (a test checks them for drift).
 compile: $(STAMP)
 	$(VENV)/bin/resume-ner pipeline compile --out-root .
+
+# The image name the pipeline is compiled with and the manifests use: $RESUME_NER_IMAGE, else pipeline.image.
+IMAGE = $(shell $(PY) -c 'import os; from resume_ner.config import load; print(os.environ.get("RESUME_NER_IMAGE") or load(os.environ.get("RESUME_NER_CONFIG_DIR")).pipeline.image)')
+
+image: $(STAMP)
+	docker build -f images/Dockerfile -t $(IMAGE) .
+
+image-cuda: $(STAMP)
+	docker build -f images/Dockerfile.cuda -t $(IMAGE)-cuda .
 
 clean:
 	rm -rf runs mlruns .pytest_cache

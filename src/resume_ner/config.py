@@ -391,6 +391,16 @@ def load(config_dir: str | Path | None = None, overrides: list[str] | None = Non
     return config_from_dict(raw, origin=origin)
 
 
+def save_sections(config: ResumeNerConfig, directory: str | Path) -> Path:
+    """Write the resolved config as one YAML file per section (``config/`` layout, for ``--config-dir``)."""
+    from resume_ner.io import write_text_atomic
+
+    settings = config.to_dict()
+    for section, name in SECTION_FILES.items():
+        write_text_atomic(Path(directory) / name, yaml.safe_dump(settings[section], sort_keys=False))
+    return Path(directory)
+
+
 def save(config: ResumeNerConfig, path: str | Path) -> Path:
     """Write the resolved config as YAML, atomically."""
     from resume_ner.io import write_text_atomic

@@ -57,8 +57,8 @@ def _trials(storage: Path) -> list[optuna.trial.FrozenTrial]:
 def test_two_workers_finish_exactly_n_trials(worker_setup, tmp_path):
     command, storage = worker_setup
     logs = [open(tmp_path / f"worker-{i}.log", "w") for i in range(2)]
-    workers = [subprocess.Popen([*command, "--n-trials", "4", "--set", "training.epochs=2"], stdout=log,
-                                stderr=subprocess.STDOUT, env=_env()) for log in logs]
+    workers = [subprocess.Popen([*command, "--n-trials", "4", "--set", "training.epochs=2", "--worker-index", str(i)],
+                                stdout=log, stderr=subprocess.STDOUT, env=_env()) for i, log in enumerate(logs)]
     codes = [worker.wait(timeout=500) for worker in workers]
     for log in logs:
         log.close()
@@ -70,6 +70,8 @@ def test_two_workers_finish_exactly_n_trials(worker_setup, tmp_path):
     assert len(numbers) == len(set(numbers))
     finished = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
     assert len(finished) == 4, output
+    rates = [t.params["training.learning_rate"] for t in finished]
+    assert len(set(rates)) == 4  # workers started together are seeded apart: no setting is trained twice
     assert all(t.state.name != "RUNNING" for t in trials)
     extra = [t for t in trials if t.state.name == "FAIL"]  # only a trial started at the very same moment
     assert all(t.user_attrs["error"].startswith("not run:") for t in extra)

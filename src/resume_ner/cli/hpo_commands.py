@@ -45,7 +45,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from resume_ner.hpo.sweep import run_hpo_worker
 
     summary = run_hpo_worker(load_config_from_args(args), study_name=args.study, storage=args.storage, n_trials=args.n_trials,
-                             data_path=args.data, output_dir=args.output_dir, timeout=args.timeout)
+                             data_path=args.data, output_dir=args.output_dir, timeout=args.timeout,
+                             worker=args.worker_index)
     states = ", ".join(f"{count} {state}" for state, count in sorted(summary.states.items()))
     print(f"worker ran trial(s) {summary.trials_run or 'none'}; study {summary.study_name!r}: {states}")
     if summary.best_number is not None:
@@ -108,6 +109,8 @@ def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     worker.add_argument("--data", help="annotated file or dataset directory (default: data.path)")
     worker.add_argument("--output-dir", required=True, help="where the trials' outputs go (DIR/trials)")
     worker.add_argument("--timeout", type=float, help="seconds after which no new trial starts")
+    worker.add_argument("--worker-index", type=int, help="0, 1, ...: seeds this worker's sampler apart from the "
+                        "others', reproducibly (default: from the process id)")
     worker.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
     worker.set_defaults(func=cmd_worker)
 

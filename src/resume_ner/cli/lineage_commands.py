@@ -7,7 +7,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from resume_ner.cli.model_commands import load_config_from_args, report_tracking_loss
+from resume_ner.cli.model_commands import (
+    add_launch_options,
+    load_config_from_args,
+    relaunch_under_torchrun,
+    report_tracking_loss,
+)
 
 
 def _read_best_json(path: str) -> dict[str, Any]:
@@ -23,17 +28,26 @@ def _read_best_json(path: str) -> dict[str, Any]:
 
 def cmd_final_train(args: argparse.Namespace) -> int:
     """Train the best trial's settings, test the model, and register it with its lineage."""
+    from resume_ner.training.distributed import context_from_env, shutdown_distributed
     from resume_ner.training.metrics import format_metrics_table
     from resume_ner.workflows.final import run_final_training_workflow
 
+    launched = relaunch_under_torchrun(args)
+    if launched is not None:
+        return launched
     config = load_config_from_args(args)
-    outcome = run_final_training_workflow(
-        config, args.output_dir, data_path=args.data,
-        best=_read_best_json(args.best_json) if args.best_json else None,
-        study_name=args.study, storage=args.storage, tracking_uri=args.tracking_uri, run_name=args.run_name,
-        register=not args.no_register, promote=True if args.promote else None, quiet=args.quiet,
-        overwrite=args.overwrite,
-    )
+    try:
+        outcome = run_final_training_workflow(
+            config, args.output_dir, data_path=args.data,
+            best=_read_best_json(args.best_json) if args.best_json else None,
+            study_name=args.study, storage=args.storage, tracking_uri=args.tracking_uri, run_name=args.run_name,
+            register=not args.no_register, promote=True if args.promote else None, quiet=args.quiet,
+            overwrite=args.overwrite,
+        )
+    finally:
+        shutdown_distributed()
+    if not context_from_env().is_main:
+        return 0  # rank 0 reports for the job
     best, result = outcome.best_trial, outcome.train_result
     print(f"best trial: study {best['study_name']!r} #{best['number']} "
           f"({', '.join(f'{k}={v}' for k, v in best['params'].items()) or 'no searched params'})")
@@ -81,6 +95,7 @@ def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     final.add_argument("--overwrite", action="store_true", help="replace an earlier training in --output-dir")
     final.add_argument("--tracking-uri", help="MLflow tracking URI (wins over MLFLOW_TRACKING_URI and config)")
     final.add_argument("--run-name", help="MLflow run name")
+    add_launch_options(final)
     final.set_defaults(func=cmd_final_train)
 
     lineage = subparsers.add_parser("lineage", help="lineage of registered models")

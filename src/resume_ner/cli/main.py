@@ -27,7 +27,14 @@ def common_parent() -> argparse.ArgumentParser:
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser of ``resume-ner``."""
-    from resume_ner.cli import data_commands, hpo_commands, lineage_commands, model_commands, pipeline_commands
+    from resume_ner.cli import (
+        data_commands,
+        hpo_commands,
+        k8s_commands,
+        lineage_commands,
+        model_commands,
+        pipeline_commands,
+    )
 
     parser = argparse.ArgumentParser(
         prog="resume-ner",
@@ -41,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     hpo_commands.register(subparsers, parents)
     lineage_commands.register(subparsers, parents)
     pipeline_commands.register(subparsers, parents)
+    k8s_commands.register(subparsers, parents)
     return parser
 
 
@@ -59,6 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; project errors are printed without a traceback and exit with status 1 (usage: 2)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what a torchrun relaunch runs again
     _configure_logging(args)
     try:
         return int(args.func(args) or 0)

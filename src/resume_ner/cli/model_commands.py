@@ -30,15 +30,50 @@ def report_tracking_loss(lost: list[str], output_dir: Path) -> int:
     return 3
 
 
+def add_launch_options(parser: argparse.ArgumentParser) -> None:
+    """``--nproc-per-node``: data-parallel processes on this host, started with torchrun."""
+    parser.add_argument("--nproc-per-node", type=int, default=1, metavar="N",
+                        help="train in N data-parallel processes on this host (torchrun; gloo on CPU, NCCL on GPU)")
+
+
+def relaunch_under_torchrun(args: argparse.Namespace) -> int | None:
+    """The exit status of this command re-run in ``--nproc-per-node`` processes by torchrun, or None when it
+    should run here (one process, or already a torchrun worker)."""
+    import os
+
+    if args.nproc_per_node <= 1 or "WORLD_SIZE" in os.environ:
+        return None
+    from resume_ner.training.distributed import launch_torchrun
+
+    argv, skip = [], False
+    for item in args.argv:
+        if skip:
+            skip = False
+        elif item == "--nproc-per-node":
+            skip = True
+        elif not item.startswith("--nproc-per-node="):
+            argv.append(item)
+    return launch_torchrun(args.nproc_per_node, argv)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """Train on a dataset, evaluate the best checkpoint on its test split."""
+    from resume_ner.training.distributed import context_from_env, shutdown_distributed
     from resume_ner.training.metrics import format_metrics_table
     from resume_ner.workflows.training import run_training_workflow
 
+    launched = relaunch_under_torchrun(args)
+    if launched is not None:
+        return launched
     config = load_config_from_args(args)
-    outcome = run_training_workflow(config, args.data, args.output_dir, resume=args.resume,
-                                    tracking_uri=args.tracking_uri, run_name=args.run_name, quiet=args.quiet,
-                                    overwrite=args.overwrite)
+    try:
+        outcome = run_training_workflow(config, args.data, args.output_dir, resume=args.resume,
+                                        tracking_uri=args.tracking_uri, run_name=args.run_name, quiet=args.quiet,
+                                        overwrite=args.overwrite)
+    finally:
+        shutdown_distributed()
+    if not context_from_env().is_main:
+        return 0  # rank 0 reports for the job
     result = outcome.train
     print(f"best checkpoint: {result.model_dir} (epoch {result.best_epoch}, validation {result.metric} "
           f"{result.best_metric if result.best_metric is None else round(result.best_metric, 4)})")
@@ -145,6 +180,7 @@ def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     train.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint")
     train.add_argument("--overwrite", action="store_true", help="replace an earlier training in --output-dir")
     add_tracking_options(train)
+    add_launch_options(train)
     train.set_defaults(func=cmd_train)
 
     evaluate = subparsers.add_parser("evaluate", parents=parents, help="evaluate a checkpoint on annotated resumes",

@@ -161,9 +161,12 @@ def create_pruner(hpo: HpoConfig) -> Any:
 
 
 def create_or_load_study(
-    hpo: HpoConfig, storage: Any, space: SearchSpace, *, data_fingerprint: str | None = None
+    hpo: HpoConfig, storage: Any, space: SearchSpace, *, data_fingerprint: str | None = None, seed_offset: int = 0
 ) -> Any:
     """Create study ``hpo.study_name`` in ``storage``, or load it; refuse one of another metric or dataset.
+
+    The sampler is seeded with ``hpo.seed`` + the study's trial count + ``seed_offset`` (workers that start
+    together pass different offsets, or their samplers would propose the same settings).
 
     New studies record ``metric``, ``direction``, ``search_space`` and ``data_fingerprint`` (when given) in
     their user attributes. Raises ``ConfigError`` when ``hpo.direction`` does not fit ``hpo.metric``.
@@ -175,7 +178,7 @@ def create_or_load_study(
         raise ConfigError(f"hpo.direction={hpo.direction} but hpo.metric={hpo.metric} improves when it goes "
                           f"{'up' if expected == 'maximize' else 'down'}: set hpo.direction={expected}")
     existing = _trial_count(storage, hpo.study_name)
-    sampler = create_sampler(hpo, space, seed=hpo.seed + existing)
+    sampler = create_sampler(hpo, space, seed=hpo.seed + existing + seed_offset)
     study = optuna.create_study(
         study_name=hpo.study_name, storage=storage, sampler=sampler, pruner=create_pruner(hpo),
         direction=hpo.direction, load_if_exists=True,

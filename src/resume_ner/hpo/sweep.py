@@ -23,6 +23,7 @@ study of another dataset is refused. Output layout::
 from __future__ import annotations
 
 import logging
+import os
 import time
 import warnings
 from collections import Counter
@@ -36,6 +37,7 @@ from resume_ner.errors import ConfigError, ResumeNerError
 log = logging.getLogger(__name__)
 
 MAX_WAIT_POLL_S = 5.0
+WORKER_SEED_STRIDE = 1_000_003  # sampler seed offset between worker indices
 FIRST_ERRORS_SHOWN = 3
 
 
@@ -74,7 +76,7 @@ class _Session:
 
 def _open_session(
     config: ResumeNerConfig | dict[str, Any], study_name: str | None, n_trials: int | None, storage: str | None,
-    timeout: float | None, data_path: str | Path | None, output_dir: str | Path,
+    timeout: float | None, data_path: str | Path | None, output_dir: str | Path, seed_offset: int = 0,
 ) -> _Session:
     """Validate the config and search space, load the dataset, create or load the study."""
     import optuna
@@ -94,7 +96,7 @@ def _open_session(
         raise ConfigError(f"{path}: the validation split is empty, and trials are scored on it; set "
                           "data.validation_fraction above 0 or add a validation.* file")
     backend = resolve_storage(hpo.storage, Path(output_dir), hpo.study_name, hpo)
-    study = create_or_load_study(hpo, backend, space, data_fingerprint=dataset.fingerprint)
+    study = create_or_load_study(hpo, backend, space, data_fingerprint=dataset.fingerprint, seed_offset=seed_offset)
     heartbeat = isinstance(backend, optuna.storages.RDBStorage)
     return _Session(config, space, dataset, study, heartbeat, Path(output_dir))
 
@@ -212,11 +214,17 @@ def run_hpo_worker(
     data_path: str | Path | None,
     output_dir: str | Path,
     timeout: float | None = None,
+    worker: int | None = None,
 ) -> WorkerSummary:
-    """Run trials of a study shared with other workers until it has ``n_trials`` finished trials."""
+    """Run trials of a study shared with other workers until it has ``n_trials`` finished trials.
+
+    ``worker`` (0, 1, ...) offsets this worker's sampler seed, so workers started together propose different
+    settings, reproducibly; without it the offset comes from the process id.
+    """
     from resume_ner.hpo.parent_run import open_parent_run
 
-    session = _open_session(config, study_name, n_trials, storage, timeout, data_path, output_dir)
+    offset = WORKER_SEED_STRIDE * (worker + 1) if worker is not None else os.getpid()
+    session = _open_session(config, study_name, n_trials, storage, timeout, data_path, output_dir, offset)
     with open_parent_run(session.config, session.study) as parent:  # ends FINISHED, FAILED or KILLED
         ran = _run_trials(session, parent.run_id)
         _raise_if_all_failed(session.study)

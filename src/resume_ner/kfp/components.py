@@ -136,7 +136,8 @@ def final_train(
     """Train the best trial's settings, test the model on whole test documents, and return its MLflow run id.
 
     Writes the checkpoint directory (Hugging Face format), test micro/macro F1, and the entity-type
-    confusion matrix. replicas > 1 selects the multi-node path; gpu_count > 0 requires CUDA.
+    confusion matrix. replicas > 1 trains across nodes as a Kubeflow PyTorchJob (a shared volume workspace,
+    the pipeline's GPU settings per node) and waits for it; gpu_count > 0 requires CUDA.
     """
     from resume_ner.workflows.steps import final_train_step, pipeline_config
 
@@ -145,7 +146,8 @@ def final_train(
     result = final_train_step(
         config, best_path=best_config.path,
         splits={"train": train_data.path, "validation": validation_data.path, "test": test_data.path},
-        model_path=model.path, replicas=replicas, workspace=workspace, pipeline_run_id=pipeline_run_id,
+        model_path=model.path, replicas=replicas, gpu_count=gpu_count, workspace=workspace,
+        pipeline_run_id=pipeline_run_id,
     )
     model.metadata.update({"mlflow_run_id": result.run_id or "", "framework": "transformers",
                            "task": "token-classification"})

@@ -5,6 +5,11 @@ per-epoch validation on whole documents, best-checkpoint keeping, early stopping
 checkpoints and an exact ``resume`` (model, optimizer, scheduler, RNG, data position), callbacks,
 MLflow tracking. Deterministic on CPU for a given seed and thread count.
 
+Data-parallel under torchrun (``training.distributed``): every rank takes its share of each epoch's window
+order, gradients are averaged by ``DistributedDataParallel`` (effective batch = batch size x world size x
+accumulation), rank 0 validates and broadcasts the metrics, and only rank 0 logs to MLflow, writes
+checkpoints and prints progress; each rank's RNG state is saved so a resumed job continues exactly.
+
 Output directory layout::
 
     config.yaml                 resolved configuration
@@ -22,6 +27,7 @@ import shutil
 import sys
 import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -85,6 +91,7 @@ def _seed_everything(seed: int) -> None:
 
 
 def _rng_state() -> dict[str, Any]:
+    """This process's torch RNG states (CPU and, when present, CUDA)."""
     import torch
 
     state = {"torch": torch.get_rng_state()}
@@ -93,9 +100,13 @@ def _rng_state() -> dict[str, Any]:
     return state
 
 
-def _restore_rng(state: dict[str, Any]) -> None:
+def _restore_rng(state: dict[str, Any], rank: int = 0) -> None:
+    """Restore a ``_rng_state``; under DDP the state of ``rank`` when the checkpoint holds one per rank."""
     import torch
 
+    per_rank = state.get("per_rank")
+    if per_rank and rank < len(per_rank):
+        state = per_rank[rank]
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -171,24 +182,38 @@ def train_model(
         save_model_checkpoint,
         save_training_state,
     )
-    from resume_ner.training.distributed import resolve_device
+    from resume_ner.training.distributed import (
+        all_gather_object,
+        all_reduce_sum,
+        barrier,
+        broadcast_object,
+        init_distributed,
+        shard_indices,
+    )
     from resume_ner.training.evaluator import evaluate_windowed
     from resume_ner.training.model import create_model_and_tokenizer
 
     config = config_from_dict(config)
     tcfg, mcfg = config.training, config.model
+    ddp, device = init_distributed(tcfg.device)
+    main = ddp.is_main
+    quiet = quiet or not main
     output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
     checkpoints_dir = output_dir / CHECKPOINTS_DIRNAME
-    recover_dir(output_dir / MODEL_DIRNAME)  # a crash mid-replace of the best model leaves it aside
-    if not resume and ((output_dir / MODEL_DIRNAME).exists() or list_training_states(checkpoints_dir)):
-        if not overwrite:
-            raise ConfigError(
-                f"{output_dir} already holds a trained model or checkpoints: continue it with --resume, "
-                "replace it with --overwrite, or choose another --output-dir"
-            )
-        log.warning("overwriting the earlier training in %s", output_dir)
-        shutil.rmtree(checkpoints_dir, ignore_errors=True)
+    if main:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        recover_dir(output_dir / MODEL_DIRNAME)  # a crash mid-replace of the best model leaves it aside
+    refusal = None
+    if main and not resume and ((output_dir / MODEL_DIRNAME).exists() or list_training_states(checkpoints_dir)):
+        if overwrite:
+            log.warning("overwriting the earlier training in %s", output_dir)
+            shutil.rmtree(checkpoints_dir, ignore_errors=True)
+        else:
+            refusal = (f"{output_dir} already holds a trained model or checkpoints: continue it with --resume, "
+                       "replace it with --overwrite, or choose another --output-dir")
+    refusal = broadcast_object(refusal, ddp)  # every rank stops, or none
+    if refusal:
+        raise ConfigError(refusal)
     train_docs = _as_documents(train_data, config)
     val_docs = _as_documents(val_data, config)
     if not train_docs:
@@ -197,8 +222,7 @@ def train_model(
 
     if tcfg.num_threads:
         torch.set_num_threads(tcfg.num_threads)
-    device = resolve_device(tcfg.device)
-    _seed_everything(tcfg.random_seed)
+    _seed_everything(tcfg.random_seed)  # the same initial weights on every rank
 
     scheme = scheme_for(config.data.label_map, (s.label for d in train_docs + val_docs for s in d.spans))
     if mcfg.num_labels is not None and mcfg.num_labels != len(scheme.labels):
@@ -228,21 +252,31 @@ def train_model(
     elif resume:
         log.info("no complete checkpoint in %s: starting from scratch", checkpoints_dir)
     model.to(device)
-    save_config(config, output_dir / "config.yaml")
+    if ddp.enabled:
+        _seed_everything(tcfg.random_seed + ddp.rank)  # dropout differs between ranks
+    if main:
+        save_config(config, output_dir / "config.yaml")
+    forward_model = model  # under DDP a wrapper that averages gradients; ``model`` is what is stepped and saved
+    if ddp.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        forward_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     window_args = dict(max_length=mcfg.max_length, stride=mcfg.stride)
     train_windows = build_windows(train_docs, tokenizer, scheme, label_all_tokens=mcfg.label_all_tokens, **window_args)
     val_windows = build_windows(val_docs, tokenizer, scheme, **window_args) if val_docs else None
     n_windows = len(train_windows.windows)
-    micro_per_epoch = math.ceil(n_windows / tcfg.batch_size)
+    micro_per_epoch = math.ceil(math.ceil(n_windows / ddp.world_size) / tcfg.batch_size)
     steps_per_epoch = math.ceil(micro_per_epoch / tcfg.gradient_accumulation_steps)
     total_steps = steps_per_epoch * tcfg.epochs
-    log.info(
-        "training on %d documents -> %d windows (%d multi-window documents); %d optimizer steps; "
-        "effective batch %d",
-        len(train_docs), n_windows, train_windows.stats["multi_window_documents"], total_steps,
-        tcfg.batch_size * tcfg.gradient_accumulation_steps,
-    )
+    effective_batch = tcfg.batch_size * ddp.world_size * tcfg.gradient_accumulation_steps
+    if main:
+        log.info(
+            "training on %d documents -> %d windows (%d multi-window documents); %d optimizer steps; "
+            "effective batch %d (%d per device x %d process(es) x %d accumulation)",
+            len(train_docs), n_windows, train_windows.stats["multi_window_documents"], total_steps,
+            effective_batch, tcfg.batch_size, ddp.world_size, tcfg.gradient_accumulation_steps,
+        )
 
     from transformers import get_linear_schedule_with_warmup
 
@@ -251,7 +285,7 @@ def train_model(
     if restored is not None:
         optimizer.load_state_dict(restored["optimizer"])
         scheduler.load_state_dict(restored["scheduler"])
-        _restore_rng(restored["rng"])
+        _restore_rng(restored["rng"], ddp.rank)
 
     all_callbacks: list[TrainerCallback] = [EarlyStopping(tcfg.early_stopping_patience), *callbacks]
     metadata = {
@@ -263,6 +297,10 @@ def train_model(
         "data_fingerprint": fingerprint,
     }
     own_tracking = tracking is None
+    if not main:
+        from resume_ner.tracking.mlflow import TrackingRun
+
+        tracking, own_tracking = TrackingRun.disabled(), False  # rank 0 logs for the job
     if own_tracking:
         from resume_ner.tracking.mlflow import setup_mlflow, standard_tags
 
@@ -275,14 +313,20 @@ def train_model(
     tracking.log_params({**config.to_dict(), "data": {**config.to_dict()["data"], "fingerprint": fingerprint}})
     tracking.log_params({"derived.train_documents": len(train_docs), "derived.train_windows": n_windows,
                          "derived.val_documents": len(val_docs), "derived.total_steps": total_steps,
-                         "derived.effective_batch_size": tcfg.batch_size * tcfg.gradient_accumulation_steps})
+                         "derived.effective_batch_size": effective_batch, "derived.world_size": ddp.world_size})
 
     def checkpoint_state() -> None:
-        trainer_state = {"state": state.to_dict(), "config_hash": config.config_hash(), "data_fingerprint": fingerprint}
-        target = checkpoints_dir / f"checkpoint-{state.global_step:08d}"
-        save_training_state(target, model, tokenizer, {**metadata, "trainer": state.to_dict()}, optimizer,
-                            scheduler, _rng_state(), trainer_state)
-        prune_training_states(checkpoints_dir, tcfg.keep_checkpoints)
+        rng = _rng_state()
+        if ddp.enabled:
+            rng = {**rng, "per_rank": all_gather_object(rng, ddp)}
+        if main:
+            trainer_state = {"state": state.to_dict(), "config_hash": config.config_hash(),
+                             "data_fingerprint": fingerprint}
+            target = checkpoints_dir / f"checkpoint-{state.global_step:08d}"
+            save_training_state(target, model, tokenizer, {**metadata, "trainer": state.to_dict()}, optimizer,
+                                scheduler, rng, trainer_state)
+            prune_training_states(checkpoints_dir, tcfg.keep_checkpoints)
+        barrier(ddp)
 
     started = time.perf_counter()
     tokens_at_start = state.tokens_seen
@@ -293,7 +337,7 @@ def train_model(
             callback.on_train_begin(state)
         model.train()
         while state.epoch < tcfg.epochs and not state.should_stop:
-            order = _epoch_order(n_windows, tcfg.random_seed, state.epoch)
+            order = shard_indices(_epoch_order(n_windows, tcfg.random_seed, state.epoch), ddp)
             progress = _progress(micro_per_epoch, state.step_in_epoch, f"epoch {state.epoch + 1}/{tcfg.epochs}", quiet)
             optimizer.zero_grad(set_to_none=True)
             for micro in range(state.step_in_epoch, micro_per_epoch):
@@ -301,13 +345,14 @@ def train_model(
                 batch = collate_windows([train_windows.windows[i] for i in idx], tokenizer.pad_token_id)
                 state.tokens_seen += int(batch["attention_mask"].sum())
                 batch = {k: v.to(device) for k, v in batch.items()}
-                loss = model(**batch).loss
-                (loss / tcfg.gradient_accumulation_steps).backward()
+                boundary = (micro + 1) % tcfg.gradient_accumulation_steps == 0 or micro + 1 == micro_per_epoch
+                with nullcontext() if boundary or not ddp.enabled else forward_model.no_sync():  # sync on steps only
+                    loss = forward_model(**batch).loss
+                    (loss / tcfg.gradient_accumulation_steps).backward()
                 state.epoch_loss_sum += float(loss.detach())
                 state.step_in_epoch = micro + 1
                 progress.update(1)
-                boundary = state.step_in_epoch % tcfg.gradient_accumulation_steps == 0
-                if not (boundary or state.step_in_epoch == micro_per_epoch):
+                if not boundary:
                     continue
                 if tcfg.max_grad_norm > 0:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.max_grad_norm)
@@ -319,7 +364,7 @@ def train_model(
                 logs = {"train_loss": state.epoch_loss_sum / state.step_in_epoch, "learning_rate": scheduler.get_last_lr()[0],
                         "tokens_per_second": (state.tokens_seen - tokens_at_start) / elapsed}
                 progress.set_postfix(loss=f"{logs['train_loss']:.4f}", tok_s=f"{logs['tokens_per_second']:.0f}")
-                if progress.disable and time.perf_counter() - last_progress_log >= PROGRESS_LOG_SECONDS:
+                if main and progress.disable and time.perf_counter() - last_progress_log >= PROGRESS_LOG_SECONDS:
                     last_progress_log = time.perf_counter()
                     log.info("epoch %d/%d, batch %d/%d, step %d/%d: loss %.4f, %.0f tokens/s", state.epoch + 1,
                              tcfg.epochs, state.step_in_epoch, micro_per_epoch, state.global_step, total_steps,
@@ -333,15 +378,19 @@ def train_model(
                         and state.step_in_epoch < micro_per_epoch:
                     checkpoint_state()
             progress.close()
-            epoch_loss = state.epoch_loss_sum / max(state.step_in_epoch, 1)
+            loss_sum, loss_count = all_reduce_sum([state.epoch_loss_sum, max(state.step_in_epoch, 1)], ddp)
+            epoch_loss = loss_sum / loss_count
             state.epoch += 1
             state.step_in_epoch = 0
             state.epoch_loss_sum = 0.0
             metrics: dict[str, Any] = {}
             value: float | None = None
             if val_windows is not None:
-                metrics = evaluate_windowed(model, val_windows, val_docs, pad_token_id=tokenizer.pad_token_id,
-                                            batch_size=tcfg.eval_batch_size, device=device)
+                if main:  # rank 0 validates the whole split; the others wait for its metrics
+                    metrics = evaluate_windowed(model, val_windows, val_docs,
+                                                pad_token_id=tokenizer.pad_token_id, batch_size=tcfg.eval_batch_size,
+                                                device=device)
+                metrics = broadcast_object(metrics, ddp)
                 value = _metric_value(metrics, tcfg.metric)
             entry = {"epoch": state.epoch, "step": state.global_step, "train_loss": epoch_loss,
                      **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}}
@@ -352,14 +401,16 @@ def train_model(
             if value is None or _improved(value, state.best_metric, tcfg.metric):
                 state.best_metric, state.best_epoch = value, state.epoch
                 state.epochs_without_improvement = 0
-                save_model_checkpoint(output_dir / MODEL_DIRNAME, model, tokenizer,
-                                      {**metadata, "metrics": metrics, "epoch": state.epoch,
-                                       "global_step": state.global_step})
+                if main:
+                    save_model_checkpoint(output_dir / MODEL_DIRNAME, model, tokenizer,
+                                          {**metadata, "metrics": metrics, "epoch": state.epoch,
+                                           "global_step": state.global_step})
             else:
                 state.epochs_without_improvement += 1
-            log.info("epoch %d: train loss %.4f, val %s %s (best %s at epoch %s)", state.epoch, epoch_loss,
-                     tcfg.metric, f"{value:.4f}" if value is not None else "n/a",
-                     f"{state.best_metric:.4f}" if state.best_metric is not None else "n/a", state.best_epoch)
+            if main:
+                log.info("epoch %d: train loss %.4f, val %s %s (best %s at epoch %s)", state.epoch, epoch_loss,
+                         tcfg.metric, f"{value:.4f}" if value is not None else "n/a",
+                         f"{state.best_metric:.4f}" if state.best_metric is not None else "n/a", state.best_epoch)
             for callback in all_callbacks:
                 callback.on_evaluate(state, metrics, value)
             checkpoint_state()
@@ -377,8 +428,10 @@ def train_model(
 
     from resume_ner.training.checkpoint import read_metadata
 
+    barrier(ddp)  # rank 0 has written the best model
     best_metrics = read_metadata(output_dir / MODEL_DIRNAME).get("metrics", {})
     elapsed = time.perf_counter() - started
+    tokens = all_reduce_sum([state.tokens_seen - tokens_at_start], ddp)[0]
     result = TrainResult(
         output_dir=str(output_dir),
         model_dir=str(output_dir / MODEL_DIRNAME),
@@ -393,9 +446,11 @@ def train_model(
         data_fingerprint=fingerprint,
         config_hash=config.config_hash(),
         train_seconds=elapsed,
-        tokens_per_second=(state.tokens_seen - tokens_at_start) / max(elapsed, 1e-9),
+        tokens_per_second=tokens / max(elapsed, 1e-9),
         run_id=getattr(tracking, "run_id", None),
     )
+    if not main:
+        return result
     write_json_atomic(output_dir / RESULT_FILE, result.to_dict())
     tracking.log_metrics({f"best_val_{k}": v for k, v in best_metrics.items() if isinstance(v, (int, float))})
     tracking.log_artifact(output_dir / RESULT_FILE)

@@ -165,8 +165,9 @@ def run_final_training_workflow(
     """
     from resume_ner.data.splits import fingerprint_documents
     from resume_ner.tracking.lineage import check_best_trial_runs, final_run_tags
-    from resume_ner.tracking.mlflow import resolve_tracking_uri, setup_mlflow, standard_tags
+    from resume_ner.tracking.mlflow import TrackingRun, resolve_tracking_uri, setup_mlflow, standard_tags
     from resume_ner.training.checkpoint import validate_checkpoint
+    from resume_ner.training.distributed import init_distributed
     from resume_ner.training.trainer import train_model
     from resume_ner.workflows.training import evaluate_test_split, load_training_data
 
@@ -196,23 +197,26 @@ def run_final_training_workflow(
 
     tags = {**standard_tags(data_fingerprint=dataset.fingerprint, config_hash=final_config.config_hash()),
             **final_run_tags(best_trial, test_data_fingerprint=test_fingerprint), "resume_ner.data_path": str(path)}
-    registered = lineage = lineage_path = None
-    with setup_mlflow(final_config.tracking, tracking_uri=uri, run_name=run_name, output_dir=output_dir,
-                      tags=tags) as run:
+    registered = lineage = lineage_path = test_metrics = None
+    ddp, _ = init_distributed(final_config.training.device)
+    run = (setup_mlflow(final_config.tracking, tracking_uri=uri, run_name=run_name, output_dir=output_dir, tags=tags)
+           if ddp.is_main else TrackingRun.disabled())  # under torchrun, rank 0 tracks, tests and registers
+    with run:
         run.log_params({f"best_trial.{key}": value for key, value in best_trial["params"].items()})
         result = train_model(final_config, train_documents, dataset.validation, output_dir, tracking=run,
                              data_fingerprint=dataset.fingerprint, quiet=quiet, overwrite=overwrite)
-        validate_checkpoint(result.model_dir)
-        test_metrics = evaluate_test_split(final_config, result.model_dir, dataset, output_dir, run)
-        if register and (not run.enabled or run.lost):
-            log.warning("final model not registered: %d MLflow call(s) were lost (%s); the model is in %s",
-                        len(run.lost), "; ".join(run.lost[:3]), result.model_dir)
-        elif register:
-            registered, lineage, lineage_path = register_final_model(
-                run, name=final_config.tracking.registered_model_name,
-                promote=final_config.final.promote if promote is None else promote,
-                lineage_path=output_dir / LINEAGE_FILE,
-            )
+        if ddp.is_main:
+            validate_checkpoint(result.model_dir)
+            test_metrics = evaluate_test_split(final_config, result.model_dir, dataset, output_dir, run)
+            if register and (not run.enabled or run.lost):
+                log.warning("final model not registered: %d MLflow call(s) were lost (%s); the model is in %s",
+                            len(run.lost), "; ".join(run.lost[:3]), result.model_dir)
+            elif register:
+                registered, lineage, lineage_path = register_final_model(
+                    run, name=final_config.tracking.registered_model_name,
+                    promote=final_config.final.promote if promote is None else promote,
+                    lineage_path=output_dir / LINEAGE_FILE,
+                )
     return FinalOutcome(
         train_result=result,
         test_metrics=test_metrics,

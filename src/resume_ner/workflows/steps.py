@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -207,7 +208,7 @@ def run_hpo_worker_step(
     work = _workspace(workspace, pipeline_run_id, f"hpo-worker-{worker}")
     data_dir = stage_splits(splits, work / "data")
     return run_hpo_worker(config, study_name=config.hpo.study_name, storage=resolve_optuna_storage(storage),
-                          n_trials=config.hpo.n_trials, data_path=data_dir, output_dir=work)
+                          n_trials=config.hpo.n_trials, data_path=data_dir, output_dir=work, worker=worker)
 
 
 def select_best_step(config: ResumeNerConfig, *, storage: str, best_path: str | Path, report_path: str | Path) -> Any:
@@ -244,34 +245,80 @@ def final_train_step(
     splits: Mapping[str, str | Path],
     model_path: str | Path,
     replicas: int = 1,
+    gpu_count: int = 0,
     workspace: str = "",
     pipeline_run_id: str = "",
 ) -> FinalStepResult:
     """Train the best trial's settings (JSON at ``best_path``) and test them; the checkpoint goes to
     ``model_path``. Registration is the next step: nothing is registered here, but a lost MLflow call fails
-    the step, since the registry would point at an incomplete run."""
+    the step, since the registry would point at an incomplete run.
+
+    ``replicas`` > 1 trains data-parallel across nodes as a Kubeflow PyTorchJob (``final_pytorchjob``; this
+    pod waits for it): ``workspace`` must then be on the shared volume that its pods mount too.
+    """
     from resume_ner.errors import TrackingError
     from resume_ner.tracking.pipeline_run import with_pipeline_tracking
     from resume_ner.workflows.final import run_final_training_workflow
 
-    if replicas > 1:
+    if replicas > 1 and not (workspace and config.pipeline.volume_claim):
         raise ConfigError(
-            f"final training with replicas={replicas} needs the multi-node PyTorchJob path, which this version "
-            "does not have yet; run it with replicas=1 (one pod, all its GPUs)"
+            f"final training with replicas={replicas} runs as a PyTorchJob whose pods read the data and write the "
+            "model on a shared volume: compile the pipeline with pipeline.volume_claim (a ReadWriteMany "
+            "PersistentVolumeClaim) and pass a workspace under its mount path"
         )
     config = with_pipeline_tracking(config, pipeline_run_id)
-    best = json.loads(Path(best_path).read_text(encoding="utf-8"))
     work = _workspace(workspace, pipeline_run_id, "final")
-    outcome = run_final_training_workflow(config, work / "output", data_path=stage_splits(splits, work / "data"),
-                                          best=best, register=False, quiet=True, overwrite=True)
-    if outcome.tracking_lost:
-        raise TrackingError("final training finished, but MLflow calls were lost, so it cannot be registered: "
-                            + "; ".join(outcome.tracking_lost[:3]) + f". The model is in {work / 'output'}")
+    data_dir = stage_splits(splits, work / "data")
+    output = work / "output"
+    if replicas > 1:
+        from resume_ner.k8s.pytorchjob import current_namespace, submit_pytorchjob_and_wait
+
+        namespace = current_namespace()
+        job = final_pytorchjob(config, best_path=best_path, data_dir=data_dir, work=work, namespace=namespace,
+                               replicas=replicas, gpu_count=gpu_count, pipeline_run_id=pipeline_run_id)
+        submit_pytorchjob_and_wait(job, namespace=namespace)
+        result = json.loads((output / "train_result.json").read_text(encoding="utf-8"))
+        run_id, model_dir = result.get("run_id"), Path(result["model_dir"])
+        test_metrics = json.loads((output / "test_metrics.json").read_text(encoding="utf-8"))
+    else:
+        best = json.loads(Path(best_path).read_text(encoding="utf-8"))
+        outcome = run_final_training_workflow(config, output, data_path=data_dir, best=best, register=False,
+                                              quiet=True, overwrite=True)
+        if outcome.tracking_lost:
+            raise TrackingError("final training finished, but MLflow calls were lost, so it cannot be registered: "
+                                + "; ".join(outcome.tracking_lost[:3]) + f". The model is in {output}")
+        run_id, model_dir, test_metrics = outcome.run_id, Path(outcome.train_result.model_dir), outcome.test_metrics
     target = Path(model_path)
     if target.exists():
         shutil.rmtree(target)
-    shutil.copytree(outcome.train_result.model_dir, target)
-    return FinalStepResult(outcome.run_id, config.tracking.tracking_uri, outcome.test_metrics or {}, target)
+    shutil.copytree(model_dir, target)
+    return FinalStepResult(run_id, config.tracking.tracking_uri, test_metrics or {}, target)
+
+
+def final_pytorchjob(
+    config: ResumeNerConfig,
+    *,
+    best_path: str | Path,
+    data_dir: Path,
+    work: Path,
+    namespace: str,
+    replicas: int,
+    gpu_count: int,
+    pipeline_run_id: str = "",
+) -> dict[str, Any]:
+    """The PyTorchJob of a multi-node final training: ``replicas`` nodes of ``gpu_count`` GPUs (one process per
+    GPU; one per node on CPU) running ``resume-ner final-train --no-register`` with this step's resolved config
+    (written to ``<work>/config``) into ``<work>/output``."""
+    from resume_ner.config import save_sections
+    from resume_ner.k8s.pytorchjob import build_pytorchjob
+
+    config_dir = save_sections(config, work / "config")
+    args = ["final-train", "--config-dir", str(config_dir), "--best-json", str(best_path), "--data", str(data_dir),
+            "--output-dir", str(work / "output"), "--no-register", "--overwrite", "--quiet"]
+    name = "resume-ner-final-" + (re.sub(r"[^a-z0-9-]", "", pipeline_run_id.lower())[:24].strip("-") or "run")
+    return build_pytorchjob(config, name=name, namespace=namespace, replicas=replicas,
+                            nproc_per_node=max(gpu_count, 1), gpus_per_replica=gpu_count, args=args,
+                            entrypoint="resume_ner.cli.main")
 
 
 def register_step(

@@ -42,20 +42,28 @@ def run_training_workflow(
     quiet: bool = False,
     overwrite: bool = False,
 ) -> TrainingOutcome:
-    """Train on ``data_path`` (file: split by the project; directory: given splits) and test the best model."""
-    from resume_ner.tracking.mlflow import setup_mlflow, standard_tags
+    """Train on ``data_path`` (file: split by the project; directory: given splits) and test the best model.
+
+    Under torchrun every rank trains; rank 0 alone opens the MLflow run and tests the model (the other ranks
+    return ``test_metrics`` None).
+    """
+    from resume_ner.tracking.mlflow import TrackingRun, setup_mlflow, standard_tags
+    from resume_ner.training.distributed import init_distributed
     from resume_ner.training.trainer import train_model
 
+    ddp, _ = init_distributed(config.training.device)
     output_dir = Path(output_dir)
     path, dataset = load_training_data(config, data_path)
     tags = standard_tags(data_fingerprint=dataset.fingerprint, config_hash=config.config_hash())
     tags["resume_ner.data_path"] = str(path)
-    with setup_mlflow(config.tracking, tracking_uri=tracking_uri, run_name=run_name, output_dir=output_dir,
-                      tags=tags) as tracking:
+    tracking = (setup_mlflow(config.tracking, tracking_uri=tracking_uri, run_name=run_name, output_dir=output_dir,
+                             tags=tags) if ddp.is_main else TrackingRun.disabled())
+    with tracking:
         result = train_model(config, dataset.train, dataset.validation, output_dir, resume=resume,
                              tracking=tracking, data_fingerprint=dataset.fingerprint, quiet=quiet,
                              overwrite=overwrite)
-        test_metrics = evaluate_test_split(config, result.model_dir, dataset, output_dir, tracking)
+        test_metrics = (evaluate_test_split(config, result.model_dir, dataset, output_dir, tracking)
+                        if ddp.is_main else None)
     return TrainingOutcome(result, test_metrics, getattr(tracking, "run_id", None), list(getattr(tracking, "lost", [])))
 
 
