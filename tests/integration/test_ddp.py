@@ -2,13 +2,15 @@
 
 The 2-process job (batch 4 per process) sees the same windows per optimizer step as a 1-process run with
 batch 8, so its validation metrics match within a small tolerance (per-process loss means and the one
-padded window differ slightly); only rank 0 logs to MLflow and writes checkpoints.
+padded window differ slightly); only rank 0 logs to MLflow and writes checkpoints; a 2-process job resumed
+from a checkpoint ends where the uninterrupted one did.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -61,3 +63,13 @@ def test_two_torchrun_processes_match_one_process_with_the_same_effective_batch(
     states = sorted(p.name for p in (tmp_path / "two" / "checkpoints").iterdir())
     assert len(states) == 2 and all(name.startswith("checkpoint-") for name in states)  # keep_checkpoints=2
     assert (tmp_path / "two" / "model" / "model.safetensors").exists()
+
+    # resume under DDP: a job restarted from the epoch-2 state ends where the uninterrupted one did
+    resumed_dir = tmp_path / "resumed" / "checkpoints"
+    resumed_dir.mkdir(parents=True)
+    shutil.copytree(tmp_path / "two" / "checkpoints" / states[0], resumed_dir / states[0])
+    resumed, _ = _train(tmp_path, "resumed", ["--set", "training.batch_size=4", "--nproc-per-node", "2", "--resume"],
+                        tiny_backbone, data, uri)
+    assert resumed["global_step"] == two["global_step"]
+    assert resumed["history"][-1]["loss"] == pytest.approx(two["history"][-1]["loss"], rel=1e-4)
+    assert resumed["history"][-1]["f1_micro"] == pytest.approx(two["history"][-1]["f1_micro"], abs=1e-4)

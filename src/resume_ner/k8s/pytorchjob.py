@@ -10,9 +10,9 @@ The Training Operator (v1.8/v1.9) sets the rendezvous in every pod (``PET_NNODES
 reads it, so the arguments name no host. As for the pipeline's ``final_train``, the ``pipeline`` config section
 gives the GPU accelerator, node selector and tolerations (off with ``pipeline.gpu: false``), CPU and memory
 (``pipeline.resources["final_train"]``), the MLflow credentials (``secretKeyRef``s of ``pipeline.mlflow_secret``,
-never a value) and the volume (``pipeline.volume_claim``). Pods run as user 10001 without privileges, with
-memory-backed ``/dev/shm`` (NCCL, DataLoader workers) and an emptyDir ``/tmp``, and without an Istio sidecar
-(a sidecar keeps a finished pod running, so the job never completes).
+never a value) and the volume (``pipeline.volume_claim``). Pods run as user 10001 without privileges, on a
+read-only root file system with memory-backed ``/dev/shm`` (NCCL, DataLoader workers) and emptyDirs ``/tmp``
+and ``$HOME``, and without an Istio sidecar (a sidecar keeps a finished pod running, so the job never completes).
 
 ``submit_pytorchjob_and_wait(job, namespace=...)`` creates it through the Kubernetes API, polls its conditions
 (Created -> Running -> Succeeded | Failed) and returns a ``PyTorchJobResult``; a failed job raises a
@@ -47,6 +47,7 @@ PORT_NAME = "pytorchjob-port"
 PORT = 23456  # the operator's default rendezvous port
 ENTRYPOINT = "resume_ner.training.cli.train"
 RUN_AS_USER = 10001
+HOME = "/home/resume-ner"  # the image's writable home (images/Dockerfile)
 LABELS = {"app.kubernetes.io/name": "resume-ner", "app.kubernetes.io/component": "final-train"}
 JOB_NAME_LABEL = "training.kubeflow.org/job-name"
 REPLICA_TYPE_LABEL = "training.kubeflow.org/replica-type"  # the operator's value: the replica type in lower case
@@ -306,8 +307,9 @@ def _pod_template(config: ResumeNerConfig, *, image: str, args: list[str], gpus:
     if gpus > 0:
         limits[settings.gpu_accelerator] = str(gpus)
     volumes: list[dict[str, Any]] = [{"name": "dshm", "emptyDir": {"medium": "Memory"}},
-                                     {"name": "tmp", "emptyDir": {}}]
-    mounts = [{"name": "dshm", "mountPath": "/dev/shm"}, {"name": "tmp", "mountPath": "/tmp"}]
+                                     {"name": "tmp", "emptyDir": {}}, {"name": "home", "emptyDir": {}}]
+    mounts = [{"name": "dshm", "mountPath": "/dev/shm"}, {"name": "tmp", "mountPath": "/tmp"},
+              {"name": "home", "mountPath": HOME}]  # the root file system is read-only; caches go to $HOME
     if settings.volume_claim:
         volumes.append({"name": "data", "persistentVolumeClaim": {"claimName": settings.volume_claim}})
         mounts.append({"name": "data", "mountPath": settings.volume_mount_path})
@@ -321,7 +323,8 @@ def _pod_template(config: ResumeNerConfig, *, image: str, args: list[str], gpus:
         "resources": {"requests": {"cpu": resources.cpu_request, "memory": resources.memory_request},
                       "limits": limits},
         "securityContext": {"runAsNonRoot": True, "runAsUser": RUN_AS_USER, "allowPrivilegeEscalation": False,
-                            "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}},
+                            "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]},
+                            "seccompProfile": {"type": "RuntimeDefault"}},
         "volumeMounts": mounts,
     }
     pod_spec: dict[str, Any] = {
