@@ -3,7 +3,7 @@
 The 2-process job (batch 4 per process) sees the same windows per optimizer step as a 1-process run with
 batch 8, so its validation metrics match within a small tolerance (per-process loss means and the one
 padded window differ slightly); only rank 0 logs to MLflow and writes checkpoints; a 2-process job resumed
-from a checkpoint ends where the uninterrupted one did.
+from a checkpoint (plain torchrun of the container entrypoint) ends where the uninterrupted one did.
 """
 
 from __future__ import annotations
@@ -20,10 +20,17 @@ import pytest
 from resume_ner.data.synth import write_synthetic_resumes
 
 
-def _train(tmp_path, name: str, extra: list[str], backbone, data, uri: str) -> tuple[dict, float]:
+def _train(tmp_path, name: str, extra: list[str], backbone, data, uri: str, torchrun: int = 0) -> tuple[dict, float]:
+    """Train with ``resume-ner train`` (``--nproc-per-node`` in ``extra``), or with a plain ``torchrun`` of the
+    container entrypoint ``resume_ner.training.cli.train`` in ``torchrun`` processes."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "WORLD_SIZE", "RANK", "LOCAL_RANK"))}
-    command = [sys.executable, "-m", "resume_ner.cli.main", "train", "--data", str(data), "--output-dir",
-               str(tmp_path / name), "--tracking-uri", uri, "--run-name", name, "--quiet", *extra]
+    if torchrun:
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={torchrun}",
+                    "-m", "resume_ner.training.cli.train", "--data-asset"]
+    else:
+        launcher = [sys.executable, "-m", "resume_ner.cli.main", "train", "--data"]
+    command = [*launcher, str(data), "--output-dir", str(tmp_path / name), "--tracking-uri", uri, "--run-name", name,
+               "--quiet", *extra]
     for setting in (f"model.backbone={backbone}", "model.dropout=0", "model.max_length=64", "model.stride=16",
                     "training.epochs=3", "training.learning_rate=5e-3", "training.num_threads=1",
                     "training.warmup_ratio=0"):
@@ -64,12 +71,13 @@ def test_two_torchrun_processes_match_one_process_with_the_same_effective_batch(
     assert len(states) == 2 and all(name.startswith("checkpoint-") for name in states)  # keep_checkpoints=2
     assert (tmp_path / "two" / "model" / "model.safetensors").exists()
 
-    # resume under DDP: a job restarted from the epoch-2 state ends where the uninterrupted one did
+    # resume under DDP, with a plain torchrun of the container entrypoint: a job restarted from the epoch-2
+    # state ends where the uninterrupted one did
     resumed_dir = tmp_path / "resumed" / "checkpoints"
     resumed_dir.mkdir(parents=True)
     shutil.copytree(tmp_path / "two" / "checkpoints" / states[0], resumed_dir / states[0])
-    resumed, _ = _train(tmp_path, "resumed", ["--set", "training.batch_size=4", "--nproc-per-node", "2", "--resume"],
-                        tiny_backbone, data, uri)
+    resumed, _ = _train(tmp_path, "resumed", ["--set", "training.batch_size=4", "--resume"], tiny_backbone, data,
+                        uri, torchrun=2)
     assert resumed["global_step"] == two["global_step"]
     assert resumed["history"][-1]["loss"] == pytest.approx(two["history"][-1]["loss"], rel=1e-4)
     assert resumed["history"][-1]["f1_micro"] == pytest.approx(two["history"][-1]["f1_micro"], abs=1e-4)

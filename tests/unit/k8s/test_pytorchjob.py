@@ -359,3 +359,9 @@ def test_render_refuses_both_ways_of_giving_training_arguments(capsys):
     args = parser.parse_args(["k8s", "pytorchjob", "render", "--data-asset", "/d", "--", "--output-dir", "/o"])
     with pytest.raises(ConfigError, match="--data-asset and training arguments after `--` exclude each other"):
         args.func(args)
+
+
+def test_the_example_pytorchjob_of_the_manifests_is_valid():
+    example = Path(__file__).resolve().parents[3] / "manifests" / "aks" / "pytorchjob-example.yaml"
+    [job] = [doc for doc in yaml.safe_load_all(example.read_text()) if doc]
+    assert_valid(job)
