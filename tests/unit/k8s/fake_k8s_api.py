@@ -28,9 +28,11 @@ import threading
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
+
+from local_http_server import LocalHttpServer
 
 JOBS = "/apis/kubeflow.org/v1/namespaces/(?P<ns>[^/]+)/pytorchjobs"
 PODS = "/api/v1/namespaces/(?P<ns>[^/]+)/pods"
@@ -49,7 +51,7 @@ class Request:
     json: Any = None
 
 
-class FakeKubernetesApi:
+class FakeKubernetesApi(LocalHttpServer):
     """The fake API server (see the module doc); use as a context manager: ``with FakeKubernetesApi() as api:``."""
 
     def __init__(self) -> None:
@@ -71,25 +73,7 @@ class FakeKubernetesApi:
             ("GET", re.compile(PODS), self._list_pods),
             ("GET", re.compile(PODS + "/(?P<pod>[^/]+)/log"), self._pod_log),
         ]
-        self._http = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self._http.daemon_threads = True
-        self._http.fake = self  # type: ignore[attr-defined]
-        self._thread = threading.Thread(target=self._http.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="fake-k8s-api", daemon=True)
-
-    @property
-    def url(self) -> str:
-        """``http://127.0.0.1:<port>``, the host of a ``kubernetes.client.Configuration``."""
-        return f"http://127.0.0.1:{self._http.server_address[1]}"
-
-    def __enter__(self) -> FakeKubernetesApi:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._http.shutdown()
-        self._http.server_close()
-        self._thread.join(timeout=5)
+        super().__init__(_Handler, "fake-k8s-api")
 
     def requests_to(self, method: str, path: str) -> list[Request]:
         """The recorded requests of ``method`` to ``path``."""

@@ -32,11 +32,12 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import yaml
+from local_http_server import LocalHttpServer
 
 API = "/apis/v2beta1"
 PROXY_PREFIX = re.compile(r"^/api/v1/namespaces/[^/]+/services/ml-pipeline:http/proxy/*")
@@ -59,7 +60,7 @@ class Request:
     files: dict[str, bytes] = field(default_factory=dict)
 
 
-class FakeKfpServer:
+class FakeKfpServer(LocalHttpServer):
     """The fake KFP API (see the module doc); use as a context manager: ``with FakeKfpServer() as server:``."""
 
     def __init__(self, *, require_token: str | None = None) -> None:
@@ -89,26 +90,7 @@ class FakeKfpServer:
                 ("POST", "recurringruns", self._create_recurring_run),
             ]
         ]
-        self._http = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self._http.daemon_threads = True
-        self._http.fake = self  # type: ignore[attr-defined]
-        self._thread = threading.Thread(
-            target=self._http.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-kfp-server", daemon=True
-        )
-
-    @property
-    def url(self) -> str:
-        """``http://127.0.0.1:<port>``, the host to give ``kfp.Client``."""
-        return f"http://127.0.0.1:{self._http.server_address[1]}"
-
-    def __enter__(self) -> FakeKfpServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._http.shutdown()
-        self._http.server_close()
-        self._thread.join(timeout=5)
+        super().__init__(_Handler, "fake-kfp-server")
 
     def requests_to(self, method: str, route: str) -> list[Request]:
         """The recorded requests of ``method`` to ``route`` (e.g. ``"/apis/v2beta1/runs"``)."""
