@@ -49,7 +49,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ConfigError("pipeline run needs --local (to run on a Kubeflow server use `resume-ner pipeline submit`)")
     output_dir = Path(args.output_dir)
     overrides = list(args.overrides)
-    data = args.data
+    data = Path(args.data).resolve() if args.data else None  # the tasks may run in other working directories
     if data is None:
         from resume_ner.data.synth import write_synthetic_resumes
 

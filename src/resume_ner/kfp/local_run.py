@@ -87,12 +87,13 @@ def run_local(
     if "://" not in storage:
         Path(storage).parent.mkdir(parents=True, exist_ok=True)
     tracking_uri = resolve_tracking_uri(None, config.tracking) if config.tracking.enabled else ""
-    if config_dir:
-        os.environ[CONFIG_DIR_ENV] = str(Path(config_dir).resolve())
     kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
     pipeline = build_pipeline(config)
     before = set(root.iterdir())
     started = time.monotonic()
+    previous_config_dir = os.environ.get(CONFIG_DIR_ENV)
+    if config_dir:  # the tasks are subprocesses: they read the config directory from the environment
+        os.environ[CONFIG_DIR_ENV] = str(Path(config_dir).resolve())
     try:
         with warnings.catch_warnings():
             # Kubernetes settings (resources, image) have no effect here, as kfp.local says for every task.
@@ -104,6 +105,11 @@ def run_local(
         if "finished with status" not in str(exc):
             raise
         raise ResumeNerError(f"local pipeline run failed: {exc} (the task's log is above; artifacts in {root})") from None
+    finally:
+        if previous_config_dir is None:
+            os.environ.pop(CONFIG_DIR_ENV, None)
+        else:
+            os.environ[CONFIG_DIR_ENV] = previous_config_dir
     wall = time.monotonic() - started
     new = sorted(set(root.iterdir()) - before, key=lambda p: p.stat().st_mtime)
     run_dirs = [p for p in new if p.name.startswith(PIPELINE_NAME)]
