@@ -25,6 +25,7 @@ def _isolated_tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
     before = list(_open_stack())
     yield
     _open_stack()[:] = before

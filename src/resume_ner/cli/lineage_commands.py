@@ -15,7 +15,8 @@ from resume_ner.cli.model_commands import (
 )
 
 
-def _read_best_json(path: str) -> dict[str, Any]:
+def read_best_json(path: str) -> dict[str, Any]:
+    """The best trial JSON of ``--best-json`` (``BestTrial.to_dict()``); ``ConfigError`` naming the file."""
     from resume_ner.errors import ConfigError
 
     try:
@@ -39,7 +40,7 @@ def cmd_final_train(args: argparse.Namespace) -> int:
     try:
         outcome = run_final_training_workflow(
             config, args.output_dir, data_path=args.data,
-            best=_read_best_json(args.best_json) if args.best_json else None,
+            best=read_best_json(args.best_json) if args.best_json else None,
             study_name=args.study, storage=args.storage, tracking_uri=args.tracking_uri, run_name=args.run_name,
             register=not args.no_register, promote=True if args.promote else None, quiet=args.quiet,
             overwrite=args.overwrite,

@@ -28,6 +28,7 @@ def common_parent() -> argparse.ArgumentParser:
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser of ``resume-ner``."""
     from resume_ner.cli import (
+        azureml_commands,
         data_commands,
         hpo_commands,
         k8s_commands,
@@ -49,13 +50,14 @@ def build_parser() -> argparse.ArgumentParser:
     lineage_commands.register(subparsers, parents)
     pipeline_commands.register(subparsers, parents)
     k8s_commands.register(subparsers, parents)
+    azureml_commands.register(subparsers, parents)
     return parser
 
 
 def _configure_logging(args: argparse.Namespace) -> None:
     level = logging.DEBUG if getattr(args, "verbose", False) else logging.WARNING if getattr(args, "quiet", False) else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    for noisy in ("transformers", "mlflow", "alembic", "urllib3", "httpx", "filelock", "optuna"):
+    for noisy in ("transformers", "mlflow", "alembic", "urllib3", "httpx", "filelock", "optuna", "azure"):
         logging.getLogger(noisy).setLevel(logging.ERROR if level > logging.DEBUG else logging.INFO)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if level > logging.DEBUG:

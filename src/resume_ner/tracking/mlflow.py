@@ -41,6 +41,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 ENV_TRACKING_URI = "MLFLOW_TRACKING_URI"
+ENV_RUN_ID = "MLFLOW_RUN_ID"  # the run a job launcher opened for this process (AzureML jobs set it)
 LOCAL_DIR = "mlruns"
 LOCAL_DB = "mlflow.db"
 LOCAL_ARTIFACTS = "artifacts"
@@ -556,6 +557,8 @@ def setup_mlflow(
       ``parent_run_id`` alone implies ``nested`` (use it across threads and processes, e.g. HPO workers).
       Otherwise ``config.parent_run_id`` (a pipeline run's MLflow run) is the parent when set.
     * Tags: ``config.tags``, then ``tags``.
+    * ``$MLFLOW_RUN_ID`` (set by job launchers such as AzureML): a top-level run logs into that existing run
+      instead of creating one, as ``mlflow.start_run`` does.
 
     When the store cannot be reached after the retries, returns a disabled run whose ``lost`` says why and
     logs a warning, or raises ``TrackingError`` when ``required`` is True.
@@ -575,11 +578,18 @@ def setup_mlflow(
         run_tags[PARENT_RUN_TAG] = config.parent_run_id
 
     probe = TrackingRun(tracking_uri=uri, retry=retry)  # not enabled: only used for its retries
+    job_run_id = None if nested or parent_run_id else os.environ.get(ENV_RUN_ID)
 
     def _start() -> tuple[Any, str, Any]:
         from mlflow import MlflowClient
+        from mlflow.entities import RunTag
 
         client = MlflowClient(tracking_uri=uri)
+        if job_run_id:  # log into the job's own run, as mlflow.start_run does: an AzureML sweep reads it
+            tags = [RunTag(k, v) for k, v in _context_tags(run_tags).items() if k != "mlflow.runName"]
+            client.log_batch(job_run_id, tags=tags, synchronous=True)
+            adopted = client.get_run(job_run_id)
+            return client, adopted.info.experiment_id, adopted
         experiment_id = _experiment_id(client, config.experiment_name, uri)
         created = client.create_run(experiment_id, run_name=name, tags=_context_tags(run_tags))
         return client, experiment_id, created

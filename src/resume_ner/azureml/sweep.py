@@ -1,0 +1,313 @@
+"""AzureML sweep jobs: the project's HPO settings (``hpo`` section) as an AzureML hyperparameter sweep.
+
+Each trial is the training entrypoint of ``azureml.jobs`` with the backbone fixed and one ``--set`` per searched
+setting (``--set training.learning_rate=${{search_space.training_learning_rate}}``: AzureML input names cannot
+hold dots, so ``training.learning_rate`` is the input ``training_learning_rate``). The trial's settings are
+``hpo.trial.trial_config``'s, as for an Optuna trial: ``training.metric`` is ``hpo.metric``, ``hpo.max_epochs``
+caps the epochs, ``hpo.max_length`` sets the window, ``hpo.num_threads`` the threads. ``hpo.train_fraction``
+has no equivalent (a trial trains on the whole data asset: give a smaller asset) and ``hpo.n_startup_trials``
+neither.
+
+Search space (``map_search_space``), each spec of ``hpo.search_space`` ->
+
+* ``choice`` -> ``Choice(values)``; values are numbers, booleans or plain strings (AzureML writes the sampled
+  value into the command line unquoted, so ``null`` or text with spaces cannot be passed);
+* ``uniform`` -> ``Uniform(min, max)``;
+* ``log_uniform`` -> ``LogUniform(ln(min), ln(max))``: AzureML's bounds are natural-log exponents;
+* ``int`` with min 0 and step 1 -> ``Randint(max + 1)`` (AzureML's upper bound is exclusive);
+* ``int`` otherwise, and ``uniform`` with a step -> ``QUniform(min, max, q=step)``: AzureML rounds a uniform
+  draw to the nearest multiple of q, so min and max must be multiples of the step (else the rounding leaves
+  the range); the two end values are drawn half as often as the others.
+
+Sampling (``hpo.sampler``): ``tpe`` -> ``bayesian``, which AzureML allows only over choice, uniform and
+quniform distributions and without early termination; ``random`` -> ``random`` seeded with ``hpo.seed``;
+``grid`` -> ``grid``, over choices only; ``cmaes`` has no AzureML equivalent.
+
+Early termination (``hpo.pruner``), evaluated each time a trial logs its primary metric (once per epoch):
+``median`` -> ``MedianStoppingPolicy``; ``hyperband`` and ``successive_halving`` -> ``BanditPolicy`` with
+slack factor ``BANDIT_SLACK_FACTOR`` (a trial stops when its metric is not within 10% of the best one); both
+wait ``hpo.n_warmup_epochs`` evaluations; ``none`` -> no policy.
+
+Objective: ``val_<hpo.metric>`` (``primary_metric``), the validation metric the trainer logs after every
+epoch (``best_val_<metric>`` is logged once at the end: early termination needs the per-epoch one), goal
+``hpo.direction``. Limits: ``hpo.n_trials`` trials, ``hpo.timeout`` seconds. Every problem is reported at once in
+one ``ConfigError``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from resume_ner.azureml.jobs import (
+    DATA_INPUT,
+    ENTRYPOINT,
+    command_node,
+    data_input,
+    job_tags,
+    settings_overrides,
+    training_command,
+)
+from resume_ner.config import HpoConfig, ResumeNerConfig, config_from_dict
+from resume_ner.errors import ConfigError
+from resume_ner.hpo.search_space import ParamSpec, SearchSpace, apply_params, parse_search_space
+
+log = logging.getLogger(__name__)
+
+SAMPLING_ALGORITHMS = {"tpe": "bayesian", "random": "random", "grid": "grid"}
+BAYESIAN_SPEC_TYPES = ("choice", "uniform", "quniform")  # what AzureML's bayesian sampling accepts
+BANDIT_SLACK_FACTOR = 0.1
+DRY_RUN_TRIALS = 2
+DRY_RUN_EPOCHS = 1
+_PLAIN_TEXT = re.compile(r"[A-Za-z0-9_.:/@+-]+")
+
+
+def primary_metric(metric: str) -> str:
+    """The name under which the trainer logs validation ``metric`` after every epoch: ``val_<metric>``."""
+    return f"val_{metric}"
+
+
+def input_name(path: str) -> str:
+    """The AzureML input of a searched setting: ``training.learning_rate`` -> ``training_learning_rate``."""
+    return path.replace(".", "_")
+
+
+def _is_multiple(value: float, step: float) -> bool:
+    return math.isclose(value / step, round(value / step), abs_tol=1e-9)
+
+
+def _distribution(spec: ParamSpec, sampling: str | None, problems: list[str]) -> Any:
+    """The AzureML distribution of one spec, or None after appending why it cannot be expressed."""
+    from azure.ai.ml.sweep import Choice, LogUniform, QUniform, Randint, Uniform
+
+    if spec.type == "choice":
+        bad = [v for v in spec.values if v is None or (isinstance(v, str) and not _PLAIN_TEXT.fullmatch(v))]
+        if bad:
+            problems.append(f"{spec.path}: choice value(s) {bad} cannot be passed on an AzureML command line "
+                            "(null, or text other than letters, digits and _.:/@+-)")
+            return None
+        return Choice(values=list(spec.values))
+    if spec.type == "log_uniform":
+        if sampling == "bayesian":
+            problems.append(f"{spec.path}: AzureML's bayesian sampling (hpo.sampler=tpe) takes only "
+                            f"{', '.join(BAYESIAN_SPEC_TYPES)} distributions, not log_uniform; use "
+                            "hpo.sampler=random, or a uniform or choice for this setting")
+            return None
+        return LogUniform(min_value=math.log(spec.low), max_value=math.log(spec.high))
+    if spec.type == "uniform" and spec.step is None:
+        return Uniform(min_value=spec.low, max_value=spec.high)
+    step = spec.step or 1
+    if spec.type == "int" and spec.low == 0 and step == 1 and sampling != "bayesian":
+        return Randint(upper=int(spec.high) + 1)
+    if not (_is_multiple(spec.low, step) and _is_multiple(spec.high, step)):
+        problems.append(f"{spec.path}: AzureML's QUniform rounds to multiples of the step ({step}), so min "
+                        f"({spec.low}) and max ({spec.high}) must be multiples of it; change them, or use a choice")
+        return None
+    return QUniform(min_value=spec.low, max_value=spec.high, q=step)
+
+
+def _search_space(space: SearchSpace, sampling: str | None, problems: list[str]) -> dict[str, Any]:
+    distributions = {input_name(spec.path): _distribution(spec, sampling, problems) for spec in space.params}
+    return {name: value for name, value in distributions.items() if value is not None}
+
+
+def map_search_space(space: SearchSpace, sampler: str = "random") -> dict[str, Any]:
+    """``{input name: AzureML distribution}`` of a parsed search space, for ``hpo.sampler=sampler``;
+    ``ConfigError`` naming every spec AzureML cannot express."""
+    problems: list[str] = []
+    mapped = _search_space(space, SAMPLING_ALGORITHMS.get(sampler), problems)
+    if problems:
+        raise ConfigError("hpo.search_space cannot run as an AzureML sweep:\n  " + "\n  ".join(problems))
+    return mapped
+
+
+def _sampling_algorithm(hpo: HpoConfig, space: SearchSpace, problems: list[str]) -> Any:
+    from azure.ai.ml.sweep import RandomSamplingAlgorithm
+
+    if hpo.sampler == "cmaes":
+        problems.append("hpo.sampler=cmaes has no AzureML sweep equivalent (AzureML samples random, grid or "
+                        "bayesian); use hpo.sampler=tpe (bayesian), random or grid")
+        return None
+    if hpo.sampler == "grid":
+        try:
+            space.grid()
+        except ConfigError as exc:
+            problems.append(str(exc))
+    if hpo.sampler == "random":
+        return RandomSamplingAlgorithm(seed=hpo.seed)
+    return SAMPLING_ALGORITHMS[hpo.sampler]
+
+
+def _early_termination(hpo: HpoConfig, problems: list[str]) -> Any:
+    from azure.ai.ml.sweep import BanditPolicy, MedianStoppingPolicy
+
+    if hpo.pruner == "none":
+        return None
+    if hpo.sampler == "tpe":
+        problems.append(f"hpo.pruner={hpo.pruner}: AzureML's bayesian sampling (hpo.sampler=tpe) takes no early "
+                        "termination policy; set hpo.pruner=none, or hpo.sampler=random")
+        return None
+    if hpo.pruner == "median":
+        return MedianStoppingPolicy(evaluation_interval=1, delay_evaluation=hpo.n_warmup_epochs)
+    return BanditPolicy(slack_factor=BANDIT_SLACK_FACTOR, evaluation_interval=1,
+                        delay_evaluation=hpo.n_warmup_epochs)
+
+
+def _input_type(spec: ParamSpec) -> str:
+    """AzureML input type of a searched setting (numbers stay ``number``: QUniform draws floats)."""
+    if spec.type != "choice":
+        return "number"
+    if all(isinstance(v, bool) for v in spec.values):
+        return "boolean"
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in spec.values):
+        return "number"
+    return "string"
+
+
+def project_config(hpo_config: HpoConfig | ResumeNerConfig | Mapping[str, Any]) -> ResumeNerConfig:
+    """The project config of an ``HpoConfig`` (defaults elsewhere), a ``ResumeNerConfig`` or its dict."""
+    if isinstance(hpo_config, HpoConfig):
+        return ResumeNerConfig(hpo=hpo_config)
+    return config_from_dict(hpo_config)
+
+
+@dataclass(frozen=True)
+class SweepTrial:
+    """What a sweep of one backbone needs: the trial command, its searched inputs, the ``.sweep()`` settings."""
+
+    command: str
+    paths: tuple[str, ...]  # the searched settings, dotted
+    search_space: dict[str, Any]  # input name -> AzureML distribution
+    input_types: dict[str, str]  # input name -> AzureML input type
+    settings: dict[str, Any]  # primary_metric, goal, sampling_algorithm, early_termination_policy
+
+
+def sweep_trial(
+    config: ResumeNerConfig, backbone: str, *, aml_experiment_name: str, pinned: tuple[str, ...] = (),
+    entrypoint: str = ENTRYPOINT,
+) -> SweepTrial:
+    """The trial of a sweep of ``backbone`` over ``config.hpo``; ``pinned`` overrides come after the searched
+    values, so they win over them. ``ConfigError`` naming every setting AzureML cannot run."""
+    config = apply_params(config, {"model.backbone": backbone})
+    hpo = config.hpo
+    space = parse_search_space(hpo.search_space, config)
+    problems: list[str] = []
+    if "model.backbone" in space.paths:
+        problems.append("model.backbone is in hpo.search_space, but an AzureML sweep tunes one backbone: remove it "
+                        "and build one sweep per backbone")
+    if hpo.train_fraction < 1.0:
+        log.warning("hpo.train_fraction=%s is not applied by AzureML sweep trials (they train on the whole data "
+                    "asset): register a smaller data asset instead", hpo.train_fraction)
+    sampling = _sampling_algorithm(hpo, space, problems)
+    search_space = _search_space(space, SAMPLING_ALGORITHMS.get(hpo.sampler), problems)
+    early_termination = _early_termination(hpo, problems)
+    if problems:
+        raise ConfigError(f"the hpo section cannot run as an AzureML sweep of {backbone}:\n  "
+                          + "\n  ".join(problems))
+    from resume_ner.hpo.trial import trial_config
+
+    overrides = settings_overrides(trial_config(config, {}), experiment_name=aml_experiment_name,
+                                   exclude=space.paths)
+    searched = {spec.path: input_name(spec.path) for spec in space.params}
+    return SweepTrial(
+        command=training_command(overrides, searched=searched, pinned=pinned, entrypoint=entrypoint),
+        paths=tuple(space.paths),
+        search_space=search_space,
+        input_types={input_name(spec.path): _input_type(spec) for spec in space.params},
+        settings={"primary_metric": primary_metric(hpo.metric), "goal": hpo.direction,
+                  "sampling_algorithm": sampling, "early_termination_policy": early_termination},
+    )
+
+
+def sweep_limits(
+    config: ResumeNerConfig, *, n_trials: int | None = None, max_concurrent_trials: int | None = None,
+    trial_timeout: int | None = None,
+) -> dict[str, Any]:
+    """``set_limits`` arguments: ``n_trials`` (default ``hpo.n_trials``) trials, at most ``max_concurrent_trials``
+    (default ``pipeline.parallelism``) at once, ``hpo.timeout`` seconds in all, ``trial_timeout`` per trial."""
+    total = n_trials or config.hpo.n_trials
+    return {"max_total_trials": total,
+            "max_concurrent_trials": min(max_concurrent_trials or config.pipeline.parallelism, total),
+            "timeout": math.ceil(config.hpo.timeout) if config.hpo.timeout else None,
+            "trial_timeout": trial_timeout}
+
+
+def _sweep_job(
+    backbone: str, data_asset: str | Path, environment: str, compute_cluster: str,
+    hpo_config: HpoConfig | ResumeNerConfig | Mapping[str, Any], aml_experiment_name: str,
+    tags: Mapping[str, str] | None, *, kind: str, n_trials: int | None, pinned: tuple[str, ...],
+    max_concurrent_trials: int | None, trial_timeout: int | None, script_path: str | Path | None, entrypoint: str,
+) -> Any:
+    from azure.ai.ml import Input
+
+    config = project_config(hpo_config)
+    trial = sweep_trial(config, backbone, aml_experiment_name=aml_experiment_name, pinned=pinned,
+                        entrypoint=entrypoint)
+    node = command_node(
+        command=trial.command,
+        inputs={DATA_INPUT: data_input(data_asset),
+                **{name: Input(type=kind) for name, kind in trial.input_types.items()}},
+        environment=environment,
+        compute_cluster=compute_cluster,
+        script_path=script_path,
+    )
+    sweep = node(**trial.search_space).sweep(compute=compute_cluster, **trial.settings)
+    sweep.set_limits(**sweep_limits(config, n_trials=n_trials, max_concurrent_trials=max_concurrent_trials,
+                                    trial_timeout=trial_timeout))
+    sweep.experiment_name = aml_experiment_name
+    sweep.display_name = f"resume-ner-{kind}-{re.sub(r'[^A-Za-z0-9-]+', '-', Path(backbone).name).strip('-')}"
+    sweep.tags = job_tags(kind, backbone, tags)
+    return sweep._to_job()  # the SweepJob that ml_client.jobs.create_or_update submits for a sweep node
+
+
+def create_hpo_sweep_job_for_backbone(
+    backbone: str,
+    *,
+    data_asset: str | Path,
+    environment: str,
+    compute_cluster: str,
+    hpo_config: HpoConfig | ResumeNerConfig | Mapping[str, Any],
+    aml_experiment_name: str,
+    tags: Mapping[str, str] | None = None,
+    max_concurrent_trials: int | None = None,
+    trial_timeout: int | None = None,
+    script_path: str | Path | None = None,
+    entrypoint: str = ENTRYPOINT,
+) -> Any:
+    """The AzureML ``SweepJob`` of the project's HPO settings for ``backbone`` (see the module docstring).
+
+    ``hpo_config`` is an ``HpoConfig`` (the other sections keep their defaults) or the whole project config.
+    ``max_concurrent_trials`` defaults to ``pipeline.parallelism``; ``trial_timeout`` (seconds) to none.
+    """
+    return _sweep_job(backbone, data_asset, environment, compute_cluster, hpo_config, aml_experiment_name, tags,
+                      kind="hpo", n_trials=None, pinned=(), max_concurrent_trials=max_concurrent_trials,
+                      trial_timeout=trial_timeout, script_path=script_path, entrypoint=entrypoint)
+
+
+def create_dry_run_sweep_job_for_backbone(
+    backbone: str,
+    *,
+    data_asset: str | Path,
+    environment: str,
+    compute_cluster: str,
+    hpo_config: HpoConfig | ResumeNerConfig | Mapping[str, Any],
+    aml_experiment_name: str,
+    tags: Mapping[str, str] | None = None,
+    trial_timeout: int | None = None,
+    script_path: str | Path | None = None,
+    entrypoint: str = ENTRYPOINT,
+) -> Any:
+    """The sweep of ``create_hpo_sweep_job_for_backbone`` on a budget that checks the plumbing (image, data
+    mount, entrypoint, the metric the sweep reads, the policy): ``DRY_RUN_TRIALS`` trials at once of
+    ``DRY_RUN_EPOCHS`` epoch. The trainer has no data-subset setting, so a trial reads the whole data asset:
+    point ``data_asset`` at a small one (e.g. ``resume-ner data synth --n 60``) for a cheap dry run."""
+    return _sweep_job(backbone, data_asset, environment, compute_cluster, hpo_config, aml_experiment_name, tags,
+                      kind="dry-run", n_trials=DRY_RUN_TRIALS,
+                      pinned=(f"training.epochs={DRY_RUN_EPOCHS}",),
+                      max_concurrent_trials=DRY_RUN_TRIALS, trial_timeout=trial_timeout, script_path=script_path,
+                      entrypoint=entrypoint)

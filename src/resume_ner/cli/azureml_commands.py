@@ -1,0 +1,183 @@
+"""``resume-ner azureml ...``: AzureML jobs of the training workflow.
+
+``azureml build`` writes a job YAML (``az ml job create -f`` or ``azureml submit`` reads it) without any Azure
+access; ``azureml submit`` submits one to the workspace of ``$AZURE_SUBSCRIPTION_ID``, ``$AZURE_RESOURCE_GROUP``
+and ``$AZUREML_WORKSPACE_NAME`` (or the flags); ``azureml select-best`` is the pipeline's select_best step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+from pathlib import Path
+from typing import Any
+
+from resume_ner.cli.model_commands import load_config_from_args
+from resume_ner.errors import ConfigError
+
+KINDS = ("final", "sweep", "dry-run", "pipeline")
+
+
+def _tags(items: list[str]) -> dict[str, str]:
+    tags = {}
+    for item in items:
+        key, separator, value = item.partition("=")
+        if not separator or not key:
+            raise ConfigError(f"--tag {item!r}: expected KEY=VALUE")
+        tags[key] = value
+    return tags
+
+
+def _final_config(args: argparse.Namespace, config: Any) -> Any:
+    """The config with the best trial's params of ``--best-json`` (a ``BestTrial`` dict, or the params alone)."""
+    from resume_ner.cli.lineage_commands import read_best_json
+    from resume_ner.workflows.final import build_final_training_config
+
+    config = build_final_training_config({"model": {"backbone": args.backbone}}, config) if args.backbone else config
+    if not args.best_json:
+        return config
+    best = read_best_json(args.best_json)
+    params = best["params"] if isinstance(best, dict) and isinstance(best.get("params"), dict) else best
+    return build_final_training_config(params, config)
+
+
+def build_job(args: argparse.Namespace) -> Any:
+    """The AzureML job of ``--kind`` from the config and the flags."""
+    from resume_ner.azureml.jobs import is_remote_asset
+
+    config = load_config_from_args(args)
+    if args.best_json and args.kind != "final":
+        raise ConfigError(f"--best-json applies to --kind final, not {args.kind}")
+    if not is_remote_asset(args.data_asset):
+        raise ConfigError(f"--data-asset {args.data_asset}: a job YAML cannot carry a local folder (azure-ai-ml writes "
+                          "it as an asset name); register it first, e.g. `az ml data create --name resumes --version 1 "
+                          f"--type uri_folder --path {args.data_asset}`, and pass azureml:resumes:1 (or pass a URI)")
+    environment = args.environment
+    if environment is None:
+        from resume_ner.kfp.pipelines import resolve_image
+
+        environment = resolve_image(config)
+    common = {"data_asset": args.data_asset, "environment": environment, "compute_cluster": args.compute,
+              "aml_experiment_name": args.experiment or config.tracking.experiment_name, "tags": _tags(args.tags),
+              "script_path": args.code}
+    trials = {"max_concurrent_trials": args.max_concurrent_trials, "trial_timeout": args.trial_timeout}
+    distribution = {"instance_count": args.instance_count, "process_count_per_instance": args.process_count}
+    backbone = args.backbone or config.model.backbone
+    if args.kind == "final":
+        from resume_ner.azureml.jobs import create_final_training_job
+
+        return create_final_training_job(_final_config(args, config), **common, **distribution)
+    if args.kind == "pipeline":
+        from resume_ner.azureml.pipeline import create_training_pipeline_job
+
+        return create_training_pipeline_job(config, backbone=backbone, **common, **distribution, **trials)
+    from resume_ner.azureml import sweep
+
+    if args.kind == "sweep":
+        return sweep.create_hpo_sweep_job_for_backbone(backbone, hpo_config=config, **common, **trials)
+    return sweep.create_dry_run_sweep_job_for_backbone(backbone, hpo_config=config, **common,
+                                                       trial_timeout=args.trial_timeout)
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    """Write the YAML of an AzureML job: final training, sweep, sweep dry run or pipeline (no Azure access)."""
+    from resume_ner.io import write_text_atomic
+
+    job = build_job(args)
+    text = io.StringIO()
+    job.dump(text)
+    write_text_atomic(args.out, text.getvalue())
+    print(f"{args.kind} job ({job.type}) -> {args.out}")
+    return 0
+
+
+def _studio(job: Any) -> str:
+    return f"\n  {job.studio_url}" if job.studio_url else ""
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    """Submit a job YAML to the AzureML workspace; with --wait, wait for it and check its results."""
+    from azure.ai.ml import load_job
+
+    from resume_ner.azureml.jobs import BACKBONE_TAG, KIND_TAG
+    from resume_ner.azureml.submit import (
+        submit_and_wait_for_job,
+        validate_final_training_job,
+        validate_sweep_job,
+        workspace_client,
+    )
+
+    ml_client = workspace_client(args.subscription_id, args.resource_group, args.workspace)
+    job = load_job(args.job)
+    if not args.wait:
+        submitted = ml_client.jobs.create_or_update(job)
+        print(f"submitted {submitted.name}: {submitted.status}" + _studio(submitted))
+        return 0
+    done = submit_and_wait_for_job(ml_client, job, timeout=args.timeout, poll_interval=args.poll_interval,
+                                   on_timeout=args.on_timeout)
+    print(f"{done.name}: {done.status}" + _studio(done))
+    tags = done.tags or {}
+    if tags.get(KIND_TAG) == "final":
+        summary = validate_final_training_job(done, ml_client)
+        print(f"  validation {summary['metric']} {summary['best_metric']}, test f1_micro {summary['test_f1_micro']}")
+    elif tags.get(KIND_TAG) in ("hpo", "dry-run"):
+        summary = validate_sweep_job(done, tags[BACKBONE_TAG], ml_client)
+        print(f"  best trial {summary['best_trial']}: {summary['primary_metric']} {summary['score']} "
+              f"(trials: {', '.join(f'{n} {s}' for s, n in sorted(summary['trials'].items()))})")
+    return 0
+
+
+def cmd_select_best(args: argparse.Namespace) -> int:
+    """The pipeline's select_best step: the best trial's searched settings in the base config, as --config-dir."""
+    from resume_ner.azureml.select import select_best_trial_config
+
+    best = select_best_trial_config(args.trial_dir, args.params, load_config_from_args(args), args.out)
+    print(f"best trial {best['trial_dir']}: {', '.join(f'{k}={v}' for k, v in best['params'].items())} -> {args.out}")
+    return 0
+
+
+def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
+    """Add ``azureml build|submit|select-best``."""
+    azureml = subparsers.add_parser("azureml", help="AzureML jobs: build a job YAML, submit it, pipeline steps",
+                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = azureml.add_subparsers(dest="azureml_command", metavar="COMMAND", required=True)
+
+    build = commands.add_parser("build", parents=parents, help=cmd_build.__doc__, description=cmd_build.__doc__)
+    build.add_argument("--kind", choices=KINDS, required=True, help="the job to build")
+    build.add_argument("--out", type=Path, required=True, help="YAML file to write")
+    build.add_argument("--data-asset", required=True,
+                       help="the data folder: azureml:NAME:VERSION, or an azureml://, https:// or abfss:// URI")
+    build.add_argument("--compute", required=True, help="AzureML compute cluster of the job")
+    build.add_argument("--environment", help="azureml:NAME:VERSION, or a Docker image (default: $RESUME_NER_IMAGE, "
+                                             "else pipeline.image)")
+    build.add_argument("--experiment", help="AzureML experiment (default: tracking.experiment_name)")
+    build.add_argument("--backbone", help="backbone of the job (default: model.backbone)")
+    build.add_argument("--best-json", metavar="FILE", help="final: the best trial (BestTrial JSON) or its params")
+    build.add_argument("--instance-count", type=int, default=1, help="final, pipeline: nodes of the final training")
+    build.add_argument("--process-count", type=int, default=1, help="final, pipeline: processes per node (GPUs)")
+    build.add_argument("--max-concurrent-trials", type=int, help="sweep, pipeline: trials at once "
+                                                                 "(default: pipeline.parallelism)")
+    build.add_argument("--trial-timeout", type=int, help="sweeps: seconds a trial may run")
+    build.add_argument("--code", metavar="DIR", help="upload DIR as the job's code (e.g. src/ to run a working copy)")
+    build.add_argument("--tag", dest="tags", action="append", default=[], metavar="KEY=VALUE", help="job tag")
+    build.set_defaults(func=cmd_build)
+
+    submit = commands.add_parser("submit", parents=parents, help=cmd_submit.__doc__, description=cmd_submit.__doc__)
+    submit.add_argument("--job", type=Path, required=True, help="job YAML (from `azureml build`)")
+    submit.add_argument("--wait", action="store_true", help="wait for the job; non-zero exit if it fails")
+    submit.add_argument("--timeout", type=float, default=6 * 3600, help="seconds --wait waits (default 6h)")
+    submit.add_argument("--poll-interval", type=float, default=30.0, help="seconds between status reads")
+    submit.add_argument("--on-timeout", choices=("cancel", "leave"), default="cancel",
+                        help="after --timeout: cancel the job (default) or leave it running")
+    submit.add_argument("--subscription-id", help="Azure subscription (default: $AZURE_SUBSCRIPTION_ID)")
+    submit.add_argument("--resource-group", help="resource group (default: $AZURE_RESOURCE_GROUP)")
+    submit.add_argument("--workspace", help="AzureML workspace (default: $AZUREML_WORKSPACE_NAME)")
+    submit.set_defaults(func=cmd_submit)
+
+    select = commands.add_parser("select-best", parents=parents, help=cmd_select_best.__doc__,
+                                 description=cmd_select_best.__doc__)
+    select.add_argument("--trial-dir", type=Path, required=True, help="training output directory of the best trial")
+    select.add_argument("--param", dest="params", action="append", required=True, metavar="PATH",
+                        help="a searched setting, e.g. training.learning_rate (repeatable)")
+    select.add_argument("--out", type=Path, required=True, help="config directory to write (for --config-dir)")
+    select.set_defaults(func=cmd_select_best)

@@ -1,0 +1,219 @@
+"""``resume-ner azureml build``: every kind of job as YAML that ``azure.ai.ml.load_job`` reads back unchanged;
+``azureml submit`` against a FAKE MLClient."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+from pathlib import Path
+
+import pytest
+from azure.ai.ml import load_job
+from azure.ai.ml.entities import Command
+
+from fake_ml_client import FakeMLClient
+from resume_ner.azureml import create_final_training_job, submit
+from resume_ner.cli import azureml_commands
+from resume_ner.cli.main import common_parent
+from resume_ner.config import MODEL_SECTIONS, ResumeNerConfig, load
+from resume_ner.errors import ConfigError
+
+TARGET = ["--data-asset", "azureml:resumes:1", "--compute", "gpu-cluster", "--environment", "azureml:resume-ner:3",
+          "--experiment", "resumes-exp", "--set", "hpo.sampler=random"]
+TRAIN = "python -m resume_ner.training.cli.train"
+
+
+def _args(argv: list[str]) -> argparse.Namespace:
+    """``argv`` parsed as ``resume-ner azureml ...`` would parse it."""
+    parser = argparse.ArgumentParser(prog="resume-ner")
+    azureml_commands.register(parser.add_subparsers(dest="command", required=True), [common_parent()])
+    return parser.parse_args(["azureml", *argv])
+
+
+def _build(tmp_path: Path, kind: str, *extra: str) -> tuple[dict, dict]:
+    """(the job built in process, the job ``load_job`` reads from the written YAML), as normalised dicts."""
+    out = tmp_path / f"{kind}.yaml"
+    args = _args(["build", "--kind", kind, "--out", str(out), *TARGET, *extra])
+    assert args.func(args) == 0
+    loaded = load_job(out)
+    if isinstance(loaded, Command):  # load_job reads a command job as a command node
+        loaded = loaded._to_job()
+    return _normalised(azureml_commands.build_job(args)._to_dict()), _normalised(loaded._to_dict())
+
+
+def _normalised(value):
+    """``value`` without the empty entries the SDK writes or reads back as None."""
+    if isinstance(value, dict):
+        return {k: _normalised(v) for k, v in value.items() if v not in (None, {}, [])}
+    return value
+
+
+def _set_overrides(command: str) -> list[str]:
+    words = shlex.split(command)
+    return [words[i + 1] for i, word in enumerate(words) if word == "--set"]
+
+
+@pytest.mark.parametrize("kind", azureml_commands.KINDS)
+def test_every_kind_is_read_back_by_load_job_into_an_equal_job(tmp_path, kind):
+    built, loaded = _build(tmp_path, kind, "--instance-count", "2", "--process-count", "4", "--tag", "team=nlp")
+    assert loaded == built
+    assert built["experiment_name"] == "resumes-exp"
+    assert built["tags"]["team"] == "nlp" and built["tags"]["resume_ner.kind"] == {"sweep": "hpo"}.get(kind, kind)
+
+
+def test_final_job_runs_the_entrypoint_on_the_data_with_pytorch_distribution(tmp_path):
+    job, _ = _build(tmp_path, "final", "--instance-count", "2", "--process-count", "4")
+    assert job["command"].startswith(f"{TRAIN} --data-asset ${{{{inputs.data}}}} --output-dir ${{{{outputs.model}}}} ")
+    assert "--tracking-uri" not in job["command"] and "tracking.experiment_name=resumes-exp" in job["command"]
+    assert job["command"].endswith(' && { [ "${RANK:-0}" != 0 ] || cp ${{outputs.model}}/*.json '
+                                   '${{outputs.metrics}}/; }')
+    assert job["inputs"] == {"data": {"type": "uri_folder", "path": "azureml:resumes:1"}}
+    assert job["outputs"] == {"model": {"type": "uri_folder"}, "metrics": {"type": "uri_folder"}}
+    assert (job["environment"], job["compute"]) == ("azureml:resume-ner:3", "azureml:gpu-cluster")
+    assert job["distribution"] == {"type": "pytorch", "process_count_per_instance": 4}
+    assert job["resources"] == {"instance_count": 2}
+    single, _ = _build(tmp_path, "final")
+    assert "distribution" not in single and "resources" not in single
+
+
+def test_the_final_config_travels_as_set_overrides_that_load_back_to_it(tmp_path):
+    best = tmp_path / "best.json"
+    best.write_text(json.dumps({"study_name": "s", "number": 3, "params": {"training.learning_rate": 5e-5,
+                                                                            "model.dropout": 0.25}}))
+    extra = ["--best-json", str(best), "--backbone", "bert-base-cased", "--set", "data.label_map={Name: PERSON}",
+             "--set", "data.path=/home/me/resumes.jsonl", "--set", "tracking.tracking_uri=sqlite:///local.db"]
+    job, _ = _build(tmp_path, "final", *extra)
+    expected = load(None, ["hpo.sampler=random", "data.label_map={Name: PERSON}", "model.backbone=bert-base-cased",
+                           "training.learning_rate=5e-5", "model.dropout=0.25"])
+    overrides = _set_overrides(job["command"])
+    received = load(None, overrides)  # what the entrypoint loads in the job
+    assert {s: received.to_dict()[s] for s in MODEL_SECTIONS} == {s: expected.to_dict()[s] for s in MODEL_SECTIONS}
+    assert received.tracking.experiment_name == "resumes-exp"
+    assert not any(item.startswith(("data.path=", "tracking.tracking_uri=")) for item in overrides)
+
+
+def test_sweep_job_searches_the_space_with_the_per_epoch_metric(tmp_path):
+    job, _ = _build(tmp_path, "sweep", "--max-concurrent-trials", "3", "--trial-timeout", "1800",
+                    "--set", "hpo.n_trials=6", "--set", "hpo.timeout=7200", "--backbone", "roberta-base")
+    assert set(job["search_space"]) == {"training_learning_rate", "training_batch_size", "training_weight_decay",
+                                        "training_warmup_ratio", "model_dropout"}
+    assert job["objective"] == {"primary_metric": "val_f1_micro", "goal": "maximize"}
+    assert job["sampling_algorithm"] == {"type": "random", "seed": 42}
+    assert job["early_termination"] == {"type": "median_stopping", "evaluation_interval": 1, "delay_evaluation": 1}
+    assert job["limits"] == {"max_total_trials": 6, "max_concurrent_trials": 3, "timeout": 7200, "trial_timeout": 1800}
+    command = job["trial"]["command"]
+    assert "--set training.learning_rate=${{search_space.training_learning_rate}}" in command
+    assert "model.backbone=roberta-base" in _set_overrides(command)
+    assert job["inputs"] == {"data": {"type": "uri_folder", "path": "azureml:resumes:1"}}
+
+
+def test_dry_run_is_two_trials_of_one_epoch(tmp_path):
+    job, _ = _build(tmp_path, "dry-run", "--set", "hpo.n_trials=20")
+    assert job["limits"] == {"max_total_trials": 2, "max_concurrent_trials": 2}
+    overrides = _set_overrides(job["trial"]["command"])
+    assert overrides[-1] == "training.epochs=1"  # after the searched values, so it wins
+    assert job["tags"]["resume_ner.kind"] == "dry-run"
+
+
+def test_pipeline_chains_the_steps_through_their_outputs(tmp_path):
+    job, _ = _build(tmp_path, "pipeline", "--instance-count", "2")
+    steps = job["jobs"]
+    assert set(steps) == {"load_data", "hpo", "select_best", "final_train"}
+    assert steps["load_data"]["component"]["command"].startswith(
+        "python -m resume_ner.cli.main data split ${{inputs.data}} --out ${{outputs.splits}} --set")
+    assert steps["hpo"]["type"] == "sweep" and steps["hpo"]["objective"]["primary_metric"] == "val_f1_micro"
+    assert steps["hpo"]["inputs"]["data"]["path"] == "${{parent.jobs.load_data.outputs.splits}}"
+    select = steps["select_best"]
+    assert select["inputs"]["best_trial"]["path"] == "${{parent.jobs.hpo.outputs.model}}"
+    assert select["component"]["command"].startswith("python -m resume_ner.cli.main azureml select-best ")
+    assert "--param training.learning_rate --param training.batch_size" in select["component"]["command"]
+    final = steps["final_train"]
+    assert final["inputs"]["final_config"]["path"] == "${{parent.jobs.select_best.outputs.final_config}}"
+    assert final["inputs"]["data"]["path"] == "${{parent.jobs.load_data.outputs.splits}}"
+    assert final["component"]["command"].startswith(f"{TRAIN} --config-dir ${{{{inputs.final_config}}}} ")
+    assert final["resources"] == {"instance_count": 2}
+    assert job["settings"]["default_compute"] == "azureml:gpu-cluster"
+    assert {s: steps[s]["component"]["is_deterministic"] for s in steps if s != "hpo"} == {
+        "load_data": True, "select_best": False, "final_train": False}
+
+
+def test_local_code_is_uploaded_from_its_absolute_path_and_local_data_must_be_registered(tmp_path, monkeypatch):
+    (tmp_path / "src").mkdir()
+    monkeypatch.chdir(tmp_path)
+    job, loaded = _build(tmp_path, "final", "--code", "src")
+    assert job["code"] == loaded["code"] == str(tmp_path / "src")
+    pipeline, _ = _build(tmp_path, "pipeline", "--code", "src")
+    assert {name: (step.get("component") or step["trial"])["code"] for name, step in pipeline["jobs"].items()} \
+        == dict.fromkeys(("load_data", "hpo", "select_best", "final_train"), str(tmp_path / "src"))
+    (tmp_path / "data").mkdir()
+    with pytest.raises(ConfigError, match=r"--data-asset data: a job YAML cannot carry a local folder .*az ml data "
+                                          r"create --name resumes --version 1 --type uri_folder --path data"):
+        _build(tmp_path, "final", "--data-asset", "data")
+    with pytest.raises(ConfigError, match="script_path src/x: not a directory"):
+        (tmp_path / "src" / "x").touch()
+        _build(tmp_path, "final", "--code", "src/x")
+
+
+def test_environment_defaults_to_the_project_image(tmp_path, monkeypatch):
+    monkeypatch.setenv("RESUME_NER_IMAGE", "myacr.azurecr.io/resume-ner:1.2.3")
+    out = tmp_path / "final.yaml"
+    args = _args(["build", "--kind", "final", "--out", str(out), "--data-asset", "azureml:resumes:1",
+                  "--compute", "gpu"])
+    args.func(args)
+    assert load_job(out).environment.image == "myacr.azurecr.io/resume-ner:1.2.3"
+
+
+def test_best_json_is_only_for_the_final_training(tmp_path):
+    with pytest.raises(ConfigError, match="--best-json applies to --kind final, not sweep"):
+        _build(tmp_path, "sweep", "--best-json", "best.json")
+
+
+def test_a_job_submitted_directly_uploads_a_local_data_folder_from_its_absolute_path(tmp_path, monkeypatch):
+    (tmp_path / "data").mkdir()
+    monkeypatch.chdir(tmp_path)
+    job = create_final_training_job(ResumeNerConfig(), data_asset="data", environment="azureml:resume-ner:1",
+                                    compute_cluster="gpu", aml_experiment_name="exp")
+    assert job.inputs["data"].path == str(tmp_path / "data")
+
+
+def _submit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, client: FakeMLClient, kind: str, *flags: str) -> int:
+    out = tmp_path / f"{kind}.yaml"
+    build = _args(["build", "--kind", kind, "--out", str(out), *TARGET])
+    build.func(build)
+    monkeypatch.setattr(submit, "workspace_client", lambda *workspace: client)
+    args = _args(["submit", "--job", str(out), "--poll-interval", "0", *flags])
+    return args.func(args)
+
+
+def test_submit_waits_for_a_final_training_and_checks_its_results(tmp_path, monkeypatch, capsys):
+    files = {"metrics": {"train_result.json": json.dumps({"metric": "f1_micro", "best_metric": 0.7}),
+                         "test_metrics.json": json.dumps({"f1_micro": 0.66})}}
+    client = FakeMLClient(["Running", "Completed"], files=files)
+    assert _submit(tmp_path, monkeypatch, client, "final", "--wait") == 0
+    assert client.jobs.submitted[0].command.startswith(TRAIN)
+    assert capsys.readouterr().out.splitlines()[-2:] == [
+        "fake-job-1: Completed", "  validation f1_micro 0.7, test f1_micro 0.66"]
+
+
+def test_submit_waits_for_a_sweep_and_checks_its_best_trial(tmp_path, monkeypatch, capsys):
+    client = FakeMLClient(["Completed"], children=("Completed", "Completed"),
+                          properties={"best_child_run_id": "fake-job-1_1", "score": 0.8})
+    assert _submit(tmp_path, monkeypatch, client, "sweep", "--wait") == 0
+    assert capsys.readouterr().out.splitlines()[-1] == \
+        "  best trial fake-job-1_1: val_f1_micro 0.8 (trials: 2 Completed)"
+
+
+def test_submit_without_wait_returns_once_submitted(tmp_path, monkeypatch, capsys):
+    client = FakeMLClient(["Running"])
+    assert _submit(tmp_path, monkeypatch, client, "pipeline") == 0
+    assert client.jobs.gets == 0 and capsys.readouterr().out.splitlines()[-1] == "submitted fake-job-1: NotStarted"
+
+
+def test_submit_needs_a_workspace(monkeypatch):
+    for name in ("AZURE_SUBSCRIPTION_ID", "AZURE_RESOURCE_GROUP", "AZUREML_WORKSPACE_NAME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AZURE_RESOURCE_GROUP", "rg")
+    with pytest.raises(ConfigError, match=r"no AzureML workspace: set AZURE_SUBSCRIPTION_ID \(--subscription-id\), "
+                                          r"AZUREML_WORKSPACE_NAME \(--workspace\)"):
+        submit.workspace_client()
