@@ -10,7 +10,8 @@ import pytest
 from resume_ner.cli.main import build_parser, main
 
 COMMANDS = [["final-train"], ["lineage", "show"], ["hpo", "run"], ["hpo", "worker"], ["hpo", "best"], ["hpo", "report"], ["data", "validate"], ["data", "stats"], ["data", "split"], ["data", "convert"], ["data", "synth"],
-            ["train"], ["evaluate"], ["predict"], ["pipeline", "run"], ["pipeline", "compile"]]
+            ["train"], ["evaluate"], ["predict"], ["pipeline", "run"], ["pipeline", "compile"], ["register"],
+            ["k8s", "pytorchjob", "render"], ["azureml", "build"]]
 
 
 def test_top_level_help_does_not_import_heavy_libraries():

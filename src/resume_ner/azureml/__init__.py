@@ -1,8 +1,9 @@
 """AzureML (SDK v2) jobs of the training workflow, from the project image and its training entrypoint.
 
 ``jobs`` (the final training command job), ``sweep`` (the HPO sweep of one backbone, and its dry run),
-``pipeline`` (load data -> sweep -> select best -> final training), ``select`` (the select-best step), ``submit``
-(submit, wait, validate). ``azure.ai.ml`` is imported only when a job is built or submitted.
+``pipeline`` (load data -> sweep -> select best -> final training -> register with lineage), ``select`` (the
+select-best step), ``submit`` (submit, wait, validate). ``azure.ai.ml`` is imported only when a job is built or
+submitted.
 """
 
 from resume_ner.azureml.jobs import create_final_training_job

@@ -61,13 +61,15 @@ def _yaml_value(value: Any) -> str:
 
 
 def settings_overrides(
-    config: ResumeNerConfig, *, experiment_name: str, exclude: Sequence[str] = ()
+    config: ResumeNerConfig, *, experiment_name: str, exclude: Sequence[str] = (),
+    sections: Sequence[str] = OVERRIDE_SECTIONS,
 ) -> list[str]:
-    """``a.b=value`` for each data/model/training/tracking setting of ``config`` that differs from its default
-    (not ``exclude`` nor the local-only settings), then ``tracking.experiment_name=<experiment_name>``."""
+    """``a.b=value`` for each setting of ``sections`` (default data, model, training, tracking) of ``config`` that
+    differs from its default (not ``exclude`` nor the local-only settings), then
+    ``tracking.experiment_name=<experiment_name>``."""
     values, defaults = config.to_dict(), ResumeNerConfig().to_dict()
     items = []
-    for section in OVERRIDE_SECTIONS:
+    for section in sections:
         for key, value in values[section].items():
             path = f"{section}.{key}"
             skipped = path in LOCAL_SETTINGS or path in exclude or path == "tracking.experiment_name"
@@ -81,16 +83,13 @@ def training_command(
     *,
     searched: Mapping[str, str] | None = None,
     pinned: Sequence[str] = (),
-    config_dir: str | None = None,
     entrypoint: str = ENTRYPOINT,
 ) -> str:
     """The shell command of a training job: the entrypoint on the ``data`` input into the ``model`` output with
     ``--set`` ``overrides``, ``--set path=${{inputs.<name>}}`` for each ``searched`` path -> input name, then
     the ``pinned`` overrides (they win), and rank 0's copy of the JSON results to the ``metrics`` output."""
-    parts = ["python", "-m", entrypoint]
-    if config_dir:
-        parts += ["--config-dir", config_dir]
-    parts += ["--data-asset", "${{inputs.%s}}" % DATA_INPUT, "--output-dir", "${{outputs.%s}}" % MODEL_OUTPUT]
+    parts = ["python", "-m", entrypoint, "--data-asset", "${{inputs.%s}}" % DATA_INPUT,
+             "--output-dir", "${{outputs.%s}}" % MODEL_OUTPUT]
     for item in overrides:
         parts += ["--set", shlex.quote(item)]
     for path, name in (searched or {}).items():

@@ -2,19 +2,23 @@
 
 Every step runs the project image's command line (``python -m resume_ner.cli.main``, i.e. ``resume-ner``, or the
 training entrypoint; from ``script_path`` when given) with the pipeline's settings as ``--set`` overrides
-(``azureml.jobs.settings_overrides``):
+(``azureml.jobs.settings_overrides`` of the data, model, training, tracking and final sections):
 
 1. ``load_data``: ``resume-ner data split DATA --out SPLITS``: read, validate and split the data asset.
 2. ``hpo``: the sweep of ``azureml.sweep`` over the splits; AzureML picks the best trial by the sweep's
    objective, and a sweep node's outputs are the best trial's (its training output directory in ``model``).
 3. ``select_best``: ``resume-ner azureml select-best``: the best trial's searched settings merged into the base
-   config (``azureml.select``), written as a config directory.
-4. ``final_train``: the training entrypoint with that ``--config-dir`` on the splits, on ``instance_count``
-   nodes of ``process_count_per_instance`` processes; its ``model`` and ``metrics`` are the pipeline's outputs.
+   config (``azureml.select``), written as a config directory with ``best_trial.json``, the best trial as a
+   ``BestTrial`` dict that names the trial's and the sweep's MLflow runs (and ``hpo.direction``, the sweep's goal).
+4. ``final_train``: ``resume-ner final-train --config-dir FINAL_CONFIG --best-json FINAL_CONFIG/best_trial.json
+   --no-register`` on the splits, on ``instance_count`` nodes of ``process_count_per_instance`` processes: the
+   final run gets the lineage tags and the test documents' fingerprint; ``model`` is its output directory and
+   ``metrics`` receives its JSON results.
+5. ``register_lineage``: ``resume-ner register MODEL --lineage-out LINEAGE/lineage.json``: the final run's
+   checkpoint becomes a new version of ``tracking.registered_model_name`` (champion by the rules of
+   ``tracking.lineage.register_model``, or always with ``final.promote``) and its lineage is written.
 
-The Kubeflow pipeline's fifth step, ``register_lineage``, has no AzureML step: registration needs the final
-run's lineage tags (study, best trial run, sweep parent run) that an AzureML sweep does not write, and no
-command registers an already trained run. Register the final model from its ``model`` output.
+The pipeline's outputs are the final ``model``, its ``metrics``, the ``final_config`` and the ``lineage``.
 """
 
 from __future__ import annotations
@@ -25,26 +29,31 @@ from pathlib import Path
 from typing import Any
 
 from resume_ner.azureml.jobs import (
+    COPY_METRICS,
     DATA_INPUT,
     METRICS_OUTPUT,
     MODEL_OUTPUT,
+    OVERRIDE_SECTIONS,
     code_path,
     command_node,
     data_input,
     job_environment,
     job_tags,
     settings_overrides,
-    training_command,
 )
+from resume_ner.azureml.select import BEST_TRIAL_FILE
 from resume_ner.azureml.sweep import project_config, sweep_limits, sweep_trial
 from resume_ner.config import HpoConfig, ResumeNerConfig
 from resume_ner.hpo.search_space import apply_params
+from resume_ner.workflows.final import LINEAGE_FILE
 
 PIPELINE_NAME = "resume-ner-training"
 CLI = "python -m resume_ner.cli.main"  # `resume-ner`, importable from an uploaded code directory too
 SPLITS_OUTPUT = "splits"
 BEST_TRIAL_INPUT = "best_trial"
 FINAL_CONFIG = "final_config"
+LINEAGE_OUTPUT = "lineage"
+PIPELINE_SECTIONS = (*OVERRIDE_SECTIONS, "final")  # final.train_on and final.promote reach the last two steps
 
 
 def _flags(flag: str, values: list[str]) -> str:
@@ -66,15 +75,15 @@ def create_training_pipeline_job(
     trial_timeout: int | None = None,
     script_path: str | Path | None = None,
 ) -> Any:
-    """The AzureML ``PipelineJob`` load_data -> hpo -> select_best -> final_train (see the module docstring) of
-    ``backbone`` (default ``model.backbone``); every step runs on ``compute_cluster``."""
+    """The AzureML ``PipelineJob`` load_data -> hpo -> select_best -> final_train -> register_lineage (see the
+    module docstring) of ``backbone`` (default ``model.backbone``); every step runs on ``compute_cluster``."""
     from azure.ai.ml import Input, Output, dsl
     from azure.ai.ml import command as aml_command
 
     config = project_config(config)
     backbone = backbone or config.model.backbone
     base = apply_params(config, {"model.backbone": backbone})
-    overrides = settings_overrides(base, experiment_name=aml_experiment_name)
+    overrides = settings_overrides(base, experiment_name=aml_experiment_name, sections=PIPELINE_SECTIONS)
     trial = sweep_trial(base, backbone, aml_experiment_name=aml_experiment_name)
     env, code = job_environment(environment), code_path(script_path)
 
@@ -101,15 +110,19 @@ def create_training_pipeline_job(
     select_step = aml_command(
         display_name="select_best",
         command=f"{CLI} azureml select-best --trial-dir ${{{{inputs.{BEST_TRIAL_INPUT}}}}} "
-        f"--out ${{{{outputs.{FINAL_CONFIG}}}}} {_flags('--param', list(trial.paths))} {_flags('--set', overrides)}",
+        f"--out ${{{{outputs.{FINAL_CONFIG}}}}} {_flags('--param', list(trial.paths))} "
+        + _flags("--set", [*overrides, f"hpo.direction={base.hpo.direction}"]),  # the best trial's direction
         inputs={BEST_TRIAL_INPUT: Input(type="uri_folder")},
         outputs={FINAL_CONFIG: Output(type="uri_folder")},
         code=code,
         environment=env,
         is_deterministic=False,
     )
+    final_config = f"${{{{inputs.{FINAL_CONFIG}}}}}"
     final_step = command_node(
-        command=training_command([], config_dir=f"${{{{inputs.{FINAL_CONFIG}}}}}"),
+        command=f"{CLI} final-train --config-dir {final_config} --best-json {final_config}/{BEST_TRIAL_FILE} "
+        f"--data ${{{{inputs.{DATA_INPUT}}}}} --output-dir ${{{{outputs.{MODEL_OUTPUT}}}}} --no-register && "
+        + COPY_METRICS,
         inputs={DATA_INPUT: Input(type="uri_folder"), FINAL_CONFIG: Input(type="uri_folder")},
         environment=environment,
         compute_cluster=None,
@@ -119,10 +132,20 @@ def create_training_pipeline_job(
         display_name="final_train",
         is_deterministic=False,
     )
+    register_step = aml_command(
+        display_name="register_lineage",
+        command=f"{CLI} register ${{{{inputs.{MODEL_OUTPUT}}}}} --lineage-out ${{{{outputs.{LINEAGE_OUTPUT}}}}}/"
+        f"{LINEAGE_FILE} {_flags('--set', overrides)}",
+        inputs={MODEL_OUTPUT: Input(type="uri_folder")},
+        outputs={LINEAGE_OUTPUT: Output(type="uri_folder")},
+        code=code,
+        environment=env,
+        is_deterministic=False,
+    )
     limits = sweep_limits(base, max_concurrent_trials=max_concurrent_trials, trial_timeout=trial_timeout)
 
     @dsl.pipeline(name=PIPELINE_NAME, description="resume-ner: load data, sweep, select the best trial, final "
-                  "training", default_compute=compute_cluster)
+                  "training, register with lineage", default_compute=compute_cluster)
     def resume_ner_training(data):  # type: ignore[no-untyped-def]  # dsl reads annotations as input types
         load_data = load_data_step(data=data)
         hpo = trial_step(data=load_data.outputs[SPLITS_OUTPUT], **trial.search_space).sweep(**trial.settings)
@@ -130,8 +153,10 @@ def create_training_pipeline_job(
         select_best = select_step(best_trial=hpo.outputs[MODEL_OUTPUT])
         final_train = final_step(data=load_data.outputs[SPLITS_OUTPUT],
                                  final_config=select_best.outputs[FINAL_CONFIG])
+        register_lineage = register_step(model=final_train.outputs[MODEL_OUTPUT])
         return {MODEL_OUTPUT: final_train.outputs[MODEL_OUTPUT], METRICS_OUTPUT: final_train.outputs[METRICS_OUTPUT],
-                FINAL_CONFIG: select_best.outputs[FINAL_CONFIG]}
+                FINAL_CONFIG: select_best.outputs[FINAL_CONFIG],
+                LINEAGE_OUTPUT: register_lineage.outputs[LINEAGE_OUTPUT]}
 
     job = resume_ner_training(data=data_input(data_asset))
     job.experiment_name = aml_experiment_name

@@ -128,11 +128,13 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_select_best(args: argparse.Namespace) -> int:
-    """The pipeline's select_best step: the best trial's searched settings in the base config, as --config-dir."""
+    """The pipeline's select_best step: the best trial's searched settings in the base config, as --config-dir,
+    and the best trial (its MLflow run and its sweep's) as best_trial.json for final-train --best-json."""
     from resume_ner.azureml.select import select_best_trial_config
 
     best = select_best_trial_config(args.trial_dir, args.params, load_config_from_args(args), args.out)
-    print(f"best trial {best['trial_dir']}: {', '.join(f'{k}={v}' for k, v in best['params'].items())} -> {args.out}")
+    print(f"best trial #{best['number']} of sweep {best['study_name']} (run {best['mlflow_run_id']}): "
+          f"{', '.join(f'{k}={v}' for k, v in best['params'].items())} -> {args.out}")
     return 0
 
 

@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         lineage_commands,
         model_commands,
         pipeline_commands,
+        register_command,
     )
 
     parser = argparse.ArgumentParser(
@@ -48,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     model_commands.register(subparsers, parents)
     hpo_commands.register(subparsers, parents)
     lineage_commands.register(subparsers, parents)
+    register_command.register(subparsers, parents)
     pipeline_commands.register(subparsers, parents)
     k8s_commands.register(subparsers, parents)
     azureml_commands.register(subparsers, parents)

@@ -322,16 +322,18 @@ def final_pytorchjob(
 
 
 def register_step(
-    config: ResumeNerConfig, *, run_id: str, lineage_path: str | Path, promote: bool | None = None
+    config: ResumeNerConfig, *, run_id: str, lineage_path: str | Path, promote: bool | None = None,
+    tracking_uri: str | None = None,
 ) -> tuple[Any, Any]:
     """Register the checkpoint of the final training run ``run_id`` as a new version of
-    ``tracking.registered_model_name`` and write its lineage JSON; returns (``RegisteredVersion``, ``Lineage``)."""
+    ``tracking.registered_model_name`` and write its lineage JSON; returns (``RegisteredVersion``, ``Lineage``).
+    The store is ``tracking_uri``, else ``$MLFLOW_TRACKING_URI``, else ``tracking.tracking_uri``."""
     from resume_ner.tracking.mlflow import TrackingRun, resolve_tracking_uri
     from resume_ner.workflows.final import register_final_model
 
     if not run_id:
         raise ConfigError("register: the final training step has no MLflow run (was tracking off?)")
-    run = TrackingRun.attach(run_id, resolve_tracking_uri(None, config.tracking))
+    run = TrackingRun.attach(run_id, resolve_tracking_uri(tracking_uri, config.tracking))
     registered, lineage, _ = register_final_model(
         run, name=config.tracking.registered_model_name,
         promote=config.final.promote if promote is None else promote, lineage_path=lineage_path,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shlex
 from pathlib import Path
 
@@ -54,10 +55,26 @@ def _set_overrides(command: str) -> list[str]:
     return [words[i + 1] for i, word in enumerate(words) if word == "--set"]
 
 
+STEPS = ["load_data", "hpo", "select_best", "final_train", "register_lineage"]
+# The steps whose outputs each step reads: they run in STEPS order.
+UPSTREAM = {"load_data": set(), "hpo": {"load_data"}, "select_best": {"hpo"},
+            "final_train": {"load_data", "select_best"}, "register_lineage": {"final_train"}}
+CLI = "python -m resume_ner.cli.main"
+
+
+def _upstream(pipeline: dict) -> dict[str, set[str]]:
+    """Step -> the steps whose outputs its inputs bind (``${{parent.jobs.<step>.outputs.<name>}}``)."""
+    return {name: {re.fullmatch(r"\$\{\{parent\.jobs\.(\w+)\.outputs\.\w+\}\}", value["path"]).group(1)
+                   for value in step.get("inputs", {}).values() if "parent.jobs." in str(value.get("path"))}
+            for name, step in pipeline["jobs"].items()}
+
+
 @pytest.mark.parametrize("kind", azureml_commands.KINDS)
 def test_every_kind_is_read_back_by_load_job_into_an_equal_job(tmp_path, kind):
     built, loaded = _build(tmp_path, kind, "--instance-count", "2", "--process-count", "4", "--tag", "team=nlp")
     assert loaded == built
+    if kind == "pipeline":
+        assert list(built["jobs"]) == STEPS and _upstream(built) == _upstream(loaded) == UPSTREAM
     assert built["experiment_name"] == "resumes-exp"
     assert built["tags"]["team"] == "nlp" and built["tags"]["resume_ner.kind"] == {"sweep": "hpo"}.get(kind, kind)
 
@@ -117,25 +134,39 @@ def test_dry_run_is_two_trials_of_one_epoch(tmp_path):
 
 
 def test_pipeline_chains_the_steps_through_their_outputs(tmp_path):
-    job, _ = _build(tmp_path, "pipeline", "--instance-count", "2")
+    job, _ = _build(tmp_path, "pipeline", "--instance-count", "2", "--set", "final.promote=true",
+                    "--set", "hpo.direction=minimize")
     steps = job["jobs"]
-    assert set(steps) == {"load_data", "hpo", "select_best", "final_train"}
+    assert list(steps) == STEPS
     assert steps["load_data"]["component"]["command"].startswith(
-        "python -m resume_ner.cli.main data split ${{inputs.data}} --out ${{outputs.splits}} --set")
+        f"{CLI} data split ${{{{inputs.data}}}} --out ${{{{outputs.splits}}}} --set")
     assert steps["hpo"]["type"] == "sweep" and steps["hpo"]["objective"]["primary_metric"] == "val_f1_micro"
     assert steps["hpo"]["inputs"]["data"]["path"] == "${{parent.jobs.load_data.outputs.splits}}"
     select = steps["select_best"]
     assert select["inputs"]["best_trial"]["path"] == "${{parent.jobs.hpo.outputs.model}}"
-    assert select["component"]["command"].startswith("python -m resume_ner.cli.main azureml select-best ")
+    assert select["component"]["command"].startswith(f"{CLI} azureml select-best ")
     assert "--param training.learning_rate --param training.batch_size" in select["component"]["command"]
+    assert load(None, _set_overrides(select["component"]["command"])).hpo.direction == "minimize"  # the sweep's goal
     final = steps["final_train"]
     assert final["inputs"]["final_config"]["path"] == "${{parent.jobs.select_best.outputs.final_config}}"
     assert final["inputs"]["data"]["path"] == "${{parent.jobs.load_data.outputs.splits}}"
-    assert final["component"]["command"].startswith(f"{TRAIN} --config-dir ${{{{inputs.final_config}}}} ")
+    assert final["component"]["command"] == (
+        f"{CLI} final-train --config-dir ${{{{inputs.final_config}}}} --best-json "
+        "${{inputs.final_config}}/best_trial.json --data ${{inputs.data}} --output-dir ${{outputs.model}} "
+        '--no-register && { [ "${RANK:-0}" != 0 ] || cp ${{outputs.model}}/*.json ${{outputs.metrics}}/; }')
+    assert set(final["component"]["outputs"]) == {"model", "metrics"}
     assert final["resources"] == {"instance_count": 2}
+    register = steps["register_lineage"]
+    assert register["inputs"]["model"]["path"] == "${{parent.jobs.final_train.outputs.model}}"
+    command = register["component"]["command"]
+    assert command.startswith(f"{CLI} register ${{{{inputs.model}}}} --lineage-out "
+                              "${{outputs.lineage}}/lineage.json --set ")
+    assert load(None, _set_overrides(command)).final.promote is True  # the pipeline's final section reaches it
+    assert register["component"]["outputs"] == {"lineage": {"type": "uri_folder"}}
+    assert job["outputs"] == {name: {"type": "uri_folder"} for name in ("model", "metrics", "final_config", "lineage")}
     assert job["settings"]["default_compute"] == "azureml:gpu-cluster"
     assert {s: steps[s]["component"]["is_deterministic"] for s in steps if s != "hpo"} == {
-        "load_data": True, "select_best": False, "final_train": False}
+        "load_data": True, "select_best": False, "final_train": False, "register_lineage": False}
 
 
 def test_local_code_is_uploaded_from_its_absolute_path_and_local_data_must_be_registered(tmp_path, monkeypatch):
@@ -145,7 +176,7 @@ def test_local_code_is_uploaded_from_its_absolute_path_and_local_data_must_be_re
     assert job["code"] == loaded["code"] == str(tmp_path / "src")
     pipeline, _ = _build(tmp_path, "pipeline", "--code", "src")
     assert {name: (step.get("component") or step["trial"])["code"] for name, step in pipeline["jobs"].items()} \
-        == dict.fromkeys(("load_data", "hpo", "select_best", "final_train"), str(tmp_path / "src"))
+        == dict.fromkeys(STEPS, str(tmp_path / "src"))
     (tmp_path / "data").mkdir()
     with pytest.raises(ConfigError, match=r"--data-asset data: a job YAML cannot carry a local folder .*az ml data "
                                           r"create --name resumes --version 1 --type uri_folder --path data"):
