@@ -17,7 +17,10 @@ DEFAULT_PACKAGE = Path("pipelines") / "resume_ner_training.yaml"
 SHOWN_ENTITIES = 15
 
 # Budget of the embedded default (packaged MiniLM, 2 CPU cores, under 10 minutes); --set overrides win.
+# Trials of 2 short epochs only learn with the upper half of the default learning-rate range.
 DEMO_SETTINGS = [
+    "hpo.search_space={training.learning_rate: {type: log_uniform, min: 2.0e-4, max: 6.0e-4}, "
+    "training.warmup_ratio: {type: uniform, min: 0.0, max: 0.2}, model.dropout: {type: uniform, min: 0.0, max: 0.2}}",
     "hpo.n_trials=4",
     "hpo.train_fraction=0.4",
     "hpo.max_epochs=2",
