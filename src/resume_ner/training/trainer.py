@@ -34,7 +34,7 @@ from typing import Any
 
 from resume_ner.config import ResumeNerConfig, config_from_dict, save as save_config
 from resume_ner.data.document import Document
-from resume_ner.data.labels import LabelScheme, scheme_for
+from resume_ner.data.labels import scheme_for
 from resume_ner.errors import CheckpointError, ConfigError
 from resume_ner.io import recover_dir, write_json_atomic
 from resume_ner.training.callbacks import EarlyStopping, TrainerCallback, TrainerState
