@@ -70,10 +70,9 @@ def pipeline_config(
     }
     given = [f"{key}={json.dumps(value)}" for key, value in named.items() if value]
     config = load(os.environ.get(CONFIG_DIR_ENV) or None, [*overrides, *given])
-    if study_name or not pipeline_run_id:
-        return config
-    return load(os.environ.get(CONFIG_DIR_ENV) or None,
-                [*overrides, *given, f"hpo.study_name={json.dumps(f'{config.hpo.study_name}-{pipeline_run_id}')}"])
+    if pipeline_run_id and not study_name:
+        config.hpo.study_name = f"{config.hpo.study_name}-{pipeline_run_id}"  # validated on assignment
+    return config
 
 
 def local_path(uri: str) -> Path:
@@ -272,14 +271,16 @@ def final_train_step(
     output = work / "output"
     if replicas > 1:
         from resume_ner.k8s.pytorchjob import current_namespace, submit_pytorchjob_and_wait
+        from resume_ner.training.trainer import RESULT_FILE
+        from resume_ner.workflows.training import TEST_METRICS_FILE
 
         namespace = current_namespace()
         job = final_pytorchjob(config, best_path=best_path, data_dir=data_dir, work=work, namespace=namespace,
                                replicas=replicas, gpu_count=gpu_count, pipeline_run_id=pipeline_run_id)
         submit_pytorchjob_and_wait(job, namespace=namespace)
-        result = json.loads((output / "train_result.json").read_text(encoding="utf-8"))
+        result = json.loads((output / RESULT_FILE).read_text(encoding="utf-8"))
         run_id, model_dir = result.get("run_id"), Path(result["model_dir"])
-        test_metrics = json.loads((output / "test_metrics.json").read_text(encoding="utf-8"))
+        test_metrics = json.loads((output / TEST_METRICS_FILE).read_text(encoding="utf-8"))
     else:
         best = json.loads(Path(best_path).read_text(encoding="utf-8"))
         outcome = run_final_training_workflow(config, output, data_path=data_dir, best=best, register=False,
