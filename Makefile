@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: run test test-fast install lock clean config-docs compile image image-cuda
+.PHONY: run test test-fast install lock lock-azureml clean config-docs compile image image-cuda image-azureml image-cuda-azureml
 
 install: $(STAMP)
 
@@ -40,6 +40,17 @@ lock:
 	{ echo "# Pinned install set (one pip call). Regenerate: make lock"; \
 	  /tmp/resume-ner-lock/bin/pip freeze | sed 's/+cpu$$//'; } > requirements.lock
 
+# Re-resolve the AzureML variant's pinned set: requirements.lock with the MLflow pair of requirements-azureml.in.
+lock-azureml:
+	rm -rf /tmp/resume-ner-lock-azureml && $(PYTHON) -m venv /tmp/resume-ner-lock-azureml
+	/tmp/resume-ner-lock-azureml/bin/pip install --quiet torch==2.13.0
+	grep -v -E '^(mlflow|mlflow-skinny|mlflow-tracing)==' requirements.lock > /tmp/resume-ner-lock-azureml/base.txt
+	/tmp/resume-ner-lock-azureml/bin/pip install --quiet -r /tmp/resume-ner-lock-azureml/base.txt
+	/tmp/resume-ner-lock-azureml/bin/pip install --quiet -r requirements-azureml.in
+	/tmp/resume-ner-lock-azureml/bin/pip check
+	{ echo "# AzureML image variant's pinned set (requirements.lock + requirements-azureml.in). Regenerate: make lock-azureml"; \
+	  /tmp/resume-ner-lock-azureml/bin/pip freeze | sed 's/+cpu$$//'; } > requirements-azureml.lock
+
 # Regenerate config/*.yaml and docs/configuration.md from the config models (a test checks for drift).
 config-docs: $(STAMP)
 	$(PY) -m resume_ner.config_docs .
@@ -56,6 +67,13 @@ image: $(STAMP)
 
 image-cuda: $(STAMP)
 	docker build -f images/Dockerfile.cuda -t $(IMAGE)-cuda .
+
+# The AzureML variants: MLflow that reads azureml:// tracking URIs (requirements-azureml.lock).
+image-azureml: $(STAMP)
+	docker build -f images/Dockerfile --build-arg REQUIREMENTS=requirements-azureml.lock -t $(IMAGE)-azureml .
+
+image-cuda-azureml: $(STAMP)
+	docker build -f images/Dockerfile.cuda --build-arg REQUIREMENTS=requirements-azureml.lock -t $(IMAGE)-cuda-azureml .
 
 clean:
 	rm -rf runs mlruns .pytest_cache

@@ -15,8 +15,10 @@ Every job runs the project image's entrypoint (the one a PyTorchJob runs)::
   and tracking sections that differs from its default into a ``--set`` override (the image must hold the
   package version that built the job, so its defaults are the same ones); ``data.path``,
   ``tracking.tracking_uri`` and ``tracking.parent_run_id`` name local things and are never sent.
-* Tracking: AzureML sets ``MLFLOW_TRACKING_URI`` in the job and it wins over ``tracking.tracking_uri``, so no
-  ``--tracking-uri`` is passed; ``tracking.experiment_name`` is set to the job's experiment.
+* Tracking: AzureML sets ``MLFLOW_TRACKING_URI`` (``azureml://...``) in the job and it wins over
+  ``tracking.tracking_uri``, so no ``--tracking-uri`` is passed; ``tracking.experiment_name`` is set to the job's
+  experiment. MLflow reads that URI only with ``azureml-mlflow``, which the AzureML image variant holds
+  (``make image-azureml``: ``requirements-azureml.lock``); ``default_environment`` names it.
 * Processes: with more than one (``instance_count * process_count_per_instance``), AzureML's
   ``PyTorchDistribution`` starts them and sets ``RANK``/``WORLD_SIZE``/``MASTER_ADDR``..., which the trainer
   reads (no torchrun); only rank 0 copies the metrics.
@@ -114,6 +116,17 @@ def asset_path(value: str | Path, what: str) -> str:
         raise ConfigError(f"{what} {text!r}: no such local path; pass azureml:NAME:VERSION, an azureml://, "
                           "https:// or abfss:// URI, or an existing local folder (uploaded on submission)")
     return str(path.resolve())
+
+
+AZUREML_IMAGE_SUFFIX = "-azureml"
+
+
+def default_environment(config: ResumeNerConfig) -> str:
+    """The AzureML image variant (``make image-azureml``): the project image (``$RESUME_NER_IMAGE``, else
+    ``pipeline.image``) tagged with ``-azureml``."""
+    from resume_ner.kfp.pipelines import resolve_image
+
+    return resolve_image(config) + AZUREML_IMAGE_SUFFIX
 
 
 def job_environment(environment: str) -> Any:

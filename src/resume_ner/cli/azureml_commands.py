@@ -43,7 +43,7 @@ def _final_config(args: argparse.Namespace, config: Any) -> Any:
 
 def build_job(args: argparse.Namespace) -> Any:
     """The AzureML job of ``--kind`` from the config and the flags."""
-    from resume_ner.azureml.jobs import is_remote_asset
+    from resume_ner.azureml.jobs import default_environment, is_remote_asset
 
     config = load_config_from_args(args)
     if args.best_json and args.kind != "final":
@@ -52,12 +52,7 @@ def build_job(args: argparse.Namespace) -> Any:
         raise ConfigError(f"--data-asset {args.data_asset}: a job YAML cannot carry a local folder (azure-ai-ml writes "
                           "it as an asset name); register it first, e.g. `az ml data create --name resumes --version 1 "
                           f"--type uri_folder --path {args.data_asset}`, and pass azureml:resumes:1 (or pass a URI)")
-    environment = args.environment
-    if environment is None:
-        from resume_ner.kfp.pipelines import resolve_image
-
-        environment = resolve_image(config)
-    common = {"data_asset": args.data_asset, "environment": environment, "compute_cluster": args.compute,
+    common = {"data_asset": args.data_asset, "environment": args.environment or default_environment(config), "compute_cluster": args.compute,
               "aml_experiment_name": args.experiment or config.tracking.experiment_name, "tags": _tags(args.tags),
               "script_path": args.code}
     trials = {"max_concurrent_trials": args.max_concurrent_trials, "trial_timeout": args.trial_timeout}
@@ -150,8 +145,8 @@ def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     build.add_argument("--data-asset", required=True,
                        help="the data folder: azureml:NAME:VERSION, or an azureml://, https:// or abfss:// URI")
     build.add_argument("--compute", required=True, help="AzureML compute cluster of the job")
-    build.add_argument("--environment", help="azureml:NAME:VERSION, or a Docker image (default: $RESUME_NER_IMAGE, "
-                                             "else pipeline.image)")
+    build.add_argument("--environment", help="azureml:NAME:VERSION, or a Docker image (default: the AzureML image "
+                                             "variant, $RESUME_NER_IMAGE or pipeline.image + '-azureml')")
     build.add_argument("--experiment", help="AzureML experiment (default: tracking.experiment_name)")
     build.add_argument("--backbone", help="backbone of the job (default: model.backbone)")
     build.add_argument("--best-json", metavar="FILE", help="final: the best trial (BestTrial JSON) or its params")

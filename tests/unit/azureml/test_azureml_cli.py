@@ -186,13 +186,13 @@ def test_local_code_is_uploaded_from_its_absolute_path_and_local_data_must_be_re
         _build(tmp_path, "final", "--code", "src/x")
 
 
-def test_environment_defaults_to_the_project_image(tmp_path, monkeypatch):
+def test_environment_defaults_to_the_azureml_variant_of_the_project_image(tmp_path, monkeypatch):
     monkeypatch.setenv("RESUME_NER_IMAGE", "myacr.azurecr.io/resume-ner:1.2.3")
     out = tmp_path / "final.yaml"
     args = _args(["build", "--kind", "final", "--out", str(out), "--data-asset", "azureml:resumes:1",
                   "--compute", "gpu"])
     args.func(args)
-    assert load_job(out).environment.image == "myacr.azurecr.io/resume-ner:1.2.3"
+    assert load_job(out).environment.image == "myacr.azurecr.io/resume-ner:1.2.3-azureml"
 
 
 def test_best_json_is_only_for_the_final_training(tmp_path):

@@ -539,6 +539,18 @@ def test_dockerfile_installs_torch_first_then_the_lock_in_one_pip_call(dockerfil
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_dockerfile_lock_is_a_build_arg_for_the_azureml_variant(dockerfile: Path):
+    instructions = _instructions(dockerfile)
+    args = dict(a.split("=", 1) for n, a in instructions if n == "ARG" and "=" in a)
+    assert args["REQUIREMENTS"] == "requirements.lock"
+    copies = [a.split() for n, a in instructions if n == "COPY" and a.split()[-1] == "/tmp/requirements.lock"]
+    assert copies == [["${REQUIREMENTS}", "/tmp/requirements.lock"]]
+    makefile = (REPO / "Makefile").read_text(encoding="utf-8")
+    assert f"-f images/{dockerfile.name} --build-arg REQUIREMENTS=requirements-azureml.lock" in makefile
+    assert (REPO / "requirements-azureml.lock").is_file()
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
 def test_dockerfile_entrypoint_environment_and_sources(dockerfile: Path):
     instructions = _instructions(dockerfile)
     final = _final_stage(instructions)
