@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: run test test-fast install lock lock-azureml clean config-docs compile image image-cuda image-azureml image-cuda-azureml
+.PHONY: run test test-fast bench bench-quick install lock lock-azureml clean config-docs compile image image-cuda image-azureml image-cuda-azureml
 
 install: $(STAMP)
 
@@ -31,6 +31,13 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# Benchmarks on ../shared/data/resume-cvs (or $$RESUME_NER_BENCH_DATA): results in bench/results, docs/benchmarks.md.
+bench: $(STAMP)
+	$(PY) bench/run.py
+
+bench-quick: $(STAMP)
+	$(PY) bench/run.py --quick
 
 # Re-resolve the pinned set (needs the same index as the install).
 lock:

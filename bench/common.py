@@ -1,0 +1,180 @@
+"""What every benchmark shares: the corpus splits, span scoring, machine facts, measured subprocesses, results.
+
+Every system is trained and scored on the same files: ``write_splits`` writes the project's split of the
+corpus (``train.jsonl`` minus the resume that is also in ``test.jsonl``, a seeded validation split of the
+rest, and ``test.jsonl``; labels canonical, span edges trimmed by validation) as Doccano JSONL, and every
+system's test predictions are scored by ``score_predictions`` with the project's exact character-span match.
+
+Predictions files (every system writes the same form): JSON lines, one per test document in test order,
+``{"id": DOC_ID, "entities": [[start, end, LABEL], ...]}``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+ROOT = BENCH_DIR.parent
+RESULTS_DIR = BENCH_DIR / "results"
+DATA_ENV = "RESUME_NER_BENCH_DATA"
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "resume-cvs"
+SPLIT_FILES = ("train", "validation", "test")
+
+
+def data_dir() -> Path:
+    """The benchmark corpus: ``$RESUME_NER_BENCH_DATA``, else ``../shared/data/resume-cvs``."""
+    path = Path(os.environ.get(DATA_ENV) or DEFAULT_DATA)
+    if not (path / "train.jsonl").is_file() or not (path / "test.jsonl").is_file():
+        sys.exit(f"bench: {path} has no train.jsonl and test.jsonl; set {DATA_ENV} to the resume-cvs folder")
+    return path
+
+
+def write_splits(source: Path, out_dir: Path, train_limit: int | None = None,
+                 validation_limit: int | None = None) -> dict[str, int]:
+    """Write the project's split of ``source`` to ``out_dir/{train,validation,test}.jsonl``; document counts.
+
+    ``train_limit`` / ``validation_limit`` keep the first N documents of those splits (small budgets); the
+    test split stays whole.
+    """
+    from resume_ner.config import ResumeNerConfig
+    from resume_ner.data.dataset import load_dataset
+
+    dataset = load_dataset(source, ResumeNerConfig().data)
+    splits = {"train": dataset.train[:train_limit] if train_limit else dataset.train,
+              "validation": dataset.validation[:validation_limit] if validation_limit else dataset.validation,
+              "test": dataset.test}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, documents in splits.items():
+        with open(out_dir / f"{name}.jsonl", "w", encoding="utf-8") as handle:
+            for document in documents:
+                handle.write(json.dumps(document.to_doccano(), ensure_ascii=False) + "\n")
+    return {name: len(documents) for name, documents in splits.items()}
+
+
+def read_split(split_dir: Path, name: str) -> list[Any]:
+    """The documents of one written split."""
+    from resume_ner.config import ResumeNerConfig
+    from resume_ner.data.dataset import load_documents
+
+    return load_documents(split_dir / f"{name}.jsonl", ResumeNerConfig().data)
+
+
+def write_predictions(path: Path, ids: list[str], entities: list[list[tuple[int, int, str]]]) -> None:
+    """Write one predictions line per document (see the module docstring)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as handle:
+        for doc_id, doc_entities in zip(ids, entities, strict=True):
+            handle.write(json.dumps({"id": doc_id, "entities": [list(e) for e in doc_entities]}) + "\n")
+
+
+def _trimmed(text: str, start: int, end: int) -> tuple[int, int]:
+    """``start, end`` with whitespace at both edges removed (validation trims it off the gold spans)."""
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    return start, end
+
+
+def score_predictions(gold: list[Any], predictions: Path) -> dict[str, Any]:
+    """Exact character-span scores (``span_metrics``) of a predictions file against the gold documents.
+
+    Whitespace at the edges of every predicted span is trimmed first, for every system alike (validation trims
+    it off the gold spans; a spaCy entity can end in a whitespace token).
+    """
+    from resume_ner.data.document import Span
+    from resume_ner.training.metrics import span_metrics
+
+    lines = [json.loads(line) for line in predictions.read_text(encoding="utf-8").splitlines() if line.strip()]
+    by_id = {line["id"]: line["entities"] for line in lines}
+    missing = [doc.id for doc in gold if doc.id not in by_id]
+    if missing:
+        raise ValueError(f"{predictions}: no prediction for {len(missing)} test document(s), e.g. {missing[:3]}")
+    pred = [[Span(*_trimmed(doc.text, int(s), int(e)), str(label)) for s, e, label in by_id[doc.id]] for doc in gold]
+    return span_metrics([doc.spans for doc in gold], pred)
+
+
+def machine_info() -> dict[str, Any]:
+    """The facts a reader needs to compare figures: cores, CPU model, torch threads, library versions."""
+    import torch
+    import transformers
+
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"nproc": os.cpu_count(), "cpu_model": cpu, "torch_threads": torch.get_num_threads(),
+            "python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "platform": platform.platform()}
+
+
+@dataclass
+class Measured:
+    """A finished subprocess: exit status, wall seconds, peak resident memory (MiB) of it and its children."""
+
+    returncode: int
+    wall_s: float
+    peak_rss_mb: float
+
+
+def run_measured(cmd: list[str], log: Path, env: dict[str, str] | None = None, check: bool = True) -> Measured:
+    """Run ``cmd`` with output to ``log``; its wall time and peak RSS (``wait4``: the process's own rusage).
+
+    The peak covers the process itself, not its descendants (every benchmarked system trains or predicts in
+    the process it was started as). ``check``: exit with the log's tail when it fails.
+    """
+    log.parent.mkdir(parents=True, exist_ok=True)
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+                **(env or {})}
+    started = time.perf_counter()
+    with open(log, "w", encoding="utf-8") as handle:
+        handle.write("$ " + shlex.join(cmd) + "\n")
+        handle.flush()
+        process = subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT, env=full_env, cwd=ROOT)
+        _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    measured = Measured(process.returncode, time.perf_counter() - started, usage.ru_maxrss / 1024)
+    if check and measured.returncode != 0:
+        tail = "".join(log.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)[-30:])
+        sys.exit(f"bench: {shlex.join(cmd)} failed ({measured.returncode}); log {log}:\n{tail}")
+    return measured
+
+
+def python_cmd(*args: str) -> list[str]:
+    """``python`` of this environment with ``args``."""
+    return [sys.executable, *args]
+
+
+def write_result(name: str, payload: dict[str, Any], quick: bool, results_dir: Path = RESULTS_DIR) -> Path:
+    """Write ``results_dir/<name>[-quick].json``: the payload with the machine, the command and the time."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    path = results_dir / f"{name}{'-quick' if quick else ''}.json"
+    record = {"benchmark": name, "quick": quick,
+              "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "command": os.environ.get("RESUME_NER_BENCH_COMMAND") or shlex.join(sys.argv),
+              "machine": machine_info(), **payload}
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def median(values: list[float]) -> float:
+    """The median of a non-empty list."""
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2

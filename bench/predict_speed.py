@@ -1,0 +1,129 @@
+"""Prediction speed: resumes per second of ``resume-ner``'s ``Predictor`` against ``pipeline(...)``, same model.
+
+One model serves both: a checkpoint trained by the project (``--model``, else a short training made here),
+which the ``pipeline("token-classification", aggregation_strategy="simple", stride=...)`` baseline loads as
+the Hugging Face model it is. Each system runs in its own process over the test resumes (``--repeat 1``) and
+over them ten times (``--repeat 10``, a steadier figure); loading is timed apart from predicting, the median
+of ``--runs`` processes is reported with each process's peak resident memory, and runs are interleaved.
+
+    python bench/predict_speed.py [--quick] [--model DIR] [--runs N]
+    python bench/predict_speed.py worker --model DIR --docs FILE --repeat R --timing FILE.json   # one project run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402
+
+SYSTEMS = ("resume-ner", "hf-pipeline")
+
+
+def worker(args: argparse.Namespace) -> int:
+    """Load the model with ``Predictor``, predict the documents ``--repeat`` times; timing JSON."""
+    import torch
+
+    from resume_ner.inference import Predictor
+
+    torch.set_num_threads(args.threads)
+    texts = [json.loads(line)["text"] for line in args.docs.read_text(encoding="utf-8").splitlines() if line.strip()]
+    started = time.perf_counter()
+    predictor = Predictor(args.model, device="cpu")
+    loaded = time.perf_counter()
+    for _ in range(args.repeat):
+        predictor.predict(texts)
+    done = time.perf_counter()
+    timing = {"docs": len(texts), "repeat": args.repeat, "load_s": loaded - started, "predict_s": done - loaded,
+              "resumes_per_s": len(texts) * args.repeat / (done - loaded)}
+    args.timing.write_text(json.dumps(timing) + "\n", encoding="utf-8")
+    return 0
+
+
+def _model(args: argparse.Namespace, work: Path, splits: Path) -> Path:
+    """``--model``, else a one-epoch project training on a few resumes (speed does not depend on quality)."""
+    if args.model:
+        return args.model.resolve()
+    out = work / "model-run"
+    if not (out / "model" / "config.json").is_file():
+        common.run_measured([*common.python_cmd("-m", "resume_ner.cli.main", "train"), "--data", str(splits),
+                             "--output-dir", str(out), "--overwrite", "--no-tracking", "-q",
+                             "--set", "training.epochs=1", "--set", f"training.num_threads={args.threads}"],
+                            work / "model-train.log")
+    return out / "model"
+
+
+def _run(system: str, model: Path, docs: Path, repeat: int, work: Path, tag: str, threads: int) -> dict[str, Any]:
+    timing = work / f"{system}-{tag}.json"
+    if system == "resume-ner":
+        cmd = common.python_cmd("bench/predict_speed.py", "worker", "--model", str(model), "--docs", str(docs),
+                                "--repeat", str(repeat), "--timing", str(timing), "--threads", str(threads))
+    else:
+        cmd = common.python_cmd("bench/hf_baseline.py", "predict", "--model", str(model), "--docs", str(docs),
+                                "--out", str(work / f"{system}-{tag}-predictions.jsonl"), "--repeat", str(repeat),
+                                "--timing", str(timing), "--threads", str(threads))
+    measured = common.run_measured(cmd, work / f"{system}-{tag}.log")
+    return {**json.loads(timing.read_text(encoding="utf-8")), "peak_rss_mb": measured.peak_rss_mb}
+
+
+def benchmark(args: argparse.Namespace) -> int:
+    """Both systems over the test set once and ten times; write ``bench/results/predict_speed[-quick].json``."""
+    work = args.work.resolve() / ("quick" if args.quick else "full")
+    splits = work / "splits"
+    common.write_splits(common.data_dir(), splits, 16 if args.quick and not args.model else None)
+    model = _model(args, work, splits)
+    docs = splits / "test.jsonl"
+    sets = []
+    for name, repeat in (("test set", 1), (f"test set x{args.big_repeat}", args.big_repeat)):
+        runs: dict[str, list[dict[str, Any]]] = {system: [] for system in SYSTEMS}
+        for index in range(args.runs):
+            for system in SYSTEMS if index % 2 == 0 else SYSTEMS[::-1]:
+                run = _run(system, model, docs, repeat, work, f"r{repeat}-{index}", args.threads)
+                print(f"predict_speed: {name}: {system} #{index}: {run['resumes_per_s']:.2f} resumes/s, "
+                      f"peak {run['peak_rss_mb']:.0f} MiB", flush=True)
+                runs[system].append(run)
+        results = {system: {"median_resumes_per_s": common.median([r["resumes_per_s"] for r in system_runs]),
+                            "runs_resumes_per_s": [r["resumes_per_s"] for r in system_runs],
+                            "load_s": common.median([r["load_s"] for r in system_runs]),
+                            "peak_rss_mb": max(r["peak_rss_mb"] for r in system_runs)}
+                   for system, system_runs in runs.items()}
+        ratio = results["resume-ner"]["median_resumes_per_s"] / results["hf-pipeline"]["median_resumes_per_s"]
+        sets.append({"name": name, "docs": runs["resume-ner"][0]["docs"], "repeat": repeat, "results": results,
+                     "ratio": ratio})
+    settings = {"model": str(model), "threads": args.threads, "runs": args.runs}
+    path = common.write_result("predict_speed", {"settings": settings, "sets": sets}, args.quick)
+    print(f"predict_speed: ratios {', '.join(f'{s['ratio']:.2f}x' for s in sets)}; wrote {path}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``worker`` (one project run) or the benchmark."""
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--model", type=Path, help="checkpoint directory (default: a short training made here)")
+    if argv[:1] == ["worker"]:
+        parser.add_argument("command")
+        parser.add_argument("--docs", type=Path, required=True)
+        parser.add_argument("--repeat", type=int, default=1)
+        parser.add_argument("--timing", type=Path, required=True)
+        return worker(parser.parse_args(argv))
+    parser.add_argument("--quick", action="store_true", help="small budgets, same code paths")
+    parser.add_argument("--runs", type=int, help="processes per system and set (default 3, quick 1)")
+    parser.add_argument("--big-repeat", type=int, help="passes of the larger set (default 10, quick 2)")
+    parser.add_argument("--work", type=Path, default=Path("runs/bench/predict_speed"), help="scratch directory")
+    args = parser.parse_args(argv)
+    args.runs = args.runs or (1 if args.quick else 3)
+    args.big_repeat = args.big_repeat or (2 if args.quick else 10)
+    return benchmark(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

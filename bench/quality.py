@@ -1,0 +1,155 @@
+"""Quality on the full test resumes: this project against the run_ner.py way (``Trainer``) and a spaCy pipeline.
+
+Every system trains on the same split files (``common.write_splits``) and is scored by the same exact
+character-span match over every entity of every test resume (``common.score_predictions``):
+
+* ``resume-ner``: ``resume-ner train`` with the shipped config (windowed training over whole documents),
+  ``resume-ner predict`` over the test resumes (windowed prediction);
+* ``resume-ner-best-sweep``: the same, with the best trial's parameters of a sweep (``--best-json``);
+* ``hf-trainer``: ``bench/hf_baseline.py`` with the same backbone, learning rate, epochs, batch size, warmup,
+  weight decay, seed and threads, each resume truncated to ``model.max_length`` for training;
+* ``spacy``: ``bench/spacy_baseline.py`` (``spacy init config --pipeline ner --optimize efficiency``,
+  ``spacy train`` with its defaults).
+
+    python bench/quality.py [--quick] [--systems resume-ner,hf-trainer,spacy] [--best-json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402
+
+SYSTEMS = ("resume-ner", "hf-trainer", "spacy")
+LABELS = {"resume-ner": "resume-ner (default config)", "resume-ner-best-sweep": "resume-ner (best sweep config)",
+          "hf-trainer": "Trainer, run_ner.py way (truncated to max_length)", "spacy": "spaCy 3.8 NER (CNN, efficiency)"}
+# Quick runs: fewer training resumes, one epoch, a few hundred spaCy steps (same code paths).
+QUICK = {"train_limit": 40, "epochs": 1, "spacy_max_steps": 300}
+
+
+def _resume_ner(name: str, splits: Path, work: Path, sets: list[str], threads: int) -> dict[str, Any]:
+    """Train and predict with the project's CLI; the system's record."""
+    out = work / name
+    train_cmd = [*common.python_cmd("-m", "resume_ner.cli.main", "train"), "--data", str(splits), "--output-dir",
+                 str(out), "--overwrite", "--no-tracking", "-q", "--set", f"training.num_threads={threads}"]
+    for setting in sets:
+        train_cmd += ["--set", setting]
+    trained = common.run_measured(train_cmd, work / f"{name}-train.log")
+    raw = work / f"{name}-predictions-raw.jsonl"
+    predict_cmd = [*common.python_cmd("-m", "resume_ner.cli.main", "predict"), "--model", str(out / "model"),
+                   "--output", str(raw), "-q", str(splits / "test.jsonl")]
+    common.run_measured(predict_cmd, work / f"{name}-predict.log", env={"OMP_NUM_THREADS": str(threads)})
+    test_docs = common.read_split(splits, "test")
+    lines = [json.loads(line) for line in raw.read_text(encoding="utf-8").splitlines() if line.strip()]
+    predictions = work / f"{name}-predictions.jsonl"
+    common.write_predictions(predictions, [d.id for d in test_docs],
+                             [[(e["start"], e["end"], e["label"]) for e in line["entities"]] for line in lines])
+    result = json.loads((out / "train_result.json").read_text(encoding="utf-8"))
+    curve = [{"epoch": h["epoch"], "val_f1": h["f1_micro"]} for h in result["history"] if "f1_micro" in h]
+    return {"command": " ".join(train_cmd[1:]), "train_wall_s": trained.wall_s, "peak_rss_mb": trained.peak_rss_mb,
+            "test": common.score_predictions(test_docs, predictions), "learning_curve": curve}
+
+
+def _hf_trainer(splits: Path, work: Path, settings: dict[str, Any], threads: int) -> dict[str, Any]:
+    """The run_ner.py-way baseline with the project's hyperparameters; the system's record."""
+    out = work / "hf-trainer"
+    train_cmd = common.python_cmd(
+        "bench/hf_baseline.py", "train", "--splits", str(splits), "--backbone", settings["backbone_path"],
+        "--out", str(out), "--epochs", str(settings["epochs"]), "--learning-rate", str(settings["learning_rate"]),
+        "--batch-size", str(settings["batch_size"]), "--warmup-ratio", str(settings["warmup_ratio"]),
+        "--weight-decay", str(settings["weight_decay"]), "--max-length", str(settings["max_length"]),
+        "--seed", str(settings["seed"]), "--threads", str(threads))
+    trained = common.run_measured(train_cmd, work / "hf-trainer-train.log")
+    predictions = work / "hf-trainer-predictions.jsonl"
+    common.run_measured(common.python_cmd(
+        "bench/hf_baseline.py", "predict", "--model", str(out / "model"), "--docs", str(splits / "test.jsonl"),
+        "--out", str(predictions), "--stride", str(settings["stride"]), "--max-length", str(settings["max_length"]),
+        "--threads", str(threads)), work / "hf-trainer-predict.log")
+    result = json.loads((out / "train_result.json").read_text(encoding="utf-8"))
+    return {"command": " ".join(train_cmd[1:]), "train_wall_s": trained.wall_s, "peak_rss_mb": trained.peak_rss_mb,
+            "test": common.score_predictions(common.read_split(splits, "test"), predictions),
+            "learning_curve": [{"epoch": h["epoch"], "val_f1": h["val_f1_micro"]} for h in result["history"]]}
+
+
+def _spacy(splits: Path, work: Path, threads: int, max_steps: int | None) -> dict[str, Any]:
+    """The spaCy baseline with spaCy's default training settings (fewer steps when quick)."""
+    out = work / "spacy"
+    train_cmd = common.python_cmd("bench/spacy_baseline.py", "train", "--splits", str(splits), "--out", str(out),
+                                  "--threads", str(threads))
+    if max_steps:
+        train_cmd += ["--max-steps", str(max_steps), "--eval-frequency", str(max(max_steps // 5, 20))]
+    trained = common.run_measured(train_cmd, work / "spacy-train.log")
+    predictions = work / "spacy-predictions.jsonl"
+    common.run_measured(common.python_cmd("bench/spacy_baseline.py", "predict", "--model", str(out / "model-best"),
+                                          "--docs", str(splits / "test.jsonl"), "--out", str(predictions)),
+                        work / "spacy-predict.log")
+    result = json.loads((out / "train_result.json").read_text(encoding="utf-8"))
+    return {"command": " ".join(train_cmd[1:]), "train_wall_s": trained.wall_s, "peak_rss_mb": trained.peak_rss_mb,
+            "test": common.score_predictions(common.read_split(splits, "test"), predictions),
+            "learning_curve": [{"epoch": h["epoch"], "val_f1": h["val_f1"]} for h in result["history"]],
+            "dropped_spans": result.get("dropped_spans")}
+
+
+def best_sweep_settings(best_json: Path) -> list[str]:
+    """``KEY=VALUE`` overrides of a ``BestTrial`` JSON's parameters (``resume-ner hpo best --json``)."""
+    best = json.loads(best_json.read_text(encoding="utf-8"))
+    return [f"{key}={value}" for key, value in sorted(best["params"].items())]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the quality benchmark and write ``bench/results/quality[-quick].json``."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small budgets, same code paths")
+    parser.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated subset of " + ", ".join(SYSTEMS))
+    parser.add_argument("--best-json", type=Path, help="also train resume-ner with this BestTrial's parameters")
+    parser.add_argument("--work", type=Path, default=Path("runs/bench/quality"), help="scratch directory")
+    args = parser.parse_args(argv)
+
+    from resume_ner.config import ResumeNerConfig
+    from resume_ner.training.model import resolve_backbone
+
+    config, threads = ResumeNerConfig(), os.cpu_count() or 1
+    work = args.work.resolve() / ("quick" if args.quick else "full")
+    splits = work / "splits"
+    counts = common.write_splits(common.data_dir(), splits, QUICK["train_limit"] if args.quick else None)
+    epochs = QUICK["epochs"] if args.quick else config.training.epochs
+    settings = {"backbone": config.model.backbone, "backbone_path": resolve_backbone(config.model.backbone),
+                "epochs": epochs, "learning_rate": config.training.learning_rate,
+                "batch_size": config.training.batch_size, "warmup_ratio": config.training.warmup_ratio,
+                "weight_decay": config.training.weight_decay, "seed": config.training.random_seed,
+                "max_length": config.model.max_length, "stride": config.model.stride, "threads": threads,
+                "train_docs": counts["train"], "validation_docs": counts["validation"], "test_docs": counts["test"]}
+    epoch_sets = [f"training.epochs={epochs}"]
+    systems: list[dict[str, Any]] = []
+    for name in [s.strip() for s in args.systems.split(",") if s.strip()]:
+        print(f"quality: {name} ...", flush=True)
+        if name == "resume-ner":
+            record = _resume_ner(name, splits, work, epoch_sets, threads)
+        elif name == "hf-trainer":
+            record = _hf_trainer(splits, work, settings, threads)
+        elif name == "spacy":
+            record = _spacy(splits, work, threads, QUICK["spacy_max_steps"] if args.quick else None)
+        else:
+            parser.error(f"unknown system {name!r}; choose from {', '.join(SYSTEMS)}")
+        systems.append({"name": name, "label": LABELS[name], **record})
+        print(f"quality: {name}: span micro-F1 {record['test']['span_f1_micro']:.3f}", flush=True)
+    if args.best_json:
+        sets = [*best_sweep_settings(args.best_json), *epoch_sets]
+        record = _resume_ner("resume-ner-best-sweep", splits, work, sets, threads)
+        systems.append({"name": "resume-ner-best-sweep", "label": LABELS["resume-ner-best-sweep"],
+                        "params": sets, **record})
+    settings.pop("backbone_path")
+    path = common.write_result("quality", {"settings": settings, "systems": systems}, args.quick)
+    print(f"quality: wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

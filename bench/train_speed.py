@@ -1,0 +1,121 @@
+"""Training speed: tokens per second of this project's trainer against ``Trainer`` on the same windows.
+
+Both systems train one epoch over exactly the windows the project builds from the first ``--docs`` training
+resumes (``build_windows``: ``model.max_length`` tokens, ``model.stride`` overlap), with the same batch size,
+learning-rate settings, seed and torch threads, each in its own process; runs are interleaved (the order
+alternates every repeat) and the median of ``--repeats`` is reported, with each process's peak resident
+memory. Tokens are the non-padding tokens of the windows. The project's figure is its ``TrainResult``'s
+``tokens_per_second``: the whole epoch including saving the model and the resumable training state at its
+end (no validation split is given); the ``Trainer`` baseline saves nothing.
+
+    python bench/train_speed.py [--quick] [--docs N] [--repeats R] [--batch-size B]
+    python bench/train_speed.py worker --splits DIR --docs N --batch-size B --out FILE.json   # one project run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402
+
+SYSTEMS = ("resume-ner", "hf-trainer")
+
+
+def worker(args: argparse.Namespace) -> int:
+    """One project training epoch over the first ``--docs`` training resumes; its figures as JSON."""
+    from resume_ner.config import ResumeNerConfig
+    from resume_ner.hpo.search_space import apply_params
+    from resume_ner.training.trainer import train_model
+
+    settings = {"training.epochs": 1, "training.batch_size": args.batch_size, "training.num_threads": args.threads,
+                "model.max_length": args.max_length, "model.stride": args.stride, "tracking.enabled": False}
+    config = apply_params(ResumeNerConfig(), settings)
+    documents = common.read_split(args.splits, "train")[: args.docs]
+    with tempfile.TemporaryDirectory(prefix="resume-ner-speed-") as out:
+        result = train_model(config, documents, [], out, quiet=True)
+    record = {"system": "resume-ner", "tokens": round(result.tokens_per_second * result.train_seconds),
+              "train_wall_s": result.train_seconds, "tokens_per_s": result.tokens_per_second,
+              "batch_size": args.batch_size, "max_length": args.max_length, "threads": args.threads}
+    args.out.write_text(json.dumps(record) + "\n", encoding="utf-8")
+    return 0
+
+
+def _run(system: str, splits: Path, work: Path, repeat: int, args: argparse.Namespace, backbone: str) -> dict[str, Any]:
+    out = work / f"{system}-{repeat}.json"
+    shared = ["--splits", str(splits), "--docs", str(args.docs), "--batch-size", str(args.batch_size),
+              "--max-length", str(args.max_length), "--stride", str(args.stride), "--threads", str(args.threads),
+              "--out", str(out)]
+    if system == "resume-ner":
+        cmd = common.python_cmd("bench/train_speed.py", "worker", *shared)
+    else:
+        cmd = common.python_cmd("bench/hf_baseline.py", "speed", "--backbone", backbone, "--epochs", "1", *shared)
+    measured = common.run_measured(cmd, work / f"{system}-{repeat}.log")
+    figures = json.loads(out.read_text(encoding="utf-8"))
+    return {"system": system, "repeat": repeat, "wall_s": figures["train_wall_s"],
+            "tokens_per_s": figures["tokens_per_s"], "tokens": figures["tokens"], "peak_rss_mb": measured.peak_rss_mb}
+
+
+def benchmark(args: argparse.Namespace) -> int:
+    """Interleaved runs of both systems; write ``bench/results/train_speed[-quick].json``."""
+    from resume_ner.config import ResumeNerConfig
+    from resume_ner.training.model import resolve_backbone
+
+    work = args.work.resolve() / ("quick" if args.quick else "full")
+    splits = work / "splits"
+    common.write_splits(common.data_dir(), splits)
+    backbone = resolve_backbone(ResumeNerConfig().model.backbone)
+    runs = []
+    for repeat in range(args.repeats):
+        order = SYSTEMS if repeat % 2 == 0 else SYSTEMS[::-1]
+        for system in order:
+            run = _run(system, splits, work, repeat, args, backbone)
+            print(f"train_speed: {system} #{repeat}: {run['tokens_per_s']:.0f} tok/s, "
+                  f"peak {run['peak_rss_mb']:.0f} MiB", flush=True)
+            runs.append(run)
+    summary = {system: {"median_tokens_per_s": common.median([r["tokens_per_s"] for r in runs if r["system"] == system]),
+                        "max_peak_rss_mb": max(r["peak_rss_mb"] for r in runs if r["system"] == system)}
+               for system in SYSTEMS}
+    tokens = {r["tokens"] for r in runs}
+    settings = {"docs": args.docs, "tokens": sorted(tokens), "batch_size": args.batch_size,
+                "max_length": args.max_length, "stride": args.stride, "threads": args.threads,
+                "repeats": args.repeats}
+    ratio = summary["resume-ner"]["median_tokens_per_s"] / summary["hf-trainer"]["median_tokens_per_s"]
+    path = common.write_result("train_speed", {"settings": settings, "runs": runs, "summary": summary,
+                                                "ratio": ratio}, args.quick)
+    print(f"train_speed: ratio {ratio:.2f}x; wrote {path}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``worker`` (one project run) or the benchmark."""
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--docs", type=int, help="training resumes (default 60, quick 8)")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--max-length", type=int, default=256)
+    parser.add_argument("--stride", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    if argv[:1] == ["worker"]:
+        parser.add_argument("command")
+        parser.add_argument("--splits", type=Path, required=True)
+        parser.add_argument("--out", type=Path, required=True)
+        args = parser.parse_args(argv)
+        return worker(args)
+    parser.add_argument("--quick", action="store_true", help="small budgets, same code paths")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each system (median reported)")
+    parser.add_argument("--work", type=Path, default=Path("runs/bench/train_speed"), help="scratch directory")
+    args = parser.parse_args(argv)
+    args.docs = args.docs or (8 if args.quick else 60)
+    return benchmark(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,253 @@
+"""``bench/report.py``: the benchmarks page and plots regenerated from result files, notes kept verbatim."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPORT_PY = Path(__file__).resolve().parents[3] / "bench" / "report.py"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PLOTS = ("quality_learning_curves.png", "quality_per_type.png", "hpo_history.png")
+NOTES = "<!-- notes:start -->\n## Speed work\n\n* kept `as is` | with *markup* and 1.23× figures\n<!-- notes:end -->"
+
+
+def _load_report() -> Any:
+    spec = importlib.util.spec_from_file_location("bench_report", REPORT_PY)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+report = _load_report()
+
+
+def _system(name: str, label: str, micro: float, curve: bool = True) -> dict[str, Any]:
+    per_type = {"NAME": {"precision": 0.9, "recall": 0.8, "f1": micro + 0.01, "support": 24, "predicted": 22,
+                         "correct": 19},
+                "SKILL": {"precision": 0.6, "recall": 0.5, "f1": micro - 0.02, "support": 311, "predicted": 280,
+                          "correct": 160}}
+    return {"name": name, "label": label, "command": f"python bench/train_{name}.py --epochs 5",
+            "train_wall_s": 600.0, "peak_rss_mb": 2048.0,
+            "test": {"span_f1_micro": micro, "span_f1_macro": micro - 0.1, "span_precision_micro": 0.711,
+                     "span_recall_micro": 0.622, "span_precision_macro": 0.6, "span_recall_macro": 0.5,
+                     "span_per_type": per_type},
+            "learning_curve": [{"epoch": 1, "val_f1": 0.4}, {"epoch": 2, "val_f1": micro}] if curve else []}
+
+
+def _payloads(train_ratio: float = 1.45) -> dict[str, dict[str, Any]]:
+    """One small but complete payload per benchmark."""
+    return {
+        "quality": {"settings": {"backbone": "packaged:all-MiniLM-L6-v2", "epochs": 5, "learning_rate": 5e-5,
+                                 "train_docs": 199, "validation_docs": 22, "test_docs": 24},
+                    "systems": [_system("resume-ner", "resume-ner", 0.812), _system("hf-trainer", "HF Trainer", 0.743),
+                                _system("spacy", "spaCy", 0.695, curve=False)]},
+        "train_speed": {"settings": {"docs": 199, "batch_size": 16, "max_length": 256, "repeats": 2},
+                        "runs": [{"system": "resume-ner", "repeat": 0, "wall_s": 61.5, "tokens_per_s": 3456.7,
+                                  "peak_rss_mb": 1987.0},
+                                 {"system": "hf-trainer", "repeat": 0, "wall_s": 88.2, "tokens_per_s": 2384.0,
+                                  "peak_rss_mb": 2650.0}],
+                        "summary": {"resume-ner": {"median_tokens_per_s": 3456.7, "max_peak_rss_mb": 1987.0},
+                                    "hf-trainer": {"median_tokens_per_s": 2384.0, "max_peak_rss_mb": 2650.0}},
+                        "ratio": train_ratio,
+                        "variants": [{"name": "bf16-autocast", "median_tokens_per_s": 3900.0, "ratio_to_default": 1.13,
+                                      "val_f1_delta": -0.004, "kept": False, "note": "F1 drop"}]},
+        "predict_speed": {"settings": {"threads": 16},
+                          "sets": [{"name": "test", "docs": 24, "repeat": 3, "ratio": 2.61,
+                                    "results": {"resume-ner": {"median_resumes_per_s": 31.3,
+                                                               "runs_resumes_per_s": [30.9, 31.3, 31.8],
+                                                               "load_s": 1.7, "peak_rss_mb": 911.0},
+                                                "hf-pipeline": {"median_resumes_per_s": 12.0,
+                                                                "runs_resumes_per_s": [11.8, 12.0, 12.2],
+                                                                "load_s": 2.4, "peak_rss_mb": 1210.0}}}]},
+        "hpo_pruning": {"settings": {"n_trials": 4, "seed": 0},
+                        "sweeps": {"median": {"command": "-m resume_ner.cli.main hpo run --set hpo.pruner=median",
+                                              "wall_s": 420.0, "n_complete": 2, "n_pruned": 2, "n_failed": 0,
+                                              "best_value": 0.781,
+                                              "history": [{"number": 0, "state": "COMPLETE", "value": 0.7,
+                                                           "duration_s": 100.0},
+                                                          {"number": 1, "state": "PRUNED", "value": None,
+                                                           "duration_s": 20.0},
+                                                          {"number": 2, "state": "COMPLETE", "value": 0.781,
+                                                           "duration_s": 100.0},
+                                                          {"number": 3, "state": "PRUNED", "value": None,
+                                                           "duration_s": 20.0},
+                                                          {"number": 4, "state": "FAIL", "value": None,
+                                                           "duration_s": 1.0}]},
+                                   "none": {"command": "-m resume_ner.cli.main hpo run --set hpo.pruner=none",
+                                            "wall_s": 780.0, "n_complete": 4, "n_pruned": 0, "n_failed": 0,
+                                            "best_value": 0.785,
+                                            "history": [{"number": i, "state": "COMPLETE", "value": 0.7 + i / 100,
+                                                         "duration_s": 195.0} for i in range(4)]}},
+                        "wall_reduction": 0.4615, "best_delta": -0.004},
+        "pipeline_overhead": {"settings": {"epochs": 1}, "pipeline_wall_s": 130.4, "direct_wall_s": 120.0,
+                              "ratio": 1.087},
+    }
+
+
+def _write_results(directory: Path, quick: bool = False, only: tuple[str, ...] | None = None,
+                   **overrides: Any) -> None:
+    """Write result files as ``common.write_result`` does (command ``bench/<name>.py[ --quick]``)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, payload in _payloads(**overrides).items():
+        if only is not None and name not in only:
+            continue
+        record = {"benchmark": name, "quick": quick, "finished": "2025-03-04T05:06:07+00:00",
+                  "command": f"python bench/{name}.py" + (" --quick" if quick else ""),
+                  "machine": {"nproc": 16, "cpu_model": "Test CPU 9000", "torch_threads": 8, "python": "3.11.9",
+                              "torch": "2.13.0", "transformers": "4.99.0", "platform": "Linux"},
+                  **payload}
+        suffix = "-quick" if quick else ""
+        (directory / f"{name}{suffix}.json").write_text(json.dumps(record), encoding="utf-8")
+
+
+def _run(tmp_path: Path, *extra: str) -> str:
+    out = tmp_path / "docs" / "benchmarks.md"
+    assert report.main(["--results", str(tmp_path / "results"), "--out", str(out),
+                        "--plots", str(tmp_path / "docs" / "benchmarks"), *extra]) == 0
+    return out.read_text(encoding="utf-8")
+
+
+def _section(page: str, title: str) -> str:
+    """The text of ``## title`` up to the next second-level heading."""
+    return page.split(f"## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_every_section_shows_command_machine_date_figures_and_targets(tmp_path: Path) -> None:
+    _write_results(tmp_path / "results")
+    page = _run(tmp_path)
+
+    assert page.startswith("# Benchmarks")
+    assert "../shared/data/resume-cvs" in page and "24 test resumes" in page
+    for name, title in (("quality", "Quality"), ("train_speed", "Training speed"),
+                        ("predict_speed", "Prediction speed"), ("hpo_pruning", "Hyperparameter search pruning"),
+                        ("pipeline_overhead", "Pipeline overhead")):
+        section = _section(page, title)
+        assert f"`python bench/{name}.py`" in section
+        assert "16 CPUs (Test CPU 9000), 8 torch threads" in section
+        assert "2025-03-04T05:06:07+00:00" in section
+        assert "not run yet" not in section
+    quality = _section(page, "Quality")
+    assert "| resume-ner | 0.711 | 0.622 | 0.812 | 0.712 | 10.0 min | 2,048 MiB |" in quality
+    assert "| SKILL | 311 | 0.792 | 0.723 | 0.675 |" in quality
+    assert "`python bench/train_spacy.py --epochs 5`" in quality
+    assert "resume-ner / hf-trainer micro-F1: 1.09× (+0.069)" in quality
+    assert "0.812 vs 0.743 (+0.069) — met" in quality
+    train = _section(page, "Training speed")
+    assert "3,456.7" in train and "1.45×" in train and "bf16-autocast" in train and "-0.004" in train
+    predict = _section(page, "Prediction speed")
+    assert "30.9, 31.3, 31.8" in predict and "2.61×" in predict and "911 MiB — met" in predict
+    hpo = _section(page, "Hyperparameter search pruning")
+    assert "| median pruner | 7.0 min | 2 | 2 | 0 | 0.781 |" in hpo and "`-m resume_ner.cli.main hpo run" in hpo
+    assert "46.2% — met" in hpo and "-0.004 — met" in hpo
+    assert "1.09× — met" in _section(page, "Pipeline overhead")
+    summary = _section(page, "Summary of targets")
+    assert summary.count("| met |") == 9 and "missed" not in summary and "not run yet" not in summary
+
+
+def test_a_missed_target_is_shown_as_missed(tmp_path: Path) -> None:
+    _write_results(tmp_path / "results", train_ratio=1.1)
+    page = _run(tmp_path)
+
+    train = _section(page, "Training speed")
+    assert "resume-ner / hf-trainer training throughput ≥ 1.30×: 1.10× — **missed**" in train
+    assert "| train_speed | resume-ner / hf-trainer training throughput ≥ 1.30× | 1.10× | **missed** |" in page
+
+
+@pytest.mark.parametrize(("delta", "met"), [(0.02, True), (-0.01, True), (-0.0101, False)])
+def test_best_value_may_drop_by_at_most_0_01(tmp_path: Path, delta: float, met: bool) -> None:
+    result = _payloads()["hpo_pruning"] | {"best_delta": delta}
+    plots = report.Plots(tmp_path, "plots")
+    _, targets = report.hpo_pruning(result, plots)
+    assert targets[1].met is met
+
+
+def test_a_missing_result_says_not_run_yet_and_shows_no_numbers(tmp_path: Path) -> None:
+    _write_results(tmp_path / "results", only=("quality",))
+    page = _run(tmp_path)
+
+    for title in ("Training speed", "Prediction speed", "Hyperparameter search pruning", "Pipeline overhead"):
+        section = _section(page, title)
+        assert "not run yet (`make bench`)" in section
+        assert not re.search(r"\d", section), section
+    summary = _section(page, "Summary of targets")
+    assert summary.count("| met |") == 2 and summary.count("| – | not run yet |") == 7
+    assert "0.812" in _section(page, "Quality")
+
+
+def test_no_results_at_all(tmp_path: Path) -> None:
+    page = _run(tmp_path)
+
+    assert page.count("not run yet (`make bench`)") == 5
+    assert not list((tmp_path / "docs" / "benchmarks").glob("*.png"))
+
+
+def test_notes_block_survives_regeneration_verbatim(tmp_path: Path) -> None:
+    _write_results(tmp_path / "results")
+    out = tmp_path / "docs" / "benchmarks.md"
+    out.parent.mkdir(parents=True)
+    out.write_text(f"# Old page\n\nold figures 0.5\n\n{NOTES}\n\ntrailing text\n", encoding="utf-8")
+
+    first = _run(tmp_path)
+    second = _run(tmp_path)
+
+    assert NOTES in first and first == second
+    assert "old figures" not in first and "trailing text" not in first
+    assert first.index("## Notes and speed work") < first.index(NOTES)
+
+
+def test_notes_markers_are_written_when_the_page_has_none(tmp_path: Path) -> None:
+    page = _run(tmp_path)
+    assert page.endswith("## Notes and speed work\n\n<!-- notes:start -->\n<!-- notes:end -->\n")
+
+
+def test_a_page_with_one_notes_marker_is_not_overwritten(tmp_path: Path) -> None:
+    out = tmp_path / "docs" / "benchmarks.md"
+    out.parent.mkdir(parents=True)
+    out.write_text("<!-- notes:start -->\nhand-written\n", encoding="utf-8")
+    with pytest.raises(SystemExit):
+        _run(tmp_path)
+    assert out.read_text(encoding="utf-8") == "<!-- notes:start -->\nhand-written\n"
+
+
+def test_plots_are_png_files_linked_relative_to_the_page(tmp_path: Path) -> None:
+    _write_results(tmp_path / "results")
+    page = _run(tmp_path)
+
+    for name in PLOTS:
+        data = (tmp_path / "docs" / "benchmarks" / name).read_bytes()
+        assert data.startswith(PNG_SIGNATURE) and len(data) > 1000
+        assert f"(benchmarks/{name})" in page
+
+
+def test_plots_of_results_that_are_gone_are_removed(tmp_path: Path) -> None:
+    _write_results(tmp_path / "results")
+    _run(tmp_path)
+    (tmp_path / "results" / "hpo_pruning.json").unlink()
+    page = _run(tmp_path)
+
+    assert not (tmp_path / "docs" / "benchmarks" / "hpo_history.png").exists()
+    assert (tmp_path / "docs" / "benchmarks" / "quality_per_type.png").exists()
+    assert "hpo_history.png" not in page
+
+
+def test_quick_reads_the_quick_results(tmp_path: Path) -> None:
+    _write_results(tmp_path / "results", quick=True)
+    _write_results(tmp_path / "results", only=("quality",))
+
+    (tmp_path / "results" / "hpo_pruning-quick.json").unlink()
+    quick = _run(tmp_path, "--quick")
+    assert "`python bench/pipeline_overhead.py --quick`" in quick and "quick runs" in quick
+    assert "`python bench/quality.py`" not in quick and "`python bench/hpo_pruning.py --quick`" not in quick
+    assert "not run yet (`make bench-quick`)" in _section(quick, "Hyperparameter search pruning")
+
+    full = _run(tmp_path)
+    assert "`python bench/quality.py`" in full and "--quick" not in full
+    assert full.count("not run yet (`make bench`)") == 4
