@@ -99,7 +99,8 @@ def benchmark(args: argparse.Namespace) -> int:
                      "ratio": ratio})
     settings = {"model": str(model), "threads": args.threads, "runs": args.runs}
     path = common.write_result("predict_speed", {"settings": settings, "sets": sets}, args.quick)
-    print(f"predict_speed: ratios {', '.join(f'{s['ratio']:.2f}x' for s in sets)}; wrote {path}")
+    ratios = ", ".join(f"{s['ratio']:.2f}x" for s in sets)
+    print(f"predict_speed: ratios {ratios}; wrote {path}")
     return 0
 
 

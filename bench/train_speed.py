@@ -8,8 +8,12 @@ memory. Tokens are the non-padding tokens of the windows. The project's figure i
 ``tokens_per_second``: the whole epoch including saving the model and the resumable training state at its
 end (no validation split is given); the ``Trainer`` baseline saves nothing.
 
-    python bench/train_speed.py [--quick] [--docs N] [--repeats R] [--batch-size B]
+    python bench/train_speed.py [--quick] [--docs N] [--repeats R] [--batch-size B] [--variant NAME:KEY=VALUE,...]
     python bench/train_speed.py worker --splits DIR --docs N --batch-size B --out FILE.json   # one project run
+
+``--variant "bf16 autocast:training.bf16=true"`` also runs the project with those settings, interleaved with
+the others, and reports its median against the project's default settings (speed only: the F1 check of a
+variant is a quality run).
 """
 
 from __future__ import annotations
@@ -36,7 +40,8 @@ def worker(args: argparse.Namespace) -> int:
     from resume_ner.training.trainer import train_model
 
     settings = {"training.epochs": 1, "training.batch_size": args.batch_size, "training.num_threads": args.threads,
-                "model.max_length": args.max_length, "model.stride": args.stride, "tracking.enabled": False}
+                "model.max_length": args.max_length, "model.stride": args.stride, "tracking.enabled": False,
+                **dict(setting.split("=", 1) for setting in args.settings)}
     config = apply_params(ResumeNerConfig(), settings)
     documents = common.read_split(args.splits, "train")[: args.docs]
     with tempfile.TemporaryDirectory(prefix="resume-ner-speed-") as out:
@@ -48,16 +53,29 @@ def worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(system: str, splits: Path, work: Path, repeat: int, args: argparse.Namespace, backbone: str) -> dict[str, Any]:
-    out = work / f"{system}-{repeat}.json"
+def _variants(specs: list[str]) -> dict[str, list[str]]:
+    """``{name: [KEY=VALUE, ...]}`` of ``NAME:KEY=VALUE,KEY=VALUE`` specs."""
+    variants = {}
+    for spec in specs:
+        name, _, settings = spec.partition(":")
+        if not name or not settings or any("=" not in s for s in settings.split(",")):
+            sys.exit(f"train_speed: --variant {spec!r}: expected NAME:KEY=VALUE[,KEY=VALUE...]")
+        variants[name] = settings.split(",")
+    return variants
+
+
+def _run(system: str, splits: Path, work: Path, repeat: int, args: argparse.Namespace, backbone: str,
+         settings: list[str]) -> dict[str, Any]:
+    out = work / f"{system.replace(' ', '_')}-{repeat}.json"
     shared = ["--splits", str(splits), "--docs", str(args.docs), "--batch-size", str(args.batch_size),
               "--max-length", str(args.max_length), "--stride", str(args.stride), "--threads", str(args.threads),
               "--out", str(out)]
-    if system == "resume-ner":
-        cmd = common.python_cmd("bench/train_speed.py", "worker", *shared)
+    if system != "hf-trainer":
+        cmd = common.python_cmd("bench/train_speed.py", "worker", *shared,
+                                *[arg for setting in settings for arg in ("--set", setting)])
     else:
         cmd = common.python_cmd("bench/hf_baseline.py", "speed", "--backbone", backbone, "--epochs", "1", *shared)
-    measured = common.run_measured(cmd, work / f"{system}-{repeat}.log")
+    measured = common.run_measured(cmd, work / f"{system.replace(' ', '_')}-{repeat}.log")
     figures = json.loads(out.read_text(encoding="utf-8"))
     return {"system": system, "repeat": repeat, "wall_s": figures["train_wall_s"],
             "tokens_per_s": figures["tokens_per_s"], "tokens": figures["tokens"], "peak_rss_mb": measured.peak_rss_mb}
@@ -72,24 +90,29 @@ def benchmark(args: argparse.Namespace) -> int:
     splits = work / "splits"
     common.write_splits(common.data_dir(), splits)
     backbone = resolve_backbone(ResumeNerConfig().model.backbone)
+    variants = _variants(args.variant)
     runs = []
     for repeat in range(args.repeats):
-        order = SYSTEMS if repeat % 2 == 0 else SYSTEMS[::-1]
-        for system in order:
-            run = _run(system, splits, work, repeat, args, backbone)
+        order = [*SYSTEMS, *variants]
+        for system in order if repeat % 2 == 0 else order[::-1]:
+            run = _run(system, splits, work, repeat, args, backbone, variants.get(system, []))
             print(f"train_speed: {system} #{repeat}: {run['tokens_per_s']:.0f} tok/s, "
                   f"peak {run['peak_rss_mb']:.0f} MiB", flush=True)
             runs.append(run)
     summary = {system: {"median_tokens_per_s": common.median([r["tokens_per_s"] for r in runs if r["system"] == system]),
                         "max_peak_rss_mb": max(r["peak_rss_mb"] for r in runs if r["system"] == system)}
-               for system in SYSTEMS}
+               for system in [*SYSTEMS, *variants]}
     tokens = {r["tokens"] for r in runs}
     settings = {"docs": args.docs, "tokens": sorted(tokens), "batch_size": args.batch_size,
                 "max_length": args.max_length, "stride": args.stride, "threads": args.threads,
                 "repeats": args.repeats}
-    ratio = summary["resume-ner"]["median_tokens_per_s"] / summary["hf-trainer"]["median_tokens_per_s"]
+    default = summary["resume-ner"]["median_tokens_per_s"]
+    ratio = default / summary["hf-trainer"]["median_tokens_per_s"]
+    measured_variants = [{"name": name, "settings": sets, "median_tokens_per_s": summary[name]["median_tokens_per_s"],
+                          "ratio_to_default": summary[name]["median_tokens_per_s"] / default, "val_f1_delta": None,
+                          "kept": None, "note": "speed only"} for name, sets in variants.items()]
     path = common.write_result("train_speed", {"settings": settings, "runs": runs, "summary": summary,
-                                                "ratio": ratio}, args.quick)
+                                                "ratio": ratio, "variants": measured_variants}, args.quick)
     print(f"train_speed: ratio {ratio:.2f}x; wrote {path}")
     return 0
 
@@ -107,10 +130,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument("command")
         parser.add_argument("--splits", type=Path, required=True)
         parser.add_argument("--out", type=Path, required=True)
-        args = parser.parse_args(argv)
-        return worker(args)
+        parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE")
+        return worker(parser.parse_args(argv))
     parser.add_argument("--quick", action="store_true", help="small budgets, same code paths")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each system (median reported)")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=VALUE,...",
+                        help="also run the project with these settings (repeatable)")
     parser.add_argument("--work", type=Path, default=Path("runs/bench/train_speed"), help="scratch directory")
     args = parser.parse_args(argv)
     args.docs = args.docs or (8 if args.quick else 60)

@@ -108,10 +108,10 @@ class ModelConfig(_Section):
 class TrainingConfig(_Section):
     """The optimisation loop."""
 
-    learning_rate: float = Field(5e-5, gt=0, description="Peak AdamW learning rate.")
+    learning_rate: float = Field(3e-4, gt=0, description="Peak AdamW learning rate.")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (not on biases and LayerNorm).")
     warmup_ratio: float = Field(0.1, ge=0, le=1, description="Share of optimizer steps of linear warmup.")
-    epochs: int = Field(3, ge=1, description="Maximum number of epochs.")
+    epochs: int = Field(4, ge=1, description="Maximum number of epochs.")
     batch_size: int = Field(8, ge=1, description="Windows per device per forward pass.")
     eval_batch_size: int = Field(32, ge=1, description="Windows per forward pass during evaluation.")
     gradient_accumulation_steps: int = Field(1, ge=1, description="Forward passes per optimizer step.")
@@ -125,6 +125,8 @@ class TrainingConfig(_Section):
     keep_checkpoints: int = Field(2, ge=1, description="Periodic checkpoints kept on disk (best is kept apart).")
     num_threads: int = Field(0, ge=0, description="torch CPU threads (0: torch default).")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Training device.")
+    bf16: bool = Field(False, description="bf16 autocast of the training forward passes (weights and optimizer stay "
+                                          "fp32); for CPUs with AVX512-BF16 or AMX, and GPUs with bf16.")
     log_every_steps: int = Field(10, ge=1, description="Optimizer steps between progress/metric logs.")
 
 

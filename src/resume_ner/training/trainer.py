@@ -347,7 +347,8 @@ def train_model(
                 batch = {k: v.to(device) for k, v in batch.items()}
                 boundary = (micro + 1) % tcfg.gradient_accumulation_steps == 0 or micro + 1 == micro_per_epoch
                 with nullcontext() if boundary or not ddp.enabled else forward_model.no_sync():  # sync on steps only
-                    loss = forward_model(**batch).loss
+                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=tcfg.bf16):
+                        loss = forward_model(**batch).loss
                     (loss / tcfg.gradient_accumulation_steps).backward()
                 state.epoch_loss_sum += float(loss.detach())
                 state.step_in_epoch = micro + 1

@@ -149,3 +149,18 @@ def test_a_crash_between_the_renames_of_a_model_replace_is_recovered(tmp_path):
     (staging / "weights").write_text("v2")
     replace_dir_atomic(staging, target)
     assert (target / "weights").read_text() == "v2" and not old.exists() and not staging.exists()
+
+
+def test_bf16_autocast_trains_fp32_weights_that_differ_from_an_fp32_run(tiny_config, synth_documents, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    train, val = _split(synth_documents)
+    fp32 = train_model(tiny_config, train, val, tmp_path / "fp32")
+    bf16 = train_model({**tiny_config, "training": {**tiny_config["training"], "bf16": True}}, train, val,
+                       tmp_path / "bf16")
+    assert bf16.epochs_completed == 2 and all(h["train_loss"] == h["train_loss"] for h in bf16.history)  # not NaN
+    weights = load_file(Path(bf16.model_dir) / "model.safetensors")
+    assert {t.dtype for t in weights.values()} == {torch.float32}  # autocast leaves the weights in fp32
+    reference = load_file(Path(fp32.model_dir) / "model.safetensors")
+    assert any(not torch.equal(weights[k], reference[k]) for k in weights)  # the forward passes really ran in bf16
