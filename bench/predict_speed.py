@@ -5,6 +5,9 @@ which the ``pipeline("token-classification", aggregation_strategy="simple", stri
 the Hugging Face model it is. Each system runs in its own process over the test resumes (``--repeat 1``) and
 over them ten times (``--repeat 10``, a steadier figure); loading is timed apart from predicting, the median
 of ``--runs`` processes is reported with each process's peak resident memory, and runs are interleaved.
+``resume-ner`` runs with its default ``precision="auto"`` (bf16 autocast where the CPU has it natively);
+``resume-ner fp32`` is the same forced to fp32, reported as the "before" variant with its span F1 change.
+Every run's predictions are scored against the test resumes (``span_f1_micro``).
 
     python bench/predict_speed.py [--quick] [--model DIR] [--runs N]
     python bench/predict_speed.py worker --model DIR --docs FILE --repeat R --timing FILE.json   # one project run
@@ -24,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
 
-SYSTEMS = ("resume-ner", "hf-pipeline")
+SYSTEMS = ("resume-ner", "hf-pipeline", "resume-ner fp32")
+FP32 = "resume-ner fp32"
 
 
 def worker(args: argparse.Namespace) -> int:
@@ -34,15 +38,18 @@ def worker(args: argparse.Namespace) -> int:
     from resume_ner.inference import Predictor
 
     torch.set_num_threads(args.threads)
-    texts = [json.loads(line)["text"] for line in args.docs.read_text(encoding="utf-8").splitlines() if line.strip()]
+    records = [json.loads(line) for line in args.docs.read_text(encoding="utf-8").splitlines() if line.strip()]
+    texts = [record["text"] for record in records]
     started = time.perf_counter()
-    predictor = Predictor(args.model, device="cpu")
+    predictor = Predictor(args.model, device="cpu", precision=args.precision)
     loaded = time.perf_counter()
     for _ in range(args.repeat):
-        predictor.predict(texts)
+        entities = predictor.predict(texts)
     done = time.perf_counter()
+    common.write_predictions(args.out, [str(record["id"]) for record in records],
+                             [[(e.start, e.end, e.label) for e in doc] for doc in entities])
     timing = {"docs": len(texts), "repeat": args.repeat, "load_s": loaded - started, "predict_s": done - loaded,
-              "resumes_per_s": len(texts) * args.repeat / (done - loaded)}
+              "resumes_per_s": len(texts) * args.repeat / (done - loaded), "bf16": predictor.bf16}
     args.timing.write_text(json.dumps(timing) + "\n", encoding="utf-8")
     return 0
 
@@ -61,16 +68,19 @@ def _model(args: argparse.Namespace, work: Path, splits: Path) -> Path:
 
 
 def _run(system: str, model: Path, docs: Path, repeat: int, work: Path, tag: str, threads: int) -> dict[str, Any]:
-    timing = work / f"{system}-{tag}.json"
-    if system == "resume-ner":
-        cmd = common.python_cmd("bench/predict_speed.py", "worker", "--model", str(model), "--docs", str(docs),
-                                "--repeat", str(repeat), "--timing", str(timing), "--threads", str(threads))
+    name = f"{system.replace(' ', '-')}-{tag}"
+    timing, predictions = work / f"{name}.json", work / f"{name}-predictions.jsonl"
+    shared = ["--model", str(model), "--docs", str(docs), "--out", str(predictions), "--repeat", str(repeat),
+              "--timing", str(timing), "--threads", str(threads)]
+    if system == "hf-pipeline":
+        cmd = common.python_cmd("bench/hf_baseline.py", "predict", *shared)
     else:
-        cmd = common.python_cmd("bench/hf_baseline.py", "predict", "--model", str(model), "--docs", str(docs),
-                                "--out", str(work / f"{system}-{tag}-predictions.jsonl"), "--repeat", str(repeat),
-                                "--timing", str(timing), "--threads", str(threads))
-    measured = common.run_measured(cmd, work / f"{system}-{tag}.log")
-    return {**json.loads(timing.read_text(encoding="utf-8")), "peak_rss_mb": measured.peak_rss_mb}
+        cmd = common.python_cmd("bench/predict_speed.py", "worker", *shared,
+                                "--precision", "fp32" if system == FP32 else "auto")
+    measured = common.run_measured(cmd, work / f"{name}.log")
+    f1 = common.score_predictions(common.read_split(docs.parent, "test"), predictions)["span_f1_micro"]
+    return {**json.loads(timing.read_text(encoding="utf-8")), "peak_rss_mb": measured.peak_rss_mb,
+            "span_f1_micro": f1}
 
 
 def benchmark(args: argparse.Namespace) -> int:
@@ -92,13 +102,24 @@ def benchmark(args: argparse.Namespace) -> int:
         results = {system: {"median_resumes_per_s": common.median([r["resumes_per_s"] for r in system_runs]),
                             "runs_resumes_per_s": [r["resumes_per_s"] for r in system_runs],
                             "load_s": common.median([r["load_s"] for r in system_runs]),
-                            "peak_rss_mb": max(r["peak_rss_mb"] for r in system_runs)}
+                            "peak_rss_mb": max(r["peak_rss_mb"] for r in system_runs),
+                            "span_f1_micro": system_runs[0]["span_f1_micro"],
+                            "bf16": system_runs[0].get("bf16")}
                    for system, system_runs in runs.items()}
+        fp32 = results.pop(FP32)
         ratio = results["resume-ner"]["median_resumes_per_s"] / results["hf-pipeline"]["median_resumes_per_s"]
         sets.append({"name": name, "docs": runs["resume-ner"][0]["docs"], "repeat": repeat, "results": results,
-                     "ratio": ratio})
+                     "ratio": ratio, "fp32": fp32})
+    last = sets[-1]
+    variants = [{"name": "fp32 forward passes (before: precision=fp32)", "settings": ["--precision fp32"],
+                 "median_resumes_per_s": last["fp32"]["median_resumes_per_s"],
+                 "ratio_to_default": last["fp32"]["median_resumes_per_s"]
+                 / last["results"]["resume-ner"]["median_resumes_per_s"],
+                 "f1_delta": last["fp32"]["span_f1_micro"] - last["results"]["resume-ner"]["span_f1_micro"],
+                 "kept": False, "note": f"the default (auto) ran bf16: {last['results']['resume-ner']['bf16']}"}]
     settings = {"model": str(model), "threads": args.threads, "runs": args.runs}
-    path = common.write_result("predict_speed", {"settings": settings, "sets": sets}, args.quick)
+    path = common.write_result("predict_speed", {"settings": settings, "sets": sets, "variants": variants},
+                               args.quick)
     ratios = ", ".join(f"{s['ratio']:.2f}x" for s in sets)
     print(f"predict_speed: ratios {ratios}; wrote {path}")
     return 0
@@ -113,8 +134,10 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["worker"]:
         parser.add_argument("command")
         parser.add_argument("--docs", type=Path, required=True)
+        parser.add_argument("--out", type=Path, required=True, help="predictions JSONL")
         parser.add_argument("--repeat", type=int, default=1)
         parser.add_argument("--timing", type=Path, required=True)
+        parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
         return worker(parser.parse_args(argv))
     parser.add_argument("--quick", action="store_true", help="small budgets, same code paths")
     parser.add_argument("--runs", type=int, help="processes per system and set (default 3, quick 1)")

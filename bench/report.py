@@ -178,10 +178,10 @@ def variants_table(variants: list[dict[str, Any]], unit: str) -> list[str]:
     if not variants:
         return []
     rows = [[v["name"], rate(next((v[k] for k in v if k.startswith("median_")), None)),
-             ratio(v["ratio_to_default"]), "–" if v.get("val_f1_delta") is None else f"{v['val_f1_delta']:+.3f}",
+             ratio(v["ratio_to_default"]), "–" if v.get("f1_delta") is None else f"{v['f1_delta']:+.3f}",
              "–" if v.get("kept") is None else "yes" if v["kept"] else "no", v.get("note", "")] for v in variants]
     return ["Variants tried:", "",
-            *table(["Variant", f"Median {unit}", "vs default", "Δ val F1", "Kept", "Note"], rows), ""]
+            *table(["Variant", f"Median {unit}", "vs default", "Δ F1", "Kept", "Note"], rows), ""]
 
 
 def quality(result: dict[str, Any], plots: Plots) -> tuple[list[str], list[Target]]:

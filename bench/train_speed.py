@@ -109,7 +109,7 @@ def benchmark(args: argparse.Namespace) -> int:
     default = summary["resume-ner"]["median_tokens_per_s"]
     ratio = default / summary["hf-trainer"]["median_tokens_per_s"]
     measured_variants = [{"name": name, "settings": sets, "median_tokens_per_s": summary[name]["median_tokens_per_s"],
-                          "ratio_to_default": summary[name]["median_tokens_per_s"] / default, "val_f1_delta": None,
+                          "ratio_to_default": summary[name]["median_tokens_per_s"] / default, "f1_delta": None,
                           "kept": None, "note": "speed only"} for name, sets in variants.items()]
     path = common.write_result("train_speed", {"settings": settings, "runs": runs, "summary": summary,
                                                 "ratio": ratio, "variants": measured_variants}, args.quick)

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from resume_ner.training.precision import PRECISIONS
+
 
 def load_config_from_args(args: argparse.Namespace, extra_overrides: list[str] | None = None) -> Any:
     """The config of ``--config-dir`` with ``--set`` overrides (and ``--no-tracking``) applied."""
@@ -153,7 +155,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from resume_ner.io import write_text_atomic
 
     items = _read_inputs(args.files)
-    predictor = Predictor(args.model, device=args.device, batch_size=args.batch_size)
+    predictor = Predictor(args.model, device=args.device, batch_size=args.batch_size, precision=args.precision)
     lines = []
     for (source, _), entities in zip(items, predictor.predict_stream(text for _, text in items)):
         lines.append(json.dumps({"source": source, "entities": [e.to_dict() for e in entities]}, ensure_ascii=False))
@@ -201,4 +203,6 @@ def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     predict.add_argument("--output", help="write JSON lines here instead of stdout")
     predict.add_argument("--batch-size", type=int, default=32)
     predict.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    predict.add_argument("--precision", default="auto", choices=PRECISIONS,
+                         help="forward passes in bf16 (auto: where the hardware has native bf16) or fp32")
     predict.set_defaults(func=cmd_predict)

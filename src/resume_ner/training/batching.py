@@ -32,10 +32,13 @@ def collate_windows(windows: Sequence[Window], pad_token_id: int) -> dict[str, A
 
 
 def predict_windows(
-    model: Any, windows: Sequence[Window], pad_token_id: int, batch_size: int, device: Any
+    model: Any, windows: Sequence[Window], pad_token_id: int, batch_size: int, device: Any, bf16: bool = False
 ) -> tuple[list[list[int]], list[list[float]], float]:
-    """Label id and probability of every token of every window, and the mean loss over labelled tokens."""
+    """Label id and probability of every token of every window, and the mean loss over labelled tokens;
+    ``bf16``: the forward passes under bf16 autocast (scores and loss are computed in fp32)."""
     import torch
+
+    from resume_ner.training.precision import autocast
 
     order = sorted(range(len(windows)), key=lambda i: len(windows[i]))
     label_ids: list[list[int]] = [[] for _ in windows]
@@ -49,7 +52,8 @@ def predict_windows(
             batch = collate_windows([windows[i] for i in idx], pad_token_id)
             batch = {k: v.to(device) for k, v in batch.items()}
             labels = batch.pop("labels")
-            logits = model(**batch).logits.float()
+            with autocast(device, bf16):
+                logits = model(**batch).logits.float()
             mask = labels != IGNORE_INDEX
             if mask.any():
                 loss_sum += torch.nn.functional.cross_entropy(logits[mask], labels[mask], reduction="sum").item()

@@ -192,6 +192,7 @@ def train_model(
     )
     from resume_ner.training.evaluator import evaluate_windowed
     from resume_ner.training.model import create_model_and_tokenizer
+    from resume_ner.training.precision import autocast
 
     config = config_from_dict(config)
     tcfg, mcfg = config.training, config.model
@@ -347,7 +348,7 @@ def train_model(
                 batch = {k: v.to(device) for k, v in batch.items()}
                 boundary = (micro + 1) % tcfg.gradient_accumulation_steps == 0 or micro + 1 == micro_per_epoch
                 with nullcontext() if boundary or not ddp.enabled else forward_model.no_sync():  # sync on steps only
-                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=tcfg.bf16):
+                    with autocast(device, tcfg.bf16):
                         loss = forward_model(**batch).loss
                     (loss / tcfg.gradient_accumulation_steps).backward()
                 state.epoch_loss_sum += float(loss.detach())

@@ -58,7 +58,7 @@ def _payloads(train_ratio: float = 1.45) -> dict[str, dict[str, Any]]:
                                     "hf-trainer": {"median_tokens_per_s": 2384.0, "max_peak_rss_mb": 2650.0}},
                         "ratio": train_ratio,
                         "variants": [{"name": "bf16-autocast", "median_tokens_per_s": 3900.0, "ratio_to_default": 1.13,
-                                      "val_f1_delta": -0.004, "kept": False, "note": "F1 drop"}]},
+                                      "f1_delta": -0.004, "kept": False, "note": "F1 drop"}]},
         "predict_speed": {"settings": {"threads": 16},
                           "sets": [{"name": "test", "docs": 24, "repeat": 3, "ratio": 2.61,
                                     "results": {"resume-ner": {"median_resumes_per_s": 31.3,

@@ -57,3 +57,17 @@ def test_predict_returns_entities_with_exact_offsets_over_long_texts(trained, sy
     # a window boundary never loses the tail of a long text
     assert max((e.end for e in results[3]), default=0) <= len(texts[3])
     assert list(predictor.predict_stream(texts, chunk_size=2)) == results
+
+
+def test_bf16_prediction_keeps_offsets_and_agrees_with_fp32_on_most_entities(trained, synth_documents):
+    texts = [doc.text for doc in synth_documents[50:]]
+    fp32 = Predictor(trained.model_dir, device="cpu", precision="fp32")
+    bf16 = Predictor(trained.model_dir, device="cpu", precision="bf16")
+    assert (fp32.bf16, bf16.bf16) == (False, True)
+    exact, approx = fp32.predict(texts), bf16.predict(texts)
+    for text, entities in zip(texts, approx):
+        assert all(text[e.start : e.end] == e.text for e in entities)
+    pairs = [({(e.start, e.end, e.label) for e in a}, {(e.start, e.end, e.label) for e in b})
+             for a, b in zip(exact, approx)]
+    shared = sum(len(a & b) for a, b in pairs)
+    assert shared >= 0.8 * max(sum(len(a) for a, _ in pairs), 1)
