@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
+from resume_ner.errors import DataValidationError, Problem
 from resume_ner.training.precision import PRECISIONS
 
 
@@ -113,56 +117,68 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_inputs(paths: list[str]) -> list[tuple[str, str]]:
-    """(source, text) pairs: a .jsonl file gives one text per line (its 'text' field), other files one each."""
-    from resume_ner.errors import DataValidationError, Problem
-
-    items, problems = [], []
+def _scan_inputs(paths: list[str]) -> Iterator[tuple[str, str] | Problem]:
+    """(source, text) pairs or the ``Problem`` of an unreadable input, streamed: a .jsonl file gives one text
+    per line (its 'text' field, read line by line), other files one text each."""
     for name in paths:
         path = Path(name)
         try:
-            raw = path.read_bytes()
-            content = raw.decode("utf-8")
+            if path.suffix != ".jsonl":
+                yield name, path.read_bytes().decode("utf-8")
+                continue
+            with open(path, "rb") as handle:
+                for number, raw in enumerate(handle, 1):
+                    yield from _jsonl_input(name, number, raw)
         except OSError as exc:
-            problems.append(Problem(name, None, None, f"cannot read: {exc.strerror or exc}"))
-            continue
+            yield Problem(name, None, None, f"cannot read: {exc.strerror or exc}")
         except UnicodeDecodeError as exc:
-            problems.append(Problem(name, None, None, f"not UTF-8 text ({exc.reason} at byte {exc.start})"))
-            continue
-        if path.suffix == ".jsonl":
-            for number, line in enumerate(content.splitlines(), 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    problems.append(Problem(name, number, None, f"invalid JSON: {exc.msg}"))
-                    continue
-                if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-                    problems.append(Problem(name, number, None, "expected an object with a string 'text' field"))
-                    continue
-                items.append((f"{name}:{number}" if "id" not in record else str(record["id"]), record["text"]))
-        else:
-            items.append((name, content))
+            yield Problem(name, None, None, f"not UTF-8 text ({exc.reason} at byte {exc.start})")
+
+
+def _jsonl_input(name: str, number: int, raw: bytes) -> Iterator[tuple[str, str] | Problem]:
+    """The (source, text) of one JSONL line, nothing for a blank line, or its ``Problem``."""
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        yield Problem(name, number, None, f"not UTF-8 text ({exc.reason} at byte {exc.start} of the line)")
+        return
+    if not line.strip():
+        return
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as exc:
+        yield Problem(name, number, None, f"invalid JSON: {exc.msg}")
+        return
+    if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+        yield Problem(name, number, None, "expected an object with a string 'text' field")
+        return
+    yield (f"{name}:{number}" if "id" not in record else str(record["id"])), record["text"]
+
+
+def _check_inputs(paths: list[str]) -> None:
+    """Raise ``DataValidationError`` listing every unreadable input, before any prediction (texts not kept)."""
+    problems = [item for item in _scan_inputs(paths) if isinstance(item, Problem)]
     if problems:
         raise DataValidationError(problems, "cannot read the input files")
-    return items
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    """Extract entities from text files or JSONL files, as JSON lines."""
-    from resume_ner.inference import Predictor
-    from resume_ner.io import write_text_atomic
+    """Extract entities from text files or JSONL files, as JSON lines.
 
-    items = _read_inputs(args.files)
+    Inputs are checked first, then streamed: texts are read, predicted in chunks and written one line each as
+    they are done (flushed), so memory stays flat over any number of resumes and an interrupted run leaves
+    the complete lines of the resumes before it.
+    """
+    from resume_ner.inference import Predictor
+
+    _check_inputs(args.files)
     predictor = Predictor(args.model, device=args.device, batch_size=args.batch_size, precision=args.precision)
-    lines = []
-    for (source, _), entities in zip(items, predictor.predict_stream(text for _, text in items)):
-        lines.append(json.dumps({"source": source, "entities": [e.to_dict() for e in entities]}, ensure_ascii=False))
-    if args.output:
-        write_text_atomic(Path(args.output), "\n".join(lines) + "\n")
-    else:
-        print("\n".join(lines))
+    sources, texts = itertools.tee(item for item in _scan_inputs(args.files) if isinstance(item, tuple))
+    with open(args.output, "w", encoding="utf-8") if args.output else nullcontext(sys.stdout) as out:
+        for (source, _), entities in zip(sources, predictor.predict_stream(text for _, text in texts)):
+            line = json.dumps({"source": source, "entities": [e.to_dict() for e in entities]}, ensure_ascii=False)
+            out.write(line + "\n")
+            out.flush()
     return 0
 
 

@@ -35,6 +35,7 @@ import yaml
 
 from resume_ner.config import ResumeNerConfig
 from resume_ner.errors import ConfigError, ResumeNerError
+from resume_ner.redaction import has_credentials, redact_credentials
 
 log = logging.getLogger(__name__)
 
@@ -114,13 +115,15 @@ def build_pytorchjob(
     ``auto``/``gpu``/``cpu``) and ``gpus_per_replica`` GPUs (none when ``pipeline.gpu`` is false). ``image``
     defaults to ``$RESUME_NER_IMAGE``, else ``pipeline.image``. ``elastic=(min, max)`` adds a c10d elastic policy
     of min..max nodes. ``env`` adds environment variables (and wins over the defaults). Every invalid argument is
-    reported at once in a ``ConfigError``.
+    reported at once in a ``ConfigError``; so is a credential in a plain-text value (a URL's ``user:password@``
+    in the tracking URI, ``env`` or ``args``), which belongs in the Secret ``pipeline.mlflow_secret``.
     """
     gpus = gpus_per_replica if config.pipeline.gpu else 0
     _check_job_arguments(name=name, namespace=namespace, replicas=replicas, nproc_per_node=nproc_per_node,
                          gpus_per_replica=gpus_per_replica, gpus=gpus, args=args, elastic=elastic,
                          backoff_limit=backoff_limit, clean_pod_policy=clean_pod_policy,
-                         ttl_seconds_after_finished=ttl_seconds_after_finished)
+                         ttl_seconds_after_finished=ttl_seconds_after_finished,
+                         env=_environment_values(config, env))
     if image is None:
         from resume_ner.kfp.pipelines import resolve_image
 
@@ -232,7 +235,8 @@ def _create_and_wait(api_client: Any, job: dict[str, Any], *, name: str, namespa
 
 def _check_job_arguments(*, name: str, namespace: str, replicas: int, nproc_per_node: int | str,
                          gpus_per_replica: int, gpus: int, args: list[str], elastic: tuple[int, int] | None,
-                         backoff_limit: int, clean_pod_policy: str, ttl_seconds_after_finished: int | None) -> None:
+                         backoff_limit: int, clean_pod_policy: str, ttl_seconds_after_finished: int | None,
+                         env: dict[str, str]) -> None:
     """Raise one ``ConfigError`` listing every invalid argument of ``build_pytorchjob``."""
     problems = []
     if not _is_int(replicas) or replicas < 1:
@@ -263,8 +267,19 @@ def _check_job_arguments(*, name: str, namespace: str, replicas: int, nproc_per_
     if ttl_seconds_after_finished is not None and (not _is_int(ttl_seconds_after_finished)
                                                    or ttl_seconds_after_finished < 0):
         problems.append(f"ttl_seconds_after_finished {ttl_seconds_after_finished!r}: must be None or an integer >= 0")
+    problems += _credential_problems(env, args if isinstance(args, list) else [])
     if problems:
         raise ConfigError("invalid PyTorchJob:\n  " + "\n  ".join(problems))
+
+
+def _credential_problems(env: dict[str, str], args: list[Any]) -> list[str]:
+    """Plain-text environment values and arguments of the job that carry credentials (shown redacted)."""
+    found = [f"env {name}={redact_credentials(str(value))}" for name, value in env.items()
+             if has_credentials(str(value))]
+    found += [f"argument {redact_credentials(str(arg))!r}" for arg in args if has_credentials(str(arg))]
+    return [f"{what}: holds a credential, which the manifest would show in plain text; drop it from the URL and "
+            "put it in the Secret of pipeline.mlflow_secret (MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD)"
+            for what in found]
 
 
 def _name_problems(name: Any, replicas: Any) -> list[str]:
@@ -342,10 +357,15 @@ def _pod_template(config: ResumeNerConfig, *, image: str, args: list[str], gpus:
             "spec": pod_spec}
 
 
+def _environment_values(config: ResumeNerConfig, extra: dict[str, str] | None) -> dict[str, str]:
+    """The plain-text environment of the pods: tracking URI, offline Hugging Face Hub, then ``extra``."""
+    return {"MLFLOW_TRACKING_URI": config.tracking.tracking_uri or config.pipeline.mlflow_uri, "HF_HUB_OFFLINE": "1",
+            **(extra or {})}
+
+
 def _environment(config: ResumeNerConfig, extra: dict[str, str] | None) -> list[dict[str, Any]]:
-    """Tracking URI, offline Hugging Face Hub, ``extra``, and the MLflow credentials as Secret references."""
-    values = {"MLFLOW_TRACKING_URI": config.tracking.tracking_uri or config.pipeline.mlflow_uri,
-              "HF_HUB_OFFLINE": "1", **(extra or {})}
+    """``_environment_values``, and the MLflow credentials as Secret references."""
+    values = _environment_values(config, extra)
     entries: list[dict[str, Any]] = [{"name": key, "value": value} for key, value in values.items()]
     secret = config.pipeline.mlflow_secret
     if secret:

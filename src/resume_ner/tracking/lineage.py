@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from resume_ner.errors import TrackingError
+from resume_ner.redaction import redact_credentials
 
 __all__ = [
     "CANDIDATE_ALIAS",
@@ -96,14 +97,15 @@ def final_run_tags(best: Mapping[str, Any], *, test_data_fingerprint: str | None
 
 
 def _client(tracking_uri: str | None) -> tuple[Any, str]:
-    """An ``MlflowClient`` on the resolved tracking URI (its registry is on the same store)."""
+    """An ``MlflowClient`` on the resolved tracking URI (its registry is on the same store), and that URI as shown
+    in messages and lineage (credentials redacted)."""
     from mlflow import MlflowClient
 
     from resume_ner.config import TrackingConfig
     from resume_ner.tracking.mlflow import resolve_tracking_uri
 
     uri = resolve_tracking_uri(tracking_uri, TrackingConfig())
-    return MlflowClient(tracking_uri=uri), uri
+    return MlflowClient(tracking_uri=uri), redact_credentials(uri)
 
 
 def _registry_call(uri: str, what: str, call: Callable[[], T]) -> T:
@@ -335,7 +337,7 @@ class Lineage:
     code_version: str | None
     git_commit: str | None
     created: str  # UTC time the version was registered (ISO 8601)
-    tracking_uri: str = ""
+    tracking_uri: str = ""  # credentials redacted
     warnings: list[str] = field(default_factory=list)  # inconsistencies found along the way
     trials: list[dict[str, Any]] = field(default_factory=list)  # every trial run under the sweep parent run
     pipeline_run_id: str | None = None  # the Kubeflow pipeline run that trained it, if any

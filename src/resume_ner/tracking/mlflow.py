@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 from resume_ner import __version__
 from resume_ner.config import TrackingConfig
 from resume_ner.errors import TrackingError
+from resume_ner.redaction import redact_credentials, redact_settings
 
 __all__ = ["RetryPolicy", "TrackingRun", "resolve_tracking_uri", "setup_mlflow", "standard_tags"]
 
@@ -217,9 +218,9 @@ def _experiment_id(client: Any, name: str, uri: str) -> str:
                 raise
         experiment = client.get_experiment_by_name(name)
         if experiment is None:
-            raise TrackingError(f"MLflow experiment {name!r} at {uri} exists but cannot be read")
+            raise TrackingError(f"MLflow experiment {name!r} at {redact_credentials(uri)} exists but cannot be read")
     if experiment.lifecycle_stage == "deleted":
-        logger.warning("MLflow experiment %r at %s was deleted; restoring it", name, uri)
+        logger.warning("MLflow experiment %r at %s was deleted; restoring it", name, redact_credentials(uri))
         client.restore_experiment(experiment.experiment_id)
     return experiment.experiment_id
 
@@ -245,7 +246,8 @@ def _key(name: str) -> str:
 
 
 def _text(value: Any, limit: int) -> str:
-    text = value if isinstance(value, str) else str(value)
+    """``value`` as a parameter or tag value: a string, credentials in URLs redacted, cut to ``limit``."""
+    text = redact_credentials(value if isinstance(value, str) else str(value))
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -268,7 +270,7 @@ def _chunks(items: list[T], size: int) -> Iterator[list[T]]:
 
 
 def _describe(exc: BaseException) -> str:
-    first = (str(exc).strip().splitlines() or [""])[0]
+    first = redact_credentials((str(exc).strip().splitlines() or [""])[0])
     return f"{type(exc).__name__}: {first[:300]}"
 
 
@@ -348,7 +350,7 @@ class TrackingRun:
             return f"TrackingRun(disabled, lost={len(self.lost)})"
         return (
             f"TrackingRun(run_id={self.run_id!r}, experiment_id={self.experiment_id!r}, "
-            f"tracking_uri={self.tracking_uri!r}, status={self.status or 'RUNNING'})"
+            f"tracking_uri={redact_credentials(self.tracking_uri or '')!r}, status={self.status or 'RUNNING'})"
         )
 
     def __enter__(self) -> "TrackingRun":
@@ -390,7 +392,7 @@ class TrackingRun:
         self.lost.append(message)
         logger.warning(
             "MLflow tracking at %s: could not log %s after %d attempt(s): %s (training continues)",
-            self.tracking_uri,
+            redact_credentials(self.tracking_uri or ""),
             what,
             attempt,
             _describe(last),
@@ -488,10 +490,12 @@ class TrackingRun:
         )
 
     def log_dict(self, obj: Any, name: str) -> None:
-        """Store ``obj`` as the artifact file ``name`` (JSON, or YAML when ``name`` ends in .yaml/.yml)."""
+        """Store ``obj`` as the artifact file ``name`` (JSON, or YAML when ``name`` ends in .yaml/.yml), credentials
+        in its strings redacted."""
         if not self.active:
             return
-        self._try(f"dict {name}", lambda: self._client.log_dict(self.run_id, obj, name), transfer=True)
+        safe = redact_settings(obj)
+        self._try(f"dict {name}", lambda: self._client.log_dict(self.run_id, safe, name), transfer=True)
 
     def end(self, status: str = "FINISHED") -> None:
         """End the run with ``status`` (FINISHED, FAILED or KILLED); later calls do nothing."""
@@ -525,11 +529,12 @@ def _parent_run_id(explicit: str | None) -> str | None:
 
 
 def _context_tags(tags: dict[str, str]) -> dict[str, str]:
-    """MLflow's usual run-context tags (user, source name, ...) under ``tags``, as ``mlflow.start_run`` adds."""
+    """MLflow's usual run-context tags (user, source name, ...) under ``tags``, as ``mlflow.start_run`` adds,
+    credentials redacted."""
     try:
         from mlflow.tracking.context.registry import resolve_tags
 
-        return {str(k): str(v) for k, v in resolve_tags(tags).items()}
+        return {str(k): redact_credentials(str(v)) for k, v in resolve_tags(tags).items()}  # e.g. a git remote URL
     except Exception:  # noqa: BLE001 - context tags are a nicety
         return tags
 
@@ -598,8 +603,8 @@ def setup_mlflow(
     if not ok or started is None:
         if required:
             raise TrackingError(
-                f"cannot start an MLflow run at {uri}: {probe.lost[-1]}. Start the tracking server or fix "
-                f"tracking.tracking_uri / ${ENV_TRACKING_URI}, or set tracking.enabled=false."
+                f"cannot start an MLflow run at {redact_credentials(uri)}: {probe.lost[-1]}. Start the tracking "
+                f"server or fix tracking.tracking_uri / ${ENV_TRACKING_URI}, or set tracking.enabled=false."
             )
         return TrackingRun.disabled(lost=probe.lost)
     client, experiment_id, created = started
@@ -608,7 +613,7 @@ def setup_mlflow(
         name,
         created.info.run_id,
         config.experiment_name,
-        uri,
+        redact_credentials(uri),
     )
     return TrackingRun(
         run_id=created.info.run_id,

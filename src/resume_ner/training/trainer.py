@@ -12,7 +12,7 @@ checkpoints and prints progress; each rank's RNG state is saved so a resumed job
 
 Output directory layout::
 
-    config.yaml                 resolved configuration
+    config.yaml                 resolved configuration (credentials in URLs redacted)
     model/                      best checkpoint (Hugging Face-compatible + resume_ner.json)
     checkpoints/checkpoint-N/   resumable training states (newest ``keep_checkpoints`` kept)
     train_result.json           the TrainResult of the finished run
@@ -37,6 +37,7 @@ from resume_ner.data.document import Document
 from resume_ner.data.labels import scheme_for
 from resume_ner.errors import CheckpointError, ConfigError
 from resume_ner.io import recover_dir, write_json_atomic
+from resume_ner.redaction import redact_settings
 from resume_ner.training.callbacks import EarlyStopping, TrainerCallback, TrainerState
 
 log = logging.getLogger(__name__)
@@ -255,8 +256,9 @@ def train_model(
     model.to(device)
     if ddp.enabled:
         _seed_everything(tcfg.random_seed + ddp.rank)  # dropout differs between ranks
+    settings = redact_settings(config.to_dict())  # what is written beside the model: no credentials
     if main:
-        save_config(config, output_dir / "config.yaml")
+        save_config(config_from_dict(settings, origin="resolved config"), output_dir / "config.yaml")
     forward_model = model  # under DDP a wrapper that averages gradients; ``model`` is what is stepped and saved
     if ddp.enabled:
         from torch.nn.parallel import DistributedDataParallel
@@ -293,7 +295,7 @@ def train_model(
         "label_scheme": scheme.to_dict(),
         "windows": {**window_args, "label_all_tokens": mcfg.label_all_tokens},
         "backbone": mcfg.backbone,
-        "config": config.to_dict(),
+        "config": settings,
         "config_hash": config.config_hash(),
         "data_fingerprint": fingerprint,
     }
