@@ -315,6 +315,17 @@ def _format_validation_error(exc: ValidationError, origin: str) -> list[str]:
     return out
 
 
+def _safe_load(text: str) -> Any:
+    """``yaml.safe_load`` whose every failure is a ``YAMLError``, also a date like 2001-02-30, an integer too
+    long to convert and nesting too deep."""
+    try:
+        return yaml.safe_load(text)
+    except RecursionError:
+        raise yaml.YAMLError("nested too deeply") from None
+    except ValueError as exc:
+        raise yaml.YAMLError(str(exc)) from None
+
+
 def parse_override(item: str) -> tuple[list[str], Any]:
     """Split ``a.b=value`` into its path and YAML-parsed value."""
     if "=" not in item:
@@ -324,7 +335,7 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     if not path:
         raise ConfigError(f"override {item!r}: empty key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = _safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as exc:
         raise ConfigError(f"override {item!r}: value is not valid YAML ({exc})") from exc
     return path, value
@@ -370,7 +381,7 @@ def read_config_files(config_dir: str | Path) -> dict[str, Any]:
         if not path.exists():
             continue
         try:
-            content = yaml.safe_load(path.read_text(encoding="utf-8"))
+            content = _safe_load(path.read_text(encoding="utf-8"))
         except (yaml.YAMLError, UnicodeDecodeError) as exc:
             problems.append(f"{path}: not valid YAML: {exc}")
             continue

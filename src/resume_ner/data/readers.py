@@ -36,6 +36,23 @@ _DOCSTART = "-DOCSTART-"
 _WHITESPACE = re.compile(r"\s*")
 
 
+class _Decoder(json.JSONDecoder):
+    """A JSON decoder whose every failure is a ``JSONDecodeError``, also nesting too deep and over-long integers."""
+
+    def raw_decode(self, s: str, idx: int = 0) -> tuple[Any, int]:
+        try:
+            return super().raw_decode(s, idx)
+        except json.JSONDecodeError:
+            raise
+        except RecursionError:
+            raise json.JSONDecodeError("nested too deeply", s, idx) from None
+        except ValueError:  # an integer of more than sys.get_int_max_str_digits() digits
+            raise json.JSONDecodeError("a number has too many digits", s, idx) from None
+
+
+_DECODER = _Decoder()
+
+
 @dataclass
 class ReadResult:
     """Documents parsed from one file, the problems met while parsing, and the format used."""
@@ -126,8 +143,11 @@ def _decoded_lines(data: bytes, file: str, problems: list[Problem]) -> list[tupl
 
 def _detect(data: bytes, file: str) -> str:
     """The format of non-empty ``data``: the first record's keys for JSON, BIO columns for CoNLL."""
-    number, line = next((n, raw.decode("utf-8", "replace").strip())
-                        for n, raw in enumerate(data.split(b"\n"), start=1) if raw.strip())
+    lines = ((n, raw.decode("utf-8", "replace").strip()) for n, raw in enumerate(data.split(b"\n"), start=1))
+    first = next(((n, text) for n, text in lines if text), None)
+    if first is None:  # only Unicode whitespace, such as no-break spaces
+        raise DataValidationError([Problem(file, None, None, "file is empty (only whitespace)")])
+    number, line = first
     hint = f"pass the format explicitly ({', '.join(FORMATS)})"
     if line.startswith("["):
         text = data.decode("utf-8", "replace")
@@ -135,12 +155,12 @@ def _detect(data: bytes, file: str) -> str:
         if text.startswith("]", start):
             return "spanjson"
         try:
-            record, _ = json.JSONDecoder().raw_decode(text, start)
+            record, _ = _DECODER.raw_decode(text, start)
         except json.JSONDecodeError as exc:
             raise DataValidationError([Problem(file, exc.lineno, None, f"invalid JSON ({exc.msg}); {hint}")]) from None
     elif line.startswith("{"):
         try:
-            record = json.loads(line)
+            record = _DECODER.decode(line)
         except json.JSONDecodeError as exc:
             message = f"invalid JSON ({exc.msg}, column {exc.colno}); {hint}"
             raise DataValidationError([Problem(file, number, None, message)]) from None
@@ -182,7 +202,7 @@ def _json_records(data: bytes, file: str, problems: list[Problem]) -> list[tuple
         if text is None or not text.strip():
             continue
         try:
-            records.append((number, json.loads(text)))
+            records.append((number, _DECODER.decode(text)))
         except json.JSONDecodeError as exc:
             problems.append(Problem(file, number, None, f"invalid JSON: {exc.msg} (column {exc.colno})"))
     return records
@@ -194,12 +214,11 @@ def _array_records(text: str, file: str, problems: list[Problem]) -> list[tuple[
     def line_of(pos: int) -> int:
         return bisect.bisect_left(newlines, pos) + 1
 
-    decoder = json.JSONDecoder()
     records = []
     pos = _WHITESPACE.match(text, text.index("[") + 1).end()
     while not text.startswith("]", pos):
         try:
-            value, end = decoder.raw_decode(text, pos)
+            value, end = _DECODER.raw_decode(text, pos)
         except json.JSONDecodeError as exc:
             problems.append(Problem(file, exc.lineno, None, f"invalid JSON: {exc.msg} (column {exc.colno})"))
             return records
@@ -242,7 +261,7 @@ def _span_triples(value: Any, key: str, doc_id: str, ctx: _Record) -> list[Span]
         return []
     spans = []
     for index, item in enumerate(value):
-        if (isinstance(item, (list, tuple)) and len(item) == 3 and _is_int(item[0]) and _is_int(item[1])
+        if (isinstance(item, (list, tuple)) and len(item) == 3 and _is_offset(item[0]) and _is_offset(item[1])
                 and isinstance(item[2], str)):
             spans.append(Span(item[0], item[1], item[2]))
         else:
@@ -250,8 +269,9 @@ def _span_triples(value: Any, key: str, doc_id: str, ctx: _Record) -> list[Span]
     return spans
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def _is_offset(value: Any) -> bool:
+    """An int (not a bool) within 64 bits; a larger one is no offset into any text and may be too long to print."""
+    return isinstance(value, int) and not isinstance(value, bool) and -2**63 <= value < 2**63
 
 
 def _parse_doccano(record: dict[str, Any], ctx: _Record) -> Document | None:
@@ -290,7 +310,7 @@ def _parse_dataturks(record: dict[str, Any], ctx: _Record) -> Document | None:
                         doc_id)
             continue
         for point in points:
-            if not (isinstance(point, dict) and _is_int(point.get("start")) and _is_int(point.get("end"))):
+            if not (isinstance(point, dict) and _is_offset(point.get("start")) and _is_offset(point.get("end"))):
                 ctx.problem(f"'annotation' item {index}: point {json.dumps(point)[:80]} needs integer start and end",
                             doc_id)
                 continue

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import re
 import time
 import warnings
 from pathlib import Path
@@ -37,6 +36,7 @@ from typing import Any
 from resume_ner.config import HpoConfig
 from resume_ner.errors import ConfigError
 from resume_ner.hpo.search_space import SearchSpace
+from resume_ner.redaction import redact_credentials
 
 log = logging.getLogger(__name__)
 
@@ -113,17 +113,12 @@ def _rdb_storage(url: str, hpo: HpoConfig, local_file: Path | None, create: bool
                 # Workers that start together on a new database race to create its tables: the loser retries.
                 reason = (str(exc).splitlines() or [type(exc).__name__])[0]
                 if attempt == STORAGE_OPEN_ATTEMPTS:
-                    raise ConfigError(f"hpo storage {_safe_url(url)}: cannot open it: {reason}") from exc
-                log.info("hpo storage %s: %s; retrying", _safe_url(url), reason)
+                    raise ConfigError(f"hpo storage {redact_credentials(url)}: cannot open it: {reason}") from exc
+                log.info("hpo storage %s: %s; retrying", redact_credentials(url), reason)
                 time.sleep(attempt)
                 attempt += 1
             except (ImportError, ValueError) as exc:
-                raise ConfigError(f"hpo storage {_safe_url(url)}: cannot open it: {exc}") from exc
-
-
-def _safe_url(url: str) -> str:
-    """``url`` without its password."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+                raise ConfigError(f"hpo storage {redact_credentials(url)}: cannot open it: {exc}") from exc
 
 
 def create_sampler(hpo: HpoConfig, space: SearchSpace, seed: int | None = None) -> Any:

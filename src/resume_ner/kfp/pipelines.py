@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from resume_ner.config import ResumeNerConfig, TaskResources
+from resume_ner.errors import ConfigError
+from resume_ner.redaction import has_credentials, redact_credentials
 from resume_ner.workflows.steps import OPTUNA_STORAGE_ENV, PIPELINE_NAME
 
 IMAGE_ENV = "RESUME_NER_IMAGE"
@@ -146,13 +148,27 @@ def build_pipeline(config: ResumeNerConfig) -> Any:
     return resume_ner_training
 
 
+def _check_no_credentials(config: ResumeNerConfig) -> None:
+    """``ConfigError`` naming every setting compiled into the YAML as plain text that holds a credential."""
+    settings = {"pipeline.mlflow_uri": config.pipeline.mlflow_uri, "model.backbone": config.model.backbone,
+                f"pipeline.image / ${IMAGE_ENV}": resolve_image(config)}
+    found = [f"{name}={redact_credentials(value)}" for name, value in settings.items() if has_credentials(value)]
+    if found:
+        raise ConfigError(
+            "the compiled pipeline would hold a credential in plain text: " + ", ".join(found) + ". Drop it from the "
+            "URL: the tasks read MLflow credentials from the Secret of pipeline.mlflow_secret "
+            "(MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD)"
+        )
+
+
 def compile_all(out_root: str | Path, config: ResumeNerConfig) -> list[Path]:
     """Write ``components/<name>.yaml`` for the five reusable components and ``pipelines/resume_ner_training.yaml``
-    under ``out_root``; the files written."""
+    under ``out_root``; the files written. A compile-time setting holding a credential is a ``ConfigError``."""
     from kfp import compiler
 
     from resume_ner.kfp.components import REUSABLE, build_components
 
+    _check_no_credentials(config)
     out_root = Path(out_root)
     components = build_components(resolve_image(config))
     written = []

@@ -5,12 +5,17 @@ A model directory holds ``config.json`` (with ``id2label``), ``model.safetensors
 ``transformers.pipeline("token-classification", model=DIR)`` loads it as is. A training state directory
 (``checkpoints/checkpoint-<step>``) adds the optimizer, scheduler and RNG states and ``trainer_state.json``,
 which is written last: a directory without it is incomplete and never resumed from.
+
+Weights load from safetensors only: unpickling a ``pytorch_model.bin`` can run arbitrary code, so a model
+directory or backbone whose weights are pickle files only is refused, unless the user opts in with
+``RESUME_NER_ALLOW_PICKLE=1`` (then such weights load with ``torch.load(weights_only=True)``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import shutil
 from pathlib import Path
@@ -23,12 +28,14 @@ log = logging.getLogger(__name__)
 
 METADATA_FILE = "resume_ner.json"
 WEIGHTS_FILE = "model.safetensors"
+PICKLE_WEIGHTS_FILE = "pytorch_model.bin"
+ALLOW_PICKLE_ENV = "RESUME_NER_ALLOW_PICKLE"
 STATE_FILE = "trainer_state.json"
 OPTIMIZER_FILE = "optimizer.pt"
 SCHEDULER_FILE = "scheduler.pt"
 RNG_FILE = "rng_state.pt"
 CHECKPOINT_PREFIX = "checkpoint-"
-REQUIRED_MODEL_FILES = ("config.json", WEIGHTS_FILE, "tokenizer.json", "tokenizer_config.json", METADATA_FILE)
+REQUIRED_MODEL_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", METADATA_FILE)  # and weights
 
 
 def package_versions() -> dict[str, str]:
@@ -42,6 +49,43 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return versions
+
+
+def pickle_weights_allowed() -> bool:
+    """True when the user opted in to pickle weights (``$RESUME_NER_ALLOW_PICKLE`` is 1, true or yes)."""
+    return os.environ.get(ALLOW_PICKLE_ENV, "").strip().lower() in {"1", "true", "yes"}
+
+
+def use_safetensors() -> bool | None:
+    """``use_safetensors`` for ``from_pretrained``: True (safetensors only), or None when pickle weights are
+    allowed (safetensors when present, else ``pytorch_model.bin`` through ``torch.load(weights_only=True)``)."""
+    return None if pickle_weights_allowed() else True
+
+
+def _pickle_refusal(directory: Path, pickled: list[str]) -> str:
+    return (f"{directory} holds pickle weights only ({', '.join(pickled)}), and resume-ner loads safetensors only "
+            "(unpickling can run arbitrary code). Convert them with model.save_pretrained(DIR, "
+            f"safe_serialization=True), or, for files you trust, set {ALLOW_PICKLE_ENV}=1")
+
+
+def pickle_only_refusal(directory: Path) -> str | None:
+    """Why the model directory ``directory`` cannot load: it has no safetensors weights, only pickle ones, and
+    pickle is not allowed; else None."""
+    directory = Path(directory)
+    if not directory.is_dir() or pickle_weights_allowed() or any(directory.glob("*.safetensors")):
+        return None
+    pickled = sorted(p.name for p in directory.glob("pytorch_model*.bin"))
+    return _pickle_refusal(directory, pickled) if pickled else None
+
+
+def _weights_file(directory: Path) -> str:
+    """The weights file of a checkpoint: ``model.safetensors``, or ``pytorch_model.bin`` when it is the only one
+    and pickle is allowed (``CheckpointError`` when it is not)."""
+    if (directory / WEIGHTS_FILE).exists() or not (directory / PICKLE_WEIGHTS_FILE).exists():
+        return WEIGHTS_FILE
+    if not pickle_weights_allowed():
+        raise CheckpointError(f"checkpoint {_pickle_refusal(directory, [PICKLE_WEIGHTS_FILE])}")
+    return PICKLE_WEIGHTS_FILE
 
 
 def _staging_dir(target: Path) -> Path:
@@ -161,7 +205,8 @@ def validate_checkpoint(directory: str | Path, *, training_state: bool = False) 
     directory = Path(directory)
     if not directory.is_dir():
         raise CheckpointError(f"checkpoint {directory} does not exist or is not a directory")
-    required = list(REQUIRED_MODEL_FILES)
+    weights = _weights_file(directory)
+    required = [weights, *REQUIRED_MODEL_FILES]
     if training_state:
         required += [OPTIMIZER_FILE, SCHEDULER_FILE, RNG_FILE, STATE_FILE]
     for name in required:
@@ -184,13 +229,9 @@ def validate_checkpoint(directory: str | Path, *, training_state: bool = False) 
             f"checkpoint {directory}: config.json id2label does not match the labels in {METADATA_FILE}"
         )
     try:
-        from safetensors import safe_open
-
-        with safe_open(str(directory / WEIGHTS_FILE), framework="pt") as handle:
-            for key in handle.keys():
-                handle.get_tensor(key)
-    except Exception as exc:  # safetensors raises its own error types for truncated files
-        raise CheckpointError(f"checkpoint {directory}: {WEIGHTS_FILE} is truncated or corrupt ({exc})") from None
+        _read_weights(directory / weights)
+    except Exception as exc:  # safetensors and torch raise their own error types for truncated files
+        raise CheckpointError(f"checkpoint {directory}: {weights} is truncated or corrupt ({exc})") from None
     try:
         from tokenizers import Tokenizer
 
@@ -200,13 +241,29 @@ def validate_checkpoint(directory: str | Path, *, training_state: bool = False) 
     return metadata
 
 
+def _read_weights(path: Path) -> None:
+    """Read every tensor of a weights file (pickle ones with ``weights_only=True``)."""
+    if path.name == PICKLE_WEIGHTS_FILE:
+        import torch
+
+        torch.load(path, map_location="cpu", weights_only=True)
+        return
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        for key in handle.keys():
+            handle.get_tensor(key)
+
+
 def load_model_checkpoint(directory: str | Path, device: str = "cpu") -> tuple[Any, Any, dict[str, Any]]:
-    """Validate and load a model directory: (model in eval mode, fast tokenizer, metadata)."""
+    """Validate and load a model directory: (model in eval mode, fast tokenizer, metadata). Pickle weights only
+    with ``$RESUME_NER_ALLOW_PICKLE=1`` (else ``CheckpointError``)."""
     from transformers import AutoModelForTokenClassification, AutoTokenizer
 
     directory = Path(directory)
     metadata = validate_checkpoint(directory)
-    model = AutoModelForTokenClassification.from_pretrained(directory, use_safetensors=True, trust_remote_code=False)
+    model = AutoModelForTokenClassification.from_pretrained(directory, use_safetensors=use_safetensors(),
+                                                            weights_only=True, trust_remote_code=False)
     tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=False)
     model.to(device).eval()
     return model, tokenizer, metadata

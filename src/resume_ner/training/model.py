@@ -10,6 +10,7 @@ from typing import Any
 from resume_ner.config import PACKAGED_BACKBONE, ModelConfig
 from resume_ner.data.labels import LabelScheme
 from resume_ner.errors import ModelLoadError
+from resume_ner.training.checkpoint import pickle_only_refusal, use_safetensors
 
 log = logging.getLogger(__name__)
 
@@ -84,10 +85,14 @@ def load_fast_tokenizer(source: str) -> Any:
 
 def create_model_and_tokenizer(model_config: ModelConfig, scheme: LabelScheme) -> tuple[Any, Any]:
     """A token-classification model with ``scheme``'s labels on top of the configured backbone, and its
-    fast tokenizer. Weights load from safetensors only; remote code is never trusted."""
+    fast tokenizer. Weights load from safetensors only (pickle ones with ``$RESUME_NER_ALLOW_PICKLE=1``); remote
+    code is never trusted."""
     from transformers import AutoConfig, AutoModelForTokenClassification
 
     source = resolve_backbone(model_config.backbone)
+    refusal = pickle_only_refusal(Path(source))
+    if refusal:
+        raise ModelLoadError(f"backbone {model_config.backbone!r}: {refusal}")
     tokenizer = load_fast_tokenizer(source)
     try:
         hf_config = AutoConfig.from_pretrained(
@@ -104,10 +109,10 @@ def create_model_and_tokenizer(model_config: ModelConfig, scheme: LabelScheme) -
             setattr(hf_config, attribute, model_config.dropout)
     try:
         model = AutoModelForTokenClassification.from_pretrained(
-            source, config=hf_config, trust_remote_code=False, use_safetensors=True
+            source, config=hf_config, trust_remote_code=False, use_safetensors=use_safetensors(), weights_only=True
         )
     except (OSError, ValueError) as exc:
-        raise _load_error(model_config.backbone, "weights (safetensors)", exc) from exc
+        raise _load_error(model_config.backbone, "weights", exc) from exc
     log.info("backbone %s: %d labels, %.1fM parameters", model_config.backbone, len(scheme.labels),
              sum(p.numel() for p in model.parameters()) / 1e6)
     return model, tokenizer

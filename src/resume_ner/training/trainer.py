@@ -182,6 +182,7 @@ def train_model(
         prune_training_states,
         save_model_checkpoint,
         save_training_state,
+        use_safetensors,
     )
     from resume_ner.training.distributed import (
         all_gather_object,
@@ -248,7 +249,8 @@ def train_model(
                 + ("configuration" if previous.get("config_hash") != config.config_hash() else "dataset")
                 + "; use a new output directory or the original settings"
             )
-        model = AutoModelForTokenClassification.from_pretrained(resume_from, use_safetensors=True, trust_remote_code=False)
+        model = AutoModelForTokenClassification.from_pretrained(resume_from, use_safetensors=use_safetensors(),
+                                                                weights_only=True, trust_remote_code=False)
         state = TrainerState.from_dict(previous["state"])
         log.info("resuming from %s (epoch %d, step %d)", resume_from, state.epoch, state.global_step)
     elif resume:

@@ -76,9 +76,20 @@ def pipeline_config(
 
 
 def local_path(uri: str) -> Path:
-    """The local path of a data URI: a path, or ``file://`` URL (a mounted volume); ``ConfigError`` otherwise."""
+    """The local path of a data URI: a path, or ``file://`` URL (a mounted volume); ``ConfigError`` otherwise.
+
+    A ``..`` segment is refused (a data URI names its data directly, it never climbs out of a directory), and so
+    is a ``file://`` URL with a host other than ``localhost``.
+    """
+    if not uri.strip():
+        raise ConfigError("data URI is empty: pass the file or directory of annotated resumes")
     parsed = urlparse(uri)
     if parsed.scheme in ("", "file"):
+        if parsed.scheme and parsed.netloc not in ("", "localhost"):
+            raise ConfigError(
+                f"data URI {uri!r}: a file:// URL names a path on this machine (file:///mnt/...), not on host "
+                f"{parsed.netloc!r}"
+            )
         path = Path(unquote(parsed.path) if parsed.scheme else uri)
     elif len(parsed.scheme) == 1:  # a Windows drive letter
         path = Path(uri)
@@ -88,8 +99,8 @@ def local_path(uri: str) -> Path:
             "volume (pipeline.volume_claim), or pass it as the `data` input artifact (dsl.importer) so KFP "
             "downloads it from the object store"
         )
-    if not str(path):
-        raise ConfigError("data URI is empty: pass the file or directory of annotated resumes")
+    if ".." in path.parts:
+        raise ConfigError(f"data URI {uri!r}: '..' segments are not allowed; give the path of the data itself")
     if not path.exists():
         raise ConfigError(f"data URI {uri!r}: {path} does not exist")
     return path
