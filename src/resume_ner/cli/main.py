@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from resume_ner import __version__
-from resume_ner.errors import ResumeNerError
+from resume_ner.errors import ResumeNerError, describe_os_error
 
 
 def common_parent() -> argparse.ArgumentParser:
@@ -68,7 +68,8 @@ def _configure_logging(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; project errors are printed without a traceback and exit with status 1 (usage: 2)."""
+    """Run the CLI; project errors and failed file operations are printed without a traceback and exit with
+    status 1 (usage: 2)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # what a torchrun relaunch runs again
@@ -77,6 +78,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except ResumeNerError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # the file system refused a write: disk full, read-only, no permission
+        if exc.errno is None:
+            raise
+        print(f"error: {describe_os_error(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

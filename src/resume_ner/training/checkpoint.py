@@ -18,10 +18,12 @@ import logging
 import os
 import re
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from resume_ner.errors import CheckpointError
+from resume_ner.errors import CheckpointError, describe_os_error
 from resume_ner.io import replace_dir_atomic, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -96,6 +98,67 @@ def _staging_dir(target: Path) -> Path:
     return staging
 
 
+class _RecordingWriter:
+    """The file object ``torch.save`` writes into: every write whole, and the ``OSError`` of a failed one kept,
+    since torch reports it as a bare ``RuntimeError``."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+        self.error: OSError | None = None
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        try:
+            while view:
+                view = view[self.handle.write(view):]
+        except OSError as exc:
+            self.error = exc
+            raise
+        return len(data)
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+
+def _torch_save(obj: Any, path: Path) -> None:
+    """``torch.save(obj, path)``; a failed write (disk full, ...) raises the ``OSError`` it was."""
+    import torch
+
+    with open(path, "wb", buffering=0) as handle:
+        writer = _RecordingWriter(handle)
+        try:
+            torch.save(obj, writer)
+        except RuntimeError:
+            if writer.error is None:
+                raise
+            raise writer.error from None
+
+
+def _os_error_of(exc: Exception, path: Path) -> OSError | None:
+    """The ``OSError`` behind a library's write error (safetensors says ``... (os error 28)``), or None."""
+    if isinstance(exc, OSError):
+        return exc
+    match = re.search(r"os error (\d+)", str(exc))
+    return OSError(int(match.group(1)), os.strerror(int(match.group(1))), str(path)) if match else None
+
+
+@contextmanager
+def _staged(target: Path, what: str) -> Iterator[Path]:
+    """A fresh staging directory for ``target``; a failed write (disk full, no permission) removes it and
+    raises ``CheckpointError`` saying the earlier checkpoints are untouched."""
+    staging = target.with_name(f".{target.name}.tmp")
+    try:
+        yield _staging_dir(target)
+    except Exception as exc:
+        os_error = _os_error_of(exc, staging)
+        if os_error is None:
+            raise
+        shutil.rmtree(staging, ignore_errors=True)
+        raise CheckpointError(f"cannot write the {what} {target}: {describe_os_error(os_error)}; nothing was "
+                              "replaced, the earlier checkpoints are intact (free space or fix the permissions, "
+                              "then continue with --resume)") from exc
+
+
 def _write_model_files(staging: Path, model: Any, tokenizer: Any, metadata: dict[str, Any]) -> None:
     unwrapped = getattr(model, "module", model)
     unwrapped.save_pretrained(staging, safe_serialization=True)
@@ -106,8 +169,8 @@ def _write_model_files(staging: Path, model: Any, tokenizer: Any, metadata: dict
 def save_model_checkpoint(target: Path, model: Any, tokenizer: Any, metadata: dict[str, Any]) -> Path:
     """Write a loadable model directory to ``target`` atomically (staging directory, then rename)."""
     target = Path(target)
-    staging = _staging_dir(target)
-    _write_model_files(staging, model, tokenizer, metadata)
+    with _staged(target, "model") as staging:
+        _write_model_files(staging, model, tokenizer, metadata)
     return replace_dir_atomic(staging, target)
 
 
@@ -122,15 +185,13 @@ def save_training_state(
     trainer_state: dict[str, Any],
 ) -> Path:
     """Write a resumable checkpoint (model files + optimizer, scheduler, RNG, trainer state) atomically."""
-    import torch
-
     target = Path(target)
-    staging = _staging_dir(target)
-    _write_model_files(staging, model, tokenizer, metadata)
-    torch.save(optimizer.state_dict(), staging / OPTIMIZER_FILE)
-    torch.save(scheduler.state_dict(), staging / SCHEDULER_FILE)
-    torch.save(rng_state, staging / RNG_FILE)
-    write_json_atomic(staging / STATE_FILE, trainer_state)  # last: marks the checkpoint complete
+    with _staged(target, "training state") as staging:
+        _write_model_files(staging, model, tokenizer, metadata)
+        _torch_save(optimizer.state_dict(), staging / OPTIMIZER_FILE)
+        _torch_save(scheduler.state_dict(), staging / SCHEDULER_FILE)
+        _torch_save(rng_state, staging / RNG_FILE)
+        write_json_atomic(staging / STATE_FILE, trainer_state)  # last: marks the checkpoint complete
     return replace_dir_atomic(staging, target)
 
 

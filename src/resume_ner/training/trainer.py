@@ -28,16 +28,16 @@ import sys
 import time
 from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from resume_ner.config import ResumeNerConfig, config_from_dict, save as save_config
 from resume_ner.data.document import Document
 from resume_ner.data.labels import scheme_for
-from resume_ner.errors import CheckpointError, ConfigError
+from resume_ner.errors import CheckpointError, ConfigError, describe_os_error
 from resume_ner.io import recover_dir, write_json_atomic
-from resume_ner.redaction import redact_settings
+from resume_ner.redaction import redact_credentials, redact_settings
 from resume_ner.training.callbacks import EarlyStopping, TrainerCallback, TrainerState
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,8 @@ class TrainResult:
     train_seconds: float
     tokens_per_second: float
     run_id: str | None = None
+    tracking_uri: str | None = None  # where ``run_id`` lives (credentials redacted)
+    derived: dict[str, Any] = field(default_factory=dict)  # the ``derived.*`` params logged to MLflow
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -204,7 +206,10 @@ def train_model(
     output_dir = Path(output_dir)
     checkpoints_dir = output_dir / CHECKPOINTS_DIRNAME
     if main:
-        output_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            output_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CheckpointError(f"cannot create the output directory {output_dir}: {describe_os_error(exc)}") from exc
         recover_dir(output_dir / MODEL_DIRNAME)  # a crash mid-replace of the best model leaves it aside
     refusal = None
     if main and not resume and ((output_dir / MODEL_DIRNAME).exists() or list_training_states(checkpoints_dir)):
@@ -316,9 +321,9 @@ def train_model(
     elif resume_from is not None:
         tracking.set_tags({"resume_ner.resumed_from": str(resume_from)})
     tracking.log_params({**config.to_dict(), "data": {**config.to_dict()["data"], "fingerprint": fingerprint}})
-    tracking.log_params({"derived.train_documents": len(train_docs), "derived.train_windows": n_windows,
-                         "derived.val_documents": len(val_docs), "derived.total_steps": total_steps,
-                         "derived.effective_batch_size": effective_batch, "derived.world_size": ddp.world_size})
+    derived = {"train_documents": len(train_docs), "train_windows": n_windows, "val_documents": len(val_docs),
+               "total_steps": total_steps, "effective_batch_size": effective_batch, "world_size": ddp.world_size}
+    tracking.log_params({"derived": derived})
 
     def checkpoint_state() -> None:
         rng = _rng_state()
@@ -454,6 +459,8 @@ def train_model(
         train_seconds=elapsed,
         tokens_per_second=tokens / max(elapsed, 1e-9),
         run_id=getattr(tracking, "run_id", None),
+        tracking_uri=redact_credentials(tracking.tracking_uri) if getattr(tracking, "tracking_uri", None) else None,
+        derived=derived,
     )
     if not main:
         return result
