@@ -5,8 +5,10 @@ Tests add to them through the ``reliability_counter`` fixture: ``reliability_cou
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -24,6 +26,16 @@ def reliability_counter() -> Callable[[str, int], None]:
         _COUNTS[kind] += n
 
     return count
+
+
+@pytest.fixture(scope="module")
+def dataset(synth_documents, tmp_path_factory) -> Path:
+    """A dataset directory of synthetic resumes: 30 train, 6 validation, 4 test."""
+    folder = tmp_path_factory.mktemp("data")
+    for name, docs in (("train", synth_documents[:30]), ("validation", synth_documents[30:36]),
+                       ("test", synth_documents[36:40])):
+        (folder / f"{name}.jsonl").write_text("".join(json.dumps(d.to_doccano()) + "\n" for d in docs))
+    return folder
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -58,15 +58,6 @@ def mounts() -> Iterator[list[Path]]:
         subprocess.run(["umount", str(where)], capture_output=True)
 
 
-@pytest.fixture(scope="module")
-def dataset(synth_documents, tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("data")
-    for name, docs in (("train", synth_documents[:30]), ("validation", synth_documents[30:36]),
-                       ("test", synth_documents[36:40])):
-        (folder / f"{name}.jsonl").write_text("".join(json.dumps(d.to_doccano()) + "\n" for d in docs))
-    return folder
-
-
 def _train(launcher: list[str], dataset: Path, out: Path, backbone: Path, *extra: str) -> subprocess.CompletedProcess:
     command = [sys.executable, *launcher, "train", "--data", str(dataset), "--output-dir", str(out), "--no-tracking",
                "-q", *extra]

@@ -61,15 +61,6 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-@pytest.fixture(scope="module")
-def dataset(synth_documents, tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("data")
-    for name, docs in (("train", synth_documents[:30]), ("validation", synth_documents[30:36]),
-                       ("test", synth_documents[36:40])):
-        (folder / f"{name}.jsonl").write_text("".join(json.dumps(d.to_doccano()) + "\n" for d in docs))
-    return folder
-
-
 def _train(script: list[str], dataset: Path, out: Path, backbone: Path, extra: list[str],
            env: dict[str, str] | None = None) -> int:
     command = [sys.executable, *script, "train", "--data", str(dataset), "--output-dir", str(out), "--no-tracking",

@@ -7,7 +7,8 @@ Storages:
   (``postgresql://...``, ``mysql+pymysql://...``, ``sqlite:///...``). Both are ``RDBStorage`` with trial
   heartbeats (``hpo.heartbeat_interval``): a trial whose worker died (no heartbeat for
   ``hpo.grace_period`` s) is marked FAIL by the next worker that starts a trial, and re-queued
-  ``hpo.failed_trial_retries`` times with the same parameters;
+  ``hpo.failed_trial_retries`` times with the same parameters (then ``on_stale`` is called with it, e.g. to
+  end its MLflow run);
 * ``*.log`` / ``*.journal`` / ``*.jsonl`` -> ``JournalStorage(JournalFileBackend(path))``. Optuna 5 has no
   heartbeat for journal storages, so a trial of a killed worker stays RUNNING there: use sqlite or a
   database URL when workers may be killed.
@@ -30,6 +31,7 @@ import importlib.util
 import logging
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,26 +53,31 @@ SEARCH_SPACE_ATTR = "search_space"
 PARENT_RUN_ATTR = "mlflow_parent_run_id"  # set by the sweep that opened the study's MLflow parent run
 # The direction in which each validation metric improves.
 METRIC_DIRECTIONS = {"f1_micro": "maximize", "f1_macro": "maximize", "span_f1_micro": "maximize", "loss": "minimize"}
+StaleTrialHook = Callable[[Any, Any], None]  # (study, frozen trial) of a trial whose worker died
 
 
 def resolve_storage(
-    storage: str | None, output_dir: Path, study_name: str, hpo: HpoConfig, *, create: bool = True
+    storage: str | None, output_dir: Path, study_name: str, hpo: HpoConfig, *, create: bool = True,
+    on_stale: StaleTrialHook | None = None,
 ) -> Any:
-    """The Optuna storage named by ``storage`` (see the module doc); ``create=False`` refuses a missing file."""
+    """The Optuna storage named by ``storage`` (see the module doc); ``create=False`` refuses a missing file.
+
+    ``on_stale`` (RDB storages) is called for each trial of a dead worker that this process marks FAIL.
+    """
     import optuna
     from optuna.storages.journal import JournalFileBackend
 
     if storage is None or not str(storage).strip():
         path = Path(output_dir) / "hpo" / f"{study_name}.db"
-        return _rdb_storage(f"sqlite:///{path.resolve().as_posix()}", hpo, path, create)
+        return _rdb_storage(f"sqlite:///{path.resolve().as_posix()}", hpo, path, create, on_stale)
     text = str(storage).strip()
     if "://" in text:
         local = Path(text.split("///", 1)[1].split("?", 1)[0]) if text.startswith("sqlite:///") else None
-        return _rdb_storage(text, hpo, local, create)
+        return _rdb_storage(text, hpo, local, create, on_stale)
     path = Path(text).expanduser()
     suffix = path.suffix.lower()
     if suffix in SQLITE_SUFFIXES:
-        return _rdb_storage(f"sqlite:///{path.resolve().as_posix()}", hpo, path, create)
+        return _rdb_storage(f"sqlite:///{path.resolve().as_posix()}", hpo, path, create, on_stale)
     if suffix in JOURNAL_SUFFIXES:
         _check_exists(path, create)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -88,8 +95,9 @@ def _check_exists(path: Path, create: bool) -> None:
         raise ConfigError(f"hpo storage {path}: no such file; give the --storage of an existing study")
 
 
-def _rdb_storage(url: str, hpo: HpoConfig, local_file: Path | None, create: bool) -> Any:
-    """An ``RDBStorage`` with heartbeats and retries of trials whose worker died."""
+def _rdb_storage(url: str, hpo: HpoConfig, local_file: Path | None, create: bool,
+                 on_stale: StaleTrialHook | None) -> Any:
+    """An ``RDBStorage`` with heartbeats and retries of trials whose worker died (then ``on_stale``)."""
     import optuna
     import sqlalchemy
     from optuna.storages import RetryHeartbeatStaleTrialCallback
@@ -104,11 +112,13 @@ def _rdb_storage(url: str, hpo: HpoConfig, local_file: Path | None, create: bool
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         retry = RetryHeartbeatStaleTrialCallback(max_retry=hpo.failed_trial_retries)
+        callback = retry if on_stale is None else _chained(retry, on_stale)
         while True:
             try:
                 return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs,
                                                   heartbeat_interval=hpo.heartbeat_interval,
-                                                  grace_period=hpo.grace_period, heartbeat_stale_trial_callback=retry)
+                                                  grace_period=hpo.grace_period,
+                                                  heartbeat_stale_trial_callback=callback)
             except sqlalchemy.exc.DatabaseError as exc:
                 # Workers that start together on a new database race to create its tables: the loser retries.
                 reason = (str(exc).splitlines() or [type(exc).__name__])[0]
@@ -119,6 +129,16 @@ def _rdb_storage(url: str, hpo: HpoConfig, local_file: Path | None, create: bool
                 attempt += 1
             except (ImportError, ValueError) as exc:
                 raise ConfigError(f"hpo storage {redact_credentials(url)}: cannot open it: {exc}") from exc
+
+
+def _chained(first: StaleTrialHook, then: StaleTrialHook) -> StaleTrialHook:
+    """A stale-trial callback that calls ``first``, then ``then``."""
+
+    def callback(study: Any, trial: Any) -> None:
+        first(study, trial)
+        then(study, trial)
+
+    return callback
 
 
 def create_sampler(hpo: HpoConfig, space: SearchSpace, seed: int | None = None) -> Any:

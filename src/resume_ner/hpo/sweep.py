@@ -5,10 +5,11 @@ processes sharing a study's storage).
 the same sweep again with ``n_trials=6`` after a 4-trial run adds exactly 2. Before each trial a process
 counts the finished and RUNNING trials: it starts one only while their sum is below ``n_trials``; when only
 other workers' running trials are missing it waits for them (polling; with heartbeats a dead worker's trial
-goes stale, is marked FAIL and re-queued, and this process then runs it), and stops when the study has
-``n_trials`` finished trials. Two processes that start a trial at the same moment are told apart by the
-trial number: the later one is not needed and ends FAIL with ``error`` "not run: ..." without training.
-(Optuna's ``MaxTrialsCallback`` counts only finished trials, so parallel workers would overshoot.)
+goes stale, is marked FAIL, its MLflow run ended FAILED, and re-queued, and this process then runs it), and
+stops when the study has ``n_trials`` finished trials. Two processes that start a trial at the same moment
+are told apart by the trial number: the later one is not needed and ends FAIL with ``error`` "not run: ..."
+without training. (Optuna's ``MaxTrialsCallback`` counts only finished trials, so parallel workers would
+overshoot.)
 
 A trial that raises is FAIL with its error in the ``error`` user attribute, and the sweep goes on; a
 process stops after ``n_trials`` failures of its own, and the sweep raises only when every trial of the
@@ -28,6 +29,7 @@ import time
 import warnings
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +85,7 @@ def _open_session(
 
     from resume_ner.hpo.search_space import parse_search_space
     from resume_ner.hpo.study import create_or_load_study, resolve_storage
+    from resume_ner.hpo.trial import end_stale_run
     from resume_ner.workflows.training import load_training_data
 
     raw = config_from_dict(config).to_dict()
@@ -95,7 +98,8 @@ def _open_session(
     if not dataset.validation:
         raise ConfigError(f"{path}: the validation split is empty, and trials are scored on it; set "
                           "data.validation_fraction above 0 or add a validation.* file")
-    backend = resolve_storage(hpo.storage, Path(output_dir), hpo.study_name, hpo)
+    backend = resolve_storage(hpo.storage, Path(output_dir), hpo.study_name, hpo,
+                              on_stale=partial(end_stale_run, config.tracking))
     study = create_or_load_study(hpo, backend, space, data_fingerprint=dataset.fingerprint, seed_offset=seed_offset)
     heartbeat = isinstance(backend, optuna.storages.RDBStorage)
     return _Session(config, space, dataset, study, heartbeat, Path(output_dir))
@@ -124,7 +128,7 @@ def _state(study: Any, number: int) -> str:
 
 
 def _fail_stale_trials(study: Any) -> None:
-    """Mark trials of dead workers FAIL (re-queued by the storage's retry callback)."""
+    """Mark trials of dead workers FAIL (the storage's callback re-queues them and ends their MLflow runs)."""
     import optuna
 
     with warnings.catch_warnings():

@@ -9,7 +9,8 @@ failure), ``last_value`` and ``pruned_epoch`` (when pruned). The trial's MLflow 
 sweep's parent run; it carries the sampled values as ``sampled.<path>`` params, the trial config, the
 per-epoch metrics of ``train_model`` and the tags ``resume_ner.study``, ``resume_ner.trial_number``,
 ``resume_ner.trial_state`` (COMPLETE | PRUNED | FAIL), ``resume_ner.pruned_epoch`` and, for a re-run of a
-trial whose worker died, ``resume_ner.retry_of`` (the dead trial's MLflow run is then ended FAILED).
+trial whose worker died, ``resume_ner.retry_of``. The worker that marks such a trial FAIL ends its MLflow run
+FAILED (``end_stale_run``), whether the trial is re-run or out of retries.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from resume_ner.config import ResumeNerConfig
+from resume_ner.config import ResumeNerConfig, TrackingConfig
 from resume_ner.data.document import Document
 from resume_ner.errors import ConfigError
 from resume_ner.hpo.search_space import SearchSpace, apply_params
@@ -105,15 +106,13 @@ def run_trial(
     if trial_dir.exists():
         log.warning("trial %d: replacing the leftover directory %s", number, trial_dir)
         shutil.rmtree(trial_dir)
-    retry_of, dead_run_id = _retried_from(trial)
+    retry_of = _retried_from(trial)
     params = space.suggest(trial)
     tags = {"resume_ner.study": study_name, "resume_ner.trial_number": number}
     if retry_of is not None:
         tags["resume_ner.retry_of"] = retry_of
     tracking = setup_mlflow(config.tracking, nested=True, parent_run_id=parent_run_id, run_name=f"trial-{number}",
                             output_dir=trial_dir, tags=tags)
-    if dead_run_id and tracking.enabled:
-        _end_dead_run(tracking, dead_run_id)
     trial.set_user_attr("mlflow_run_id", tracking.run_id)  # None without tracking (a retry inherits the dead id)
     trial.set_user_attr("checkpoint", str(trial_dir / MODEL_DIRNAME))
     pruning = PruningCallback(trial)
@@ -144,26 +143,31 @@ def run_trial(
     return float(result.best_metric)
 
 
-def _retried_from(trial: Any) -> tuple[int | None, str | None]:
-    """(number, MLflow run id) of the dead trial this one re-runs, or (None, None) for a fresh trial.
-
-    A re-queued trial inherits the user attributes of the trial whose worker died, its run id included.
-    """
+def _retried_from(trial: Any) -> int | None:
+    """The number of the dead trial this one re-runs, or None for a fresh trial."""
     import optuna
     from optuna.storages import RetryHeartbeatStaleTrialCallback
 
     frozen = next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        retry_of = RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
-    return retry_of, frozen.user_attrs.get("mlflow_run_id") if retry_of is not None else None
+        return RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
 
 
-def _end_dead_run(tracking: Any, run_id: str) -> None:
-    """Mark the MLflow run of a trial whose worker died FAILED (it was left RUNNING)."""
-    from resume_ner.tracking.mlflow import TrackingRun
+def end_stale_run(tracking: TrackingConfig, study: Any, trial: Any) -> None:
+    """End the MLflow run of ``trial``, just marked FAIL because its worker died, FAILED (it was left RUNNING).
 
-    dead = TrackingRun(run_id=run_id, tracking_uri=tracking.tracking_uri, experiment_id=tracking.experiment_id,
-                       client=tracking.client, retry=tracking.retry)
+    A stale-trial hook of ``resolve_storage`` (bind ``tracking`` first); MLflow errors are logged, not raised.
+    """
+    from resume_ner.tracking.mlflow import TrackingRun, resolve_tracking_uri
+
+    run_id = trial.user_attrs.get("mlflow_run_id")
+    if not tracking.enabled or not run_id:
+        return
+    try:
+        dead = TrackingRun.attach(run_id, resolve_tracking_uri(None, tracking))
+    except Exception as exc:  # noqa: BLE001 - tracking never stops the sweep
+        log.warning("MLflow: could not end run %s of dead trial %d: %s", run_id, trial.number, exc)
+        return
     dead.set_tags({"resume_ner.trial_state": "FAIL", "resume_ner.error": "its worker stopped sending heartbeats"})
     dead.end("FAILED")
