@@ -11,7 +11,10 @@ character-span match over every entity of every test resume (``common.score_pred
 * ``spacy``: ``bench/spacy_baseline.py`` (``spacy init config --pipeline ner --optimize efficiency``,
   ``spacy train`` with its defaults).
 
-    python bench/quality.py [--quick] [--systems resume-ner,hf-trainer,spacy] [--best-json FILE]
+    python bench/quality.py [--quick] [--systems resume-ner,hf-trainer,spacy] [--best-json FILE] [--merge]
+
+``--merge`` keeps the systems of an earlier result that this run does not train (same split and settings),
+so the systems can run as separate processes; each system's record carries its own command.
 """
 
 from __future__ import annotations
@@ -97,6 +100,19 @@ def _spacy(splits: Path, work: Path, threads: int, max_steps: int | None) -> dic
             "dropped_spans": result.get("dropped_spans")}
 
 
+def _merged(settings: dict[str, Any], systems: list[dict[str, Any]], quick: bool) -> list[dict[str, Any]]:
+    """``systems`` after the earlier result's systems that were not run again (its settings must match)."""
+    earlier_path = common.RESULTS_DIR / f"quality{'-quick' if quick else ''}.json"
+    if not earlier_path.is_file():
+        return systems
+    earlier = json.loads(earlier_path.read_text(encoding="utf-8"))
+    differing = sorted(k for k in settings if k != "threads" and earlier["settings"].get(k) != settings[k])
+    if differing:
+        sys.exit(f"quality: --merge: {earlier_path} was made with other settings ({', '.join(differing)})")
+    names = {s["name"] for s in systems}
+    return [s for s in earlier["systems"] if s["name"] not in names] + systems
+
+
 def best_sweep_settings(best_json: Path) -> list[str]:
     """``KEY=VALUE`` overrides of a ``BestTrial`` JSON's parameters (``resume-ner hpo best --json``)."""
     best = json.loads(best_json.read_text(encoding="utf-8"))
@@ -110,12 +126,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated subset of " + ", ".join(SYSTEMS))
     parser.add_argument("--best-json", type=Path, help="also train resume-ner with this BestTrial's parameters")
     parser.add_argument("--work", type=Path, default=Path("runs/bench/quality"), help="scratch directory")
+    parser.add_argument("--merge", action="store_true", help="keep the other systems of the earlier result")
+    parser.add_argument("--threads", type=int, help="threads of every system (default: all cores)")
     args = parser.parse_args(argv)
 
     from resume_ner.config import ResumeNerConfig
     from resume_ner.training.model import resolve_backbone
 
-    config, threads = ResumeNerConfig(), os.cpu_count() or 1
+    config, threads = ResumeNerConfig(), args.threads or os.cpu_count() or 1
     work = args.work.resolve() / ("quick" if args.quick else "full")
     splits = work / "splits"
     counts = common.write_splits(common.data_dir(), splits, QUICK["train_limit"] if args.quick else None)
@@ -146,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
         systems.append({"name": "resume-ner-best-sweep", "label": LABELS["resume-ner-best-sweep"],
                         "params": sets, **record})
     settings.pop("backbone_path")
+    if args.merge:
+        systems = _merged(settings, systems, args.quick)
     path = common.write_result("quality", {"settings": settings, "systems": systems}, args.quick)
     print(f"quality: wrote {path}")
     return 0

@@ -140,6 +140,10 @@ class TrackingConfig(_Section):
     experiment_name: str = Field("resume-ner", description="MLflow experiment.")
     run_name: str | None = Field(None, description="MLflow run name (default: derived from the output dir).")
     log_checkpoint: bool = Field(True, description="Upload the best checkpoint as a run artifact.")
+    outage_wait_s: float = Field(
+        60.0, ge=0, description="Logging that fails while the tracking server is down is queued and retried; at "
+        "the end of a run, wait this long for the server before giving up (exit status 3; see `tracking relog`)."
+    )
     registered_model_name: str = Field("resume-ner", description="MLflow Model Registry name of final models.")
     tags: dict[str, str] = Field(default_factory=dict, description="Extra tags set on every MLflow run.")
     parent_run_id: str | None = Field(

@@ -20,7 +20,7 @@ def test_run_logged_over_http_reads_back_and_survives_server_loss(
     from mlflow import MlflowClient
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///ignored-because-explicit.db")
-    config = TrackingConfig(experiment_name="server-test")
+    config = TrackingConfig(experiment_name="server-test", outage_wait_s=2)
     report = tmp_path / "report.txt"
     report.write_text("best f1 0.5\n")
 
@@ -48,8 +48,8 @@ def test_run_logged_over_http_reads_back_and_survives_server_loss(
 
     stop_mlflow_server()
     started = time.monotonic()
-    run.log_metrics({"loss": 0.1}, step=3)  # must not raise
-    run.end("FINISHED")  # must not raise either
+    run.log_metrics({"loss": 0.1}, step=3)  # must not raise: queued
+    run.end("FINISHED")  # must not raise either: retries the queue for outage_wait_s, then records the loss
     elapsed = time.monotonic() - started
     assert any(entry.startswith("metrics step 3:") for entry in run.lost), run.lost
     assert any(entry.startswith("end FINISHED:") for entry in run.lost), run.lost

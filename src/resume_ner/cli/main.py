@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
         model_commands,
         pipeline_commands,
         register_command,
+        tracking_commands,
     )
 
     parser = argparse.ArgumentParser(
@@ -53,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     pipeline_commands.register(subparsers, parents)
     k8s_commands.register(subparsers, parents)
     azureml_commands.register(subparsers, parents)
+    tracking_commands.register(subparsers, parents)
     return parser
 
 

@@ -25,14 +25,27 @@ def load_config_from_args(args: argparse.Namespace, extra_overrides: list[str] |
     return load(args.config_dir, overrides)
 
 
-def report_tracking_loss(lost: list[str], output_dir: Path) -> int:
-    """Print the MLflow logging that was lost; the exit status: 3 when something was lost, else 0."""
+def report_tracking_loss(lost: list[str], output_dir: Path, relog: str | None = None) -> int:
+    """Print the MLflow logging that was lost, grouped by reason (and ``relog``, the command that logs it
+    later); the exit status: 3 when something was lost, else 0."""
+    from resume_ner.tracking.mlflow import summarize_lost
+
     if not lost:
         return 0
-    print(f"warning: {len(lost)} MLflow logging call(s) failed and were not recorded:", file=sys.stderr)
-    for item in lost[:10]:
-        print(f"  - {item}", file=sys.stderr)
+    print(f"warning: MLflow logging was lost: {summarize_lost(lost)} ({len(lost)} call(s))", file=sys.stderr)
+    reasons: dict[str, list[str]] = {}
+    for entry in lost:
+        what, _, reason = entry.partition(": ")
+        reasons.setdefault(reason, []).append(what)
+    for reason, calls in list(reasons.items())[:5]:
+        shown = ", ".join(calls[:4]) + (f" and {len(calls) - 4} more" if len(calls) > 4 else "")
+        print(f"  - {shown}: {reason}", file=sys.stderr)
+    if len(reasons) > 5:
+        print(f"  - ... and {len(reasons) - 5} other reason(s)", file=sys.stderr)
     print(f"The checkpoint and metrics are saved in {output_dir}.", file=sys.stderr)
+    if relog:
+        print("To log its params, per-epoch and test metrics and artifacts to MLflow once the tracking server is "
+              f"reachable, run:\n  {relog}", file=sys.stderr)
     return 3
 
 
@@ -64,6 +77,7 @@ def relaunch_under_torchrun(args: argparse.Namespace) -> int | None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train on a dataset, evaluate the best checkpoint on its test split."""
+    from resume_ner.tracking.relog import relog_command
     from resume_ner.training.distributed import context_from_env, shutdown_distributed
     from resume_ner.training.metrics import format_metrics_table
     from resume_ner.workflows.training import run_training_workflow
@@ -89,7 +103,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(format_metrics_table(outcome.test_metrics))
     if outcome.run_id:
         print(f"MLflow run: {outcome.run_id}")
-    return report_tracking_loss(outcome.tracking_lost, Path(args.output_dir))
+    return report_tracking_loss(outcome.tracking_lost, Path(args.output_dir),
+                                relog_command(args.output_dir, outcome.tracking_uri))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

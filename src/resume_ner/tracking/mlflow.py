@@ -4,10 +4,14 @@
 ``MlflowClient`` bound to that run's id (no global active-run state is read or changed, so runs of several
 threads or nested runs do not step on each other).
 
-Tracking must never stop training: every logging call retries transient failures a few times with a short
-backoff (``RetryPolicy``), then logs a warning, records what was lost in ``TrackingRun.lost`` and returns.
-A server that is unreachable when the run is set up gives a disabled run whose ``lost`` says why (or a
-``TrackingError`` with ``required=True``).
+Tracking must never stop training, and a tracking outage should lose nothing: every logging call retries
+transient failures a few times with a short backoff (``RetryPolicy``); one that still fails is queued, with
+every call after it (in order, so metrics keep their steps and timestamps), and the queue is retried with a
+growing interval at later logging calls, without blocking training meanwhile. When the run ends (or on
+``flush``) the queue is retried for up to ``RetryPolicy.drain_s``; what still could not be sent is described
+in ``TrackingRun.lost`` (``summarize_lost`` names its kinds), with a warning. Permanent errors (bad value,
+missing file, ...) go to ``lost`` at once. A server that is unreachable when the run is set up gives a
+disabled run whose ``lost`` says why (or a ``TrackingError`` with ``required=True``).
 
 ``mlflow`` is imported inside the functions that need it, so importing this module is cheap.
 """
@@ -24,7 +28,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +40,19 @@ from resume_ner.config import TrackingConfig
 from resume_ner.errors import TrackingError
 from resume_ner.redaction import redact_credentials, redact_settings
 
-__all__ = ["RetryPolicy", "TrackingRun", "resolve_tracking_uri", "setup_mlflow", "standard_tags"]
+__all__ = [
+    "RetryPolicy",
+    "TrackingRun",
+    "call_with_retry",
+    "ensure_experiment",
+    "prepare_metrics",
+    "prepare_params",
+    "prepare_tags",
+    "resolve_tracking_uri",
+    "setup_mlflow",
+    "standard_tags",
+    "summarize_lost",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -82,18 +99,31 @@ class RetryPolicy:
     (``MLFLOW_HTTP_REQUEST_MAX_RETRIES=0``: its default backs off for minutes) and small REST calls time out
     after ``request_timeout_s`` (``MLFLOW_HTTP_REQUEST_TIMEOUT``); artifact uploads keep MLflow's timeout.
     Either variable set in the environment by the user wins. The defaults give up within about 10 s.
+
+    A call that still fails is queued (at most ``queue_limit`` calls; beyond, new calls are lost). The queue
+    is tried again, once, at the first logging call ``queue_retry_s`` after the failure, then after twice
+    that, ... up to ``queue_retry_max_s``; ``flush`` and the end of the run keep retrying it for up to
+    ``drain_s`` before recording what is left as lost.
     """
 
     attempts: int = 3
     backoff_s: float = 0.5
     max_total_s: float = 10.0
     request_timeout_s: int = 3
+    queue_retry_s: float = 1.0
+    queue_retry_max_s: float = 30.0
+    drain_s: float = 60.0
+    queue_limit: int = 10_000
 
     def __post_init__(self) -> None:
         if self.attempts < 1:
             raise ValueError(f"RetryPolicy.attempts must be at least 1, got {self.attempts}")
         if self.backoff_s < 0 or self.max_total_s < 0 or self.request_timeout_s < 1:
             raise ValueError("RetryPolicy: backoff_s and max_total_s must be >= 0, request_timeout_s >= 1")
+        if self.queue_retry_s <= 0 or self.queue_retry_max_s < self.queue_retry_s or self.drain_s < 0:
+            raise ValueError("RetryPolicy: queue_retry_s must be > 0 and <= queue_retry_max_s, drain_s >= 0")
+        if self.queue_limit < 1:
+            raise ValueError(f"RetryPolicy.queue_limit must be at least 1, got {self.queue_limit}")
 
 
 class _HttpEnv:
@@ -205,7 +235,7 @@ def _run_name(explicit: str | None, config: TrackingConfig, output_dir: Path | N
     return f"{base or 'resume-ner'}-{stamp}"
 
 
-def _experiment_id(client: Any, name: str, uri: str) -> str:
+def ensure_experiment(client: Any, name: str, uri: str) -> str:
     """Id of experiment ``name``, created when missing (artifacts beside a sqlite store), restored if deleted."""
     from mlflow.exceptions import MlflowException
 
@@ -264,6 +294,31 @@ def _number(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
+def prepare_params(params: Mapping[str, Any]) -> dict[str, str]:
+    """``params`` as ``TrackingRun.log_params`` sends them: nested dicts as dotted keys, keys MLflow accepts,
+    values strings with credentials in URLs redacted, cut to MLflow's 6000 characters."""
+    return {_key(key): _text(value, MAX_PARAM_VAL_LENGTH) for key, value in _flatten(params).items()}
+
+
+def prepare_tags(tags: Mapping[str, Any]) -> dict[str, str]:
+    """``tags`` as ``TrackingRun.set_tags`` sends them: keys MLflow accepts, values strings with credentials in
+    URLs redacted, cut to MLflow's 8000 characters."""
+    return {_key(key): _text(value, MAX_TAG_VAL_LENGTH) for key, value in tags.items()}
+
+
+def prepare_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """The finite numbers of ``metrics`` as ``TrackingRun.log_metrics`` sends them: nested dicts as dotted
+    keys (``per_type.NAME.f1``); strings, None, NaN and infinities left out."""
+    prepared: dict[str, float] = {}
+    for key, value in _flatten(metrics).items():
+        number = _number(value)
+        if number is None:
+            logger.debug("MLflow: metric %r skipped (not a finite number: %r)", key, value)
+            continue
+        prepared[_key(key)] = number
+    return prepared
+
+
 def _chunks(items: list[T], size: int) -> Iterator[list[T]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
@@ -285,12 +340,22 @@ def _is_permanent(exc: BaseException) -> bool:
 # --- the run ----------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Call:
+    """One logging request: ``what`` it logs (the start of its ``lost`` entry) and the call that sends it."""
+
+    what: str
+    send: Callable[[], Any]
+    transfer: bool = False
+
+
 class TrackingRun:
     """One MLflow run, or a disabled stand-in whose methods do nothing (``enabled`` is False).
 
     Use it as a context manager: leaving the block ends the run FINISHED, or FAILED on an exception
-    (KILLED on KeyboardInterrupt). Logging never raises because of MLflow: what could not be logged after
-    the retries of ``retry`` is described in ``lost`` (e.g. ``"metrics step 3: MlflowException: ..."``).
+    (KILLED on KeyboardInterrupt). Logging never raises because of MLflow: a call that fails after the retries
+    of ``retry`` is queued and sent later (see the module docstring); what could not be logged in the end is
+    described in ``lost`` (e.g. ``"metrics step 3: MlflowException: ..."``).
     """
 
     def __init__(
@@ -304,6 +369,7 @@ class TrackingRun:
         retry: RetryPolicy | None = None,
         lost: list[str] | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.run_id = run_id
         self.tracking_uri = tracking_uri
@@ -314,7 +380,11 @@ class TrackingRun:
         self.status: str | None = None  # the status it was ended with
         self._client = client
         self._sleep = sleep
+        self._clock = clock
         self._params: dict[str, str] = {}
+        self._queue: deque[_Call] = deque()  # calls waiting for the server, oldest first
+        self._queue_wait = self.retry.queue_retry_s
+        self._queue_retry_at = 0.0
         if self.enabled:
             _open_stack().append(self)
 
@@ -345,6 +415,11 @@ class TrackingRun:
         """The ``MlflowClient`` bound to ``tracking_uri`` (None when disabled), for calls this class lacks."""
         return self._client
 
+    @property
+    def queued(self) -> int:
+        """How many logging calls wait for the tracking server to be reachable again."""
+        return len(self._queue)
+
     def __repr__(self) -> str:
         if not self.enabled:
             return f"TrackingRun(disabled, lost={len(self.lost)})"
@@ -365,39 +440,139 @@ class TrackingRun:
             self.end("FAILED")
         return False
 
-    # -- retries -------------------------------------------------------------------------------------------
+    # -- retries and the queue -----------------------------------------------------------------------------
 
-    def _try(self, what: str, call: Callable[[], T], *, transfer: bool = False) -> tuple[bool, T | None]:
-        """Run ``call`` under the retry policy; on final failure warn, record ``what`` in ``lost``."""
+    def _attempts(
+        self, what: str, call: Callable[[], T], *, transfer: bool = False
+    ) -> tuple[bool, T | None, BaseException | None, int]:
+        """Run ``call`` under the retry policy: (succeeded, its value, the last error, attempts made)."""
         policy = self.retry
         delay = policy.backoff_s
         spent = 0.0  # seconds in calls and waits so far
         last: BaseException | None = None
+        attempt = 0
         for attempt in range(1, policy.attempts + 1):
-            started = time.monotonic()
+            started = self._clock()
             try:
                 with _HTTP_ENV.scope(policy, transfer=transfer):
-                    return True, call()
+                    return True, call(), None, attempt
             except Exception as exc:  # noqa: BLE001 - tracking must not stop training
                 last = exc
-                spent += time.monotonic() - started
+                spent += self._clock() - started
                 if _is_permanent(exc) or attempt == policy.attempts or spent + delay > policy.max_total_s:
                     break
                 logger.debug("MLflow %s failed (attempt %d): %s; retrying in %.1fs", what, attempt, exc, delay)
                 self._sleep(delay)
                 spent += delay
                 delay *= 2
-        assert last is not None
-        message = f"{what}: {_describe(last)}"
-        self.lost.append(message)
+        return False, None, last, attempt
+
+    def _lose(self, what: str, error: BaseException, attempts: int) -> None:
+        self.lost.append(f"{what}: {_describe(error)}")
         logger.warning(
             "MLflow tracking at %s: could not log %s after %d attempt(s): %s (training continues)",
             redact_credentials(self.tracking_uri or ""),
             what,
-            attempt,
-            _describe(last),
+            attempts,
+            _describe(error),
         )
-        return False, None
+
+    def _try(self, what: str, call: Callable[[], T], *, transfer: bool = False) -> tuple[bool, T | None]:
+        """Run ``call`` under the retry policy; on final failure warn, record ``what`` in ``lost``."""
+        ok, value, error, attempts = self._attempts(what, call, transfer=transfer)
+        if not ok:
+            assert error is not None
+            self._lose(what, error, attempts)
+        return ok, value
+
+    def _send_once(self, call: _Call) -> BaseException | None:
+        """One try of ``call``: None when it went through, else the error."""
+        try:
+            with _HTTP_ENV.scope(self.retry, transfer=call.transfer):
+                call.send()
+        except Exception as exc:  # noqa: BLE001 - tracking must not stop training
+            return exc
+        return None
+
+    def _log(self, call: _Call) -> bool:
+        """Send ``call`` (with retries), or queue it behind earlier calls that wait for the server or when it
+        still fails; False when it is lost (a permanent error, or the queue is full)."""
+        if self._queue:
+            self._retry_queue()
+        if not self._queue:
+            ok, _, error, attempts = self._attempts(call.what, call.send, transfer=call.transfer)
+            if ok:
+                return True
+            assert error is not None
+            if _is_permanent(error):
+                self._lose(call.what, error, attempts)
+                return False
+            logger.warning(
+                "MLflow tracking at %s is unreachable (%s): logging is queued and retried later (training continues)",
+                redact_credentials(self.tracking_uri or ""),
+                _describe(error),
+            )
+            self._queue_wait = self.retry.queue_retry_s
+            self._queue_retry_at = self._clock() + self._queue_wait
+        elif len(self._queue) >= self.retry.queue_limit:
+            self.lost.append(f"{call.what}: not logged, {len(self._queue)} calls already wait for the tracking server")
+            logger.debug("MLflow: %s not queued (the queue is full)", call.what)
+            return False
+        self._queue.append(call)
+        return True
+
+    def _retry_queue(self) -> None:
+        """When its wait is over, send the queued calls in order, one try each; at a failure, wait twice as long
+        (up to ``queue_retry_max_s``) before the next round."""
+        if self._clock() < self._queue_retry_at:
+            return
+        sent = 0
+        while self._queue:
+            error = self._send_once(self._queue[0])
+            if error is not None and not _is_permanent(error):
+                self._queue_wait = min(self._queue_wait * 2, self.retry.queue_retry_max_s)
+                self._queue_retry_at = self._clock() + self._queue_wait
+                logger.debug("MLflow still unreachable (%s); %d call(s) queued", _describe(error), len(self._queue))
+                return
+            call = self._queue.popleft()
+            if error is not None:
+                self._lose(call.what, error, 1)
+            sent += 1
+        logger.info("MLflow tracking at %s is reachable again: %d queued call(s) sent",
+                    redact_credentials(self.tracking_uri or ""), sent)
+
+    def flush(self, drain_s: float | None = None) -> None:
+        """Send the queued calls now, retrying for up to ``drain_s`` seconds (default ``retry.drain_s``) while
+        the server is unreachable; what is still queued then is recorded in ``lost``."""
+        if not self._queue:
+            return
+        budget = self.retry.drain_s if drain_s is None else drain_s
+        uri = redact_credentials(self.tracking_uri or "")
+        logger.info("MLflow: sending %d queued call(s) to %s (retrying for up to %.0fs)", len(self._queue), uri, budget)
+        spent, wait = 0.0, self.retry.queue_retry_s
+        error: BaseException | None = None
+        while self._queue:
+            started = self._clock()
+            error = self._send_once(self._queue[0])
+            spent += self._clock() - started
+            if error is None or _is_permanent(error):
+                call = self._queue.popleft()
+                if error is not None:
+                    self._lose(call.what, error, 1)
+                continue
+            pause = min(wait, budget - spent)
+            if pause <= 0:
+                break
+            self._sleep(pause)
+            spent += pause
+            wait = min(wait * 2, self.retry.queue_retry_max_s)
+        if self._queue:
+            assert error is not None
+            left = [f"{call.what}: {_describe(error)}" for call in self._queue]
+            self._queue.clear()
+            self.lost.extend(left)
+            logger.warning("MLflow tracking at %s still unreachable after %.0fs: %d queued call(s) lost: %s",
+                           uri, budget, len(left), summarize_lost(left))
 
     # -- logging -------------------------------------------------------------------------------------------
 
@@ -412,8 +587,7 @@ class TrackingRun:
         from mlflow.entities import Param
 
         pending: list[Param] = []
-        for key, value in _flatten(params).items():
-            key, text = _key(key), _text(value, MAX_PARAM_VAL_LENGTH)
+        for key, text in prepare_params(params).items():
             previous = self._params.get(key)
             if previous == text:
                 continue
@@ -424,33 +598,25 @@ class TrackingRun:
                 continue
             pending.append(Param(key, text))
         for batch in _chunks(pending, MAX_PARAMS_TAGS_PER_BATCH):
-            ok, _ = self._try(
-                f"params ({', '.join(p.key for p in batch[:5])}{', ...' if len(batch) > 5 else ''})",
-                lambda batch=batch: self._client.log_batch(self.run_id, params=batch, synchronous=True),
-            )
-            if ok:
+            label = f"params ({', '.join(p.key for p in batch[:5])}{', ...' if len(batch) > 5 else ''})"
+            send = lambda batch=batch: self._client.log_batch(self.run_id, params=batch, synchronous=True)  # noqa: E731
+            if self._log(_Call(label, send)):
                 self._params.update({p.key: p.value for p in batch})
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
         """Log the finite numbers of ``metrics`` (nested dicts flattened: ``per_type.NAME.f1``) at ``step``.
 
-        Strings, None, NaN and infinities are skipped.
+        Strings, None, NaN and infinities are skipped. The timestamp is taken now, also for a queued call.
         """
         if not self.active:
             return
         from mlflow.entities import Metric
 
         timestamp = int(time.time() * 1000)
-        entries = []
-        for key, value in _flatten(metrics).items():
-            number = _number(value)
-            if number is None:
-                logger.debug("MLflow: metric %r skipped (not a finite number: %r)", key, value)
-                continue
-            entries.append(Metric(_key(key), number, timestamp, int(step or 0)))
+        entries = [Metric(key, value, timestamp, int(step or 0)) for key, value in prepare_metrics(metrics).items()]
         label = f"metrics step {step}" if step is not None else "metrics"
         for batch in _chunks(entries, MAX_METRICS_PER_BATCH):
-            self._try(label, lambda batch=batch: self._client.log_batch(self.run_id, metrics=batch, synchronous=True))
+            self._log(_Call(label, lambda batch=batch: self._client.log_batch(self.run_id, metrics=batch, synchronous=True)))
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         """Set run tags (values as strings, cut to MLflow's 8000 characters)."""
@@ -458,22 +624,20 @@ class TrackingRun:
             return
         from mlflow.entities import RunTag
 
-        entries = [RunTag(_key(k), _text(v, MAX_TAG_VAL_LENGTH)) for k, v in tags.items()]
+        entries = [RunTag(key, value) for key, value in prepare_tags(tags).items()]
         for batch in _chunks(entries, MAX_PARAMS_TAGS_PER_BATCH):
-            self._try(
+            self._log(_Call(
                 f"tags ({', '.join(t.key for t in batch[:5])})",
                 lambda batch=batch: self._client.log_batch(self.run_id, tags=batch, synchronous=True),
-            )
+            ))
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         """Upload one file under ``artifact_path`` (the run's artifact root when None)."""
         if not self.active:
             return
-        self._try(
-            f"artifact {path}",
-            lambda: self._client.log_artifact(self.run_id, str(path), artifact_path),
-            transfer=True,
-        )
+        self._log(_Call(
+            f"artifact {path}", lambda: self._client.log_artifact(self.run_id, str(path), artifact_path), transfer=True
+        ))
 
     def log_artifacts(self, local_dir: str | Path, artifact_path: str | None = None) -> None:
         """Upload the files of ``local_dir`` (recursively) under ``artifact_path``."""
@@ -483,11 +647,11 @@ class TrackingRun:
             self.lost.append(f"artifacts {local_dir}: not a directory")
             logger.warning("MLflow: artifacts %s not logged: not a directory", local_dir)
             return
-        self._try(
+        self._log(_Call(
             f"artifacts {local_dir}",
             lambda: self._client.log_artifacts(self.run_id, str(local_dir), artifact_path),
             transfer=True,
-        )
+        ))
 
     def log_dict(self, obj: Any, name: str) -> None:
         """Store ``obj`` as the artifact file ``name`` (JSON, or YAML when ``name`` ends in .yaml/.yml), credentials
@@ -495,10 +659,11 @@ class TrackingRun:
         if not self.active:
             return
         safe = redact_settings(obj)
-        self._try(f"dict {name}", lambda: self._client.log_dict(self.run_id, safe, name), transfer=True)
+        self._log(_Call(f"dict {name}", lambda: self._client.log_dict(self.run_id, safe, name), transfer=True))
 
     def end(self, status: str = "FINISHED") -> None:
-        """End the run with ``status`` (FINISHED, FAILED or KILLED); later calls do nothing."""
+        """End the run with ``status`` (FINISHED, FAILED or KILLED) after sending the queued calls (``flush``;
+        KILLED does not wait for an unreachable server); later calls do nothing."""
         if status not in RUN_STATUSES:
             raise ValueError(f"run status must be one of {', '.join(RUN_STATUSES)}, got {status!r}")
         if not self.active:
@@ -507,7 +672,54 @@ class TrackingRun:
         stack = _open_stack()
         if self in stack:
             stack.remove(self)
-        self._try(f"end {status}", lambda: self._client.set_terminated(self.run_id, status))
+        self._log(_Call(f"end {status}", lambda: self._client.set_terminated(self.run_id, status)))
+        self.flush(0.0 if status == "KILLED" else None)
+
+
+def call_with_retry(
+    what: str, call: Callable[[], T], *, tracking_uri: str, retry: RetryPolicy | None = None, transfer: bool = False
+) -> T:
+    """The value of ``call`` (MLflow requests to ``tracking_uri``) under ``retry``'s retries, short HTTP timeouts
+    and MLflow's own retries off; ``TrackingError`` saying it could not ``what`` when it still fails."""
+    runner = TrackingRun(tracking_uri=tracking_uri, retry=retry)
+    ok, value, error, attempts = runner._attempts(what, call, transfer=transfer)
+    if not ok:
+        assert error is not None
+        raise TrackingError(
+            f"MLflow at {redact_credentials(tracking_uri)}: cannot {what} ({attempts} attempt(s)): {_describe(error)}"
+        ) from error
+    return value  # type: ignore[return-value]
+
+
+_LOST_KINDS = {"setup": "the run (never created)", "param": "params", "params": "params", "tags": "tags",
+               "metrics": "metrics", "artifact": "artifacts", "artifacts": "artifacts", "dict": "artifacts",
+               "end": "run end"}
+
+
+def summarize_lost(lost: Sequence[str]) -> str:
+    """The kinds of logging ``lost`` entries of a ``TrackingRun`` cover, e.g. ``"params, metrics (step 4,
+    no step), artifacts (train_result.json, model), run end (FINISHED)"``."""
+    details: dict[str, list[str]] = {}
+    for entry in lost:
+        word, _, rest = entry.split(":", 1)[0].partition(" ")
+        kind = _LOST_KINDS.get(word, "other")
+        found = details.setdefault(kind, [])
+        if kind == "metrics":
+            detail = rest or "no step"
+        elif kind == "artifacts":
+            detail = Path(rest).name or rest
+        elif kind == "run end":
+            detail = rest
+        else:
+            continue
+        if detail not in found:
+            found.append(detail)
+    parts = []
+    for kind in [*dict.fromkeys(_LOST_KINDS.values()), "other"]:
+        if kind in details:
+            shown = details[kind][:6] + (["..."] if len(details[kind]) > 6 else [])
+            parts.append(f"{kind} ({', '.join(shown)})" if shown else kind)
+    return ", ".join(parts)
 
 
 # --- setup ------------------------------------------------------------------------------------------------
@@ -565,11 +777,16 @@ def setup_mlflow(
     * ``$MLFLOW_RUN_ID`` (set by job launchers such as AzureML): a top-level run logs into that existing run
       instead of creating one, as ``mlflow.start_run`` does.
 
-    When the store cannot be reached after the retries, returns a disabled run whose ``lost`` says why and
-    logs a warning, or raises ``TrackingError`` when ``required`` is True.
+    * Retries: ``retry``, else the default ``RetryPolicy`` waiting ``config.outage_wait_s`` at the end of the
+      run for a tracking server that went away.
+
+    When the store cannot be reached after the retries, returns a disabled run whose ``lost`` says why (and
+    whose ``tracking_uri`` is the URI it tried) and logs a warning, or raises ``TrackingError`` when
+    ``required`` is True.
     """
     if not config.enabled:
         return TrackingRun.disabled()
+    retry = retry or RetryPolicy(drain_s=config.outage_wait_s)
     uri = resolve_tracking_uri(tracking_uri, config)
     name = _run_name(run_name, config, output_dir)
     run_tags = {str(k): _text(v, MAX_TAG_VAL_LENGTH) for k, v in {**config.tags, **(tags or {})}.items()}
@@ -595,7 +812,7 @@ def setup_mlflow(
             client.log_batch(job_run_id, tags=tags, synchronous=True)
             adopted = client.get_run(job_run_id)
             return client, adopted.info.experiment_id, adopted
-        experiment_id = _experiment_id(client, config.experiment_name, uri)
+        experiment_id = ensure_experiment(client, config.experiment_name, uri)
         created = client.create_run(experiment_id, run_name=name, tags=_context_tags(run_tags))
         return client, experiment_id, created
 
@@ -606,7 +823,7 @@ def setup_mlflow(
                 f"cannot start an MLflow run at {redact_credentials(uri)}: {probe.lost[-1]}. Start the tracking "
                 f"server or fix tracking.tracking_uri / ${ENV_TRACKING_URI}, or set tracking.enabled=false."
             )
-        return TrackingRun.disabled(lost=probe.lost)
+        return TrackingRun(tracking_uri=uri, lost=probe.lost)  # disabled: no run
     client, experiment_id, created = started
     logger.info(
         "MLflow run %r (%s) in experiment %r at %s",

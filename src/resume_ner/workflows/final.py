@@ -208,6 +208,7 @@ def run_final_training_workflow(
         if ddp.is_main:
             validate_checkpoint(result.model_dir)
             test_metrics = evaluate_test_split(final_config, result.model_dir, dataset, output_dir, run)
+            run.flush()  # logging queued during a tracking outage is sent, or in run.lost
             if register and (not run.enabled or run.lost):
                 log.warning("final model not registered: %d MLflow call(s) were lost (%s); the model is in %s",
                             len(run.lost), "; ".join(run.lost[:3]), result.model_dir)

@@ -29,6 +29,7 @@ class TrainingOutcome:
     test_metrics: dict[str, Any] | None
     run_id: str | None
     tracking_lost: list[str] = field(default_factory=list)
+    tracking_uri: str | None = None  # where the run is (or was to be) logged
 
 
 def run_training_workflow(
@@ -64,7 +65,8 @@ def run_training_workflow(
                              overwrite=overwrite)
         test_metrics = (evaluate_test_split(config, result.model_dir, dataset, output_dir, tracking)
                         if ddp.is_main else None)
-    return TrainingOutcome(result, test_metrics, getattr(tracking, "run_id", None), list(getattr(tracking, "lost", [])))
+    return TrainingOutcome(result, test_metrics, getattr(tracking, "run_id", None), list(getattr(tracking, "lost", [])),
+                           getattr(tracking, "tracking_uri", None))
 
 
 def load_training_data(config: ResumeNerConfig, data_path: str | Path | None) -> tuple[Path, SplitDataset]:

@@ -15,6 +15,7 @@ from resume_ner import __version__
 from resume_ner.config import TrackingConfig
 from resume_ner.errors import TrackingError
 from resume_ner.tracking import RetryPolicy, TrackingRun, resolve_tracking_uri, setup_mlflow, standard_tags
+from resume_ner.tracking.mlflow import summarize_lost
 
 NO_WAIT = RetryPolicy(attempts=3, backoff_s=0.0)
 
@@ -181,23 +182,40 @@ def test_disabled_tracking_is_a_no_op(tmp_path: Path, monkeypatch: pytest.Monkey
 
 
 class _FailingClient:
-    """Stands in for MlflowClient: ``log_batch`` fails ``failures`` times with ``error``, then succeeds."""
+    """Stands in for MlflowClient: its calls fail ``failures`` times with ``error``, then succeed; ``sent`` lists
+    what went through (``"step N"`` of a metrics batch, ``"params"``, ``"tags"``, ``"end STATUS"``)."""
 
     def __init__(self, failures: int, error: Exception) -> None:
-        self.failures, self.error, self.calls = failures, error, 0
+        self.failures, self.error, self.calls, self.sent = failures, error, 0, []
 
-    def log_batch(self, run_id, metrics=(), params=(), tags=(), synchronous=None):
+    def _call(self, what: str) -> None:
         self.calls += 1
         if self.calls <= self.failures:
             raise self.error
+        self.sent.append(what)
+
+    def log_batch(self, run_id, metrics=(), params=(), tags=(), synchronous=None):
+        self._call(f"step {metrics[0].step}" if metrics else "params" if params else "tags")
 
     def set_terminated(self, run_id, status=None):
-        pass
+        self._call(f"end {status}")
 
 
-def _fake_run(client: _FailingClient, retry: RetryPolicy = NO_WAIT, sleeps: list | None = None) -> TrackingRun:
+class _Clock:
+    """A monotonic clock that moves only when told to."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _fake_run(client: _FailingClient, retry: RetryPolicy = NO_WAIT, sleeps: list | None = None,
+              clock: _Clock | None = None) -> TrackingRun:
     sleep = sleeps.append if sleeps is not None else (lambda s: None)
-    return TrackingRun(run_id="r1", tracking_uri="http://fake", experiment_id="0", client=client, retry=retry, sleep=sleep)
+    return TrackingRun(run_id="r1", tracking_uri="http://fake", experiment_id="0", client=client, retry=retry, sleep=sleep,
+                       clock=clock or _Clock())
 
 
 def test_transient_failure_is_retried_with_backoff() -> None:
@@ -211,19 +229,77 @@ def test_transient_failure_is_retried_with_backoff() -> None:
     assert run.lost == []
 
 
-def test_persistent_failure_is_recorded_not_raised(caplog: pytest.LogCaptureFixture) -> None:
+def test_persistent_failure_is_queued_then_recorded_not_raised(caplog: pytest.LogCaptureFixture) -> None:
     from mlflow.exceptions import MlflowException
 
     client = _FailingClient(failures=99, error=MlflowException("connection refused"))
-    run = _fake_run(client)
+    run = _fake_run(client, RetryPolicy(attempts=3, backoff_s=0.0, drain_s=0.0))
     with caplog.at_level(logging.WARNING):
         run.log_metrics({"loss": 1.0}, step=3)
-        run.log_params({"lr": 0.1})
+        run.log_params({"lr": 0.1})  # queued behind the failed call: not tried until its wait is over
         run.set_tags({"t": "v"})
-    assert client.calls == 9
+        assert client.calls == 3 and run.queued == 2 + 1 and run.lost == []
+        run.end()  # one more try of the queue's first call, then what is left is lost
+    assert client.calls == 3 + 1
     assert run.lost[0].startswith("metrics step 3: MlflowException: connection refused")
     assert run.lost[1].startswith("params (lr):") and run.lost[2].startswith("tags (t):")
-    assert "training continues" in caplog.text
+    assert run.lost[3].startswith("end FINISHED:") and run.queued == 0
+    assert summarize_lost(run.lost) == "params, tags, metrics (step 3), run end (FINISHED)"
+    assert "training continues" in caplog.text and "4 queued call(s) lost" in caplog.text
+
+
+def test_queued_calls_are_sent_in_order_when_the_server_is_back() -> None:
+    from mlflow.exceptions import MlflowException
+
+    clock = _Clock()
+    client = _FailingClient(failures=4, error=MlflowException("connection refused"))
+    run = _fake_run(client, RetryPolicy(attempts=3, backoff_s=0.0, queue_retry_s=2.0), clock=clock)
+    run.log_metrics({"loss": 1.0}, step=1)  # 3 failed attempts: queued
+    run.log_metrics({"loss": 0.9}, step=2)  # queued without a try
+    clock.now += 2.0
+    run.log_metrics({"loss": 0.8}, step=3)  # the queue is tried once (4th failure): wait doubles to 4 s
+    assert client.calls == 4 and run.queued == 3
+    clock.now += 2.0
+    run.log_metrics({"loss": 0.7}, step=4)  # still waiting
+    assert client.calls == 4 and run.queued == 4
+    clock.now += 2.0
+    run.log_metrics({"loss": 0.6}, step=5)  # the server is back: the queue goes first, in order
+    assert client.sent == ["step 1", "step 2", "step 3", "step 4", "step 5"]
+    assert run.queued == 0 and run.lost == []
+
+
+def test_end_waits_for_the_server_to_come_back() -> None:
+    from mlflow.exceptions import MlflowException
+
+    client = _FailingClient(failures=8, error=MlflowException("connection refused"))
+    sleeps: list[float] = []
+    run = _fake_run(client, RetryPolicy(attempts=2, backoff_s=0.0, queue_retry_s=1.0, queue_retry_max_s=4.0,
+                                        drain_s=30.0), sleeps)
+    run.log_metrics({"loss": 1.0}, step=1)
+    run.end()
+    assert client.sent == ["step 1", "end FINISHED"] and run.lost == [] and run.status == "FINISHED"
+    assert sleeps == [0.0, 1.0, 2.0, 4.0, 4.0, 4.0, 4.0]  # 1 retry at logging, then the queue at the end
+
+
+def test_killed_run_does_not_wait_for_the_server() -> None:
+    from mlflow.exceptions import MlflowException
+
+    client = _FailingClient(failures=99, error=MlflowException("connection refused"))
+    sleeps: list[float] = []
+    run = _fake_run(client, RetryPolicy(attempts=1, drain_s=600.0), sleeps)
+    run.log_metrics({"loss": 1.0}, step=1)
+    run.end("KILLED")
+    assert sleeps == [] and [entry.split(":")[0] for entry in run.lost] == ["metrics step 1", "end KILLED"]
+
+
+def test_a_full_queue_loses_new_calls() -> None:
+    from mlflow.exceptions import MlflowException
+
+    client = _FailingClient(failures=99, error=MlflowException("connection refused"))
+    run = _fake_run(client, RetryPolicy(attempts=1, queue_limit=2))
+    for step in range(3):
+        run.log_metrics({"loss": 1.0}, step=step)
+    assert run.queued == 2 and len(run.lost) == 1 and run.lost[0].startswith("metrics step 2: not logged")
 
 
 def test_permanent_error_is_not_retried() -> None:
@@ -241,9 +317,11 @@ def test_retries_stop_at_the_total_time_budget() -> None:
 
     client = _FailingClient(failures=99, error=MlflowException("down"))
     sleeps: list[float] = []
-    run = _fake_run(client, RetryPolicy(attempts=10, backoff_s=4.0, max_total_s=10.0), sleeps)
+    run = _fake_run(client, RetryPolicy(attempts=10, backoff_s=4.0, max_total_s=10.0, drain_s=0.0), sleeps)
     run.log_metrics({"loss": 1.0})
     assert sum(sleeps) <= 10.0 and client.calls == len(sleeps) + 1
+    assert run.lost == [] and run.queued == 1
+    run.end()
     assert run.lost and run.lost[0].startswith("metrics:")
 
 
