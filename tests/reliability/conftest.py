@@ -1,6 +1,7 @@
 """The reliability suite's tallies: kills survived, restarts and fuzz examples, printed in the summary line.
 
-Tests add to them through the ``reliability_counter`` fixture: ``reliability_counter("kills", 1)``.
+Tests add to them through the ``reliability_counter`` fixture (``reliability_counter("kills", 1)``), and add
+measured figures through ``reliability_figure`` (``reliability_figure("predict memory", "...")``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import pytest
 
 KINDS = ("kills", "restarts", "fuzz examples", "outages")
 _COUNTS: Counter[str] = Counter()
+_FIGURES: dict[str, str] = {}
 
 
 @pytest.fixture
@@ -28,6 +30,16 @@ def reliability_counter() -> Callable[[str, int], None]:
     return count
 
 
+@pytest.fixture
+def reliability_figure() -> Callable[[str, str], None]:
+    """``figure(name, text)`` adds a measured figure (e.g. memory growth) to the suite's summary line."""
+
+    def figure(name: str, text: str) -> None:
+        _FIGURES[name] = text
+
+    return figure
+
+
 @pytest.fixture(scope="module")
 def dataset(synth_documents, tmp_path_factory) -> Path:
     """A dataset directory of synthetic resumes: 30 train, 6 validation, 4 test."""
@@ -40,5 +52,6 @@ def dataset(synth_documents, tmp_path_factory) -> Path:
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """One line with every tally, when any reliability test ran."""
-    if _COUNTS:
-        terminalreporter.write_line("reliability suite: " + ", ".join(f"{_COUNTS[k]} {k}" for k in KINDS))
+    if _COUNTS or _FIGURES:
+        terminalreporter.write_line("reliability suite: " + ", ".join(
+            [f"{_COUNTS[k]} {k}" for k in KINDS] + [f"{name} {text}" for name, text in _FIGURES.items()]))
