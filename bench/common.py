@@ -128,7 +128,7 @@ class Measured:
 
     returncode: int
     wall_s: float
-    peak_rss_mb: float
+    peak_rss_mb: float | None  # None: not measured
 
 
 def run_measured(cmd: list[str], log: Path, env: dict[str, str] | None = None, check: bool = True) -> Measured:

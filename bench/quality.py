@@ -37,14 +37,19 @@ LABELS = {"resume-ner": "resume-ner (default config)", "resume-ner-best-sweep": 
 QUICK = {"train_limit": 40, "epochs": 1, "spacy_max_steps": 300}
 
 
-def _resume_ner(name: str, splits: Path, work: Path, sets: list[str], threads: int) -> dict[str, Any]:
-    """Train and predict with the project's CLI; the system's record."""
+def _resume_ner(name: str, splits: Path, work: Path, sets: list[str], threads: int, reuse: bool) -> dict[str, Any]:
+    """Train (``reuse``: keep a finished training of an earlier run) and predict with the project's CLI; the
+    system's record."""
     out = work / name
     train_cmd = [*common.python_cmd("-m", "resume_ner.cli.main", "train"), "--data", str(splits), "--output-dir",
                  str(out), "--overwrite", "--no-tracking", "-q", "--set", f"training.num_threads={threads}"]
     for setting in sets:
         train_cmd += ["--set", setting]
-    trained = common.run_measured(train_cmd, work / f"{name}-train.log")
+    if reuse and (out / "train_result.json").is_file():  # its training loop's time; its peak memory is unknown
+        seconds = json.loads((out / "train_result.json").read_text(encoding="utf-8"))["train_seconds"]
+        trained = common.Measured(0, seconds, None)
+    else:
+        trained = common.run_measured(train_cmd, work / f"{name}-train.log")
     raw = work / f"{name}-predictions-raw.jsonl"
     predict_cmd = [*common.python_cmd("-m", "resume_ner.cli.main", "predict"), "--model", str(out / "model"),
                    "--output", str(raw), "-q", str(splits / "test.jsonl")]
@@ -127,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--best-json", type=Path, help="also train resume-ner with this BestTrial's parameters")
     parser.add_argument("--work", type=Path, default=Path("runs/bench/quality"), help="scratch directory")
     parser.add_argument("--merge", action="store_true", help="keep the other systems of the earlier result")
+    parser.add_argument("--reuse", action="store_true",
+                        help="resume-ner: keep a finished training of an earlier run in --work (no retraining)")
     parser.add_argument("--threads", type=int, help="threads of every system (default: all cores)")
     args = parser.parse_args(argv)
 
@@ -149,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in [s.strip() for s in args.systems.split(",") if s.strip()]:
         print(f"quality: {name} ...", flush=True)
         if name == "resume-ner":
-            record = _resume_ner(name, splits, work, epoch_sets, threads)
+            record = _resume_ner(name, splits, work, epoch_sets, threads, args.reuse)
         elif name == "hf-trainer":
             record = _hf_trainer(splits, work, settings, threads)
         elif name == "spacy":
@@ -160,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"quality: {name}: span micro-F1 {record['test']['span_f1_micro']:.3f}", flush=True)
     if args.best_json:
         sets = [*best_sweep_settings(args.best_json), *epoch_sets]
-        record = _resume_ner("resume-ner-best-sweep", splits, work, sets, threads)
+        record = _resume_ner("resume-ner-best-sweep", splits, work, sets, threads, args.reuse)
         systems.append({"name": "resume-ner-best-sweep", "label": LABELS["resume-ner-best-sweep"],
                         "params": sets, **record})
     settings.pop("backbone_path")
