@@ -37,6 +37,15 @@ LABELS = {"resume-ner": "resume-ner (default config)", "resume-ner-best-sweep": 
 QUICK = {"train_limit": 40, "epochs": 1, "spacy_max_steps": 300}
 
 
+def _trained(cmd: list[str], log: Path, out: Path, seconds_key: str, reuse: bool) -> common.Measured:
+    """Run a training command, or with ``reuse`` keep the finished one in ``out`` (the time it recorded; its
+    peak memory is unknown)."""
+    result = out / "train_result.json"
+    if reuse and result.is_file():
+        return common.Measured(0, json.loads(result.read_text(encoding="utf-8"))[seconds_key], None)
+    return common.run_measured(cmd, log)
+
+
 def _resume_ner(name: str, splits: Path, work: Path, sets: list[str], threads: int, reuse: bool) -> dict[str, Any]:
     """Train (``reuse``: keep a finished training of an earlier run) and predict with the project's CLI; the
     system's record."""
@@ -45,11 +54,7 @@ def _resume_ner(name: str, splits: Path, work: Path, sets: list[str], threads: i
                  str(out), "--overwrite", "--no-tracking", "-q", "--set", f"training.num_threads={threads}"]
     for setting in sets:
         train_cmd += ["--set", setting]
-    if reuse and (out / "train_result.json").is_file():  # its training loop's time; its peak memory is unknown
-        seconds = json.loads((out / "train_result.json").read_text(encoding="utf-8"))["train_seconds"]
-        trained = common.Measured(0, seconds, None)
-    else:
-        trained = common.run_measured(train_cmd, work / f"{name}-train.log")
+    trained = _trained(train_cmd, work / f"{name}-train.log", out, "train_seconds", reuse)
     raw = work / f"{name}-predictions-raw.jsonl"
     predict_cmd = [*common.python_cmd("-m", "resume_ner.cli.main", "predict"), "--model", str(out / "model"),
                    "--output", str(raw), "-q", str(splits / "test.jsonl")]
@@ -65,7 +70,7 @@ def _resume_ner(name: str, splits: Path, work: Path, sets: list[str], threads: i
             "test": common.score_predictions(test_docs, predictions), "learning_curve": curve}
 
 
-def _hf_trainer(splits: Path, work: Path, settings: dict[str, Any], threads: int) -> dict[str, Any]:
+def _hf_trainer(splits: Path, work: Path, settings: dict[str, Any], threads: int, reuse: bool) -> dict[str, Any]:
     """The run_ner.py-way baseline with the project's hyperparameters; the system's record."""
     out = work / "hf-trainer"
     train_cmd = common.python_cmd(
@@ -74,30 +79,32 @@ def _hf_trainer(splits: Path, work: Path, settings: dict[str, Any], threads: int
         "--batch-size", str(settings["batch_size"]), "--warmup-ratio", str(settings["warmup_ratio"]),
         "--weight-decay", str(settings["weight_decay"]), "--max-length", str(settings["max_length"]),
         "--seed", str(settings["seed"]), "--threads", str(threads))
-    trained = common.run_measured(train_cmd, work / "hf-trainer-train.log")
+    trained = _trained(train_cmd, work / "hf-trainer-train.log", out, "train_wall_s", reuse)
     predictions = work / "hf-trainer-predictions.jsonl"
-    common.run_measured(common.python_cmd(
-        "bench/hf_baseline.py", "predict", "--model", str(out / "model"), "--docs", str(splits / "test.jsonl"),
-        "--out", str(predictions), "--stride", str(settings["stride"]), "--max-length", str(settings["max_length"]),
-        "--threads", str(threads)), work / "hf-trainer-predict.log")
+    if not (reuse and predictions.is_file()):
+        common.run_measured(common.python_cmd(
+            "bench/hf_baseline.py", "predict", "--model", str(out / "model"), "--docs", str(splits / "test.jsonl"),
+            "--out", str(predictions), "--stride", str(settings["stride"]), "--max-length", str(settings["max_length"]),
+            "--threads", str(threads)), work / "hf-trainer-predict.log")
     result = json.loads((out / "train_result.json").read_text(encoding="utf-8"))
     return {"command": " ".join(train_cmd[1:]), "train_wall_s": trained.wall_s, "peak_rss_mb": trained.peak_rss_mb,
             "test": common.score_predictions(common.read_split(splits, "test"), predictions),
             "learning_curve": [{"epoch": h["epoch"], "val_f1": h["val_f1_micro"]} for h in result["history"]]}
 
 
-def _spacy(splits: Path, work: Path, threads: int, max_steps: int | None) -> dict[str, Any]:
+def _spacy(splits: Path, work: Path, threads: int, max_steps: int | None, reuse: bool) -> dict[str, Any]:
     """The spaCy baseline with spaCy's default training settings (fewer steps when quick)."""
     out = work / "spacy"
     train_cmd = common.python_cmd("bench/spacy_baseline.py", "train", "--splits", str(splits), "--out", str(out),
                                   "--threads", str(threads))
     if max_steps:
         train_cmd += ["--max-steps", str(max_steps), "--eval-frequency", str(max(max_steps // 5, 20))]
-    trained = common.run_measured(train_cmd, work / "spacy-train.log")
+    trained = _trained(train_cmd, work / "spacy-train.log", out, "train_wall_s", reuse)
     predictions = work / "spacy-predictions.jsonl"
-    common.run_measured(common.python_cmd("bench/spacy_baseline.py", "predict", "--model", str(out / "model-best"),
-                                          "--docs", str(splits / "test.jsonl"), "--out", str(predictions)),
-                        work / "spacy-predict.log")
+    if not (reuse and predictions.is_file()):
+        common.run_measured(common.python_cmd("bench/spacy_baseline.py", "predict", "--model",
+                                              str(out / "model-best"), "--docs", str(splits / "test.jsonl"),
+                                              "--out", str(predictions)), work / "spacy-predict.log")
     result = json.loads((out / "train_result.json").read_text(encoding="utf-8"))
     return {"command": " ".join(train_cmd[1:]), "train_wall_s": trained.wall_s, "peak_rss_mb": trained.peak_rss_mb,
             "test": common.score_predictions(common.read_split(splits, "test"), predictions),
@@ -133,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=Path("runs/bench/quality"), help="scratch directory")
     parser.add_argument("--merge", action="store_true", help="keep the other systems of the earlier result")
     parser.add_argument("--reuse", action="store_true",
-                        help="resume-ner: keep a finished training of an earlier run in --work (no retraining)")
+                        help="keep the finished trainings and predictions of an earlier run in --work")
     parser.add_argument("--threads", type=int, help="threads of every system (default: all cores)")
     args = parser.parse_args(argv)
 
@@ -158,24 +165,29 @@ def main(argv: list[str] | None = None) -> int:
         if name == "resume-ner":
             record = _resume_ner(name, splits, work, epoch_sets, threads, args.reuse)
         elif name == "hf-trainer":
-            record = _hf_trainer(splits, work, settings, threads)
+            record = _hf_trainer(splits, work, settings, threads, args.reuse)
         elif name == "spacy":
-            record = _spacy(splits, work, threads, QUICK["spacy_max_steps"] if args.quick else None)
+            record = _spacy(splits, work, threads, QUICK["spacy_max_steps"] if args.quick else None, args.reuse)
         else:
             parser.error(f"unknown system {name!r}; choose from {', '.join(SYSTEMS)}")
         systems.append({"name": name, "label": LABELS[name], **record})
         print(f"quality: {name}: span micro-F1 {record['test']['span_f1_micro']:.3f}", flush=True)
+        _write(settings, systems, args)  # after every system: a later failure keeps what is done
     if args.best_json:
         sets = [*best_sweep_settings(args.best_json), *epoch_sets]
         record = _resume_ner("resume-ner-best-sweep", splits, work, sets, threads, args.reuse)
         systems.append({"name": "resume-ner-best-sweep", "label": LABELS["resume-ner-best-sweep"],
                         "params": sets, **record})
-    settings.pop("backbone_path")
+    print(f"quality: wrote {_write(settings, systems, args)}")
+    return 0
+
+
+def _write(settings: dict[str, Any], systems: list[dict[str, Any]], args: argparse.Namespace) -> Path:
+    """Write the result of the systems run so far (with ``--merge``, after the earlier result's others)."""
+    settings = {k: v for k, v in settings.items() if k != "backbone_path"}
     if args.merge:
         systems = _merged(settings, systems, args.quick)
-    path = common.write_result("quality", {"settings": settings, "systems": systems}, args.quick)
-    print(f"quality: wrote {path}")
-    return 0
+    return common.write_result("quality", {"settings": settings, "systems": systems}, args.quick)
 
 
 if __name__ == "__main__":

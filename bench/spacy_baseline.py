@@ -37,6 +37,21 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+def _without_space_edges(span: Any) -> Any:
+    """``span`` without whitespace tokens (e.g. a newline) at its edges, None when nothing is left: spaCy's NER
+    cannot be trained on an entity that starts or ends with one (E024)."""
+    from spacy.tokens import Span
+
+    if span is None:
+        return None
+    start, end = span.start, span.end
+    while start < end and span.doc[start].is_space:
+        start += 1
+    while end > start and span.doc[end - 1].is_space:
+        end -= 1
+    return Span(span.doc, start, end, label=span.label_) if end > start else None
+
+
 def to_docbin(records: list[dict[str, Any]], path: Path) -> dict[str, int]:
     """Write ``records`` as a DocBin at ``path``; counts of gold, dropped and contracted (resized) spans."""
     import spacy
@@ -48,7 +63,7 @@ def to_docbin(records: list[dict[str, Any]], path: Path) -> dict[str, int]:
     docbin, counts = DocBin(), {"gold": 0, "dropped": 0, "contracted": 0}
     for record in records:
         doc = nlp.make_doc(record["text"])
-        spans = [doc.char_span(start, end, label=label, alignment_mode="contract")
+        spans = [_without_space_edges(doc.char_span(start, end, label=label, alignment_mode="contract"))
                  for start, end, label in record["labels"]]
         kept = filter_spans([span for span in spans if span is not None])
         doc.ents = kept
