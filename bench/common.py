@@ -61,6 +61,15 @@ def write_splits(source: Path, out_dir: Path, train_limit: int | None = None,
     return {name: len(documents) for name, documents in splits.items()}
 
 
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """The JSON records of a Doccano JSONL file, as they are (the baselines read them without resume_ner);
+    exits when the file is missing."""
+    if not path.is_file():
+        sys.exit(f"bench: no such file {path}")
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
 def read_split(split_dir: Path, name: str) -> list[Any]:
     """The documents of one written split."""
     from resume_ner.config import ResumeNerConfig

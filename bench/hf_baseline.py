@@ -40,14 +40,6 @@ IGNORE_INDEX = -100
 OUTSIDE = "O"
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """The Doccano JSONL records of ``path`` (exits when it is missing)."""
-    if not path.is_file():
-        sys.exit(f"hf_baseline: {path} not found")
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
-
-
 def label_list(documents: list[dict[str, Any]]) -> list[str]:
     """``O`` then ``B-X, I-X`` of every entity type in ``documents``, types sorted."""
     types = sorted({label for doc in documents for _, _, label in doc["labels"]})
@@ -139,8 +131,8 @@ def train(args: argparse.Namespace) -> None:
                               Trainer, set_seed)
 
     torch.set_num_threads(args.threads)
-    train_docs = read_jsonl(args.splits / "train.jsonl")[: args.train_limit]
-    val_docs = read_jsonl(args.splits / "validation.jsonl")
+    train_docs = common.read_records(args.splits / "train.jsonl")[: args.train_limit]
+    val_docs = common.read_records(args.splits / "validation.jsonl")
     labels = label_list(train_docs)
     label2id = {label: i for i, label in enumerate(labels)}
     id2label = dict(enumerate(labels))
@@ -172,7 +164,7 @@ def predict(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     if not (args.model / "config.json").is_file():
         sys.exit(f"hf_baseline: {args.model} has no config.json: not a trained model directory")
-    documents = read_jsonl(args.docs)
+    documents = common.read_records(args.docs)
     texts = [doc["text"] for doc in documents]
     started = time.perf_counter()
     # the pipeline cuts a text into chunks of tokenizer.model_max_length tokens

@@ -38,7 +38,7 @@ def worker(args: argparse.Namespace) -> int:
     from resume_ner.inference import Predictor
 
     torch.set_num_threads(args.threads)
-    records = [json.loads(line) for line in args.docs.read_text(encoding="utf-8").splitlines() if line.strip()]
+    records = common.read_records(args.docs)
     texts = [record["text"] for record in records]
     started = time.perf_counter()
     predictor = Predictor(args.model, device="cpu", precision=args.precision)

@@ -19,8 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS_DIR = ROOT / "bench" / "results"  # as common.RESULTS_DIR; not imported so no torch is needed here
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import RESULTS_DIR, ROOT  # noqa: E402  (common imports torch only inside its functions)
+
 NOTES_START, NOTES_END = "<!-- notes:start -->", "<!-- notes:end -->"
 NOT_RUN = "not run yet"
 QUALITY_BARS = (("hf-trainer", 0.05), ("spacy", 0.0))  # resume-ner micro-F1 must reach theirs plus the margin

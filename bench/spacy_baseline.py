@@ -30,13 +30,6 @@ TABLE_COLUMNS = {"E": "epoch", "#": "step", "LOSS TOK2VEC": "loss_tok2vec", "LOS
 PERCENT_COLUMNS = {"val_f1", "val_precision", "val_recall"}
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """The records of a Doccano JSONL file; exits when it is missing."""
-    if not path.is_file():
-        sys.exit(f"spacy_baseline: no such file {path}")
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
 def _without_space_edges(span: Any) -> Any:
     """``span`` without whitespace tokens (e.g. a newline) at its edges, None when nothing is left: spaCy's NER
     cannot be trained on an entity that starts or ends with one (E024)."""
@@ -107,8 +100,8 @@ def effective_settings(config: Path) -> dict[str, Any]:
 def train(args: argparse.Namespace) -> None:
     """Convert the splits, generate spaCy's config, run ``spacy train``; write ``OUT/train_result.json``."""
     out = args.out.resolve()
-    train_records = read_jsonl(args.splits / "train.jsonl")[: args.train_limit]
-    dev_records = read_jsonl(args.splits / "validation.jsonl")
+    train_records = common.read_records(args.splits / "train.jsonl")[: args.train_limit]
+    dev_records = common.read_records(args.splits / "validation.jsonl")
     counts = {"train": to_docbin(train_records, out / "corpus" / "train.spacy"),
               "validation": to_docbin(dev_records, out / "corpus" / "dev.spacy")}
     config = out / "config.cfg"
@@ -149,7 +142,7 @@ def predict(args: argparse.Namespace) -> None:
 
     if not (args.model / "config.cfg").is_file():
         sys.exit(f"spacy_baseline: {args.model} is not a trained spaCy pipeline (no config.cfg)")
-    records = read_jsonl(args.docs)
+    records = common.read_records(args.docs)
     texts = [record["text"] for record in records]
     started = time.perf_counter()
     nlp = spacy.load(args.model)

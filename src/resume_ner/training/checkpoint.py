@@ -90,8 +90,12 @@ def _weights_file(directory: Path) -> str:
     return PICKLE_WEIGHTS_FILE
 
 
+def _staging_path(target: Path) -> Path:
+    return target.with_name(f".{target.name}.tmp")
+
+
 def _staging_dir(target: Path) -> Path:
-    staging = target.with_name(f".{target.name}.tmp")
+    staging = _staging_path(target)
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
@@ -146,7 +150,7 @@ def _os_error_of(exc: Exception, path: Path) -> OSError | None:
 def _staged(target: Path, what: str) -> Iterator[Path]:
     """A fresh staging directory for ``target``; a failed write (disk full, no permission) removes it and
     raises ``CheckpointError`` saying the earlier checkpoints are untouched."""
-    staging = target.with_name(f".{target.name}.tmp")
+    staging = _staging_path(target)
     try:
         yield _staging_dir(target)
     except Exception as exc:
