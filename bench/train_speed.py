@@ -11,9 +11,10 @@ end (no validation split is given); the ``Trainer`` baseline saves nothing.
     python bench/train_speed.py [--quick] [--docs N] [--repeats R] [--batch-size B] [--variant NAME:KEY=VALUE,...]
     python bench/train_speed.py worker --splits DIR --docs N --batch-size B --out FILE.json   # one project run
 
-``--variant "bf16 autocast:training.bf16=true"`` also runs the project with those settings, interleaved with
-the others, and reports its median against the project's default settings (speed only: the F1 check of a
-variant is a quality run).
+The project also runs with ``training.precision=fp32`` (the figure before bf16 autocast became the default
+where the CPU has it natively). ``--variant "NAME:KEY=VALUE,..."`` adds more settings to run, interleaved
+with the others, each reported against the project's default (speed only: the F1 check of a variant is a
+quality run).
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 SYSTEMS = ("resume-ner", "hf-trainer")
+# Always measured beside the default (training.precision=auto: bf16 autocast where the CPU has it natively).
+BEFORE = {"resume-ner fp32": ["training.precision=fp32"]}
 
 
 def worker(args: argparse.Namespace) -> int:
@@ -90,7 +93,7 @@ def benchmark(args: argparse.Namespace) -> int:
     splits = work / "splits"
     common.write_splits(common.data_dir(), splits)
     backbone = resolve_backbone(ResumeNerConfig().model.backbone)
-    variants = _variants(args.variant)
+    variants = {**BEFORE, **_variants(args.variant)}
     runs = []
     for repeat in range(args.repeats):
         order = [*SYSTEMS, *variants]
@@ -110,7 +113,9 @@ def benchmark(args: argparse.Namespace) -> int:
     ratio = default / summary["hf-trainer"]["median_tokens_per_s"]
     measured_variants = [{"name": name, "settings": sets, "median_tokens_per_s": summary[name]["median_tokens_per_s"],
                           "ratio_to_default": summary[name]["median_tokens_per_s"] / default, "f1_delta": None,
-                          "kept": None, "note": "speed only"} for name, sets in variants.items()]
+                          "kept": None if name not in BEFORE else False,
+                          "note": "before: fp32 forward passes (the default, auto, runs bf16 where it is native)"
+                          if name in BEFORE else "speed only"} for name, sets in variants.items()]
     path = common.write_result("train_speed", {"settings": settings, "runs": runs, "summary": summary,
                                                 "ratio": ratio, "variants": measured_variants}, args.quick)
     print(f"train_speed: ratio {ratio:.2f}x; wrote {path}")

@@ -125,8 +125,10 @@ class TrainingConfig(_Section):
     keep_checkpoints: int = Field(2, ge=1, description="Periodic checkpoints kept on disk (best is kept apart).")
     num_threads: int = Field(0, ge=0, description="torch CPU threads (0: torch default).")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Training device.")
-    bf16: bool = Field(False, description="bf16 autocast of the training forward passes (weights and optimizer stay "
-                                          "fp32); for CPUs with AVX512-BF16 or AMX, and GPUs with bf16.")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="Forward passes of training: bf16 autocast (weights and optimizer stay fp32) or fp32; "
+                            "auto: bf16 where the hardware has it natively (AVX512-BF16/AMX CPUs, bf16 GPUs)."
+    )
     log_every_steps: int = Field(10, ge=1, description="Optimizer steps between progress/metric logs.")
 
 

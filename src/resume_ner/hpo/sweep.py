@@ -223,11 +223,12 @@ def run_hpo_worker(
     """Run trials of a study shared with other workers until it has ``n_trials`` finished trials.
 
     ``worker`` (0, 1, ...) offsets this worker's sampler seed, so workers started together propose different
-    settings, reproducibly; without it the offset comes from the process id.
+    settings, reproducibly (worker 0 samples exactly as ``run_local_hpo_sweep``); without it the offset comes
+    from the process id.
     """
     from resume_ner.hpo.parent_run import open_parent_run
 
-    offset = WORKER_SEED_STRIDE * (worker + 1) if worker is not None else os.getpid()
+    offset = WORKER_SEED_STRIDE * worker if worker is not None else os.getpid()
     session = _open_session(config, study_name, n_trials, storage, timeout, data_path, output_dir, offset)
     with open_parent_run(session.config, session.study) as parent:  # ends FINISHED, FAILED or KILLED
         ran = _run_trials(session, parent.run_id)

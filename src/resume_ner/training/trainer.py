@@ -196,7 +196,7 @@ def train_model(
     )
     from resume_ner.training.evaluator import evaluate_windowed
     from resume_ner.training.model import create_model_and_tokenizer
-    from resume_ner.training.precision import autocast
+    from resume_ner.training.precision import autocast, use_bf16
 
     config = config_from_dict(config)
     tcfg, mcfg = config.training, config.model
@@ -261,6 +261,7 @@ def train_model(
     elif resume:
         log.info("no complete checkpoint in %s: starting from scratch", checkpoints_dir)
     model.to(device)
+    bf16 = use_bf16(tcfg.precision, device)
     if ddp.enabled:
         _seed_everything(tcfg.random_seed + ddp.rank)  # dropout differs between ranks
     settings = redact_settings(config.to_dict())  # what is written beside the model: no credentials
@@ -283,9 +284,10 @@ def train_model(
     if main:
         log.info(
             "training on %d documents -> %d windows (%d multi-window documents); %d optimizer steps; "
-            "effective batch %d (%d per device x %d process(es) x %d accumulation)",
+            "effective batch %d (%d per device x %d process(es) x %d accumulation); %s forward passes",
             len(train_docs), n_windows, train_windows.stats["multi_window_documents"], total_steps,
             effective_batch, tcfg.batch_size, ddp.world_size, tcfg.gradient_accumulation_steps,
+            "bf16 autocast" if bf16 else "fp32",
         )
 
     from transformers import get_linear_schedule_with_warmup
@@ -322,7 +324,8 @@ def train_model(
         tracking.set_tags({"resume_ner.resumed_from": str(resume_from)})
     tracking.log_params({**config.to_dict(), "data": {**config.to_dict()["data"], "fingerprint": fingerprint}})
     derived = {"train_documents": len(train_docs), "train_windows": n_windows, "val_documents": len(val_docs),
-               "total_steps": total_steps, "effective_batch_size": effective_batch, "world_size": ddp.world_size}
+               "total_steps": total_steps, "effective_batch_size": effective_batch, "world_size": ddp.world_size,
+               "precision": "bf16" if bf16 else "fp32"}
     tracking.log_params({"derived": derived})
 
     def checkpoint_state() -> None:
@@ -357,7 +360,7 @@ def train_model(
                 batch = {k: v.to(device) for k, v in batch.items()}
                 boundary = (micro + 1) % tcfg.gradient_accumulation_steps == 0 or micro + 1 == micro_per_epoch
                 with nullcontext() if boundary or not ddp.enabled else forward_model.no_sync():  # sync on steps only
-                    with autocast(device, tcfg.bf16):
+                    with autocast(device, bf16):
                         loss = forward_model(**batch).loss
                     (loss / tcfg.gradient_accumulation_steps).backward()
                 state.epoch_loss_sum += float(loss.detach())

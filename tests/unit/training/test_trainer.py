@@ -156,9 +156,11 @@ def test_bf16_autocast_trains_fp32_weights_that_differ_from_an_fp32_run(tiny_con
     from safetensors.torch import load_file
 
     train, val = _split(synth_documents)
-    fp32 = train_model(tiny_config, train, val, tmp_path / "fp32")
-    bf16 = train_model({**tiny_config, "training": {**tiny_config["training"], "bf16": True}}, train, val,
+    fp32 = train_model({**tiny_config, "training": {**tiny_config["training"], "precision": "fp32"}}, train, val,
+                       tmp_path / "fp32")
+    bf16 = train_model({**tiny_config, "training": {**tiny_config["training"], "precision": "bf16"}}, train, val,
                        tmp_path / "bf16")
+    assert (fp32.derived["precision"], bf16.derived["precision"]) == ("fp32", "bf16")
     assert bf16.epochs_completed == 2 and all(h["train_loss"] == h["train_loss"] for h in bf16.history)  # not NaN
     weights = load_file(Path(bf16.model_dir) / "model.safetensors")
     assert {t.dtype for t in weights.values()} == {torch.float32}  # autocast leaves the weights in fp32
