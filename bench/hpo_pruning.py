@@ -25,7 +25,7 @@ import common  # noqa: E402
 STUDY = "bench-pruning"
 BUDGET = {"full": {"train": 40, "validation": 20, "n_trials": 12,
                    "settings": ["hpo.max_epochs=3", "hpo.max_length=128", "hpo.n_startup_trials=2"]},
-          "quick": {"train": 12, "validation": 6, "n_trials": 4,
+          "quick": {"train": 8, "validation": 4, "n_trials": 3,
                     "settings": ["hpo.max_epochs=2", "hpo.max_length=128", "hpo.n_startup_trials=1"]}}
 
 

@@ -25,7 +25,7 @@ import common  # noqa: E402
 
 # The work both sides do: a small sweep and the final training (quick: smaller).
 WORK = {"full": {"train_limit": 60, "settings": ["hpo.n_trials=4", "hpo.max_epochs=1", "training.epochs=2"]},
-        "quick": {"train_limit": 16, "settings": ["hpo.n_trials=2", "hpo.max_epochs=1", "training.epochs=1"]}}
+        "quick": {"train_limit": 8, "settings": ["hpo.n_trials=2", "hpo.max_epochs=1", "training.epochs=1"]}}
 
 
 def direct(args: argparse.Namespace) -> int:

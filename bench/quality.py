@@ -34,7 +34,7 @@ SYSTEMS = ("resume-ner", "hf-trainer", "spacy")
 LABELS = {"resume-ner": "resume-ner (default config)", "resume-ner-best-sweep": "resume-ner (best sweep config)",
           "hf-trainer": "Trainer, run_ner.py way (truncated to max_length)", "spacy": "spaCy 3.8 NER (CNN, efficiency)"}
 # Quick runs: fewer training resumes, one epoch, a few hundred spaCy steps (same code paths).
-QUICK = {"train_limit": 40, "epochs": 1, "spacy_max_steps": 300}
+QUICK = {"train_limit": 24, "epochs": 1, "spacy_max_steps": 200}
 
 
 def _trained(cmd: list[str], log: Path, out: Path, seconds_key: str, reuse: bool) -> common.Measured:

@@ -6,7 +6,8 @@ learning-rate settings, seed and torch threads, each in its own process; runs ar
 alternates every repeat) and the median of ``--repeats`` is reported, with each process's peak resident
 memory. Tokens are the non-padding tokens of the windows. The project's figure is its ``TrainResult``'s
 ``tokens_per_second``: the whole epoch including saving the model and the resumable training state at its
-end (no validation split is given); the ``Trainer`` baseline saves nothing.
+end (no validation split is given); the ``Trainer`` baseline's is ``trainer.train()`` and
+``trainer.save_model()``, as run_ner.py does (it writes no optimizer state).
 
     python bench/train_speed.py [--quick] [--docs N] [--repeats R] [--batch-size B] [--variant NAME:KEY=VALUE,...]
     python bench/train_speed.py worker --splits DIR --docs N --batch-size B --out FILE.json   # one project run
@@ -138,12 +139,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE")
         return worker(parser.parse_args(argv))
     parser.add_argument("--quick", action="store_true", help="small budgets, same code paths")
-    parser.add_argument("--repeats", type=int, default=3, help="runs of each system (median reported)")
+    parser.add_argument("--repeats", type=int, help="runs of each system, median reported (default 3, quick 1)")
     parser.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=VALUE,...",
                         help="also run the project with these settings (repeatable)")
     parser.add_argument("--work", type=Path, default=Path("runs/bench/train_speed"), help="scratch directory")
     args = parser.parse_args(argv)
     args.docs = args.docs or (8 if args.quick else 60)
+    args.repeats = args.repeats or (1 if args.quick else 3)
     return benchmark(args)
 
 
