@@ -120,3 +120,20 @@ def test_select_best_without_a_complete_trial_lists_the_states(tmp_path):
         select_best(path, "s")
     with pytest.raises(ConfigError, match="no hpo study 'other' in this storage; it has: s"):
         load_existing_study(path, "other")
+
+
+@pytest.mark.parametrize(("worker", "offset"), [(0, 0), (1, 1_000_003), (3, 3_000_009)])
+def test_worker_zero_samples_as_a_sweep_and_other_workers_are_offset(monkeypatch, tmp_path, worker, offset):
+    from resume_ner.hpo import sweep
+
+    seen = []
+
+    def opened(*args, **kwargs):
+        seen.append(args[-1])
+        raise RuntimeError("stop after the session's seed offset")
+
+    monkeypatch.setattr(sweep, "_open_session", opened)
+    with pytest.raises(RuntimeError, match="seed offset"):
+        sweep.run_hpo_worker(ResumeNerConfig(), study_name="s", storage="sqlite:///x.db", n_trials=1,
+                             data_path=None, output_dir=tmp_path, worker=worker)
+    assert seen == [offset]  # worker 0 uses the seed of `hpo run` (offset 0), so a one-worker pipeline repeats it
