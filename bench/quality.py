@@ -46,6 +46,12 @@ def _trained(cmd: list[str], log: Path, out: Path, seconds_key: str, reuse: bool
     return common.run_measured(cmd, log)
 
 
+def _predicted(cmd: list[str], log: Path, predictions: Path, reuse: bool) -> None:
+    """Run a prediction command, or with ``reuse`` keep the ``predictions`` an earlier run wrote."""
+    if not (reuse and predictions.is_file()):
+        common.run_measured(cmd, log)
+
+
 def _resume_ner(name: str, splits: Path, work: Path, sets: list[str], threads: int, reuse: bool) -> dict[str, Any]:
     """Train (``reuse``: keep a finished training of an earlier run) and predict with the project's CLI; the
     system's record."""
@@ -60,7 +66,7 @@ def _resume_ner(name: str, splits: Path, work: Path, sets: list[str], threads: i
                    "--output", str(raw), "-q", str(splits / "test.jsonl")]
     common.run_measured(predict_cmd, work / f"{name}-predict.log", env={"OMP_NUM_THREADS": str(threads)})
     test_docs = common.read_split(splits, "test")
-    lines = [json.loads(line) for line in raw.read_text(encoding="utf-8").splitlines() if line.strip()]
+    lines = common.read_records(raw)
     predictions = work / f"{name}-predictions.jsonl"
     common.write_predictions(predictions, [d.id for d in test_docs],
                              [[(e["start"], e["end"], e["label"]) for e in line["entities"]] for line in lines])
@@ -81,11 +87,10 @@ def _hf_trainer(splits: Path, work: Path, settings: dict[str, Any], threads: int
         "--seed", str(settings["seed"]), "--threads", str(threads))
     trained = _trained(train_cmd, work / "hf-trainer-train.log", out, "train_wall_s", reuse)
     predictions = work / "hf-trainer-predictions.jsonl"
-    if not (reuse and predictions.is_file()):
-        common.run_measured(common.python_cmd(
-            "bench/hf_baseline.py", "predict", "--model", str(out / "model"), "--docs", str(splits / "test.jsonl"),
-            "--out", str(predictions), "--stride", str(settings["stride"]), "--max-length", str(settings["max_length"]),
-            "--threads", str(threads)), work / "hf-trainer-predict.log")
+    _predicted(common.python_cmd(
+        "bench/hf_baseline.py", "predict", "--model", str(out / "model"), "--docs", str(splits / "test.jsonl"),
+        "--out", str(predictions), "--stride", str(settings["stride"]), "--max-length", str(settings["max_length"]),
+        "--threads", str(threads)), work / "hf-trainer-predict.log", predictions, reuse)
     result = json.loads((out / "train_result.json").read_text(encoding="utf-8"))
     return {"command": " ".join(train_cmd[1:]), "train_wall_s": trained.wall_s, "peak_rss_mb": trained.peak_rss_mb,
             "test": common.score_predictions(common.read_split(splits, "test"), predictions),
@@ -101,10 +106,9 @@ def _spacy(splits: Path, work: Path, threads: int, max_steps: int | None, reuse:
         train_cmd += ["--max-steps", str(max_steps), "--eval-frequency", str(max(max_steps // 5, 20))]
     trained = _trained(train_cmd, work / "spacy-train.log", out, "train_wall_s", reuse)
     predictions = work / "spacy-predictions.jsonl"
-    if not (reuse and predictions.is_file()):
-        common.run_measured(common.python_cmd("bench/spacy_baseline.py", "predict", "--model",
-                                              str(out / "model-best"), "--docs", str(splits / "test.jsonl"),
-                                              "--out", str(predictions)), work / "spacy-predict.log")
+    _predicted(common.python_cmd("bench/spacy_baseline.py", "predict", "--model", str(out / "model-best"),
+                                 "--docs", str(splits / "test.jsonl"), "--out", str(predictions)),
+               work / "spacy-predict.log", predictions, reuse)
     result = json.loads((out / "train_result.json").read_text(encoding="utf-8"))
     return {"command": " ".join(train_cmd[1:]), "train_wall_s": trained.wall_s, "peak_rss_mb": trained.peak_rss_mb,
             "test": common.score_predictions(common.read_split(splits, "test"), predictions),

@@ -114,9 +114,9 @@ def benchmark(args: argparse.Namespace) -> int:
     ratio = default / summary["hf-trainer"]["median_tokens_per_s"]
     measured_variants = [{"name": name, "settings": sets, "median_tokens_per_s": summary[name]["median_tokens_per_s"],
                           "ratio_to_default": summary[name]["median_tokens_per_s"] / default, "f1_delta": None,
-                          "kept": None if name not in BEFORE else False,
-                          "note": "before: fp32 forward passes (the default, auto, runs bf16 where it is native)"
-                          if name in BEFORE else "speed only"} for name, sets in variants.items()]
+                          **({"kept": False, "note": "before: fp32 forward passes (the default, auto, runs bf16 "
+                                                     "where it is native)"} if name in BEFORE
+                             else {"kept": None, "note": "speed only"})} for name, sets in variants.items()]
     path = common.write_result("train_speed", {"settings": settings, "runs": runs, "summary": summary,
                                                 "ratio": ratio, "variants": measured_variants}, args.quick)
     print(f"train_speed: ratio {ratio:.2f}x; wrote {path}")

@@ -94,8 +94,7 @@ def _staging_path(target: Path) -> Path:
     return target.with_name(f".{target.name}.tmp")
 
 
-def _staging_dir(target: Path) -> Path:
-    staging = _staging_path(target)
+def _fresh_dir(staging: Path) -> Path:
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
@@ -152,7 +151,7 @@ def _staged(target: Path, what: str) -> Iterator[Path]:
     raises ``CheckpointError`` saying the earlier checkpoints are untouched."""
     staging = _staging_path(target)
     try:
-        yield _staging_dir(target)
+        yield _fresh_dir(staging)
     except Exception as exc:
         os_error = _os_error_of(exc, staging)
         if os_error is None:
