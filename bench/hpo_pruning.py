@@ -2,9 +2,10 @@
 
 Both sweeps run ``resume-ner hpo run`` (one process, one worker) with the same sampler seed, trials, search
 space and data: a subset of the training resumes and of the validation resumes (the pruner sees the
-validation metric after every epoch). Reported per sweep: wall time, finished / pruned / failed trials and
-the best validation value, with each trial's history; and the best trial of the pruned sweep as
-``best_trial.json`` (``{"params": ...}``) for ``quality.py --best-json``.
+validation ``hpo.pruning_metric`` of the shipped config after every epoch; the study optimises
+``hpo.metric``). Reported per sweep: wall time, finished / pruned / failed trials and the best validation
+value, with each trial's history; and the best trial of the pruned sweep as ``best_trial.json``
+(``{"params": ...}``) for ``quality.py --best-json``.
 
     python bench/hpo_pruning.py [--quick]
 """
@@ -66,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     args = parser.parse_args(argv)
 
+    from resume_ner.config import ResumeNerConfig
+
+    hpo = ResumeNerConfig().hpo
     mode = "quick" if args.quick else "full"
     budget, threads = BUDGET[mode], args.threads or os.cpu_count() or 1
     work = args.work.resolve() / mode
@@ -81,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
                                           encoding="utf-8")
     payload = {"settings": {"train_docs": counts["train"], "validation_docs": counts["validation"],
                             "overrides": budget["settings"], "seed": 42, "threads": threads,
-                            "n_trials": budget["n_trials"]},
+                            "n_trials": budget["n_trials"], "metric": hpo.metric, "pruning_metric": hpo.pruning_metric,
+                            "n_warmup_epochs": hpo.n_warmup_epochs},
                "sweeps": sweeps, "wall_reduction": 1 - sweeps["median"]["wall_s"] / sweeps["none"]["wall_s"],
                "best_delta": sweeps["median"]["best_value"] - sweeps["none"]["best_value"],
                "best_trial_json": str(work / "best_trial.json")}

@@ -194,6 +194,11 @@ class HpoConfig(_Section):
         0, ge=0, description="torch CPU threads of a trial (0: training.num_threads); cores / workers on a shared machine."
     )
     n_startup_trials: int = Field(2, ge=0, description="Trials that are never pruned (and random before TPE).")
+    pruning_metric: Literal["f1_micro", "f1_macro", "span_f1_micro", "loss"] = Field(
+        "loss", description="Validation metric the pruner compares between trials after each epoch; loss ranks "
+        "trials from the first epoch, when F1 is still near 0 for most (Optuna sweeps; AzureML's early "
+        "termination always uses hpo.metric)."
+    )
     n_warmup_epochs: int = Field(1, ge=0, description="Epochs of a trial before the pruner may stop it.")
     heartbeat_interval: int = Field(30, ge=1, description="Seconds between trial heartbeats (RDB storages).")
     grace_period: int = Field(90, ge=1, description="Seconds without heartbeat after which a RUNNING trial is failed.")

@@ -26,7 +26,8 @@ quniform distributions and without early termination; ``random`` -> ``random`` s
 Early termination (``hpo.pruner``), evaluated each time a trial logs its primary metric (once per epoch):
 ``median`` -> ``MedianStoppingPolicy``; ``hyperband`` and ``successive_halving`` -> ``BanditPolicy`` with
 slack factor ``BANDIT_SLACK_FACTOR`` (a trial stops when its metric is not within 10% of the best one); both
-wait ``hpo.n_warmup_epochs`` evaluations; ``none`` -> no policy.
+wait ``hpo.n_warmup_epochs`` evaluations; ``none`` -> no policy. AzureML's policies compare the primary
+metric only, so ``hpo.pruning_metric`` (what Optuna's pruners compare) does not apply here.
 
 Objective: ``val_<hpo.metric>`` (``primary_metric``), the validation metric the trainer logs after every
 epoch (``best_val_<metric>`` is logged once at the end: early termination needs the per-epoch one), goal

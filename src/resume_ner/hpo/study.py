@@ -18,11 +18,12 @@ a resumed study does not replay its first random draws): ``tpe`` (multivariate, 
 parallel workers spread out, ``hpo.n_startup_trials`` random trials first), ``random``, ``grid`` (every
 combination of a choice-only space) and ``cmaes`` (CMA-ES handles float and int parameters only; choices
 fall back to random sampling; needs the ``cmaes`` package). Pruners (``hpo.pruner``), fed the validation
-metric after each epoch: ``median`` (``hpo.n_startup_trials`` trials are never pruned, nor any trial
-before ``hpo.n_warmup_epochs`` epochs), ``hyperband``, ``successive_halving``, ``none``.
+``hpo.pruning_metric`` after each epoch (``PruningCallback``): ``median`` (``hpo.n_startup_trials`` trials
+are never pruned, nor any trial before ``hpo.n_warmup_epochs`` epochs), ``hyperband``,
+``successive_halving``, ``none``.
 
-A study records its metric, direction and dataset fingerprint in its user attributes; loading it with
-another metric, direction or dataset is refused with a ``ConfigError``.
+A study records its metric, direction, pruning metric and dataset fingerprint in its user attributes;
+loading it with another metric, direction, pruning metric or dataset is refused with a ``ConfigError``.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ SQLITE_TIMEOUT_S = 60  # concurrent workers on one sqlite file wait this long fo
 STORAGE_OPEN_ATTEMPTS = 3
 METRIC_ATTR = "metric"
 DIRECTION_ATTR = "direction"
+PRUNING_METRIC_ATTR = "pruning_metric"
 FINGERPRINT_ATTR = "data_fingerprint"
 SEARCH_SPACE_ATTR = "search_space"
 PARENT_RUN_ATTR = "mlflow_parent_run_id"  # set by the sweep that opened the study's MLflow parent run
@@ -183,8 +185,8 @@ def create_or_load_study(
     The sampler is seeded with ``hpo.seed`` + the study's trial count + ``seed_offset`` (workers that start
     together pass different offsets, or their samplers would propose the same settings).
 
-    New studies record ``metric``, ``direction``, ``search_space`` and ``data_fingerprint`` (when given) in
-    their user attributes. Raises ``ConfigError`` when ``hpo.direction`` does not fit ``hpo.metric``.
+    New studies record ``metric``, ``direction``, ``pruning_metric``, ``search_space`` and ``data_fingerprint``
+    (when given) in their user attributes. Raises ``ConfigError`` when ``hpo.direction`` does not fit ``hpo.metric``.
     """
     import optuna
 
@@ -198,20 +200,21 @@ def create_or_load_study(
         study_name=hpo.study_name, storage=storage, sampler=sampler, pruner=create_pruner(hpo),
         direction=hpo.direction, load_if_exists=True,
     )
-    wanted = {METRIC_ATTR: hpo.metric, DIRECTION_ATTR: hpo.direction, FINGERPRINT_ATTR: data_fingerprint,
-              SEARCH_SPACE_ATTR: hpo.search_space}
+    wanted = {METRIC_ATTR: hpo.metric, DIRECTION_ATTR: hpo.direction, PRUNING_METRIC_ATTR: hpo.pruning_metric,
+              FINGERPRINT_ATTR: data_fingerprint, SEARCH_SPACE_ATTR: hpo.search_space}
     attrs = study.user_attrs
     for key, value in wanted.items():  # a new study (or one from before a key existed) records them
         if value is not None and key not in attrs:
             study.set_user_attr(key, value)
     attrs = study.user_attrs  # re-read: a worker that created the study at the same moment may have won
-    changed = [f"{key} {attrs[key]!r} (now {wanted[key]!r})" for key in (METRIC_ATTR, DIRECTION_ATTR)
-               if attrs.get(key) != wanted[key]]
+    changed = [f"{key} {attrs[key]!r} (now {wanted[key]!r})"
+               for key in (METRIC_ATTR, DIRECTION_ATTR, PRUNING_METRIC_ATTR) if attrs.get(key) != wanted[key]]
     if not changed and study.direction.name.lower() != hpo.direction:
         changed.append(f"direction {study.direction.name.lower()!r} (now {hpo.direction!r})")
     if changed:
         raise ConfigError(f"hpo study {hpo.study_name!r} was created with {'; '.join(changed)}: its trials are not "
-                          "comparable; use another hpo.study_name (--study) or the original hpo.metric/direction")
+                          "comparable; use another hpo.study_name (--study) or the original "
+                          "hpo.metric/direction/pruning_metric")
     known = attrs.get(FINGERPRINT_ATTR)
     if data_fingerprint is not None and known != data_fingerprint:
         raise ConfigError(f"hpo study {hpo.study_name!r} was run on dataset {known} but this data is "

@@ -5,12 +5,14 @@
 are deleted when the trial ends: trials are never resumed, a retried trial starts afresh).
 
 Trial user attributes: ``mlflow_run_id``, ``checkpoint`` (the trial's model directory), ``error`` (on
-failure), ``last_value`` and ``pruned_epoch`` (when pruned). The trial's MLflow run is a child of the
-sweep's parent run; it carries the sampled values as ``sampled.<path>`` params, the trial config, the
-per-epoch metrics of ``train_model`` and the tags ``resume_ner.study``, ``resume_ner.trial_number``,
-``resume_ner.trial_state`` (COMPLETE | PRUNED | FAIL), ``resume_ner.pruned_epoch`` and, for a re-run of a
-trial whose worker died, ``resume_ner.retry_of``. The worker that marks such a trial FAIL ends its MLflow run
-FAILED (``end_stale_run``), whether the trial is re-run or out of retries.
+failure), ``last_value`` (the study metric at the last epoch) and ``pruned_epoch`` (when pruned). The
+intermediate values the pruner compares are ``hpo.pruning_metric`` (``PruningCallback``). The trial's
+MLflow run is a child of the sweep's parent run; it carries the sampled values as ``sampled.<path>``
+params, the trial config, the per-epoch metrics of ``train_model`` and the tags ``resume_ner.study``,
+``resume_ner.trial_number``, ``resume_ner.trial_state`` (COMPLETE | PRUNED | FAIL),
+``resume_ner.pruned_epoch`` and, for a re-run of a trial whose worker died, ``resume_ner.retry_of``. The
+worker that marks such a trial FAIL ends its MLflow run FAILED (``end_stale_run``), whether the trial is
+re-run or out of retries.
 """
 
 from __future__ import annotations
@@ -35,10 +37,18 @@ MAX_ERROR_CHARS = 2000
 
 
 class PruningCallback(TrainerCallback):
-    """Report the validation metric to Optuna after each epoch; raise ``TrialPruned`` when told to stop."""
+    """Report the validation ``metric`` to Optuna after each epoch; raise ``TrialPruned`` when told to stop.
 
-    def __init__(self, trial: Any) -> None:
+    The reported (intermediate) value is ``metric`` signed to the study's ``direction``: validation loss in a
+    maximising study is reported negated, so that the pruner's "better" is the study's.
+    """
+
+    def __init__(self, trial: Any, metric: str, direction: str) -> None:
+        from resume_ner.hpo.study import METRIC_DIRECTIONS
+
         self.trial = trial
+        self.metric = metric
+        self.sign = 1.0 if METRIC_DIRECTIONS[metric] == direction else -1.0
         self.pruned_epoch: int | None = None
 
     def on_evaluate(self, state: TrainerState, metrics: dict[str, Any], value: float | None) -> None:
@@ -46,12 +56,14 @@ class PruningCallback(TrainerCallback):
 
         if value is None:
             return
-        self.trial.report(value, state.epoch)
+        observed = float(metrics[self.metric])
+        self.trial.report(self.sign * observed, state.epoch)
         if self.trial.should_prune():
             self.pruned_epoch = state.epoch
             self.trial.set_user_attr("last_value", value)
             self.trial.set_user_attr("pruned_epoch", state.epoch)
-            raise optuna.TrialPruned(f"pruned after epoch {state.epoch} with validation metric {value:.4f}")
+            raise optuna.TrialPruned(f"pruned after epoch {state.epoch}: validation {self.metric} {observed:.4f} "
+                                     f"(study metric {value:.4f})")
 
 
 def trial_config(config: ResumeNerConfig, params: dict[str, Any]) -> ResumeNerConfig:
@@ -115,7 +127,7 @@ def run_trial(
                             output_dir=trial_dir, tags=tags)
     trial.set_user_attr("mlflow_run_id", tracking.run_id)  # None without tracking (a retry inherits the dead id)
     trial.set_user_attr("checkpoint", str(trial_dir / MODEL_DIRNAME))
-    pruning = PruningCallback(trial)
+    pruning = PruningCallback(trial, config.hpo.pruning_metric, config.hpo.direction)
     log.info("trial %d of study %r: %s", number, study_name, ", ".join(f"{k}={v!r}" for k, v in params.items()))
     try:
         config = trial_config(config, params)

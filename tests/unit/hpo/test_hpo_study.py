@@ -77,12 +77,15 @@ def test_seeded_sampler_repeats_a_fresh_study_and_draws_new_values_when_resumed(
     assert resumed[:3] == first and not set(resumed[3:]) & set(first)
 
 
-def test_a_study_of_another_metric_direction_or_dataset_is_refused(tmp_path):
+def test_a_study_of_another_metric_direction_pruning_metric_or_dataset_is_refused(tmp_path):
     storage = resolve_storage(str(tmp_path / "s.db"), tmp_path, "s", _hpo())
     study = create_or_load_study(_hpo(), storage, SPACE, data_fingerprint="aaa")
     assert study.user_attrs["metric"] == "f1_micro" and study.user_attrs["data_fingerprint"] == "aaa"
     with pytest.raises(ConfigError, match="metric 'f1_micro' \\(now 'loss'\\)"):
         create_or_load_study(_hpo(metric="loss", direction="minimize"), storage, SPACE, data_fingerprint="aaa")
+    assert study.user_attrs["pruning_metric"] == "loss"
+    with pytest.raises(ConfigError, match="pruning_metric 'loss' \\(now 'f1_micro'\\)"):
+        create_or_load_study(_hpo(pruning_metric="f1_micro"), storage, SPACE, data_fingerprint="aaa")
     with pytest.raises(ConfigError, match="run on dataset aaa but this data is bbb"):
         create_or_load_study(_hpo(), storage, SPACE, data_fingerprint="bbb")
     with pytest.raises(ConfigError, match="hpo.direction=minimize but hpo.metric=f1_micro"):
