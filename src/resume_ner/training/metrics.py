@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+import string
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,6 +28,9 @@ from resume_ner.data.labels import OUTSIDE
 __all__ = ["compute_metrics", "entity_type_confusion", "format_metrics_table", "span_metrics", "tags_to_spans"]
 
 _AVERAGES = ("micro", "macro")
+# Trimmed off the end of a predicted entity: the corpus's gold entities almost never end in one of these
+# (33 of the 26,293 entities of its training split; 7,592 stop right before one).
+TRAILING_PUNCTUATION = ",;:"
 
 
 def _split_tag(tag: str, where: str) -> tuple[str, str | None]:
@@ -220,7 +224,8 @@ def tags_to_spans(tags: list[str], offsets: list[tuple[int, int]], text: str) ->
     metric scores them as misses.
 
     An entity runs from its first word's start to its last word's end, then is trimmed of whitespace at
-    both edges; an entity that is only whitespace is dropped. Spans are returned in text order.
+    both edges and of ``TRAILING_PUNCTUATION`` at its end; an entity without a letter or digit (``-``,
+    ``(``) is dropped. Spans are returned in text order.
     """
     if len(tags) != len(offsets):
         raise ValueError(f"{len(tags)} tags but {len(offsets)} word offsets")
@@ -233,8 +238,8 @@ def tags_to_spans(tags: list[str], offsets: list[tuple[int, int]], text: str) ->
         start, end, etype = current
         segment = text[start:end]
         start += len(segment) - len(segment.lstrip())
-        end -= len(segment) - len(segment.rstrip())
-        if end > start:
+        end -= len(segment) - len(segment.rstrip(string.whitespace + TRAILING_PUNCTUATION))
+        if any(char.isalnum() for char in text[start:end]):
             spans.append(Span(start, end, etype))
 
     for i, (tag, (start, end)) in enumerate(zip(tags, offsets)):

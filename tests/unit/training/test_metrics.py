@@ -261,6 +261,13 @@ def test_tags_to_spans_trims_edge_whitespace_and_drops_blank_entities():
     assert tags_to_spans(["B-NAME", "I-NAME", "B-SKILL"], offsets, text) == [Span(1, 9, "NAME")]
 
 
+def test_tags_to_spans_trims_trailing_separators_and_drops_entities_without_a_letter_or_digit():
+    text = "Java, SQL; C++: - Acme Corp."
+    tags = ["B-SKILL", "B-SKILL", "B-SKILL", "B-SKILL", "B-COMPANY", "I-COMPANY"]
+    spans = tags_to_spans(tags, _words(text), text)
+    assert [text[s.start : s.end] for s in spans] == ["Java", "SQL", "C++", "Acme Corp."]  # "-" dropped, "." kept
+
+
 def test_tags_to_spans_edge_cases():
     assert tags_to_spans([], [], "") == []
     assert tags_to_spans(["O", "O"], [(0, 1), (2, 3)], "a b") == []
@@ -274,7 +281,7 @@ def test_decoded_spans_score_perfectly_against_themselves():
     text = "Jane Doe, Python developer at Acme"
     tags = ["B-NAME", "I-NAME", "B-SKILL", "B-DESIGNATION", "O", "B-COMPANY"]
     spans = tags_to_spans(tags, _words(text), text)
-    assert [text[s.start : s.end] for s in spans] == ["Jane Doe,", "Python", "developer", "Acme"]
+    assert [text[s.start : s.end] for s in spans] == ["Jane Doe", "Python", "developer", "Acme"]
     m = span_metrics([spans], [spans])
     assert m["span_f1_micro"] == 1.0 and m["span_f1_macro"] == 1.0
 
