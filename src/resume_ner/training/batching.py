@@ -1,4 +1,5 @@
-"""Padding windows into tensors, and running a model over windows in length-sorted batches."""
+"""Padding windows into tensors, length-grouped training orders, and running a model over windows in
+length-sorted batches."""
 
 from __future__ import annotations
 
@@ -6,6 +7,24 @@ from collections.abc import Sequence
 from typing import Any
 
 from resume_ner.data.windows import IGNORE_INDEX, Window
+
+
+MEGABATCH_BATCHES = 50  # batches per megabatch of ``length_grouped`` (as transformers' LengthGroupedSampler)
+
+
+def length_grouped(order: Sequence[int], lengths: Sequence[int], batch_size: int) -> list[int]:
+    """``order`` cut into megabatches of ``MEGABATCH_BATCHES * batch_size`` windows, each sorted by length,
+    longest first (stable, so equal lengths keep their random order).
+
+    Consecutive ``batch_size`` windows then have near-equal lengths: most batches of full-length windows need
+    no padding and no attention mask, which lets the attention kernels take their fast path, while which
+    windows meet in a batch stays random.
+    """
+    size = MEGABATCH_BATCHES * batch_size
+    grouped: list[int] = []
+    for start in range(0, len(order), size):
+        grouped.extend(sorted(order[start : start + size], key=lambda i: -lengths[i]))
+    return grouped
 
 
 def collate_windows(windows: Sequence[Window], pad_token_id: int) -> dict[str, Any]:

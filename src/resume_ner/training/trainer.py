@@ -3,7 +3,8 @@
 AdamW (no decay on biases and LayerNorm; optional layer-wise learning-rate decay), linear warmup and decay,
 gradient accumulation and clipping, per-epoch validation on whole documents, best-checkpoint keeping, early
 stopping, periodic resumable checkpoints and an exact ``resume`` (model, optimizer, scheduler, RNG, data
-position), callbacks, MLflow tracking. Deterministic on CPU for a given seed and thread count.
+position), callbacks, MLflow tracking. Training steps run the attention kernel of ``training_attention``
+(eager on a CPU with attention dropout), validation the model's own. Deterministic on CPU for a given seed and thread count.
 
 Data-parallel under torchrun (``training.distributed``): every rank takes its share of each epoch's window
 order, gradients are averaged by ``DistributedDataParallel`` (effective batch = batch size x world size x
@@ -199,7 +200,7 @@ def train_model(
 
     from resume_ner.data.splits import fingerprint_documents
     from resume_ner.data.windows import build_windows
-    from resume_ner.training.batching import collate_windows
+    from resume_ner.training.batching import collate_windows, length_grouped
     from resume_ner.training.checkpoint import (
         latest_training_state,
         list_training_states,
@@ -218,7 +219,7 @@ def train_model(
         shard_indices,
     )
     from resume_ner.training.evaluator import evaluate_windowed
-    from resume_ner.training.model import create_model_and_tokenizer
+    from resume_ner.training.model import create_model_and_tokenizer, training_attention
     from resume_ner.training.precision import autocast, use_bf16
 
     config = config_from_dict(config)
@@ -285,6 +286,7 @@ def train_model(
         log.info("no complete checkpoint in %s: starting from scratch", checkpoints_dir)
     model.to(device)
     bf16 = use_bf16(tcfg.precision, device)
+    eval_attention, train_attention = model.config._attn_implementation, training_attention(model, device)
     if ddp.enabled:
         _seed_everything(tcfg.random_seed + ddp.rank)  # dropout differs between ranks
     settings = redact_settings(config.to_dict())  # what is written beside the model: no credentials
@@ -300,6 +302,7 @@ def train_model(
     train_windows = build_windows(train_docs, tokenizer, scheme, label_all_tokens=mcfg.label_all_tokens, **window_args)
     val_windows = build_windows(val_docs, tokenizer, scheme, **window_args) if val_docs else None
     n_windows = len(train_windows.windows)
+    window_lengths = [len(window) for window in train_windows.windows]
     micro_per_epoch = math.ceil(math.ceil(n_windows / ddp.world_size) / tcfg.batch_size)
     steps_per_epoch = math.ceil(micro_per_epoch / tcfg.gradient_accumulation_steps)
     total_steps = steps_per_epoch * tcfg.epochs
@@ -307,10 +310,10 @@ def train_model(
     if main:
         log.info(
             "training on %d documents -> %d windows (%d multi-window documents); %d optimizer steps; "
-            "effective batch %d (%d per device x %d process(es) x %d accumulation); %s forward passes",
-            len(train_docs), n_windows, train_windows.stats["multi_window_documents"], total_steps,
+            "effective batch %d (%d per device x %d process(es) x %d accumulation); %s forward passes, %s "
+            "attention", len(train_docs), n_windows, train_windows.stats["multi_window_documents"], total_steps,
             effective_batch, tcfg.batch_size, ddp.world_size, tcfg.gradient_accumulation_steps,
-            "bf16 autocast" if bf16 else "fp32",
+            "bf16 autocast" if bf16 else "fp32", train_attention,
         )
 
     from transformers import get_linear_schedule_with_warmup
@@ -348,7 +351,7 @@ def train_model(
     tracking.log_params({**config.to_dict(), "data": {**config.to_dict()["data"], "fingerprint": fingerprint}})
     derived = {"train_documents": len(train_docs), "train_windows": n_windows, "val_documents": len(val_docs),
                "total_steps": total_steps, "effective_batch_size": effective_batch, "world_size": ddp.world_size,
-               "precision": "bf16" if bf16 else "fp32"}
+               "precision": "bf16" if bf16 else "fp32", "train_attention": train_attention}
     tracking.log_params({"derived": derived})
 
     def checkpoint_state() -> None:
@@ -373,7 +376,11 @@ def train_model(
             callback.on_train_begin(state)
         model.train()
         while state.epoch < tcfg.epochs and not state.should_stop:
-            order = shard_indices(_epoch_order(n_windows, tcfg.random_seed, state.epoch), ddp)
+            model.set_attn_implementation(train_attention)
+            order = _epoch_order(n_windows, tcfg.random_seed, state.epoch)
+            if tcfg.group_by_length:  # consecutive batches of every rank together: one group
+                order = length_grouped(order, window_lengths, tcfg.batch_size * ddp.world_size)
+            order = shard_indices(order, ddp)
             progress = _progress(micro_per_epoch, state.step_in_epoch, f"epoch {state.epoch + 1}/{tcfg.epochs}", quiet)
             optimizer.zero_grad(set_to_none=True)
             for micro in range(state.step_in_epoch, micro_per_epoch):
@@ -422,6 +429,7 @@ def train_model(
             state.epoch_loss_sum = 0.0
             metrics: dict[str, Any] = {}
             value: float | None = None
+            model.set_attn_implementation(eval_attention)
             if val_windows is not None:
                 if main:  # rank 0 validates the whole split; the others wait for its metrics
                     metrics = evaluate_windowed(model, val_windows, val_docs,

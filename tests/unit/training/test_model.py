@@ -7,7 +7,7 @@ import pytest
 from resume_ner.config import PACKAGED_BACKBONE, ModelConfig
 from resume_ner.data.labels import LabelScheme
 from resume_ner.errors import ModelLoadError
-from resume_ner.training.model import create_model_and_tokenizer, resolve_backbone
+from resume_ner.training.model import create_model_and_tokenizer, resolve_backbone, training_attention
 
 SCHEME = LabelScheme.from_types(["NAME", "SKILL"])
 
@@ -55,3 +55,14 @@ def test_slow_tokenizer_is_refused(tiny_backbone, monkeypatch):
     monkeypatch.setattr(AutoTokenizer, "from_pretrained", lambda *a, **k: SlowTokenizer())
     with pytest.raises(ModelLoadError, match="no fast tokenizer"):
         create_model_and_tokenizer(ModelConfig(backbone=str(tiny_backbone)), SCHEME)
+
+
+def test_cpu_training_with_attention_dropout_runs_eager_attention_and_otherwise_the_models_own(tiny_backbone):
+    import torch
+
+    model, _ = create_model_and_tokenizer(ModelConfig(backbone=str(tiny_backbone), dropout=0.1), SCHEME)
+    assert model.config._attn_implementation == "sdpa"
+    assert training_attention(model, torch.device("cpu")) == "eager"  # SDPA's CPU kernels take no dropout
+    assert training_attention(model, torch.device("cuda")) == "sdpa"
+    still, _ = create_model_and_tokenizer(ModelConfig(backbone=str(tiny_backbone), dropout=0.0), SCHEME)
+    assert training_attention(still, torch.device("cpu")) == "sdpa"
