@@ -110,10 +110,6 @@ class TrainingConfig(_Section):
 
     learning_rate: float = Field(3e-4, gt=0, description="Peak AdamW learning rate.")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (not on biases and LayerNorm).")
-    layer_lr_decay: float = Field(
-        1.0, gt=0, le=1, description="Layer-wise learning-rate decay: the head trains at learning_rate, each "
-        "encoder layer below at this factor times the one above, the embeddings last (1: one rate for all)."
-    )
     warmup_ratio: float = Field(0.1, ge=0, le=1, description="Share of optimizer steps of linear warmup.")
     epochs: int = Field(4, ge=1, description="Maximum number of epochs.")
     batch_size: int = Field(8, ge=1, description="Windows per device per forward pass.")

@@ -1,10 +1,11 @@
 """The training loop: ``train_model(config, train_data, val_data, output_dir) -> TrainResult``.
 
-AdamW (no decay on biases and LayerNorm; optional layer-wise learning-rate decay), linear warmup and decay,
-gradient accumulation and clipping, per-epoch validation on whole documents, best-checkpoint keeping, early
-stopping, periodic resumable checkpoints and an exact ``resume`` (model, optimizer, scheduler, RNG, data
-position), callbacks, MLflow tracking. Training steps run the attention kernel of ``training_attention``
-(eager on a CPU with attention dropout), validation the model's own. Deterministic on CPU for a given seed and thread count.
+AdamW (no decay on biases and LayerNorm), linear warmup and decay, gradient accumulation and clipping,
+per-epoch validation on whole documents, best-checkpoint keeping, early stopping, periodic resumable
+checkpoints and an exact ``resume`` (model, optimizer, scheduler, RNG, data position), callbacks,
+MLflow tracking. Deterministic on CPU for a given seed and thread count. Batches are length-grouped
+(``training.group_by_length``); training steps run the attention kernel of ``training_attention`` (eager on
+a CPU with attention dropout), validation the model's own.
 
 Data-parallel under torchrun (``training.distributed``): every rank takes its share of each epoch's window
 order, gradients are averaged by ``DistributedDataParallel`` (effective batch = batch size x world size x
@@ -24,7 +25,6 @@ from __future__ import annotations
 import logging
 import math
 import random
-import re
 import shutil
 import sys
 import time
@@ -117,41 +117,19 @@ def _restore_rng(state: dict[str, Any], rank: int = 0) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-LAYER_INDEX = re.compile(r"\.layers?\.(\d+)\.")  # encoder layer N of BERT-like backbones
-
-
-def _layer_depth(name: str, num_layers: int) -> int:
-    """Layers between a parameter and the head: 0 for the head, 1 for the top encoder layer, ... embeddings last."""
-    match = LAYER_INDEX.search(name)
-    if match:
-        return num_layers - int(match.group(1))
-    return num_layers + 1 if "embeddings" in name else 0
-
-
 def _optimizer(model: Any, config: ResumeNerConfig) -> Any:
-    """AdamW over parameter groups: no weight decay on biases and LayerNorm; with ``training.layer_lr_decay`` < 1,
-    one group per depth, the learning rate decayed once per layer below the head (head groups first)."""
     import torch
 
-    tcfg = config.training
-    indices = [int(match.group(1)) for name, _ in model.named_parameters() if (match := LAYER_INDEX.search(name))]
-    num_layers = max(indices, default=-1) + 1
-    if tcfg.layer_lr_decay < 1 and not num_layers:
-        raise ConfigError(f"training.layer_lr_decay={tcfg.layer_lr_decay}: the backbone {config.model.backbone} has "
-                          "no numbered encoder layers (...layer.N...); set training.layer_lr_decay=1")
-    groups: dict[tuple[int, bool], list[Any]] = {}
+    decay, no_decay = [], []
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        depth = _layer_depth(name, num_layers) if tcfg.layer_lr_decay < 1 else 0
-        decays = not (param.ndim < 2 or "LayerNorm" in name or name.endswith(".bias"))
-        groups.setdefault((depth, decays), []).append(param)
-    return torch.optim.AdamW(
-        [{"params": params, "weight_decay": tcfg.weight_decay if decays else 0.0,
-          "lr": tcfg.learning_rate * tcfg.layer_lr_decay**depth}
-         for (depth, decays), params in sorted(groups.items(), key=lambda item: (item[0][0], not item[0][1]))],
-        lr=tcfg.learning_rate,
-    )
+        (no_decay if param.ndim < 2 or "LayerNorm" in name or name.endswith(".bias") else decay).append(param)
+    groups = [
+        {"params": decay, "weight_decay": config.training.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=config.training.learning_rate)
 
 
 def _epoch_order(n: int, seed: int, epoch: int) -> list[int]:

@@ -167,28 +167,3 @@ def test_bf16_autocast_trains_fp32_weights_that_differ_from_an_fp32_run(tiny_con
     reference = load_file(Path(fp32.model_dir) / "model.safetensors")
     assert any(not torch.equal(weights[k], reference[k]) for k in weights)  # the forward passes really ran in bf16
 
-
-def test_layer_lr_decay_gives_each_layer_a_rate_decayed_once_per_layer_below_the_head(tiny_config):
-    from resume_ner.config import config_from_dict
-    from resume_ner.data.labels import scheme_for
-    from resume_ner.training.model import create_model_and_tokenizer
-    from resume_ner.training.trainer import _optimizer
-
-    config = config_from_dict({**tiny_config, "training": {**tiny_config["training"], "layer_lr_decay": 0.5}})
-    model, _ = create_model_and_tokenizer(config.model, scheme_for({}, ["NAME"]))
-    layers = model.config.num_hidden_layers
-    rate = {id(p): (group["lr"], group["weight_decay"]) for group in _optimizer(model, config).param_groups
-            for p in group["params"]}
-    params = dict(model.named_parameters())
-    assert rate[id(params["classifier.weight"])] == (1e-3, 0.01)
-    assert rate[id(params["classifier.bias"])] == (1e-3, 0.0)
-    top = next(n for n in params if f".layer.{layers - 1}." in n and n.endswith("query.weight"))
-    bottom = next(n for n in params if ".layer.0." in n and n.endswith("query.weight"))
-    assert rate[id(params[top])] == (1e-3 * 0.5, 0.01)
-    assert rate[id(params[bottom])] == (1e-3 * 0.5**layers, 0.01)
-    embeddings = next(n for n in params if "word_embeddings" in n)
-    assert rate[id(params[embeddings])] == (1e-3 * 0.5 ** (layers + 1), 0.01)
-    assert len(rate) == len(params)  # every trainable parameter in exactly one group
-
-    flat = _optimizer(model, config_from_dict(tiny_config))
-    assert [(g["lr"], g["weight_decay"]) for g in flat.param_groups] == [(1e-3, 0.01), (1e-3, 0.0)]
