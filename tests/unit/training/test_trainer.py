@@ -166,4 +166,3 @@ def test_bf16_autocast_trains_fp32_weights_that_differ_from_an_fp32_run(tiny_con
     assert {t.dtype for t in weights.values()} == {torch.float32}  # autocast leaves the weights in fp32
     reference = load_file(Path(fp32.model_dir) / "model.safetensors")
     assert any(not torch.equal(weights[k], reference[k]) for k in weights)  # the forward passes really ran in bf16
-
