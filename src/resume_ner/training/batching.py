@@ -10,6 +10,10 @@ from resume_ner.data.windows import IGNORE_INDEX, Window
 
 
 MEGABATCH_BATCHES = 50  # batches per megabatch of ``length_grouped`` (as transformers' LengthGroupedSampler)
+# Training batches are padded to a multiple of this many tokens: length-grouped batches of short windows
+# would otherwise come in every width, and each new shape grows the CPU kernels' caches (resident memory
+# rose by 1 GB in 2 epochs on 120 resumes; flat with this).
+TRAIN_PAD_MULTIPLE = 32
 
 
 def length_grouped(order: Sequence[int], lengths: Sequence[int], batch_size: int) -> list[int]:
@@ -27,11 +31,12 @@ def length_grouped(order: Sequence[int], lengths: Sequence[int], batch_size: int
     return grouped
 
 
-def collate_windows(windows: Sequence[Window], pad_token_id: int) -> dict[str, Any]:
-    """Right-pad a batch of windows to its longest member: input ids, attention mask, labels (-100)."""
+def collate_windows(windows: Sequence[Window], pad_token_id: int, pad_to_multiple_of: int = 1) -> dict[str, Any]:
+    """Right-pad a batch of windows to its longest member, rounded up to ``pad_to_multiple_of`` tokens: input
+    ids, attention mask, labels (-100)."""
     import torch
 
-    width = max(len(w) for w in windows)
+    width = -(-max(len(w) for w in windows) // pad_to_multiple_of) * pad_to_multiple_of
     input_ids = torch.full((len(windows), width), pad_token_id, dtype=torch.long)
     attention = torch.zeros((len(windows), width), dtype=torch.long)
     labels = torch.full((len(windows), width), IGNORE_INDEX, dtype=torch.long)

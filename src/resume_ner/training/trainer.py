@@ -178,7 +178,7 @@ def train_model(
 
     from resume_ner.data.splits import fingerprint_documents
     from resume_ner.data.windows import build_windows
-    from resume_ner.training.batching import collate_windows, length_grouped
+    from resume_ner.training.batching import TRAIN_PAD_MULTIPLE, collate_windows, length_grouped
     from resume_ner.training.checkpoint import (
         latest_training_state,
         list_training_states,
@@ -281,6 +281,7 @@ def train_model(
     val_windows = build_windows(val_docs, tokenizer, scheme, **window_args) if val_docs else None
     n_windows = len(train_windows.windows)
     window_lengths = [len(window) for window in train_windows.windows]
+    pad_multiple = TRAIN_PAD_MULTIPLE if mcfg.max_length % TRAIN_PAD_MULTIPLE == 0 else 1  # never past max_length
     micro_per_epoch = math.ceil(math.ceil(n_windows / ddp.world_size) / tcfg.batch_size)
     steps_per_epoch = math.ceil(micro_per_epoch / tcfg.gradient_accumulation_steps)
     total_steps = steps_per_epoch * tcfg.epochs
@@ -363,7 +364,7 @@ def train_model(
             optimizer.zero_grad(set_to_none=True)
             for micro in range(state.step_in_epoch, micro_per_epoch):
                 idx = order[micro * tcfg.batch_size : (micro + 1) * tcfg.batch_size]
-                batch = collate_windows([train_windows.windows[i] for i in idx], tokenizer.pad_token_id)
+                batch = collate_windows([train_windows.windows[i] for i in idx], tokenizer.pad_token_id, pad_multiple)
                 state.tokens_seen += int(batch["attention_mask"].sum())
                 batch = {k: v.to(device) for k, v in batch.items()}
                 boundary = (micro + 1) % tcfg.gradient_accumulation_steps == 0 or micro + 1 == micro_per_epoch

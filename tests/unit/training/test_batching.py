@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import random
 
-from resume_ner.training.batching import MEGABATCH_BATCHES, length_grouped
+from resume_ner.data.windows import Window
+from resume_ner.training.batching import MEGABATCH_BATCHES, collate_windows, length_grouped
 
 
 def test_length_grouped_keeps_every_window_and_fills_most_batches_with_full_windows():
@@ -32,3 +33,13 @@ def test_length_grouped_keeps_every_window_and_fills_most_batches_with_full_wind
 def test_length_grouped_keeps_the_random_order_among_equal_lengths():
     order = [5, 3, 9, 1, 7]
     assert length_grouped(order, [10] * 10, 2) == order
+
+
+def test_collate_pads_to_a_multiple_with_masked_ignored_positions():
+    windows = [Window(doc_index=0, input_ids=[101, 7, 102], attention_mask=[1, 1, 1], labels=[-100, 1, -100],
+                      word_ids=[None, 0, None], first_subtoken=[False, True, False], is_first=True, is_last=True)]
+    batch = collate_windows(windows, pad_token_id=0, pad_to_multiple_of=8)
+    assert batch["input_ids"].tolist() == [[101, 7, 102, 0, 0, 0, 0, 0]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1, 0, 0, 0, 0, 0]]
+    assert batch["labels"].tolist() == [[-100, 1, -100] + [-100] * 5]
+    assert collate_windows(windows, pad_token_id=0)["input_ids"].shape == (1, 3)
