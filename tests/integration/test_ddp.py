@@ -72,10 +72,12 @@ def test_two_torchrun_processes_match_one_process_with_the_same_effective_batch(
     assert (tmp_path / "two" / "model" / "model.safetensors").exists()
 
     # resume under DDP, with a plain torchrun of the container entrypoint: a job restarted from the epoch-2
-    # state ends where the uninterrupted one did
+    # state ends where the uninterrupted one did (its output directory holds the state and a best model, which
+    # stays when the last epoch does not improve on it)
     resumed_dir = tmp_path / "resumed" / "checkpoints"
     resumed_dir.mkdir(parents=True)
     shutil.copytree(tmp_path / "two" / "checkpoints" / states[0], resumed_dir / states[0])
+    shutil.copytree(tmp_path / "two" / "model", tmp_path / "resumed" / "model")
     resumed, _ = _train(tmp_path, "resumed", ["--set", "training.batch_size=4", "--resume"], tiny_backbone, data,
                         uri, torchrun=2)
     assert resumed["global_step"] == two["global_step"]
