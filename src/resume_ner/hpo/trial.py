@@ -29,6 +29,7 @@ from resume_ner.config import ResumeNerConfig, TrackingConfig
 from resume_ner.data.document import Document
 from resume_ner.errors import ConfigError
 from resume_ner.hpo.search_space import SearchSpace, apply_params
+from resume_ner.hpo.study import METRIC_DIRECTIONS
 from resume_ner.training.callbacks import TrainerCallback, TrainerState
 
 log = logging.getLogger(__name__)
@@ -44,8 +45,6 @@ class PruningCallback(TrainerCallback):
     """
 
     def __init__(self, trial: Any, metric: str, direction: str) -> None:
-        from resume_ner.hpo.study import METRIC_DIRECTIONS
-
         self.trial = trial
         self.metric = metric
         self.sign = 1.0 if METRIC_DIRECTIONS[metric] == direction else -1.0

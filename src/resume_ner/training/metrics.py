@@ -17,8 +17,8 @@ character spans.
 from __future__ import annotations
 
 import math
-from collections import Counter
 import string
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
