@@ -97,6 +97,11 @@ class ModelConfig(_Section):
     max_length: int = Field(256, ge=16, le=8192, description="Tokens per window, special tokens included.")
     stride: int = Field(64, ge=0, description="Tokens shared by consecutive windows of a long document.")
     label_all_tokens: bool = Field(False, description="Label continuation sub-tokens too (I-X), instead of -100.")
+    decoding: Literal["viterbi", "argmax"] = Field(
+        "viterbi", description="Word tags from the label probabilities: 'viterbi', the most probable valid IOB2 "
+        "sequence; 'argmax', each word's most probable label (the Hugging Face pipeline's way). Used for "
+        "validation and saved with the model for evaluate and predict."
+    )
 
     @model_validator(mode="after")
     def _stride_below_window(self) -> "ModelConfig":

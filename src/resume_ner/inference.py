@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from resume_ner.data.document import Document
+from resume_ner.training.decoding import Decoding
 from resume_ner.training.precision import Precision
 
 
@@ -37,13 +38,15 @@ class Predictor:
     ``precision``: ``auto`` runs the forward passes under bf16 autocast where the hardware has native bf16
     (AVX512-BF16 or AMX CPUs, bf16 GPUs), else in fp32; ``fp32`` or ``bf16`` force one. On the corpus's test
     resumes bf16 changed span micro-F1 by +0.0006 and predicted 1.8x faster on a 2-core AVX512-BF16 CPU
-    (docs/benchmarks.md).
+    (docs/benchmarks.md). ``decoding``: how word tags are read from the label probabilities
+    (``resume_ner.training.decoding``); by default the one the checkpoint was trained with.
     """
 
     def __init__(self, model_dir: str | Path, *, device: str = "auto", batch_size: int = 32,
-                 precision: Precision = "auto") -> None:
+                 precision: Precision = "auto", decoding: Decoding | None = None) -> None:
         from resume_ner.data.labels import LabelScheme
         from resume_ner.training.checkpoint import load_model_checkpoint
+        from resume_ner.training.decoding import model_decoding
         from resume_ner.training.distributed import resolve_device
         from resume_ner.training.precision import use_bf16
 
@@ -54,19 +57,21 @@ class Predictor:
         self.max_length = int(self.metadata["windows"]["max_length"])
         self.stride = int(self.metadata["windows"]["stride"])
         self.batch_size = batch_size
+        self.decoding = decoding or model_decoding(self.metadata)
 
     def predict(self, texts: Sequence[str]) -> list[list[Entity]]:
         """Entities of each text, in text order."""
         from resume_ner.data.windows import build_windows, merge_window_predictions
         from resume_ner.training.batching import predict_windows
+        from resume_ner.training.decoding import decode_tags
         from resume_ner.training.evaluator import predicted_spans
 
         documents = [Document(id=str(i), text=text) for i, text in enumerate(texts)]
         windowed = build_windows(documents, self.tokenizer, self.scheme, max_length=self.max_length, stride=self.stride)
-        label_ids, scores, _ = predict_windows(
+        log_probs, _ = predict_windows(
             self.model, windowed.windows, self.tokenizer.pad_token_id, self.batch_size, self.device, self.bf16
         )
-        merged = merge_window_predictions(windowed, label_ids, scores)
+        merged = decode_tags(merge_window_predictions(windowed, log_probs), self.scheme, self.decoding)
         return [
             [Entity(span.label, span.start, span.end, doc.text[span.start : span.end], round(score, 4))
              for span, score in doc_spans]
@@ -86,6 +91,7 @@ class Predictor:
 
 
 def predict(texts: Sequence[str], model_dir: str | Path, *, device: str = "auto", batch_size: int = 32,
-            precision: Precision = "auto") -> list[list[Entity]]:
+            precision: Precision = "auto", decoding: Decoding | None = None) -> list[list[Entity]]:
     """Load ``model_dir`` and return the entities of each text."""
-    return Predictor(model_dir, device=device, batch_size=batch_size, precision=precision).predict(texts)
+    return Predictor(model_dir, device=device, batch_size=batch_size, precision=precision,
+                     decoding=decoding).predict(texts)

@@ -59,6 +59,12 @@ def test_train_evaluate_predict_from_the_command_line(tiny_backbone, synth_file,
     assert evaluate.returncode == 0, evaluate.stderr
     metrics = json.loads(evaluate.stdout)
     assert metrics["documents"] == 40 and "span_f1_micro" in metrics and "per_type" in metrics
+    assert metrics["decoding"] == "viterbi"  # the model's own
+    argmax = _run(["evaluate", "--model", str(run / "model"), "--data", str(synth_file), "--json",
+                   "--decoding", "argmax"], tmp_path)
+    assert argmax.returncode == 0, argmax.stderr
+    assert json.loads(argmax.stdout)["decoding"] == "argmax"
+    assert json.loads(argmax.stdout)["loss"] == pytest.approx(metrics["loss"])  # the same forward passes
 
     text_file = tmp_path / "resume.txt"
     text_file.write_text("Jane Doe\njane@example.com\nSenior Data Engineer at Contoso Ltd, Berlin\n")

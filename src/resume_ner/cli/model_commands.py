@@ -12,7 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from resume_ner.errors import DataValidationError, Problem
+from resume_ner.training.decoding import DECODINGS
 from resume_ner.training.precision import PRECISIONS
+
+DECODING_HELP = ("word tags from the label probabilities: viterbi (the most probable valid IOB2 sequence) or argmax "
+                 "(each word's most probable label); default: the one the model was trained with")
 
 
 def load_config_from_args(args: argparse.Namespace, extra_overrides: list[str] | None = None) -> Any:
@@ -120,7 +124,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         documents = getattr(load_dataset(path, config.data), args.split)
     else:
         documents = load_documents(path, config.data)
-    metrics = evaluate_model(args.model, documents, batch_size=args.batch_size, device=config.training.device)
+    metrics = evaluate_model(args.model, documents, batch_size=args.batch_size, device=config.training.device,
+                             decoding=args.decoding)
     metrics["data"] = str(path)
     if args.output:
         write_json_atomic(Path(args.output), metrics)
@@ -187,7 +192,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from resume_ner.inference import Predictor
 
     _check_inputs(args.files)
-    predictor = Predictor(args.model, device=args.device, batch_size=args.batch_size, precision=args.precision)
+    predictor = Predictor(args.model, device=args.device, batch_size=args.batch_size, precision=args.precision,
+                          decoding=args.decoding)
     sources, texts = itertools.tee(item for item in _scan_inputs(args.files) if isinstance(item, tuple))
     with open(args.output, "w", encoding="utf-8") if args.output else nullcontext(sys.stdout) as out:
         for (source, _), entities in zip(sources, predictor.predict_stream(text for _, text in texts)):
@@ -223,6 +229,7 @@ def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     evaluate.add_argument("--split", default="test", choices=["train", "validation", "test"],
                           help="split to evaluate when --data is a dataset directory")
     evaluate.add_argument("--batch-size", type=int, default=32)
+    evaluate.add_argument("--decoding", choices=DECODINGS, help=DECODING_HELP)
     evaluate.add_argument("--output", help="also write the metrics JSON here")
     evaluate.add_argument("--json", action="store_true", help="print JSON instead of a table")
     evaluate.set_defaults(func=cmd_evaluate)
@@ -236,4 +243,5 @@ def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     predict.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     predict.add_argument("--precision", default="auto", choices=PRECISIONS,
                          help="forward passes in bf16 (auto: where the hardware has native bf16) or fp32")
+    predict.add_argument("--decoding", choices=DECODINGS, help=DECODING_HELP)
     predict.set_defaults(func=cmd_predict)

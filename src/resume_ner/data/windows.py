@@ -166,15 +166,16 @@ def build_windows(
     return WindowedDocuments(windows, words, scheme, max_length, stride, stats)
 
 
-def merge_window_predictions(
-    windowed: WindowedDocuments, window_label_ids: Sequence[Sequence[int]], window_scores: Sequence[Sequence[float]] | None = None
-) -> list[tuple[list[str], list[float]]]:
-    """Per document: the IOB2 tag (and score) of every word, each taken from the window where the word's
-    first sub-token is farthest from a window edge (a document's own start and end are not edges)."""
-    best: list[dict[int, tuple[float, int, float]]] = [dict() for _ in windowed.words]
+def merge_window_predictions(windowed: WindowedDocuments, window_log_probs: Sequence[Any]) -> list[Any]:
+    """Per document, a float tensor ``(words, labels)``: each word's label log-probabilities, taken from the
+    window where the word's first sub-token is farthest from a window edge (a document's own start and end
+    are not edges). ``window_log_probs[i]`` is window ``i``'s tensor ``(tokens, labels)``; a word no window
+    holds (the tokenizer gave it no token) is ``O`` with certainty."""
+    import torch
+
+    n_labels = len(windowed.scheme.labels)
+    best: list[dict[int, tuple[float, int, int]]] = [dict() for _ in windowed.words]
     for w_index, window in enumerate(windowed.windows):
-        ids = window_label_ids[w_index]
-        scores = window_scores[w_index] if window_scores is not None else None
         content = [t for t, wid in enumerate(window.word_ids) if wid is not None]
         if not content:
             continue
@@ -188,11 +189,17 @@ def merge_window_predictions(
             wid = window.word_ids[t]
             current = best[window.doc_index].get(wid)
             if current is None or distance > current[0]:
-                best[window.doc_index][wid] = (distance, int(ids[t]), float(scores[t]) if scores is not None else 1.0)
-    id2label = windowed.scheme.id2label
+                best[window.doc_index][wid] = (distance, w_index, t)
+    certain_outside = torch.full((1, n_labels), float("-inf"))
+    certain_outside[0, windowed.scheme.label2id[OUTSIDE]] = 0.0
+    flat = torch.cat([*(probs.float() for probs in window_log_probs), certain_outside])  # one row per token
+    window_start = [0]
+    for probs in window_log_probs:
+        window_start.append(window_start[-1] + len(probs))
+    missing = len(flat) - 1
     merged = []
     for doc_words, chosen in zip(windowed.words, best):
-        tags = [id2label.get(chosen[w][1], OUTSIDE) if w in chosen else OUTSIDE for w in range(len(doc_words.offsets))]
-        scores = [chosen[w][2] if w in chosen else 0.0 for w in range(len(doc_words.offsets))]
-        merged.append((tags, scores))
+        rows = [window_start[chosen[w][1]] + chosen[w][2] if w in chosen else missing
+                for w in range(len(doc_words.offsets))]
+        merged.append(flat[torch.tensor(rows, dtype=torch.long)])
     return merged

@@ -57,16 +57,16 @@ def collate_windows(windows: Sequence[Window], pad_token_id: int, pad_to_multipl
 
 def predict_windows(
     model: Any, windows: Sequence[Window], pad_token_id: int, batch_size: int, device: Any, bf16: bool = False
-) -> tuple[list[list[int]], list[list[float]], float]:
-    """Label id and probability of every token of every window, and the mean loss over labelled tokens;
-    ``bf16``: the forward passes under bf16 autocast (scores and loss are computed in fp32)."""
+) -> tuple[list[Any], float]:
+    """Label log-probabilities of every token of every window (a CPU float tensor ``(tokens, labels)`` each),
+    and the mean loss over labelled tokens; ``bf16``: the forward passes under bf16 autocast (log-probabilities
+    and loss are computed in fp32)."""
     import torch
 
     from resume_ner.training.precision import autocast
 
     order = sorted(range(len(windows)), key=lambda i: len(windows[i]))
-    label_ids: list[list[int]] = [[] for _ in windows]
-    scores: list[list[float]] = [[] for _ in windows]
+    log_probs: list[Any] = [None] * len(windows)
     loss_sum, loss_tokens = 0.0, 0
     was_training = model.training
     model.eval()
@@ -82,12 +82,9 @@ def predict_windows(
             if mask.any():
                 loss_sum += torch.nn.functional.cross_entropy(logits[mask], labels[mask], reduction="sum").item()
                 loss_tokens += int(mask.sum().item())
-            probs = logits.softmax(-1)
-            best_prob, best_id = probs.max(-1)
+            batch_log_probs = logits.log_softmax(-1).cpu()
             for row, i in enumerate(idx):
-                n = len(windows[i])
-                label_ids[i] = best_id[row, :n].tolist()
-                scores[i] = best_prob[row, :n].tolist()
+                log_probs[i] = batch_log_probs[row, : len(windows[i])]
     if was_training:
         model.train()
-    return label_ids, scores, loss_sum / max(loss_tokens, 1)
+    return log_probs, loss_sum / max(loss_tokens, 1)

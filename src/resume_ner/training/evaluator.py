@@ -1,4 +1,5 @@
-"""Evaluation on whole documents: windows are predicted, merged back per document, then scored with
+"""Evaluation on whole documents: windows are predicted, merged back per document, decoded into word tags,
+then scored with
 seqeval (entity level, IOB2 strict, over every word of every document) and exact character-span matching,
 with an entity-type confusion matrix of the character spans."""
 
@@ -12,6 +13,7 @@ from typing import Any
 from resume_ner.data.document import Document, Span
 from resume_ner.data.windows import WindowedDocuments, merge_window_predictions
 from resume_ner.training.batching import predict_windows
+from resume_ner.training.decoding import Decoding, decode_tags, model_decoding
 from resume_ner.training.metrics import compute_metrics, entity_type_confusion, span_metrics, tags_to_spans
 
 log = logging.getLogger(__name__)
@@ -38,13 +40,15 @@ def evaluate_windowed(
     pad_token_id: int,
     batch_size: int,
     device: Any,
+    decoding: Decoding = "viterbi",
 ) -> dict[str, Any]:
-    """Entity metrics (seqeval), document span metrics and loss of ``model`` on windowed ``documents``.
+    """Entity metrics (seqeval), document span metrics and loss of ``model`` on windowed ``documents``, with
+    word tags read by ``decoding`` (``resume_ner.training.decoding``).
 
     ``metrics["confusion"]`` is the ``entity_type_confusion`` of the documents' gold and predicted spans.
     """
-    label_ids, scores, loss = predict_windows(model, windowed.windows, pad_token_id, batch_size, device)
-    merged = merge_window_predictions(windowed, label_ids, scores)
+    log_probs, loss = predict_windows(model, windowed.windows, pad_token_id, batch_size, device)
+    merged = decode_tags(merge_window_predictions(windowed, log_probs), windowed.scheme, decoding)
     gold_tags = [w.tags for w in windowed.words]
     pred_tags = [tags for tags, _ in merged]
     metrics = compute_metrics(gold_tags, pred_tags)
@@ -53,6 +57,7 @@ def evaluate_windowed(
     metrics.update(span_metrics(gold_spans, pred_spans))
     metrics["confusion"] = entity_type_confusion(gold_spans, pred_spans)
     metrics["loss"] = loss
+    metrics["decoding"] = decoding
     metrics["documents"] = len(documents)
     metrics["windows"] = len(windowed.windows)
     return metrics
@@ -64,8 +69,10 @@ def evaluate_model(
     *,
     batch_size: int = 32,
     device: str = "auto",
+    decoding: Decoding | None = None,
 ) -> dict[str, Any]:
-    """Load a checkpoint and evaluate it on ``documents`` with the window settings it was trained with."""
+    """Load a checkpoint and evaluate it on ``documents`` with the window settings it was trained with and
+    its decoding (``decoding`` overrides it)."""
     from resume_ner.data.labels import LabelScheme
     from resume_ner.data.windows import build_windows
     from resume_ner.training.checkpoint import load_model_checkpoint
@@ -79,7 +86,8 @@ def evaluate_model(
         documents, tokenizer, scheme, max_length=window["max_length"], stride=window["stride"]
     )
     metrics = evaluate_windowed(
-        model, windowed, documents, pad_token_id=tokenizer.pad_token_id, batch_size=batch_size, device=torch_device
+        model, windowed, documents, pad_token_id=tokenizer.pad_token_id, batch_size=batch_size, device=torch_device,
+        decoding=decoding or model_decoding(metadata),
     )
     metrics["model_dir"] = str(model_dir)
     return metrics

@@ -308,6 +308,7 @@ def train_model(
     metadata = {
         "label_scheme": scheme.to_dict(),
         "windows": {**window_args, "label_all_tokens": mcfg.label_all_tokens},
+        "decoding": mcfg.decoding,
         "backbone": mcfg.backbone,
         "config": settings,
         "config_hash": config.config_hash(),
@@ -413,7 +414,7 @@ def train_model(
                 if main:  # rank 0 validates the whole split; the others wait for its metrics
                     metrics = evaluate_windowed(model, val_windows, val_docs,
                                                 pad_token_id=tokenizer.pad_token_id, batch_size=tcfg.eval_batch_size,
-                                                device=device)
+                                                device=device, decoding=mcfg.decoding)
                 metrics = broadcast_object(metrics, ddp)
                 value = _metric_value(metrics, tcfg.metric)
             entry = {"epoch": state.epoch, "step": state.global_step, "train_loss": epoch_loss,

@@ -20,6 +20,18 @@ def tokenizer():
 SCHEME = LabelScheme.from_types(["NAME", "SKILL", "COMPANY"])
 
 
+def _certain(window_ids: list[list[int]]) -> list:
+    """Per window, log-probabilities that put all mass on the given label ids."""
+    import torch
+
+    return [torch.nn.functional.one_hot(torch.tensor([max(i, 0) for i in ids]), len(SCHEME.labels)).float().log()
+            for ids in window_ids]
+
+
+def _argmax_tags(merged) -> list[str]:
+    return [SCHEME.labels[i] for i in merged.argmax(-1).tolist()]
+
+
 def _long_document() -> Document:
     parts, spans, pos = [], [], 0
     for i in range(120):
@@ -88,8 +100,9 @@ def test_label_all_tokens_marks_continuations_inside(tokenizer):
 def test_gold_labels_merge_back_to_the_exact_document_tags(tokenizer):
     doc = _long_document()
     windowed = build_windows([doc], tokenizer, SCHEME, max_length=64, stride=16)
-    merged = merge_window_predictions(windowed, [w.labels for w in windowed.windows])
-    tags, _ = merged[0]
+    merged = merge_window_predictions(windowed, _certain([w.labels for w in windowed.windows]))
+    assert merged[0].shape == (len(windowed.words[0].offsets), len(SCHEME.labels))
+    tags = _argmax_tags(merged[0])
     assert tags == windowed.words[0].tags
     assert tags.count("B-SKILL") == 120 and tags.count("B-COMPANY") == 120
 
@@ -101,7 +114,7 @@ def test_merge_takes_the_window_where_the_word_is_farthest_from_an_edge(tokenize
     # nearer window 0's right edge than window 1's left edge must come from window 1, and vice versa.
     begin_name = SCHEME.begin_id("NAME")
     preds = [[begin_name] * len(w) if i == 0 else [0] * len(w) for i, w in enumerate(windowed.windows)]
-    tags, _ = merge_window_predictions(windowed, preds)[0]
+    tags = _argmax_tags(merge_window_predictions(windowed, _certain(preds))[0])
     w0, w1 = windowed.windows[0], windowed.windows[1]
     shared = sorted({w for w in w0.word_ids if w is not None} & {w for w in w1.word_ids if w is not None})
     assert shared

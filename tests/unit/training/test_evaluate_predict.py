@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -42,6 +44,18 @@ def test_evaluate_model_reports_a_confusion_matrix_of_entity_types(trained, synt
     assert {label: sum(row) for label, row in zip(labels, matrix) if label != "O"} == {
         label: gold_counts[label] for label in labels[:-1]}
     assert matrix[-1][-1] == 0
+
+
+def test_the_model_records_its_decoding_and_evaluate_and_predict_can_override_it(trained, synth_documents):
+    metadata = json.loads((Path(trained.model_dir) / "resume_ner.json").read_text(encoding="utf-8"))
+    assert metadata["decoding"] == "viterbi"
+    documents = synth_documents[50:]
+    viterbi = evaluate_model(trained.model_dir, documents, device="cpu")
+    argmax = evaluate_model(trained.model_dir, documents, device="cpu", decoding="argmax")
+    assert (viterbi["decoding"], argmax["decoding"]) == ("viterbi", "argmax")
+    assert viterbi["loss"] == pytest.approx(argmax["loss"])
+    assert Predictor(trained.model_dir, device="cpu").decoding == "viterbi"
+    assert Predictor(trained.model_dir, device="cpu", decoding="argmax").decoding == "argmax"
 
 
 def test_predict_returns_entities_with_exact_offsets_over_long_texts(trained, synth_documents):
