@@ -1,7 +1,6 @@
 """Evaluation on whole documents: windows are predicted, merged back per document, decoded into word tags,
-then scored with
-seqeval (entity level, IOB2 strict, over every word of every document) and exact character-span matching,
-with an entity-type confusion matrix of the character spans."""
+then scored with seqeval (entity level, IOB2 strict, over every word of every document) and exact
+character-span matching, with an entity-type confusion matrix of the character spans."""
 
 from __future__ import annotations
 
