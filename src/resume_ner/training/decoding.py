@@ -58,10 +58,10 @@ def decode_tags(
 
     if decoding not in DECODINGS:
         raise ValueError(f"unknown decoding {decoding!r}: use one of {', '.join(DECODINGS)}")
-    chosen: list[list[int]] = [[] for _ in word_log_probs]
     if decoding == "argmax":
-        chosen = [rows.argmax(-1).tolist() if len(rows) else [] for rows in word_log_probs]
+        chosen = [rows.argmax(-1).tolist() for rows in word_log_probs]
     else:
+        chosen = [[] for _ in word_log_probs]  # an empty document keeps its empty path
         crf = iob2_transitions(scheme)
         order = sorted((d for d, rows in enumerate(word_log_probs) if len(rows)), key=lambda d: len(word_log_probs[d]))
         with torch.no_grad():
