@@ -180,6 +180,7 @@ def train_model(
     from resume_ner.data.windows import build_windows
     from resume_ner.training.batching import TRAIN_PAD_MULTIPLE, collate_windows, length_grouped
     from resume_ner.training.checkpoint import (
+        METADATA_FILE,
         latest_training_state,
         list_training_states,
         load_training_state,
@@ -259,6 +260,13 @@ def train_model(
         model = AutoModelForTokenClassification.from_pretrained(resume_from, use_safetensors=use_safetensors(),
                                                                 weights_only=True, trust_remote_code=False)
         state = TrainerState.from_dict(previous["state"])
+        best_model = output_dir / MODEL_DIRNAME / METADATA_FILE
+        if state.best_epoch is not None and not best_model.is_file():  # fail now, not after the remaining epochs
+            raise CheckpointError(
+                f"cannot resume from {resume_from}: the best model so far (epoch {state.best_epoch}) belongs in "
+                f"{best_model.parent} and {best_model.name} is missing there; restore that directory, or train "
+                "into a new output directory"
+            )
         log.info("resuming from %s (epoch %d, step %d)", resume_from, state.epoch, state.global_step)
     elif resume:
         log.info("no complete checkpoint in %s: starting from scratch", checkpoints_dir)

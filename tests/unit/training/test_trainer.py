@@ -106,6 +106,23 @@ def test_resume_with_a_different_config_is_refused(tiny_config, synth_documents,
         train_model(tiny_config, train[:16], val[:4], tmp_path / "run", resume=True)
 
 
+def test_resume_without_the_best_model_is_refused_before_training(tiny_config, synth_documents, tmp_path):
+    import shutil
+
+    class CrashInSecondEpoch(TrainerCallback):
+        def on_step_end(self, state, logs):
+            if state.epoch >= 1:
+                raise _Crash("crash in epoch 2")
+
+    train, val = _split(synth_documents)
+    with pytest.raises(_Crash):
+        train_model(tiny_config, train[:16], val[:4], tmp_path / "run", callbacks=[CrashInSecondEpoch()])
+    shutil.rmtree(tmp_path / "run" / "model")  # the best model of epoch 1, which epoch 2 might not replace
+    with pytest.raises(CheckpointError, match=r"best model so far \(epoch 1\).*resume_ner.json is missing"):
+        train_model(tiny_config, train[:16], val[:4], tmp_path / "run", resume=True, callbacks=[CrashInSecondEpoch()])
+    assert list_training_states(tmp_path / "run" / "checkpoints")  # nothing of the run was removed
+
+
 def test_early_stopping_stops_when_the_metric_does_not_improve(tiny_config, synth_documents, tmp_path):
     train, val = _split(synth_documents)
     tiny_config["training"].update(epochs=5, early_stopping_patience=1, metric="f1_micro", learning_rate=1e-12)
