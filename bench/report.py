@@ -39,6 +39,7 @@ GOALS = {  # what each target asks, as listed when its benchmark has not run; {}
 }
 EPS = 1e-9  # a figure exactly on its bound meets the target despite float rounding
 SWEEP_LABELS = {"median": "median pruner", "none": "no pruning"}
+CLI_MODULE = "-m resume_ner.cli.main"  # how the benchmarks record the project's CLI (python -m, same venv)
 
 INTRO = """\
 # Benchmarks
@@ -140,6 +141,16 @@ def code(text: str) -> str:
     return f"`` {text} ``" if "`" in text else f"`{text}`"
 
 
+def command(recorded: str) -> str:
+    """A recorded command as typed in the repository root: paths under the root relative to it, the project's
+    CLI by its name (``resume-ner``), scripts and modules after ``python``."""
+    text = recorded.replace(f"{ROOT}/", "")
+    if text.startswith(CLI_MODULE):
+        return "resume-ner" + text[len(CLI_MODULE):]
+    first = text.split(" ", 1)[0]
+    return f"python {text}" if first == "-m" or first.endswith(".py") else text
+
+
 def table(header: list[str], rows: list[list[str]]) -> list[str]:
     """A Markdown table; columns of figures (every cell starts with a digit or sign, or is –) right-aligned."""
     def line(cells: list[str]) -> str:
@@ -164,7 +175,7 @@ def header_lines(result: dict[str, Any]) -> list[str]:
     """Command, machine and date of a result."""
     m = result["machine"]
     versions = ", ".join(f"{name} {m[name]}" for name in ("python", "torch", "transformers") if m.get(name))
-    return [f"- Command: {code(result['command'])}",
+    return [f"- Command: {code(command(result['command']))}",
             f"- Machine: {m['nproc']} CPUs ({m['cpu_model']}), {m['torch_threads']} torch threads"
             + (f"; {versions}" if versions else ""),
             f"- Finished: {result['finished']}", ""]
@@ -195,7 +206,7 @@ def quality(result: dict[str, Any], plots: Plots) -> tuple[list[str], list[Targe
                    [[s["label"], f1(s["test"]["span_precision_micro"]), f1(s["test"]["span_recall_micro"]),
                      f1(s["test"]["span_f1_micro"]), f1(s["test"]["span_f1_macro"]), minutes(s.get("train_wall_s")),
                      mib(s.get("peak_rss_mb"))] for s in systems])
-    lines += ["", "Commands:", "", *(f"- {s['label']}: {code(s['command'])}" for s in systems), ""]
+    lines += ["", "Commands:", "", *(f"- {s['label']}: {code(command(s['command']))}" for s in systems), ""]
     types = sorted({t for s in systems for t in s["test"]["span_per_type"]})
     support = {t: next(s["test"]["span_per_type"][t]["support"] for s in systems if t in s["test"]["span_per_type"])
                for t in types}
@@ -296,7 +307,7 @@ def hpo_pruning(result: dict[str, Any], plots: Plots) -> tuple[list[str], list[T
                    [[SWEEP_LABELS.get(name, name), minutes(s["wall_s"]), str(s["n_complete"]), str(s["n_pruned"]),
                      str(s["n_failed"]), f1(s["best_value"])] for name, s in sweeps.items()])
     reduction, delta = result["wall_reduction"], result["best_delta"]
-    commands = [f"- {SWEEP_LABELS.get(name, name)}: {code(s['command'])}" for name, s in sweeps.items()
+    commands = [f"- {SWEEP_LABELS.get(name, name)}: {code(command(s['command']))}" for name, s in sweeps.items()
                 if s.get("command")]
     lines += [""] + (["Commands:", "", *commands, ""] if commands else [])
     lines += [f"Wall time saved by pruning: {percent(reduction)}; "

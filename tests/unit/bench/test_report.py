@@ -145,11 +145,24 @@ def test_every_section_shows_command_machine_date_figures_and_targets(tmp_path: 
     predict = _section(page, "Prediction speed")
     assert "30.9, 31.3, 31.8" in predict and "2.61×" in predict and "911 MiB — met" in predict
     hpo = _section(page, "Hyperparameter search pruning")
-    assert "| median pruner | 7.0 min | 2 | 2 | 0 | 0.781 |" in hpo and "`-m resume_ner.cli.main hpo run" in hpo
+    assert "| median pruner | 7.0 min | 2 | 2 | 0 | 0.781 |" in hpo
+    assert "`resume-ner hpo run --set hpo.pruner=median`" in hpo
     assert "46.2% — met" in hpo and "-0.004 — met" in hpo
     assert "1.09× — met" in _section(page, "Pipeline overhead")
     summary = _section(page, "Summary of targets")
     assert summary.count("| met |") == 9 and "missed" not in summary and "not run yet" not in summary
+
+
+@pytest.mark.parametrize(("recorded", "shown"), [
+    ("-m resume_ner.cli.main train --data {root}/runs/bench/splits --overwrite",
+     "resume-ner train --data runs/bench/splits --overwrite"),
+    ("bench/quality.py --systems spacy", "python bench/quality.py --systems spacy"),
+    ("{root}/bench/pipeline_overhead.py", "python bench/pipeline_overhead.py"),
+    ("-m pytest tests", "python -m pytest tests"),
+    ("bench/hf_baseline.py predict --model /elsewhere/m", "python bench/hf_baseline.py predict --model /elsewhere/m"),
+])
+def test_commands_are_shown_as_typed_in_the_repository_root(recorded: str, shown: str) -> None:
+    assert report.command(recorded.format(root=report.ROOT)) == shown
 
 
 def test_a_missed_target_is_shown_as_missed(tmp_path: Path) -> None:
