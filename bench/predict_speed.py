@@ -5,8 +5,10 @@ which the ``pipeline("token-classification", aggregation_strategy="simple", stri
 the Hugging Face model it is. Each system runs in its own process over the test resumes (``--repeat 1``) and
 over them ten times (``--repeat 10``, a steadier figure); loading is timed apart from predicting, the median
 of ``--runs`` processes is reported with each process's peak resident memory, and runs are interleaved.
-``resume-ner`` runs with its default ``precision="auto"`` (bf16 autocast where the CPU has it natively);
-``resume-ner fp32`` is the same forced to fp32, reported as the "before" variant with its span F1 change.
+``resume-ner`` runs as ``resume-ner predict`` does (``precision="auto"``: bf16 autocast where the CPU has it
+natively; the allocator thresholds of ``reuse_freed_memory``); the variants ``resume-ner fp32`` (forced to fp32)
+and ``resume-ner glibc defaults`` (without ``reuse_freed_memory``) are reported as "before" figures with their
+span F1 change.
 Every run's predictions are scored against the test resumes (``span_f1_micro``).
 
     python bench/predict_speed.py [--quick] [--model DIR] [--runs N]
@@ -27,8 +29,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
 
-SYSTEMS = ("resume-ner", "hf-pipeline", "resume-ner fp32")
-FP32 = "resume-ner fp32"
+# the project's variants: worker arguments, and the name of the variant in the report
+VARIANTS = {"resume-ner fp32": (["--precision", "fp32"], "fp32 forward passes (before: precision=fp32)"),
+            "resume-ner glibc defaults": (["--glibc-defaults"],
+                                          "glibc's own allocator thresholds (before: no reuse_freed_memory)")}
+SYSTEMS = ("resume-ner", "hf-pipeline", *VARIANTS)
 
 
 def worker(args: argparse.Namespace) -> int:
@@ -36,8 +41,10 @@ def worker(args: argparse.Namespace) -> int:
     import torch
 
     from resume_ner.inference import Predictor
+    from resume_ner.training.allocator import reuse_freed_memory
 
     torch.set_num_threads(args.threads)
+    tuned = False if args.glibc_defaults else reuse_freed_memory()  # as ``resume-ner predict``
     records = common.read_records(args.docs)
     texts = [record["text"] for record in records]
     started = time.perf_counter()
@@ -49,7 +56,8 @@ def worker(args: argparse.Namespace) -> int:
     common.write_predictions(args.out, [str(record["id"]) for record in records],
                              [[(e.start, e.end, e.label) for e in doc] for doc in entities])
     timing = {"docs": len(texts), "repeat": args.repeat, "load_s": loaded - started, "predict_s": done - loaded,
-              "resumes_per_s": len(texts) * args.repeat / (done - loaded), "bf16": predictor.bf16}
+              "resumes_per_s": len(texts) * args.repeat / (done - loaded), "bf16": predictor.bf16,
+              "allocator_tuned": tuned}
     args.timing.write_text(json.dumps(timing) + "\n", encoding="utf-8")
     return 0
 
@@ -75,8 +83,7 @@ def _run(system: str, model: Path, docs: Path, repeat: int, work: Path, tag: str
     if system == "hf-pipeline":
         cmd = common.python_cmd("bench/hf_baseline.py", "predict", *shared)
     else:
-        cmd = common.python_cmd("bench/predict_speed.py", "worker", *shared,
-                                "--precision", "fp32" if system == FP32 else "auto")
+        cmd = common.python_cmd("bench/predict_speed.py", "worker", *shared, *VARIANTS.get(system, ([], ""))[0])
     measured = common.run_measured(cmd, work / f"{name}.log")
     f1 = common.score_predictions(common.read_split(docs.parent, "test"), predictions)["span_f1_micro"]
     return {**json.loads(timing.read_text(encoding="utf-8")), "peak_rss_mb": measured.peak_rss_mb,
@@ -104,19 +111,23 @@ def benchmark(args: argparse.Namespace) -> int:
                             "load_s": common.median([r["load_s"] for r in system_runs]),
                             "peak_rss_mb": max(r["peak_rss_mb"] for r in system_runs),
                             "span_f1_micro": system_runs[0]["span_f1_micro"],
-                            "bf16": system_runs[0].get("bf16")}
+                            "bf16": system_runs[0].get("bf16"),
+                            "allocator_tuned": system_runs[0].get("allocator_tuned")}
                    for system, system_runs in runs.items()}
-        fp32 = results.pop(FP32)
+        variant_results = {system: results.pop(system) for system in VARIANTS}
         ratio = results["resume-ner"]["median_resumes_per_s"] / results["hf-pipeline"]["median_resumes_per_s"]
         sets.append({"name": name, "docs": runs["resume-ner"][0]["docs"], "repeat": repeat, "results": results,
-                     "ratio": ratio, "fp32": fp32})
+                     "ratio": ratio, "variants": variant_results})
     last = sets[-1]
-    variants = [{"name": "fp32 forward passes (before: precision=fp32)", "settings": ["--precision fp32"],
-                 "median_resumes_per_s": last["fp32"]["median_resumes_per_s"],
-                 "ratio_to_default": last["fp32"]["median_resumes_per_s"]
-                 / last["results"]["resume-ner"]["median_resumes_per_s"],
-                 "f1_delta": last["fp32"]["span_f1_micro"] - last["results"]["resume-ner"]["span_f1_micro"],
-                 "kept": False, "note": f"the default (auto) ran bf16: {last['results']['resume-ner']['bf16']}"}]
+    default = last["results"]["resume-ner"]
+    variants = [{"name": label, "settings": [" ".join(worker_args)],
+                 "median_resumes_per_s": last["variants"][system]["median_resumes_per_s"],
+                 "ratio_to_default": last["variants"][system]["median_resumes_per_s"] / default["median_resumes_per_s"],
+                 "f1_delta": last["variants"][system]["span_f1_micro"] - default["span_f1_micro"],
+                 "kept": False,
+                 "note": f"the default ran bf16: {default['bf16']}; allocator thresholds set: "
+                         f"{default['allocator_tuned']}"}
+                for system, (worker_args, label) in VARIANTS.items()]
     settings = {"model": str(model), "threads": args.threads, "runs": args.runs}
     path = common.write_result("predict_speed", {"settings": settings, "sets": sets, "variants": variants},
                                args.quick)
@@ -138,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument("--repeat", type=int, default=1)
         parser.add_argument("--timing", type=Path, required=True)
         parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+        parser.add_argument("--glibc-defaults", action="store_true", help="leave the allocator thresholds alone")
         return worker(parser.parse_args(argv))
     parser.add_argument("--quick", action="store_true", help="small budgets, same code paths")
     parser.add_argument("--runs", type=int, help="processes per system and set (default 3, quick 1)")
