@@ -257,8 +257,6 @@ def train_model(
                 + ("configuration" if previous.get("config_hash") != config.config_hash() else "dataset")
                 + "; use a new output directory or the original settings"
             )
-        model = AutoModelForTokenClassification.from_pretrained(resume_from, use_safetensors=use_safetensors(),
-                                                                weights_only=True, trust_remote_code=False)
         state = TrainerState.from_dict(previous["state"])
         best_model = output_dir / MODEL_DIRNAME / METADATA_FILE
         if state.best_epoch is not None and not best_model.is_file():  # fail now, not after the remaining epochs
@@ -267,6 +265,8 @@ def train_model(
                 f"{best_model.parent} and {best_model.name} is missing there; restore that directory, or train "
                 "into a new output directory"
             )
+        model = AutoModelForTokenClassification.from_pretrained(resume_from, use_safetensors=use_safetensors(),
+                                                                weights_only=True, trust_remote_code=False)
         log.info("resuming from %s (epoch %d, step %d)", resume_from, state.epoch, state.global_step)
     elif resume:
         log.info("no complete checkpoint in %s: starting from scratch", checkpoints_dir)
