@@ -152,11 +152,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument("--glibc-defaults", action="store_true", help="leave the allocator thresholds alone")
         return worker(parser.parse_args(argv))
     parser.add_argument("--quick", action="store_true", help="small budgets, same code paths")
-    parser.add_argument("--runs", type=int, help="processes per system and set (default 3, quick 1)")
+    parser.add_argument("--runs", type=int, help="processes per system and set (default 5, quick 1)")
     parser.add_argument("--big-repeat", type=int, help="passes of the larger set (default 10, quick 2)")
     parser.add_argument("--work", type=Path, default=Path("runs/bench/predict_speed"), help="scratch directory")
     args = parser.parse_args(argv)
-    args.runs = args.runs or (1 if args.quick else 3)
+    args.runs = args.runs or (1 if args.quick else 5)
     args.big_repeat = args.big_repeat or (2 if args.quick else 10)
     return benchmark(args)
 

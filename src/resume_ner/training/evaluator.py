@@ -5,6 +5,7 @@ character-span matching, with an entity-type confusion matrix of the character s
 from __future__ import annotations
 
 import logging
+from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,13 +20,15 @@ log = logging.getLogger(__name__)
 
 
 def predicted_spans(windowed: WindowedDocuments, merged: Sequence[tuple[list[str], list[float]]]) -> list[list[tuple[Span, float]]]:
-    """Character spans of each document with a score: the mean probability of the span's words."""
+    """Character spans of each document with a score: the mean probability of the span's words (the words a
+    span overlaps are found by bisection: words are in text order and do not overlap)."""
     out = []
     for words, (tags, scores) in zip(windowed.words, merged):
-        spans = tags_to_spans(tags, words.offsets, words.text)
+        starts = [start for start, _ in words.offsets]
+        ends = [end for _, end in words.offsets]
         scored = []
-        for span in spans:
-            inside = [s for (ws, we), s in zip(words.offsets, scores) if ws < span.end and we > span.start]
+        for span in tags_to_spans(tags, words.offsets, words.text):
+            inside = scores[bisect_right(ends, span.start) : bisect_left(starts, span.end)]
             scored.append((span, sum(inside) / len(inside) if inside else 0.0))
         out.append(scored)
     return out

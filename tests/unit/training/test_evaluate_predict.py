@@ -8,8 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from resume_ner.data.document import Span
+from resume_ner.data.labels import LabelScheme
+from resume_ner.data.windows import WindowedDocuments, WordTokens
 from resume_ner.inference import Predictor
-from resume_ner.training.evaluator import evaluate_model
+from resume_ner.training.evaluator import evaluate_model, predicted_spans
 from resume_ner.training.trainer import train_model
 
 
@@ -21,6 +24,18 @@ def trained(tiny_backbone, synth_documents, tmp_path_factory):
         "tracking": {"enabled": False},
     }
     return train_model(config, synth_documents[:40], synth_documents[40:50], tmp_path_factory.mktemp("run"))
+
+
+def test_a_span_scores_the_mean_probability_of_the_words_it_overlaps():
+    text = "Ann Lee, Java, C++ and Go"
+    offsets = [(0, 3), (4, 7), (7, 8), (9, 13), (13, 14), (15, 16), (16, 18), (19, 22), (23, 25)]
+    tags = ["B-NAME", "I-NAME", "O", "B-SKILL", "I-SKILL", "B-SKILL", "I-SKILL", "O", "B-SKILL"]
+    scores = [0.9, 0.7, 0.1, 0.8, 0.4, 0.6, 0.5, 0.2, 0.3]
+    windowed = WindowedDocuments([], [WordTokens("d", text, offsets, [])], LabelScheme(("NAME", "SKILL")), 16, 4)
+    [scored] = predicted_spans(windowed, [(tags, scores)])
+    # "Java," loses its trailing comma, and the comma's word its share of the score
+    assert scored == [(Span(0, 7, "NAME"), pytest.approx(0.8)), (Span(9, 13, "SKILL"), pytest.approx(0.8)),
+                      (Span(15, 18, "SKILL"), pytest.approx(0.55)), (Span(23, 25, "SKILL"), pytest.approx(0.3))]
 
 
 def test_evaluate_model_reports_entity_and_span_metrics(trained, synth_documents):
