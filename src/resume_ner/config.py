@@ -102,6 +102,11 @@ class ModelConfig(_Section):
         "sequence; 'argmax', each word's most probable label (the Hugging Face pipeline's way). Used for "
         "validation and saved with the model for evaluate and predict."
     )
+    head: Literal["crf", "softmax"] = Field(
+        "crf", description="Output layer: 'crf', a linear-chain CRF over the label scores trained with the model "
+        "(its transition scores, saved as crf.safetensors, join the IOB2 constraints of Viterbi decoding); "
+        "'softmax', per-token cross-entropy. The checkpoint stays a plain Hugging Face token classifier either way."
+    )
 
     @model_validator(mode="after")
     def _stride_below_window(self) -> "ModelConfig":
@@ -109,11 +114,20 @@ class ModelConfig(_Section):
             raise ValueError(f"stride ({self.stride}) must be below max_length - 2 ({self.max_length - 2})")
         return self
 
+    @model_validator(mode="after")
+    def _crf_decodes_by_viterbi(self) -> "ModelConfig":
+        if self.head == "crf" and self.decoding != "viterbi":
+            raise ValueError("head 'crf' needs decoding 'viterbi' (argmax would ignore the learned transitions)")
+        return self
+
 
 class TrainingConfig(_Section):
     """The optimisation loop."""
 
     learning_rate: float = Field(3e-4, gt=0, description="Peak AdamW learning rate.")
+    crf_learning_rate: float = Field(
+        1e-2, gt=0, description="Peak learning rate of the CRF head's transition scores (model.head: crf)."
+    )
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (not on biases and LayerNorm).")
     warmup_ratio: float = Field(0.1, ge=0, le=1, description="Share of optimizer steps of linear warmup.")
     epochs: int = Field(4, ge=1, description="Maximum number of epochs.")

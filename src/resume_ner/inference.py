@@ -39,13 +39,15 @@ class Predictor:
     (AVX512-BF16 or AMX CPUs, bf16 GPUs), else in fp32; ``fp32`` or ``bf16`` force one. On the corpus's test
     resumes bf16 changed span micro-F1 by +0.0006 and predicted 1.8x faster on a 2-core AVX512-BF16 CPU
     (docs/benchmarks.md). ``decoding``: how word tags are read from the label probabilities
-    (``resume_ner.training.decoding``); by default the one the checkpoint was trained with.
+    (``resume_ner.training.decoding``); by default the one the checkpoint was trained with. A checkpoint with a
+    CRF head (``crf.safetensors``) decodes with its learned transition scores.
     """
 
     def __init__(self, model_dir: str | Path, *, device: str = "auto", batch_size: int = 32,
                  precision: Precision = "auto", decoding: Decoding | None = None) -> None:
         from resume_ner.data.labels import LabelScheme
         from resume_ner.training.checkpoint import load_model_checkpoint
+        from resume_ner.training.crf import crf_scores, model_crf
         from resume_ner.training.decoding import model_decoding
         from resume_ner.training.distributed import resolve_device
         from resume_ner.training.precision import use_bf16
@@ -58,6 +60,8 @@ class Predictor:
         self.stride = int(self.metadata["windows"]["stride"])
         self.batch_size = batch_size
         self.decoding = decoding or model_decoding(self.metadata)
+        crf = model_crf(model_dir, self.metadata, self.scheme)
+        self.transitions = crf_scores(crf) if crf is not None else None
 
     def predict(self, texts: Sequence[str]) -> list[list[Entity]]:
         """Entities of each text, in text order."""
@@ -71,7 +75,8 @@ class Predictor:
         log_probs, _ = predict_windows(
             self.model, windowed.windows, self.tokenizer.pad_token_id, self.batch_size, self.device, self.bf16
         )
-        merged = decode_tags(merge_window_predictions(windowed, log_probs), self.scheme, self.decoding)
+        merged = decode_tags(merge_window_predictions(windowed, log_probs), self.scheme, self.decoding,
+                             self.transitions)
         return [
             [Entity(span.label, span.start, span.end, doc.text[span.start : span.end], round(score, 4))
              for span, score in doc_spans]

@@ -211,11 +211,17 @@ class RegisteredVersion:
         return {**asdict(self), "model_uri": self.model_uri}
 
 
-def _check_checkpoint_logged(client: Any, run_id: str, artifact_path: str, uri: str) -> None:
+def _check_checkpoint_logged(client: Any, run: Any, artifact_path: str, uri: str) -> None:
+    """Refuse a run whose logged checkpoint lacks a file (``CHECKPOINT_ARTIFACTS``, and ``crf.safetensors`` for
+    a run trained with ``model.head: crf``)."""
+    from resume_ner.training.checkpoint import CRF_FILE
+
+    run_id = run.info.run_id
     listed = _registry_call(uri, f"list the artifacts of run {run_id}",
                             lambda: client.list_artifacts(run_id, artifact_path))
     present = {Path(item.path).name for item in listed}
-    missing = [name for name in CHECKPOINT_ARTIFACTS if name not in present]
+    required = CHECKPOINT_ARTIFACTS + ((CRF_FILE,) if run.data.params.get("model.head") == "crf" else ())
+    missing = [name for name in required if name not in present]
     if missing:
         raise TrackingError(
             f"run {run_id} at {uri} has no complete checkpoint under artifact path {artifact_path!r} "
@@ -279,7 +285,7 @@ def register_model(
     score = float(test_metrics[PROMOTION_METRIC])
     client, uri = _client(tracking_uri)
     run = _linked_run(client, run_id, "version -> final run", f"model {name!r}", uri)
-    _check_checkpoint_logged(client, run_id, model_dir_artifact_path, uri)
+    _check_checkpoint_logged(client, run, model_dir_artifact_path, uri)
 
     def ensure_registered_model() -> None:
         try:

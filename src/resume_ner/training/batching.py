@@ -56,14 +56,19 @@ def collate_windows(windows: Sequence[Window], pad_token_id: int, pad_to_multipl
 
 
 def predict_windows(
-    model: Any, windows: Sequence[Window], pad_token_id: int, batch_size: int, device: Any, bf16: bool = False
+    model: Any, windows: Sequence[Window], pad_token_id: int, batch_size: int, device: Any, bf16: bool = False,
+    crf: Any = None,
 ) -> tuple[list[Any], float]:
     """Label log-probabilities of every token of every window (a CPU float tensor ``(tokens, labels)`` each),
-    and the mean loss over labelled tokens; ``bf16``: the forward passes under bf16 autocast (log-probabilities
-    and loss are computed in fp32)."""
+    and the mean loss over labelled tokens: cross-entropy, or with ``crf`` (a CRF head) its negative
+    log-likelihood; ``bf16``: the forward passes under bf16 autocast (log-probabilities and loss are computed in
+    fp32)."""
     import torch
 
     from resume_ner.training.precision import autocast
+
+    if crf is not None:
+        from resume_ner.training.crf import crf_nll
 
     order = sorted(range(len(windows)), key=lambda i: len(windows[i]))
     log_probs: list[Any] = [None] * len(windows)
@@ -78,8 +83,10 @@ def predict_windows(
             labels = batch.pop("labels")
             with autocast(device, bf16):
                 logits = model(**batch).logits.float()
-            mask = labels != IGNORE_INDEX
-            if mask.any():
+            if crf is not None:
+                nll, tokens = crf_nll(crf, logits, labels.to(logits.device))
+                loss_sum, loss_tokens = loss_sum + nll.item(), loss_tokens + tokens
+            elif (mask := labels != IGNORE_INDEX).any():
                 loss_sum += torch.nn.functional.cross_entropy(logits[mask], labels[mask], reduction="sum").item()
                 loss_tokens += int(mask.sum().item())
             batch_log_probs = logits.log_softmax(-1).cpu()

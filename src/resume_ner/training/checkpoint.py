@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 METADATA_FILE = "resume_ner.json"
 WEIGHTS_FILE = "model.safetensors"
+CRF_FILE = "crf.safetensors"  # the scores of a CRF head (``resume_ner.training.crf``), beside the weights
 PICKLE_WEIGHTS_FILE = "pytorch_model.bin"
 ALLOW_PICKLE_ENV = "RESUME_NER_ALLOW_PICKLE"
 STATE_FILE = "trainer_state.json"
@@ -162,18 +163,23 @@ def _staged(target: Path, what: str) -> Iterator[Path]:
                               "then continue with --resume)") from exc
 
 
-def _write_model_files(staging: Path, model: Any, tokenizer: Any, metadata: dict[str, Any]) -> None:
+def _write_model_files(staging: Path, model: Any, tokenizer: Any, metadata: dict[str, Any], crf: Any) -> None:
     unwrapped = getattr(model, "module", model)
     unwrapped.save_pretrained(staging, safe_serialization=True)
     tokenizer.save_pretrained(staging)
+    if crf is not None:
+        from resume_ner.training.crf import save_crf
+
+        save_crf(crf, staging)
     write_json_atomic(staging / METADATA_FILE, {**metadata, "versions": package_versions()})
 
 
-def save_model_checkpoint(target: Path, model: Any, tokenizer: Any, metadata: dict[str, Any]) -> Path:
-    """Write a loadable model directory to ``target`` atomically (staging directory, then rename)."""
+def save_model_checkpoint(target: Path, model: Any, tokenizer: Any, metadata: dict[str, Any], crf: Any = None) -> Path:
+    """Write a loadable model directory to ``target`` atomically (staging directory, then rename), with the
+    scores of ``crf`` (a CRF head) as ``crf.safetensors``."""
     target = Path(target)
     with _staged(target, "model") as staging:
-        _write_model_files(staging, model, tokenizer, metadata)
+        _write_model_files(staging, model, tokenizer, metadata, crf)
     return replace_dir_atomic(staging, target)
 
 
@@ -186,11 +192,12 @@ def save_training_state(
     scheduler: Any,
     rng_state: dict[str, Any],
     trainer_state: dict[str, Any],
+    crf: Any = None,
 ) -> Path:
     """Write a resumable checkpoint (model files + optimizer, scheduler, RNG, trainer state) atomically."""
     target = Path(target)
     with _staged(target, "training state") as staging:
-        _write_model_files(staging, model, tokenizer, metadata)
+        _write_model_files(staging, model, tokenizer, metadata, crf)
         _torch_save(optimizer.state_dict(), staging / OPTIMIZER_FILE)
         _torch_save(scheduler.state_dict(), staging / SCHEDULER_FILE)
         _torch_save(rng_state, staging / RNG_FILE)
@@ -280,6 +287,10 @@ def validate_checkpoint(directory: str | Path, *, training_state: bool = False) 
         if path.stat().st_size == 0:
             raise CheckpointError(f"checkpoint {directory}: {name} is empty (truncated write?)")
     metadata = read_metadata(directory)
+    crf_file = directory / CRF_FILE
+    if metadata.get("head") == "crf" and (not crf_file.is_file() or crf_file.stat().st_size == 0):
+        raise CheckpointError(f"checkpoint {directory}: {CRF_FILE} is missing or empty (the model was trained with "
+                              "a CRF head)")
     for name in ("config.json", "tokenizer.json", "tokenizer_config.json") + ((STATE_FILE,) if training_state else ()):
         try:
             json.loads((directory / name).read_text(encoding="utf-8"))

@@ -1,16 +1,17 @@
 """Word tags from per-word label log-probabilities: the most probable valid IOB2 sequence, or each word's argmax.
 
-``viterbi`` runs the Viterbi search of ``pytorch-crf``'s ``CRF`` under fixed transition scores that allow
-exactly the IOB2 sequences (``I-X`` only after ``B-X`` or ``I-X``, never first): a word whose own argmax
-would break an entity in two (``B-X O I-X``) is read as part of it when that makes the whole sequence more
-probable. ``argmax`` takes each word's most probable label, as the Hugging Face token-classification pipeline
-does. On the corpus's test resumes Viterbi raised span micro-F1 from 0.594 to 0.611 with the same model
-(docs/benchmarks.md).
+``viterbi`` runs the Viterbi search of ``pytorch-crf``'s ``CRF`` under transition scores that allow exactly
+the IOB2 sequences (``I-X`` only after ``B-X`` or ``I-X``, never first): a word whose own argmax would break
+an entity in two (``B-X O I-X``) is read as part of it when that makes the whole sequence more probable.
+The allowed moves score 0, or, for a model trained with a CRF head (``resume_ner.training.crf``), the
+transition scores it learned. ``argmax`` takes each word's most probable label, as the Hugging Face
+token-classification pipeline does. On the corpus's test resumes Viterbi raised span micro-F1 from 0.594 to
+0.611 with the same model (docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from resume_ner.data.labels import OUTSIDE, LabelScheme
@@ -26,33 +27,47 @@ def model_decoding(metadata: dict[str, Any]) -> Decoding:
     return metadata.get("decoding", "viterbi")
 
 
-def iob2_transitions(scheme: LabelScheme) -> Any:
-    """A ``torchcrf.CRF`` over ``scheme.labels`` whose start, end and transition scores are 0 for moves IOB2
-    allows and ``FORBIDDEN`` for the others (``I-X`` at the start, or after ``O``, ``B-Y`` or ``I-Y``)."""
+def iob2_forbidden(scheme: LabelScheme) -> tuple[Any, Any]:
+    """Boolean masks of the moves IOB2 does not allow over ``scheme.labels``: ``(first, transition)``, where
+    ``first[j]`` forbids label ``j`` at the start (``I-X``) and ``transition[i, j]`` label ``j`` after ``i``
+    (``I-X`` after ``O``, ``B-Y`` or ``I-Y``)."""
+    import torch
+
+    n = len(scheme.labels)
+    first, transition = torch.zeros(n, dtype=torch.bool), torch.zeros(n, n, dtype=torch.bool)
+    for j, label in enumerate(scheme.labels):
+        if label.startswith("I-"):
+            first[j] = True
+            for i, previous in enumerate(scheme.labels):
+                transition[i, j] = previous == OUTSIDE or previous[2:] != label[2:]
+    return first, transition
+
+
+def iob2_transitions(scheme: LabelScheme, learned: Mapping[str, Any] | None = None) -> Any:
+    """A ``torchcrf.CRF`` over ``scheme.labels`` for decoding: start, end and transition scores are
+    ``learned`` (a CRF head's ``start_transitions``, ``end_transitions``, ``transitions``) or 0, and
+    ``FORBIDDEN`` for the moves IOB2 does not allow."""
     import torch
     from torchcrf import CRF
 
     crf = CRF(len(scheme.labels), batch_first=True)
+    first, transition = iob2_forbidden(scheme)
     with torch.no_grad():
-        crf.start_transitions.zero_()
-        crf.end_transitions.zero_()
-        crf.transitions.zero_()
-        for j, label in enumerate(scheme.labels):
-            if not label.startswith("I-"):
-                continue
-            crf.start_transitions[j] = FORBIDDEN
-            for i, previous in enumerate(scheme.labels):
-                if previous == OUTSIDE or previous[2:] != label[2:]:
-                    crf.transitions[i, j] = FORBIDDEN
+        for name in ("start_transitions", "end_transitions", "transitions"):
+            getattr(crf, name).copy_(learned[name] if learned is not None else 0.0)
+        crf.start_transitions.masked_fill_(first, FORBIDDEN)
+        crf.transitions.masked_fill_(transition, FORBIDDEN)
     return crf.eval()
 
 
 def decode_tags(
-    word_log_probs: Sequence[Any], scheme: LabelScheme, decoding: Decoding = "viterbi"
+    word_log_probs: Sequence[Any], scheme: LabelScheme, decoding: Decoding = "viterbi",
+    transitions: Mapping[str, Any] | None = None,
 ) -> list[tuple[list[str], list[float]]]:
     """Per document, the tag of every word and the probability of that tag.
 
-    ``word_log_probs[d]`` is a float tensor ``(words of document d, len(scheme.labels))`` of log-probabilities.
+    ``word_log_probs[d]`` is a float tensor ``(words of document d, len(scheme.labels))`` of log-probabilities;
+    ``transitions``: the learned scores of a CRF head, for ``viterbi`` (``resume_ner.training.crf``).
     """
     import torch
 
@@ -62,7 +77,7 @@ def decode_tags(
         chosen = [rows.argmax(-1).tolist() for rows in word_log_probs]
     else:
         chosen = [[] for _ in word_log_probs]  # an empty document keeps its empty path
-        crf = iob2_transitions(scheme)
+        crf = iob2_transitions(scheme, transitions)
         order = sorted((d for d, rows in enumerate(word_log_probs) if len(rows)), key=lambda d: len(word_log_probs[d]))
         with torch.no_grad():
             for start in range(0, len(order), DECODE_GROUP):

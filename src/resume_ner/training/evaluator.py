@@ -43,14 +43,19 @@ def evaluate_windowed(
     batch_size: int,
     device: Any,
     decoding: Decoding = "viterbi",
+    crf: Any = None,
 ) -> dict[str, Any]:
     """Entity metrics (seqeval), document span metrics and loss of ``model`` on windowed ``documents``, with
-    word tags read by ``decoding`` (``resume_ner.training.decoding``).
+    word tags read by ``decoding`` (``resume_ner.training.decoding``); ``crf``: the model's CRF head, whose
+    transition scores Viterbi uses and whose negative log-likelihood is the loss.
 
     ``metrics["confusion"]`` is the ``entity_type_confusion`` of the documents' gold and predicted spans.
     """
-    log_probs, loss = predict_windows(model, windowed.windows, pad_token_id, batch_size, device)
-    merged = decode_tags(merge_window_predictions(windowed, log_probs), windowed.scheme, decoding)
+    from resume_ner.training.crf import crf_scores
+
+    log_probs, loss = predict_windows(model, windowed.windows, pad_token_id, batch_size, device, crf=crf)
+    transitions = crf_scores(crf) if crf is not None else None
+    merged = decode_tags(merge_window_predictions(windowed, log_probs), windowed.scheme, decoding, transitions)
     gold_tags = [w.tags for w in windowed.words]
     pred_tags = [tags for tags, _ in merged]
     metrics = compute_metrics(gold_tags, pred_tags)
@@ -73,11 +78,12 @@ def evaluate_model(
     device: str = "auto",
     decoding: Decoding | None = None,
 ) -> dict[str, Any]:
-    """Load a checkpoint and evaluate it on ``documents`` with the window settings it was trained with and
-    its decoding (``decoding`` overrides it)."""
+    """Load a checkpoint and evaluate it on ``documents`` with the window settings it was trained with, its
+    decoding (``decoding`` overrides it) and its CRF head, if it has one."""
     from resume_ner.data.labels import LabelScheme
     from resume_ner.data.windows import build_windows
     from resume_ner.training.checkpoint import load_model_checkpoint
+    from resume_ner.training.crf import model_crf
     from resume_ner.training.distributed import resolve_device
 
     torch_device = resolve_device(device)
@@ -89,7 +95,7 @@ def evaluate_model(
     )
     metrics = evaluate_windowed(
         model, windowed, documents, pad_token_id=tokenizer.pad_token_id, batch_size=batch_size, device=torch_device,
-        decoding=decoding or model_decoding(metadata),
+        decoding=decoding or model_decoding(metadata), crf=model_crf(model_dir, metadata, scheme),
     )
     metrics["model_dir"] = str(model_dir)
     return metrics

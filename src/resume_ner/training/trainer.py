@@ -1,6 +1,8 @@
 """The training loop: ``train_model(config, train_data, val_data, output_dir) -> TrainResult``.
 
-AdamW (no decay on biases and LayerNorm), linear warmup and decay, gradient accumulation and clipping,
+The loss is per-token cross-entropy, or with ``model.head: crf`` the negative log-likelihood of a CRF head
+(``resume_ner.training.crf``) trained with the model. AdamW (no decay on biases and LayerNorm; the CRF's
+scores at ``training.crf_learning_rate``), linear warmup and decay, gradient accumulation and clipping,
 per-epoch validation on whole documents, best-checkpoint keeping, early stopping, periodic resumable
 checkpoints and an exact ``resume`` (model, optimizer, scheduler, RNG, data position), callbacks,
 MLflow tracking. Deterministic on CPU for a given seed and thread count. Batches are length-grouped
@@ -117,7 +119,9 @@ def _restore_rng(state: dict[str, Any], rank: int = 0) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _optimizer(model: Any, config: ResumeNerConfig) -> Any:
+def _optimizer(model: Any, crf: Any, config: ResumeNerConfig) -> Any:
+    """AdamW over the model (no decay on biases and LayerNorm) and the scores of a CRF head (their own learning
+    rate, no decay)."""
     import torch
 
     decay, no_decay = [], []
@@ -129,6 +133,8 @@ def _optimizer(model: Any, config: ResumeNerConfig) -> Any:
         {"params": decay, "weight_decay": config.training.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
+    if crf is not None:
+        groups.append({"params": list(crf.parameters()), "weight_decay": 0.0, "lr": config.training.crf_learning_rate})
     return torch.optim.AdamW(groups, lr=config.training.learning_rate)
 
 
@@ -197,6 +203,7 @@ def train_model(
         init_distributed,
         shard_indices,
     )
+    from resume_ner.training.crf import CrfTokenClassifier, load_crf, new_crf
     from resume_ner.training.evaluator import evaluate_windowed
     from resume_ner.training.model import create_model_and_tokenizer, training_attention
     from resume_ner.training.precision import autocast, use_bf16
@@ -242,6 +249,7 @@ def train_model(
             f"({', '.join(scheme.labels)}); remove model.num_labels or fix data.label_map"
         )
     model, tokenizer = create_model_and_tokenizer(mcfg, scheme)
+    crf = new_crf(scheme) if mcfg.head == "crf" else None  # replaced by the checkpoint's on resume
 
     state = TrainerState()
     resume_from = latest_training_state(checkpoints_dir) if resume else None
@@ -267,10 +275,13 @@ def train_model(
             )
         model = AutoModelForTokenClassification.from_pretrained(resume_from, use_safetensors=use_safetensors(),
                                                                 weights_only=True, trust_remote_code=False)
+        if mcfg.head == "crf":
+            crf = load_crf(resume_from, scheme)
         log.info("resuming from %s (epoch %d, step %d)", resume_from, state.epoch, state.global_step)
     elif resume:
         log.info("no complete checkpoint in %s: starting from scratch", checkpoints_dir)
     model.to(device)
+    trained = model if crf is None else CrfTokenClassifier(model, crf.to(device))  # what the loss comes from
     bf16 = use_bf16(tcfg.precision, device)
     eval_attention, train_attention = model.config._attn_implementation, training_attention(model, device)
     if ddp.enabled:
@@ -278,11 +289,11 @@ def train_model(
     settings = redact_settings(config.to_dict())  # what is written beside the model: no credentials
     if main:
         save_config(config_from_dict(settings, origin="resolved config"), output_dir / "config.yaml")
-    forward_model = model  # under DDP a wrapper that averages gradients; ``model`` is what is stepped and saved
+    forward_model = trained  # under DDP a wrapper that averages gradients; ``model`` (and ``crf``) are saved
     if ddp.enabled:
         from torch.nn.parallel import DistributedDataParallel
 
-        forward_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        forward_model = DistributedDataParallel(trained, device_ids=[device.index] if device.type == "cuda" else None)
 
     window_args = dict(max_length=mcfg.max_length, stride=mcfg.stride)
     train_windows = build_windows(train_docs, tokenizer, scheme, label_all_tokens=mcfg.label_all_tokens, **window_args)
@@ -305,7 +316,7 @@ def train_model(
 
     from transformers import get_linear_schedule_with_warmup
 
-    optimizer = _optimizer(model, config)
+    optimizer = _optimizer(model, crf, config)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(tcfg.warmup_ratio * total_steps), total_steps)
     if restored is not None:
         optimizer.load_state_dict(restored["optimizer"])
@@ -317,6 +328,7 @@ def train_model(
         "label_scheme": scheme.to_dict(),
         "windows": {**window_args, "label_all_tokens": mcfg.label_all_tokens},
         "decoding": mcfg.decoding,
+        "head": mcfg.head,
         "backbone": mcfg.backbone,
         "config": settings,
         "config_hash": config.config_hash(),
@@ -351,7 +363,7 @@ def train_model(
                              "data_fingerprint": fingerprint}
             target = checkpoints_dir / f"checkpoint-{state.global_step:08d}"
             save_training_state(target, model, tokenizer, {**metadata, "trainer": state.to_dict()}, optimizer,
-                                scheduler, rng, trainer_state)
+                                scheduler, rng, trainer_state, crf=crf)
             prune_training_states(checkpoints_dir, tcfg.keep_checkpoints)
         barrier(ddp)
 
@@ -387,7 +399,7 @@ def train_model(
                 if not boundary:
                     continue
                 if tcfg.max_grad_norm > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.max_grad_norm)
+                    torch.nn.utils.clip_grad_norm_(trained.parameters(), tcfg.max_grad_norm)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
@@ -422,7 +434,7 @@ def train_model(
                 if main:  # rank 0 validates the whole split; the others wait for its metrics
                     metrics = evaluate_windowed(model, val_windows, val_docs,
                                                 pad_token_id=tokenizer.pad_token_id, batch_size=tcfg.eval_batch_size,
-                                                device=device, decoding=mcfg.decoding)
+                                                device=device, decoding=mcfg.decoding, crf=crf)
                 metrics = broadcast_object(metrics, ddp)
                 value = _metric_value(metrics, tcfg.metric)
             entry = {"epoch": state.epoch, "step": state.global_step, "train_loss": epoch_loss,
@@ -437,7 +449,7 @@ def train_model(
                 if main:
                     save_model_checkpoint(output_dir / MODEL_DIRNAME, model, tokenizer,
                                           {**metadata, "metrics": metrics, "epoch": state.epoch,
-                                           "global_step": state.global_step})
+                                           "global_step": state.global_step}, crf=crf)
             else:
                 state.epochs_without_improvement += 1
             if main:

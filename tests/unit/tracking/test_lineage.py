@@ -144,6 +144,20 @@ def test_run_without_logged_checkpoint_is_not_registered(client, experiment_id, 
                        tracking_uri=store)
 
 
+def test_a_crf_run_without_its_logged_crf_scores_is_not_registered(client, experiment_id, store, logged_sweep,
+                                                                   model_name, tmp_path):
+    run_id = _final_run(client, experiment_id, logged_sweep(store, PARAMS), tmp_path, f1=0.5)
+    client.log_param(run_id, "model.head", "crf")
+    with pytest.raises(TrackingError, match=r"no complete checkpoint under artifact path 'model' \(missing "
+                                            r"crf.safetensors\)"):
+        register_model(run_id, name=model_name, test_metrics={"f1_micro": 0.5}, test_data_fingerprint=TEST_FP,
+                       tracking_uri=store)
+    (tmp_path / "crf.safetensors").write_text("{}")
+    client.log_artifact(run_id, str(tmp_path / "crf.safetensors"), "model")
+    assert register_model(run_id, name=model_name, test_metrics={"f1_micro": 0.5}, test_data_fingerprint=TEST_FP,
+                          tracking_uri=store).version == "1"
+
+
 def test_lineage_walks_version_final_run_trial_and_parent(client, store, register, logged_sweep, model_name):
     best = logged_sweep(store, PARAMS, number=7)
     registered = register(model_name, f1=0.55, best=best)
