@@ -5,7 +5,8 @@ The token classifier stays a plain Hugging Face ``*ForTokenClassification`` (``m
 start, end and transition scores are saved beside it as ``crf.safetensors`` and join the IOB2 constraints in
 the Viterbi decoding of whole documents (``resume_ner.training.decoding``). Inside a window IOB2-invalid moves
 are forbidden (``I-X`` after ``O``, ``B-Y`` or ``I-Y``); a window may start inside an entity, so ``I-X`` may
-come first there. The CRF reads the first sub-token of each word, the tokens that carry labels.
+come first there. The CRF reads the tokens that carry labels: the first sub-token of each word (every
+sub-token with ``model.label_all_tokens``).
 """
 
 from __future__ import annotations
