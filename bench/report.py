@@ -141,10 +141,15 @@ def code(text: str) -> str:
     return f"`` {text} ``" if "`" in text else f"`{text}`"
 
 
+def in_root(text: str) -> str:
+    """``text`` with the paths under the repository root relative to it."""
+    return text.replace(f"{ROOT}/", "")
+
+
 def command(recorded: str) -> str:
     """A recorded command as typed in the repository root: paths under the root relative to it, the project's
     CLI by its name (``resume-ner``), scripts and modules after ``python``."""
-    text = recorded.replace(f"{ROOT}/", "")
+    text = in_root(recorded)
     if text.startswith(CLI_MODULE):
         return "resume-ner" + text[len(CLI_MODULE):]
     first = text.split(" ", 1)[0]
@@ -166,7 +171,7 @@ def table(header: list[str], rows: list[list[str]]) -> list[str]:
 def settings_line(settings: dict[str, Any]) -> str:
     """The settings of a run in one line."""
     def value(v: Any) -> str:
-        return f"{v:g}" if isinstance(v, float) else v if isinstance(v, str) else json.dumps(v)
+        return f"{v:g}" if isinstance(v, float) else in_root(v) if isinstance(v, str) else json.dumps(v)
 
     return "Settings: " + ", ".join(f"{code(key)} = {value(v)}" for key, v in settings.items()) + "."
 

@@ -165,6 +165,11 @@ def test_commands_are_shown_as_typed_in_the_repository_root(recorded: str, shown
     assert report.command(recorded.format(root=report.ROOT)) == shown
 
 
+def test_settings_show_paths_relative_to_the_repository_root() -> None:
+    line = report.settings_line({"model": f"{report.ROOT}/runs/m/model", "other": "/elsewhere/m", "runs": 5})
+    assert line == "Settings: `model` = runs/m/model, `other` = /elsewhere/m, `runs` = 5."
+
+
 def test_a_missed_target_is_shown_as_missed(tmp_path: Path) -> None:
     _write_results(tmp_path / "results", train_ratio=1.1)
     page = _run(tmp_path)
