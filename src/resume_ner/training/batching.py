@@ -84,7 +84,7 @@ def predict_windows(
             with autocast(device, bf16):
                 logits = model(**batch).logits.float()
             if crf is not None:
-                nll, tokens = crf_nll(crf, logits, labels.to(logits.device))
+                nll, tokens = crf_nll(crf, logits, labels)
                 loss_sum, loss_tokens = loss_sum + nll.item(), loss_tokens + tokens
             elif (mask := labels != IGNORE_INDEX).any():
                 loss_sum += torch.nn.functional.cross_entropy(logits[mask], labels[mask], reduction="sum").item()

@@ -22,9 +22,7 @@ from resume_ner.data.labels import LabelScheme
 from resume_ner.data.windows import IGNORE_INDEX
 from resume_ner.errors import CheckpointError
 from resume_ner.training.checkpoint import CRF_FILE
-from resume_ner.training.decoding import FORBIDDEN, iob2_forbidden
-
-SCORE_NAMES = ("start_transitions", "end_transitions", "transitions")
+from resume_ner.training.decoding import FORBIDDEN, SCORE_NAMES, iob2_forbidden
 
 
 def new_crf(scheme: LabelScheme) -> CRF:

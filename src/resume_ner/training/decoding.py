@@ -20,6 +20,7 @@ Decoding = Literal["viterbi", "argmax"]
 DECODINGS: tuple[str, ...] = ("viterbi", "argmax")
 FORBIDDEN = -1e4  # the transition score of a move IOB2 does not allow (a log-probability no path survives)
 DECODE_GROUP = 32  # documents per batched Viterbi search (sorted by length, so little padding)
+SCORE_NAMES = ("start_transitions", "end_transitions", "transitions")  # a CRF's scores (learned by a CRF head)
 
 
 def model_decoding(metadata: dict[str, Any]) -> Decoding:
@@ -53,7 +54,7 @@ def iob2_transitions(scheme: LabelScheme, learned: Mapping[str, Any] | None = No
     crf = CRF(len(scheme.labels), batch_first=True)
     first, transition = iob2_forbidden(scheme)
     with torch.no_grad():
-        for name in ("start_transitions", "end_transitions", "transitions"):
+        for name in SCORE_NAMES:
             getattr(crf, name).copy_(learned[name] if learned is not None else 0.0)
         crf.start_transitions.masked_fill_(first, FORBIDDEN)
         crf.transitions.masked_fill_(transition, FORBIDDEN)
