@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from resume_ner import __version__
 from resume_ner.errors import ConfigError
+from resume_ner.gpu_nodes import GPU_NODE_SIZES, cpu_millicores, memory_mebibytes, request_problems
 
 PACKAGED_BACKBONE = "packaged:all-MiniLM-L6-v2"
 
@@ -37,6 +38,7 @@ DEFAULT_LABEL_MAP: dict[str, str] = {
 }
 
 MODEL_SECTIONS = ("data", "model", "training")
+GPU_TASKS = ("hpo_trial", "final_train")  # the pipeline tasks that train, on the GPU node pool when pipeline.gpu
 
 SECTION_FILES: dict[str, str] = {
     "data": "data.yaml",
@@ -245,10 +247,22 @@ class TaskResources(_Section):
     memory_request: str = Field("2G", description="Memory request.")
     memory_limit: str = Field("4G", description="Memory limit.")
 
+    @field_validator("cpu_request", "cpu_limit")
+    @classmethod
+    def _cpu_quantity(cls, value: str) -> str:
+        cpu_millicores(value)
+        return value
+
+    @field_validator("memory_request", "memory_limit")
+    @classmethod
+    def _memory_quantity(cls, value: str) -> str:
+        memory_mebibytes(value)
+        return value
+
 
 def _default_task_resources() -> dict[str, TaskResources]:
     light = TaskResources(cpu_request="500m", cpu_limit="1", memory_request="1G", memory_limit="2G")
-    training = TaskResources(cpu_request="4", cpu_limit="8", memory_request="16G", memory_limit="32G")
+    training = TaskResources(cpu_request="3", cpu_limit="4", memory_request="16Gi", memory_limit="22Gi")
     return {
         "load_data": TaskResources(),
         "hpo_trial": training,
@@ -277,6 +291,11 @@ class PipelineConfig(_Section):
     parallelism: int = Field(2, ge=1, description="Default of the pipeline's parallelism parameter (HPO workers).")
     gpu_count: int = Field(1, ge=0, description="Default of the pipeline's gpu_count parameter (GPUs per GPU task).")
     gpu: bool = Field(True, description="GPU settings on hpo_trial and final_train (false: a CPU-only pipeline).")
+    gpu_node_vm_size: str | None = Field(
+        "Standard_NC4as_T4_v3",
+        description="AKS VM size of the GPU node pool: the GPU tasks' requests must fit one node and gpu_count its "
+        "GPUs (null: not checked).",
+    )
     gpu_accelerator: str = Field("nvidia.com/gpu", description="Accelerator resource of the GPU tasks.")
     gpu_node_selector: dict[str, str] = Field(
         default_factory=lambda: {"kubernetes.azure.com/accelerator": "nvidia"},
@@ -307,7 +326,14 @@ class PipelineConfig(_Section):
         None, description="PersistentVolumeClaim mounted in every task for data and outputs (null: none)."
     )
     volume_mount_path: str = Field("/mnt/resume-ner", description="Where volume_claim is mounted.")
-    caching: bool = Field(True, description="Cache load_data (training steps are never cached).")
+    data_source: Literal["volume", "object_store"] = Field(
+        "volume", description="What the pipeline's data_uri names: 'volume', a path or file:// URL on volume_claim; "
+        "'object_store', an s3:// minio:// or gs:// URI that KFP imports as a Dataset artifact (dsl.importer)."
+    )
+    job_service_account: str = Field(
+        "resume-ner-trainer", description="Service account of the PyTorchJob pods of multi-node final training."
+    )
+    caching: bool = Field(True, description="Cache load_data by the data's content (training steps are never cached).")
 
     @field_validator("resources")
     @classmethod
@@ -317,6 +343,24 @@ class PipelineConfig(_Section):
         if unknown:
             raise ValueError(f"unknown task(s) {unknown}; known: {sorted(defaults)}")
         return {**defaults, **resources}
+
+    @model_validator(mode="after")
+    def _gpu_tasks_fit_a_node(self) -> "PipelineConfig":
+        if not self.gpu or self.gpu_node_vm_size is None:
+            return self
+        node = GPU_NODE_SIZES.get(self.gpu_node_vm_size)
+        if node is None:
+            raise ValueError(f"gpu_node_vm_size {self.gpu_node_vm_size!r} is not a known AKS GPU size (known: "
+                             f"{', '.join(GPU_NODE_SIZES)}); set null to skip the check")
+        problems = [problem for task in GPU_TASKS for problem in request_problems(
+            task, self.gpu_node_vm_size, cpu_request=self.resources[task].cpu_request,
+            memory_request=self.resources[task].memory_request, memory_limit=self.resources[task].memory_limit)]
+        if self.gpu_count > node.gpus:
+            problems.append(f"gpu_count {self.gpu_count} exceeds the {node.gpus} GPU(s) of a {self.gpu_node_vm_size} node")
+        if problems:
+            raise ValueError("; ".join(problems) + ": fit resources and gpu_count to the GPU node pool, or set "
+                             "gpu_node_vm_size to its VM size")
+        return self
 
 
 class ResumeNerConfig(_Section):

@@ -1,7 +1,9 @@
-"""Atomic file writes: write a temporary sibling, fsync, then rename, so no reader sees half a file."""
+"""Atomic file writes (write a temporary sibling, fsync, then rename, so no reader sees half a file), and the
+content digest of a file or directory."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -61,3 +63,18 @@ def replace_dir_atomic(staging: Path, target: Path) -> Path:
     if old.exists():
         shutil.rmtree(old)
     return target
+
+
+def content_digest(path: Path) -> str:
+    """sha256 hex digest of a file's bytes, or of a directory's files (relative paths and bytes, in path order):
+    it changes whenever the content does, whatever the file times."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for file in files:
+        name = "" if file == path else file.relative_to(path).as_posix()
+        digest.update(f"{name}\0{file.stat().st_size}\0".encode("utf-8"))
+        with file.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()

@@ -1,6 +1,6 @@
 """The pipeline and its components run for real with kfp.local (subprocesses, tiny model): the whole
-pipeline through the CLI, a bad-data run stopped by load_data and closed by the exit handler, and a
-different pipeline assembled from the compiled component YAML files alone.
+pipeline through the CLI, a bad-data run stopped by load_data and closed by the exit handler, a different
+pipeline assembled from the compiled component YAML files alone, and load_data reading an imported Dataset.
 
 No ``from __future__ import annotations`` here: the KFP compiler reads the test pipeline's annotations.
 """
@@ -87,7 +87,7 @@ def test_bad_data_stops_at_load_data_and_the_exit_handler_fails_the_mlflow_run(t
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     overrides = [f"tracking.tracking_uri={uri}"]
     with pytest.raises(ResumeNerError, match="load-data"):
-        run_local(load(None, overrides), data_uri=bad, output_dir=tmp_path / "run", overrides=overrides)
+        run_local(load(None, overrides), data_uri=bad, output_dir=tmp_path / "run")
     logs = capfd.readouterr()
     assert "bad.jsonl:1" in logs.out + logs.err and "r1" in logs.out + logs.err  # the validation report
 
@@ -135,3 +135,39 @@ def test_a_pipeline_built_from_the_component_yaml_files_alone_runs_locally(tiny_
     assert confusion["annotationSpecs"][-1]["displayName"] == "O"
     best = json.loads(next(root.glob("train-without-registry-*/select-best/best_config")).read_text())
     assert best["study_name"] == "yaml-only" and set(best["params"]) >= {"training.learning_rate"}
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("layout", ["file", "directory"])
+def test_load_data_reads_a_dataset_the_importer_brings(tmp_path, layout):
+    """The object-store route (pipeline.data_source: object_store): an importer's Dataset artifact, a single object
+    or a prefix that the launcher downloads as a directory, is what load_data reads."""
+    import kfp.local
+    from kfp import components, dsl
+    from kfp.dsl import Dataset
+
+    from resume_ner.data.synth import write_synthetic_resumes
+
+    load_data = components.load_component_from_file(str(REPO / "components" / "load_data.yaml"))
+
+    @dsl.pipeline(name="imported-data")
+    def imported_data(data_uri: str):
+        imported = dsl.importer(artifact_uri=data_uri, artifact_class=Dataset, reimport=True)
+        load_data(data=imported.output, overrides=["tracking.enabled=false"])
+
+    if layout == "file":
+        data = write_synthetic_resumes(tmp_path / "data", 20, 4)
+    else:
+        data = tmp_path / "data"
+        data.mkdir()
+        for split, (n, seed) in {"train": (12, 1), "validation": (3, 2), "test": (3, 3)}.items():
+            write_synthetic_resumes(tmp_path / "raw" / split, n, seed).rename(data / f"{split}.jsonl")
+    root = tmp_path / "root"
+    kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
+    imported_data(data_uri=str(data))
+    [output] = root.glob("imported-data-*/load-data/executor_output.json")
+    documents = {split: json.loads(output.read_text())["artifacts"][f"{split}_data"]["artifacts"][0]["metadata"][
+        "documents"] for split in ("train", "validation", "test")}
+    assert sum(documents.values()) == (20 if layout == "file" else 18)
+    if layout == "directory":
+        assert documents == {"train": 12, "validation": 3, "test": 3}  # the given splits, as they are

@@ -77,7 +77,9 @@ def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
         epilog="example: resume-ner k8s pytorchjob render --replicas 3 --set pipeline.volume_claim=resume-ner-data "
         "| kubectl apply -f -")
     render.add_argument("--name", default="resume-ner-final-train", help="job name (default: resume-ner-final-train)")
-    render.add_argument("--namespace", default="resume-ner", help="namespace (default: resume-ner)")
+    render.add_argument("--namespace", default="kubeflow",
+                        help="namespace of the volume and the trainer account: kubeflow (standalone KFP, the "
+                             "default) or your Kubeflow profile's (manifests/README.md)")
     render.add_argument("--replicas", type=int, default=2, help="nodes: 1 Master + N-1 Workers (default: 2)")
     render.add_argument("--nproc-per-node", default="1", help="processes per node: N, auto, gpu or cpu (default: 1)")
     render.add_argument("--gpus", type=int, default=None, help="GPUs per node (default: pipeline.gpu_count)")

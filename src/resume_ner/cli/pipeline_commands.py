@@ -37,7 +37,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     from resume_ner.kfp.pipelines import compile_all, resolve_image
 
     config = load_config_from_args(args)
-    for path in compile_all(args.out_root, config):
+    for path in compile_all(args.out_root, config, cluster=args.cluster, force=args.force):
         print(path)
     print(f"image: {resolve_image(config)}")
     return 0
@@ -60,8 +60,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         overrides = DEMO_SETTINGS + overrides
         print(f"embedded default: {args.n} synthetic resumes -> {data}")
     config = load(args.config_dir, overrides)
-    summary = run_local(config, data_uri=data, output_dir=output_dir, overrides=overrides,
-                        parallelism=args.parallelism, config_dir=args.config_dir)
+    summary = run_local(config, data_uri=data, output_dir=output_dir, parallelism=args.parallelism)
     _print_summary(summary, show_entities=args.data is None, seed=args.seed)
     return 0
 
@@ -168,6 +167,10 @@ def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     compile_ = commands.add_parser("compile", parents=parents, help=cmd_compile.__doc__, description=cmd_compile.__doc__)
     compile_.add_argument("--out-root", type=Path, default=Path("."),
                           help="directory holding components/ and pipelines/ (default: .)")
+    compile_.add_argument("--cluster", action="store_true",
+                          help="compile for a KFP cluster: refuse an image without a registry, a CPU image with GPU "
+                               "tasks, volume data without a volume, an MLflow store that is not a server")
+    compile_.add_argument("--force", action="store_true", help="with --cluster: accept a CPU image with GPU tasks")
     compile_.set_defaults(func=cmd_compile)
 
     run = commands.add_parser("run", parents=parents, help=cmd_run.__doc__, description=cmd_run.__doc__)

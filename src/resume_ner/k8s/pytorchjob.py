@@ -10,7 +10,8 @@ The Training Operator (v1.8/v1.9) sets the rendezvous in every pod (``PET_NNODES
 reads it, so the arguments name no host. As for the pipeline's ``final_train``, the ``pipeline`` config section
 gives the GPU accelerator, node selector and tolerations (off with ``pipeline.gpu: false``), CPU and memory
 (``pipeline.resources["final_train"]``), the MLflow credentials (``secretKeyRef``s of ``pipeline.mlflow_secret``,
-never a value) and the volume (``pipeline.volume_claim``). Pods run as user 10001 without privileges, on a
+never a value), the volume (``pipeline.volume_claim``) and the service account (``pipeline.job_service_account``,
+without an API token: training needs no Kubernetes API). Pods run as user 10001 without privileges, on a
 read-only root file system with memory-backed ``/dev/shm`` (NCCL, DataLoader workers) and emptyDirs ``/tmp``
 and ``$HOME``, and without an Istio sidecar (a sidecar keeps a finished pod running, so the job never completes).
 
@@ -100,7 +101,6 @@ def build_pytorchjob(
     gpus_per_replica: int = 0,
     args: list[str],
     image: str | None = None,
-    service_account: str | None = "resume-ner-pipeline",
     elastic: tuple[int, int] | None = None,
     backoff_limit: int = 2,
     clean_pod_policy: str = "None",
@@ -135,8 +135,7 @@ def build_pytorchjob(
         replica_type: {
             "replicas": count,
             "restartPolicy": "OnFailure",
-            "template": _pod_template(config, image=image, args=[entrypoint, *args], gpus=gpus,
-                                      service_account=service_account, env=env),
+            "template": _pod_template(config, image=image, args=[entrypoint, *args], gpus=gpus, env=env),
         }
         for replica_type, count in (("Master", 1), ("Worker", replicas - 1))
         if count > 0
@@ -312,7 +311,7 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _pod_template(config: ResumeNerConfig, *, image: str, args: list[str], gpus: int, service_account: str | None,
+def _pod_template(config: ResumeNerConfig, *, image: str, args: list[str], gpus: int,
                   env: dict[str, str] | None) -> dict[str, Any]:
     """The pod of one replica (``args``: the module torchrun runs, then its arguments); new dicts on every call,
     so no two replicas share an object."""
@@ -343,13 +342,14 @@ def _pod_template(config: ResumeNerConfig, *, image: str, args: list[str], gpus:
         "volumeMounts": mounts,
     }
     pod_spec: dict[str, Any] = {
+        # the training needs no Kubernetes API: an account of its own, without a token
+        "serviceAccountName": settings.job_service_account,
+        "automountServiceAccountToken": False,
         "securityContext": {"runAsNonRoot": True, "runAsUser": RUN_AS_USER, "fsGroup": RUN_AS_USER,
                             "seccompProfile": {"type": "RuntimeDefault"}},
         "containers": [container],
         "volumes": volumes,
     }
-    if service_account:
-        pod_spec["serviceAccountName"] = service_account
     if gpus > 0:
         pod_spec["nodeSelector"] = dict(settings.gpu_node_selector)
         pod_spec["tolerations"] = [dict(toleration) for toleration in settings.gpu_tolerations]

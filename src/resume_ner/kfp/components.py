@@ -26,11 +26,14 @@ def load_data(
     data_uri: str = "",
     data: Optional[Input[Dataset]] = None,
     overrides: Optional[List[str]] = None,
+    data_digest: str = "",
 ) -> str:
     """Validate, split and fingerprint annotated resumes (a path or file:// URI, or a Dataset artifact).
 
     Writes the train/validation/test splits as Doccano JSONL datasets, document and entity counts, and a
     Markdown data report; fails with the validation report on bad data. Returns the data fingerprint.
+    data_digest is not read: the content digest of data_uri's files, it makes KFP's cache key (input values,
+    not file contents) change when the data does.
     """
     from resume_ner.workflows.steps import pipeline_config, prepare_data
 
@@ -194,11 +197,40 @@ def start_pipeline_run(
     return namedtuple("StartOutputs", ["mlflow_run_id"])(run_id)
 
 
-def worker_slots(parallelism: int) -> List[int]:
-    """The HPO worker numbers 0..parallelism-1 that the pipeline's ParallelFor fans out over."""
-    if parallelism < 1:
-        raise ValueError(f"parallelism must be at least 1, got {parallelism}")
-    return list(range(parallelism))
+def plan_run(
+    data_uri: str,
+    parallelism: int,
+    gpu_count: int,
+    replicas: int,
+    workspace: str = "",
+    overrides: Optional[List[str]] = None,
+) -> NamedTuple("PlanOutputs", [
+    ("Output", List[int]), ("data_digest", str),
+    ("trial_gpus", str), ("trial_node_selector", Dict[str, str]), ("trial_tolerations", List[dict]),
+    ("final_gpus", str), ("final_node_selector", Dict[str, str]), ("final_tolerations", List[dict]),
+    ("final_cpu_request", str), ("final_cpu_limit", str), ("final_memory_request", str), ("final_memory_limit", str),
+]):
+    """Check every run parameter before anything trains, then plan the run.
+
+    Output: the HPO worker numbers 0..parallelism-1 the ParallelFor fans out over (named Output because kfp.local
+    iterates over a task's Output only). data_digest: the content digest of data on the volume (load_data's cache
+    key). trial_* / final_*: the GPU count ("" for none), node selector, tolerations (and final_train's CPU and
+    memory: with replicas > 1 it only waits for its PyTorchJob), strings where KFP puts them in the pod spec.
+    """
+    from collections import namedtuple
+
+    from resume_ner.workflows.steps import pipeline_config, plan_run_step
+
+    plan = plan_run_step(pipeline_config(overrides or []), data_uri=data_uri, parallelism=parallelism,
+                         gpu_count=gpu_count, replicas=replicas, workspace=workspace)
+    outputs = {"Output": plan.workers, "data_digest": plan.data_digest}
+    for task, placement in (("trial", plan.trial), ("final", plan.final)):
+        outputs.update({f"{task}_gpus": placement.gpus, f"{task}_node_selector": placement.node_selector,
+                        f"{task}_tolerations": placement.tolerations})
+    outputs.update({f"final_{key}": getattr(plan.final, key)
+                    for key in ("cpu_request", "cpu_limit", "memory_request", "memory_limit")})
+    print(f"run plan: {plan.to_dict()}")
+    return namedtuple("PlanOutputs", list(outputs))(**outputs)
 
 
 def end_pipeline_run(
@@ -224,8 +256,8 @@ REUSABLE: Dict[str, Callable] = {
     "register_lineage": register_lineage,
 }
 PLUMBING: Dict[str, Callable] = {
+    "plan_run": plan_run,
     "start_pipeline_run": start_pipeline_run,
-    "worker_slots": worker_slots,
     "end_pipeline_run": end_pipeline_run,
 }
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from resume_ner.config import ResumeNerConfig
 from resume_ner.errors import ResumeNerError
-from resume_ner.workflows.steps import CONFIG_DIR_ENV, PIPELINE_NAME
+from resume_ner.workflows.steps import PIPELINE_NAME
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +64,10 @@ def run_local(
     *,
     data_uri: str | Path,
     output_dir: str | Path,
-    overrides: list[str],
     parallelism: int | None = None,
-    config_dir: str | None = None,
 ) -> LocalRunSummary:
-    """Run the whole pipeline locally on ``data_uri``; ``overrides`` (``a.b=value``) reach every task.
+    """Run the whole pipeline locally on ``data_uri`` with ``config``, which every task gets as the pipeline's
+    compile-time config (as on a cluster).
 
     The MLflow URI is ``tracking.tracking_uri`` / ``$MLFLOW_TRACKING_URI`` / the local default; the Optuna
     storage ``hpo.storage`` or ``<output_dir>/hpo/optuna.db`` (one study per pipeline run). Raises
@@ -91,25 +90,16 @@ def run_local(
     pipeline = build_pipeline(config)
     before = set(root.iterdir())
     started = time.monotonic()
-    previous_config_dir = os.environ.get(CONFIG_DIR_ENV)
-    if config_dir:  # the tasks are subprocesses: they read the config directory from the environment
-        os.environ[CONFIG_DIR_ENV] = str(Path(config_dir).resolve())
     try:
         with warnings.catch_warnings():
             # Kubernetes settings (resources, image) have no effect here, as kfp.local says for every task.
             warnings.filterwarnings("ignore", message=".*(no effect in the current local runner|non-Python base image)")
             pipeline(data_uri=str(data_uri), parallelism=parallelism, mlflow_uri=tracking_uri, optuna_storage=storage,
-                     workspace=str(output_dir / "work"), gpu_count=0,
-                     overrides=[*overrides, *_threads_override(config, parallelism)])
+                     workspace=str(output_dir / "work"), gpu_count=0, overrides=_threads_override(config, parallelism))
     except RuntimeError as exc:
         if "finished with status" not in str(exc):
             raise
         raise ResumeNerError(f"local pipeline run failed: {exc} (the task's log is above; artifacts in {root})") from None
-    finally:
-        if previous_config_dir is None:
-            os.environ.pop(CONFIG_DIR_ENV, None)
-        else:
-            os.environ[CONFIG_DIR_ENV] = previous_config_dir
     wall = time.monotonic() - started
     new = sorted(set(root.iterdir()) - before, key=lambda p: p.stat().st_mtime)
     run_dirs = [p for p in new if p.name.startswith(PIPELINE_NAME)]

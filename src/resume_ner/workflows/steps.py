@@ -5,7 +5,10 @@ writes its typed outputs; nothing here imports ``kfp``. Steps exchange data as f
 splits, the best trial's JSON, the checkpoint directory) and MLflow run ids, so they run in separate
 processes, pods or machines.
 
-* ``pipeline_config``: the config a step runs with.
+* ``pipeline_config``: the config a step runs with (the one the pipeline was compiled with, as JSON in
+  ``$RESUME_NER_PIPELINE_CONFIG``, then the run's overrides and named parameters).
+* ``plan_run_step``: check every run parameter before anything trains; the HPO workers, the GPU placement of
+  the training tasks and the content digest of the data (``load_data``'s cache key).
 * ``start_pipeline_step``: open the pipeline run's MLflow run (the parent of the runs below).
 * ``prepare_data``: read, validate, split and fingerprint a dataset; write the splits.
 * ``run_hpo_worker_step``: trials of the shared study until it has ``hpo.n_trials`` finished ones.
@@ -29,16 +32,24 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from resume_ner.config import ResumeNerConfig, load
+from resume_ner.config import ResumeNerConfig, apply_overrides, config_from_dict, read_config_files
 from resume_ner.errors import ConfigError
-from resume_ner.io import write_json_atomic, write_text_atomic
+from resume_ner.gpu_nodes import GPU_NODE_SIZES
+from resume_ner.io import content_digest, write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 
 PIPELINE_NAME = "resume-ner-training"
 CONFIG_DIR_ENV = "RESUME_NER_CONFIG_DIR"
+PIPELINE_CONFIG_ENV = "RESUME_NER_PIPELINE_CONFIG"  # the compile-time config, as JSON, in every task's environment
 OPTUNA_STORAGE_ENV = "RESUME_NER_OPTUNA_STORAGE"
 SPLITS = ("train", "validation", "test")
+# The KFP launcher downloads input artifacts of these schemes only (backend 2.17 objectstore/config.go:137).
+OBJECT_STORE_SCHEMES = ("s3", "minio", "gs")
+# The exit handler's state: kfp.local says SUCCEEDED; the KFP backend passes the MLMD execution state of the exit
+# handler's DAG (COMPLETE, or CACHED when every task was cached; FAILED, CANCELED, RUNNING otherwise), with no
+# error message (backend 2.17 driver/resolve.go:458-493).
+SUCCESS_STATES = frozenset({"SUCCEEDED", "COMPLETE", "CACHED"})
 
 
 def pipeline_config(
@@ -53,7 +64,8 @@ def pipeline_config(
     gpu_count: int = 0,
     pipeline_run_id: str = "",
 ) -> ResumeNerConfig:
-    """The config of a pipeline step: ``$RESUME_NER_CONFIG_DIR`` (else the defaults), ``overrides``
+    """The config of a pipeline step: the config the pipeline was compiled with (``$RESUME_NER_PIPELINE_CONFIG``;
+    a component used outside the pipeline reads ``$RESUME_NER_CONFIG_DIR``, else the defaults), ``overrides``
     (``a.b=value``), then the pipeline's named parameters, each left unchanged when empty or 0.
 
     ``gpu_count`` > 0 sets ``training.device=cuda`` (a task given GPUs must use them). Without ``study_name``,
@@ -69,7 +81,16 @@ def pipeline_config(
         "training.device": "cuda" if gpu_count > 0 else "",
     }
     given = [f"{key}={json.dumps(value)}" for key, value in named.items() if value]
-    config = load(os.environ.get(CONFIG_DIR_ENV) or None, [*overrides, *given])
+    compiled = os.environ.get(PIPELINE_CONFIG_ENV)
+    if compiled:
+        try:
+            raw, origin = json.loads(compiled), f"${PIPELINE_CONFIG_ENV}"
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"${PIPELINE_CONFIG_ENV} is not JSON ({exc}): recompile the pipeline") from None
+    else:
+        config_dir = os.environ.get(CONFIG_DIR_ENV)
+        raw, origin = (read_config_files(config_dir), config_dir) if config_dir else ({}, "defaults")
+    config = config_from_dict(apply_overrides(raw, [*overrides, *given]), origin=origin)
     if pipeline_run_id and not study_name:
         config.hpo.study_name = f"{config.hpo.study_name}-{pipeline_run_id}"  # validated on assignment
     return config
@@ -96,14 +117,141 @@ def local_path(uri: str) -> Path:
     else:
         raise ConfigError(
             f"data URI {uri!r}: only local paths and file:// URLs are read directly; put the data on the mounted "
-            "volume (pipeline.volume_claim), or pass it as the `data` input artifact (dsl.importer) so KFP "
-            "downloads it from the object store"
+            "volume (pipeline.volume_claim), or compile the pipeline with pipeline.data_source=object_store so KFP "
+            "imports it from the object store as the `data` input artifact"
         )
     if ".." in path.parts:
         raise ConfigError(f"data URI {uri!r}: '..' segments are not allowed; give the path of the data itself")
     if not path.exists():
         raise ConfigError(f"data URI {uri!r}: {path} does not exist")
     return path
+
+
+# --- plan_run --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TaskPlacement:
+    """Where a training task's pod goes: the accelerator limit ("" sets none: the KFP driver skips an empty count),
+    node selector, tolerations, CPU and memory."""
+
+    gpus: str
+    node_selector: dict[str, str]
+    tolerations: list[dict[str, str]]
+    cpu_request: str
+    cpu_limit: str
+    memory_request: str
+    memory_limit: str
+
+
+@dataclass
+class RunPlan:
+    """What ``plan_run_step`` decided for a pipeline run."""
+
+    workers: list[int]  # the HPO worker numbers the ParallelFor fans out over
+    data_digest: str  # content digest of data on the volume; "" for data imported from the object store
+    trial: TaskPlacement
+    final: TaskPlacement
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict."""
+        return asdict(self)
+
+
+def _placement(config: ResumeNerConfig, task: str, gpus: int, *, waits: bool = False) -> TaskPlacement:
+    """``task``'s placement with ``gpus`` GPUs: on the GPU pool with its resources, or, without GPUs, off it; a
+    task that only ``waits`` for a job gets the plumbing resources and no GPU."""
+    settings = config.pipeline
+    resources = settings.resources["pipeline_plumbing" if waits else task]
+    on_gpus = settings.gpu and gpus > 0 and not waits
+    return TaskPlacement(
+        gpus=str(gpus) if on_gpus else "",
+        node_selector=dict(settings.gpu_node_selector) if on_gpus else {},
+        tolerations=[dict(t) for t in settings.gpu_tolerations] if on_gpus else [],
+        cpu_request=resources.cpu_request, cpu_limit=resources.cpu_limit,
+        memory_request=resources.memory_request, memory_limit=resources.memory_limit,
+    )
+
+
+def multi_node_problems(config: ResumeNerConfig, replicas: int, workspace: str) -> list[str]:
+    """Why a final training of ``replicas`` nodes cannot run as a PyTorchJob here ([] when it can): its pods read the
+    data and write the model on the shared volume, so the workspace must lie on it."""
+    if replicas <= 1:
+        return []
+    mount = config.pipeline.volume_mount_path
+    if not config.pipeline.volume_claim:
+        return [f"replicas={replicas} trains as a PyTorchJob whose pods share the data and the model through a "
+                "volume: compile the pipeline with pipeline.volume_claim (a ReadWriteMany PersistentVolumeClaim)"]
+    if not workspace or not _is_under(workspace, mount):
+        return [f"replicas={replicas}: workspace {workspace!r} must lie on the shared volume, under {mount}"]
+    return []
+
+
+def _is_under(path: str | Path, directory: str | Path) -> bool:
+    return Path(os.path.normpath(path)).is_relative_to(Path(os.path.normpath(directory)))
+
+
+def plan_run_step(
+    config: ResumeNerConfig,
+    *,
+    data_uri: str,
+    parallelism: int,
+    gpu_count: int,
+    replicas: int,
+    workspace: str = "",
+) -> RunPlan:
+    """Check every parameter of a pipeline run before anything trains, and plan it: the HPO workers, the
+    placement of ``hpo_trial`` (``gpu_count`` GPUs each) and ``final_train`` (``gpu_count`` GPUs; with
+    ``replicas`` > 1 it only waits for its PyTorchJob, so no GPU and plumbing resources), and the content digest
+    of the data (volume data only: imported data gets a new artifact, so a new cache key, every run).
+
+    Every problem is reported at once in a ``ConfigError``."""
+    settings = config.pipeline
+    problems = []
+    if parallelism < 1:
+        problems.append(f"parallelism must be at least 1, got {parallelism}")
+    if gpu_count < 0:
+        problems.append(f"gpu_count must be 0 or more, got {gpu_count}")
+    elif gpu_count > 0 and not settings.gpu:
+        problems.append(f"gpu_count={gpu_count}, but the pipeline was compiled without GPU settings (pipeline.gpu: "
+                        "false): recompile it with pipeline.gpu=true, or run with gpu_count=0")
+    elif settings.gpu_node_vm_size and gpu_count > GPU_NODE_SIZES[settings.gpu_node_vm_size].gpus:
+        problems.append(f"gpu_count={gpu_count}: a {settings.gpu_node_vm_size} node has "
+                        f"{GPU_NODE_SIZES[settings.gpu_node_vm_size].gpus} GPU(s), so the pod would never be scheduled")
+    if replicas < 1:
+        problems.append(f"replicas must be at least 1, got {replicas}")
+    problems += multi_node_problems(config, replicas, workspace)
+    digest = ""
+    try:
+        if settings.data_source == "volume":
+            digest = content_digest(local_path(data_uri))
+        else:
+            object_store_uri(data_uri)
+    except ConfigError as exc:
+        problems.append(str(exc))
+    if problems:
+        raise ConfigError("the pipeline run cannot start:\n  " + "\n  ".join(problems))
+    return RunPlan(workers=list(range(parallelism)), data_digest=digest, trial=_placement(config, "hpo_trial", gpu_count),
+                   final=_placement(config, "final_train", gpu_count, waits=replicas > 1))
+
+
+def object_store_uri(uri: str) -> str:
+    """``uri`` when the KFP launcher can download it (``s3://``, ``minio://``, ``gs://`` with a bucket and a key);
+    ``ConfigError`` otherwise, saying what to do."""
+    parsed = urlparse(uri.strip())
+    if parsed.scheme in OBJECT_STORE_SCHEMES and parsed.netloc and parsed.path.strip("/"):
+        return uri.strip()
+    if parsed.scheme in ("https", "http", "az", "abfs", "abfss", "wasb", "wasbs") and (
+            "windows.net" in parsed.netloc or parsed.scheme not in ("https", "http")):
+        hint = ("KFP 2.17 reads no Azure Blob URI: serve the container through an S3-compatible gateway configured "
+                "in the kfp-launcher ConfigMap and pass its s3:// URI, or compile with pipeline.data_source=volume "
+                "and copy the data onto the volume")
+    else:
+        hint = ("pass s3://BUCKET/KEY, minio://BUCKET/KEY or gs://BUCKET/KEY (a file or a prefix), in the bucket of "
+                "the pipeline root so the launcher reuses its credentials")
+    raise ConfigError(f"data URI {uri!r}: the pipeline was compiled for object-store data (pipeline.data_source: "
+                      f"object_store), which the KFP launcher downloads from {', '.join(OBJECT_STORE_SCHEMES)} URIs "
+                      f"only; {hint}")
 
 
 # --- load_data -----------------------------------------------------------------------------------------------
@@ -158,21 +306,27 @@ def prepare_data(data_uri: str, config: ResumeNerConfig, *, outputs: Mapping[str
 # --- shared by the training steps -----------------------------------------------------------------------------
 
 
-def stage_splits(splits: Mapping[str, str | Path], directory: str | Path) -> Path:
+def stage_splits(splits: Mapping[str, str | Path], directory: str | Path, *, copy: bool = False) -> Path:
     """A directory holding ``train.jsonl``, ``validation.jsonl`` and ``test.jsonl`` linked to the split files
-    (KFP artifact paths carry no extension), as ``data.dataset.load_dataset`` reads a directory of splits."""
+    (KFP artifact paths carry no extension), as ``data.dataset.load_dataset`` reads a directory of splits.
+
+    ``copy`` copies them instead: the launcher downloads input artifacts into the task pod's own file system
+    (``/s3/...``, ``/minio/...``, ``/gcs/...``), so a link to them means nothing in another pod."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     for split in SPLITS:
         source = Path(splits[split]).resolve()
         if not source.is_file():
             raise ConfigError(f"{split} split {source} is not a file (expected the output of load_data)")
-        link = directory / f"{split}.jsonl"
-        link.unlink(missing_ok=True)
+        target = directory / f"{split}.jsonl"
+        target.unlink(missing_ok=True)
+        if copy:
+            shutil.copyfile(source, target)
+            continue
         try:
-            link.symlink_to(source)
+            target.symlink_to(source)
         except OSError:  # a file system without symlinks
-            shutil.copyfile(source, link)
+            shutil.copyfile(source, target)
     return directory
 
 
@@ -270,15 +424,12 @@ def final_train_step(
     from resume_ner.tracking.pipeline_run import with_pipeline_tracking
     from resume_ner.workflows.final import run_final_training_workflow
 
-    if replicas > 1 and not (workspace and config.pipeline.volume_claim):
-        raise ConfigError(
-            f"final training with replicas={replicas} runs as a PyTorchJob whose pods read the data and write the "
-            "model on a shared volume: compile the pipeline with pipeline.volume_claim (a ReadWriteMany "
-            "PersistentVolumeClaim) and pass a workspace under its mount path"
-        )
+    problems = multi_node_problems(config, replicas, workspace)
+    if problems:
+        raise ConfigError(problems[0])
     config = with_pipeline_tracking(config, pipeline_run_id)
     work = _workspace(workspace, pipeline_run_id, "final")
-    data_dir = stage_splits(splits, work / "data")
+    data_dir = stage_splits(splits, work / "data", copy=replicas > 1)
     output = work / "output"
     if replicas > 1:
         from resume_ner.k8s.pytorchjob import current_namespace, submit_pytorchjob_and_wait
@@ -286,7 +437,9 @@ def final_train_step(
         from resume_ner.workflows.training import TEST_METRICS_FILE
 
         namespace = current_namespace()
-        job = final_pytorchjob(config, best_path=best_path, data_dir=data_dir, work=work, namespace=namespace,
+        staged_best = work / "best_trial.json"  # the artifact is in this pod only, as the splits are
+        shutil.copyfile(best_path, staged_best)
+        job = final_pytorchjob(config, best_path=staged_best, data_dir=data_dir, work=work, namespace=namespace,
                                replicas=replicas, gpu_count=gpu_count, pipeline_run_id=pipeline_run_id)
         submit_pytorchjob_and_wait(job, namespace=namespace)
         result = json.loads((output / RESULT_FILE).read_text(encoding="utf-8"))
@@ -320,10 +473,18 @@ def final_pytorchjob(
 ) -> dict[str, Any]:
     """The PyTorchJob of a multi-node final training: ``replicas`` nodes of ``gpu_count`` GPUs (one process per
     GPU; one per node on CPU) running ``resume-ner final-train --no-register`` with this step's resolved config
-    (written to ``<work>/config``) into ``<work>/output``."""
+    (written to ``<work>/config``) into ``<work>/output``. Every path it reads or writes must lie on the shared
+    volume (``ConfigError`` naming the others): nothing else of this pod exists in the job's pods."""
     from resume_ner.config import save_sections
     from resume_ner.k8s.pytorchjob import build_pytorchjob
 
+    claim, mount = config.pipeline.volume_claim, config.pipeline.volume_mount_path
+    if not claim:
+        raise ConfigError("a PyTorchJob's pods share nothing with this pod but a volume, and pipeline.volume_claim is "
+                          "not set")
+    elsewhere = [str(path) for path in (best_path, data_dir, work) if not _is_under(path, mount)]
+    if elsewhere:
+        raise ConfigError(f"the PyTorchJob's pods see the volume {claim!r} at {mount}, not {', '.join(elsewhere)}")
     config_dir = save_sections(config, work / "config")
     args = ["final-train", "--config-dir", str(config_dir), "--best-json", str(best_path), "--data", str(data_dir),
             "--output-dir", str(work / "output"), "--no-register", "--overwrite", "--quiet"]
@@ -372,10 +533,11 @@ def start_pipeline_step(config: ResumeNerConfig, *, pipeline_run_id: str) -> str
 
 def end_pipeline_step(config: ResumeNerConfig, *, pipeline_run_id: str, final_status: Mapping[str, Any]) -> list[str]:
     """End the MLflow runs of ``pipeline_run_id`` by the pipeline's final status (KFP's
-    ``PipelineTaskFinalStatus``: ``state`` SUCCEEDED or else, ``error_message``); the ids of the runs ended."""
+    ``PipelineTaskFinalStatus``: ``state`` one of ``SUCCESS_STATES`` or a failure, ``error_message``, empty on the
+    KFP backend); the ids of the runs ended."""
     from resume_ner.tracking.pipeline_run import end_pipeline_run
 
-    state = str(final_status.get("state", "")).upper()
-    succeeded = state == "SUCCEEDED"
+    state = str(final_status.get("state") or "").upper()
+    succeeded = state in SUCCESS_STATES
     error = None if succeeded else (final_status.get("error_message") or f"pipeline ended {state or 'without a state'}")
     return end_pipeline_run(config.tracking, pipeline_run_id, succeeded=succeeded, error=error)

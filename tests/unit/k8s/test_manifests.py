@@ -26,6 +26,12 @@ PLACEHOLDER = "REPLACE_ME"
 
 # The Kubernetes version the manifests are validated against: one AKS supports (1.33 and later work).
 K8S_VERSION = "1.34.0"
+# Each kustomization and the namespace it puts its objects in: the services in resume-ner, the pipeline's part in
+# the namespace KFP runs pipeline pods in (pipeline/ is the base of the two KFP modes and sets none).
+KUSTOMIZE_NAMESPACES = {"base": "resume-ner", "aks": "resume-ner", "pipeline": None, "kfp-standalone": "kubeflow",
+                        "kfp-multi-user": "kubeflow-user-example-com"}
+# The account KFP runs pipeline pods as, per mode (backend apiserver/common/const.go; multi-user params.env).
+KFP_ACCOUNTS = {"kfp-standalone": "pipeline-runner", "kfp-multi-user": "default-editor"}
 
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "PyTorchJob")
 SERVER_KINDS = ("Deployment", "StatefulSet")
@@ -134,7 +140,7 @@ def test_manifests_exist():
     kinds = {doc["kind"] for _, doc in OBJECTS}
     assert {"Namespace", "ServiceAccount", "Role", "RoleBinding", "Deployment", "StatefulSet", "Service",
             "PersistentVolumeClaim", "PyTorchJob", "Secret"} <= kinds
-    assert {path.parent.name for path in KUSTOMIZATIONS} == {"base", "aks"}
+    assert {path.parent.name for path in KUSTOMIZATIONS} == set(KUSTOMIZE_NAMESPACES)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -161,19 +167,21 @@ def test_kustomization_builds_valid_objects_in_the_namespace(directory: Path):
         if doc["kind"] not in CRD_KINDS:
             _validate(doc)
         if doc["kind"] != "Namespace":
-            assert doc["metadata"].get("namespace") == "resume-ner", doc["metadata"]["name"]
+            assert doc["metadata"].get("namespace") == KUSTOMIZE_NAMESPACES[directory.name], doc["metadata"]["name"]
         assert doc["metadata"]["labels"]["app.kubernetes.io/part-of"] == "resume-ner", doc["metadata"]["name"]
     assert not [doc for doc in built if doc["kind"] == "Secret"], "kustomize must not apply secrets.example.yaml"
 
 
-def test_aks_overlay_sets_the_storage_classes():
+def test_aks_storage_classes():
     built = {(doc["kind"], doc["metadata"]["name"]): doc for doc in _kustomize_build(MANIFESTS / "aks")}
-    pvc = built[("PersistentVolumeClaim", "resume-ner-data")]
-    assert pvc["spec"]["storageClassName"] == "azurefile-csi"
-    assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
     postgres = built[("StatefulSet", "postgres")]
     assert postgres["spec"]["volumeClaimTemplates"][0]["spec"]["storageClassName"] == "managed-csi-premium"
-    assert ("PyTorchJob", "resume-ner-final-train") in built
+    assert built[("PersistentVolumeClaim", "mlflow-artifacts")]["spec"]["storageClassName"] == "managed-csi-premium"
+    for mode in KFP_ACCOUNTS:  # the shared volume, where the pipeline's pods and the PyTorchJob's run
+        built = {(doc["kind"], doc["metadata"]["name"]): doc for doc in _kustomize_build(MANIFESTS / mode)}
+        pvc = built[("PersistentVolumeClaim", "resume-ner-data")]
+        assert pvc["spec"]["storageClassName"] == "azurefile-csi" and pvc["spec"]["accessModes"] == ["ReadWriteMany"]
+        assert load().pipeline.volume_mount_path == "/mnt/resume-ner"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -195,7 +203,7 @@ def _kustomization_objects(kustomization: Path) -> list[dict[str, Any]]:
 @pytest.mark.parametrize("kustomization", KUSTOMIZATIONS, ids=lambda p: p.parent.name)
 def test_kustomization_references_exist(kustomization: Path):
     spec = yaml.safe_load(kustomization.read_text(encoding="utf-8"))
-    assert spec["namespace"] == "resume-ner"
+    assert spec.get("namespace") == KUSTOMIZE_NAMESPACES[kustomization.parent.name]
     assert spec["resources"]
     for resource in spec["resources"]:
         target = kustomization.parent / resource
@@ -210,15 +218,6 @@ def test_kustomization_references_exist(kustomization: Path):
         if "target" in patch:
             target = (patch["target"]["kind"], patch["target"]["name"])
             assert target in objects, f"{kustomization}: patch target {target} is not among its resources"
-
-
-@pytest.mark.parametrize("kustomization", KUSTOMIZATIONS, ids=lambda p: p.parent.name)
-def test_kustomize_image_is_the_pipeline_image(kustomization: Path):
-    name, tag = _split_image(load().pipeline.image)
-    images = yaml.safe_load(kustomization.read_text(encoding="utf-8"))["images"]
-    entries = [entry for entry in images if entry["name"] == "resume-ner"]
-    assert len(entries) == 1, images
-    assert (entries[0]["newName"], str(entries[0]["newTag"])) == (name, tag)
 
 
 def test_workloads_running_the_project_image_name_the_pipeline_image():
@@ -314,7 +313,10 @@ def test_pytorchjob_runs_torchrun_on_the_gpu_pool_with_the_pipeline_settings():
     assert isinstance(job["spec"]["runPolicy"]["backoffLimit"], int)
     for replica, pod in _pod_specs(job):
         assert job["spec"]["pytorchReplicaSpecs"][replica]["replicas"] == 1
-        assert pod["serviceAccountName"] == "resume-ner-pipeline"
+        assert pod["serviceAccountName"] == pipeline.job_service_account
+        assert pod["automountServiceAccountToken"] is False
+        template = job["spec"]["pytorchReplicaSpecs"][replica]["template"]
+        assert template["metadata"]["annotations"]["sidecar.istio.io/inject"] == "false"
         assert pod["nodeSelector"] == dict(pipeline.gpu_node_selector)
         assert pod["tolerations"] == pipeline.gpu_tolerations
         (container,) = pod["containers"]
@@ -350,14 +352,41 @@ def test_role_grants_only_what_the_pipeline_needs():
     assert granted == ALLOWED_RULES
 
 
-def test_role_is_bound_to_the_pipeline_service_account_only():
-    assert not _of_kind("ClusterRoleBinding")
-    (_, binding), = _of_kind("RoleBinding")
+@pytest.mark.parametrize("mode", sorted(KFP_ACCOUNTS))
+def test_the_role_is_bound_to_the_account_kfp_runs_pipeline_pods_as(mode: str):
+    """The pipeline's pods run as KFP's account in KFP's namespace, where the kfp-launcher ConfigMap and the artifact
+    store Secret are (backend config/env.go:95-103 reads both from the pod's namespace): our Role joins it there."""
+    built = _kustomize_build(MANIFESTS / mode)
+    namespace = KUSTOMIZE_NAMESPACES[mode]
+    [binding] = [doc for doc in built if doc["kind"] == "RoleBinding"]
+    assert binding["metadata"]["namespace"] == namespace
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
                                   "name": "resume-ner-pipeline"}
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "resume-ner-pipeline",
-                                    "namespace": "resume-ner"}]
-    assert [doc["metadata"]["name"] for _, doc in _of_kind("ServiceAccount")] == ["resume-ner-pipeline"]
+    # no subject namespace: the binding's own, so `kustomize edit set namespace` moves both
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": KFP_ACCOUNTS[mode]}]
+    [role] = [doc for doc in built if doc["kind"] == "Role"]
+    assert role["metadata"]["namespace"] == namespace
+    [account] = [doc for doc in built if doc["kind"] == "ServiceAccount"]
+    assert account["metadata"]["name"] == load().pipeline.job_service_account
+    assert account["automountServiceAccountToken"] is False
+    assert not [doc for doc in built if doc["kind"] in ("ClusterRole", "ClusterRoleBinding")]
+
+
+def test_the_pipeline_secrets_are_created_where_the_pipeline_pods_run():
+    pipeline = load().pipeline
+    secrets = {doc["metadata"]["name"]: doc for _, doc in _of_kind("Secret")}
+    for name in (pipeline.mlflow_secret, pipeline.optuna_secret):  # read by the pipeline's pods as env
+        assert "namespace" not in secrets[name]["metadata"], name
+    for name in ("resume-ner-postgres", "resume-ner-mlflow-backend"):  # read by the servers
+        assert secrets[name]["metadata"]["namespace"] == "resume-ner", name
+
+
+def test_servers_take_plain_connections_from_kfps_unmeshed_pods():
+    """KFP runs pipeline pods without an Istio sidecar (apiserver/template/v2_template.go:170): a server with one
+    would refuse them under Kubeflow's STRICT mTLS."""
+    for _, doc in _of_kind(*SERVER_KINDS):
+        annotations = doc["spec"]["template"]["metadata"].get("annotations", {})
+        assert annotations.get("sidecar.istio.io/inject") == "false", doc["metadata"]["name"]
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -90,7 +90,8 @@ def test_master_and_workers_run_torchrun_on_the_training_entrypoint():
     assert container["image"] == "acr.io/resume-ner:1.2.0"
     assert container["command"] == ["torchrun"]
     assert container["args"] == ["-m", "resume_ner.training.cli.train", *ARGS]
-    assert _pod(job)["serviceAccountName"] == "resume-ner-pipeline"
+    assert _pod(job)["serviceAccountName"] == "resume-ner-trainer"  # pipeline.job_service_account
+    assert _pod(job)["automountServiceAccountToken"] is False
     labels = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["metadata"]["labels"]
     assert labels == {"app.kubernetes.io/name": "resume-ner", "app.kubernetes.io/component": "final-train"}
     assert "&id" not in render_pytorchjob_yaml(job)  # the replicas' pods are written out in full
@@ -327,7 +328,7 @@ def test_render_prints_a_valid_manifest_with_the_default_training_arguments(caps
     job, err = _render(["--replicas", "3", "--set", "pipeline.volume_claim=resume-ner-data",
                         "--set", "training.epochs=5", "--elastic", "2:4"], capsys)
     assert_valid(job)
-    assert job["metadata"] == {"name": "resume-ner-final-train", "namespace": "resume-ner",
+    assert job["metadata"] == {"name": "resume-ner-final-train", "namespace": "kubeflow",
                                "labels": {"app.kubernetes.io/name": "resume-ner",
                                           "app.kubernetes.io/component": "final-train"}}
     assert job["spec"]["pytorchReplicaSpecs"]["Worker"]["replicas"] == 2
@@ -362,6 +363,6 @@ def test_render_refuses_both_ways_of_giving_training_arguments(capsys):
 
 
 def test_the_example_pytorchjob_of_the_manifests_is_valid():
-    example = Path(__file__).resolve().parents[3] / "manifests" / "aks" / "pytorchjob-example.yaml"
+    example = Path(__file__).resolve().parents[3] / "manifests" / "examples" / "pytorchjob.yaml"
     [job] = [doc for doc in yaml.safe_load_all(example.read_text()) if doc]
     assert_valid(job)

@@ -50,7 +50,8 @@ def test_submit_sends_the_committed_pipeline_with_typed_parameters(server: FakeK
     # with a platform spec, kfp sends both: the IR and the Kubernetes settings
     assert body["pipeline_spec"]["pipeline_spec"]["pipelineInfo"]["name"] == "resume-ner-training"
     executors = body["pipeline_spec"]["platform_spec"]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    assert executors["exec-final-train"]["tolerations"][0]["key"] == "sku"
+    assert executors["exec-final-train"]["tolerations"] == [{"tolerationJson": {"taskOutputParameter": {
+        "outputParameterKey": "final_tolerations", "producerTask": "plan-run"}}}]
     assert body["runtime_config"]["parameters"] == {"data_uri": "/mnt/resume-ner/data", "n_trials": 12,
                                                     "promote": True, "overrides": ["hpo.sampler=random"]}
     assert "SUCCEEDED" in capsys.readouterr().out

@@ -93,22 +93,26 @@ def test_a_bad_field_fails_the_strict_parse(tmp_path):
         _parse_strict(broken)
 
 
-def test_gpu_tasks_get_accelerator_node_selector_and_toleration():
+def test_gpu_tasks_take_their_accelerator_node_selector_and_tolerations_from_plan_run():
+    """Per-run placement: plan_run's outputs (tests/unit/kfp/test_backend_rules.py emulates what the driver makes
+    of them); every other task stays off the GPU pool."""
     spec, platform = _parse_strict(COMMITTED[-1])
     executors = spec.deployment_spec.fields["executors"].struct_value.fields
-    for name in GPU_EXECUTORS:
+    for name, prefix in (("exec-hpo-trial", "trial"), ("exec-final-train", "final")):
         resources = executors[name].struct_value.fields["container"].struct_value.fields["resources"].struct_value
         accelerator = resources.fields["accelerator"].struct_value.fields
         assert accelerator["resourceType"].string_value == "nvidia.com/gpu"
-        assert "gpu_count" in accelerator["resourceCount"].string_value  # the pipeline's gpu_count parameter
-        assert dict(platform[name].node_selector.labels) == {"kubernetes.azure.com/accelerator": "nvidia"}
+        assert f"plan-run-{prefix}_gpus" in accelerator["resourceCount"].string_value
+        selector = platform[name].node_selector.node_selector_json
         [toleration] = platform[name].tolerations
-        assert (toleration.key, toleration.operator, toleration.value, toleration.effect) == (
-            "sku", "Equal", "gpu", "NoSchedule")
+        channels = [selector.component_input_parameter or selector.task_output_parameter.output_parameter_key,
+                    toleration.toleration_json.component_input_parameter
+                    or toleration.toleration_json.task_output_parameter.output_parameter_key]
+        assert [c.rpartition("plan-run-")[2] for c in channels] == [f"{prefix}_node_selector", f"{prefix}_tolerations"]
     for name in set(executors) - set(GPU_EXECUTORS):
         resources = executors[name].struct_value.fields["container"].struct_value.fields["resources"].struct_value
         assert "accelerator" not in resources.fields, name
-        assert not platform.get(name) or not platform[name].tolerations, name
+        assert not platform.get(name) or not (platform[name].tolerations or platform[name].HasField("node_selector")), name
 
 
 def test_every_task_has_cpu_and_memory_requests_and_limits():
@@ -127,6 +131,7 @@ def test_secrets_are_injected_as_env_and_only_load_data_is_cached():
     assert [env.env_var for env in optuna[0].key_to_env] == ["RESUME_NER_OPTUNA_STORAGE"]
     body = spec.components["comp-exit-handler-1"].dag.tasks
     assert body["load-data"].caching_options.enable_cache
+    assert body["load-data"].inputs.parameters["data_digest"].task_output_parameter.producer_task == "plan-run"
     for name, task in body.items():
         if name != "load-data":
             assert not task.caching_options.enable_cache, name
@@ -144,7 +149,7 @@ def test_compile_time_settings_change_the_spec(tmp_path, monkeypatch):
         container = executor.struct_value.fields["container"].struct_value.fields
         assert container["image"].string_value == "myacr.azurecr.io/resume-ner:1.2.3"
         assert "accelerator" not in container["resources"].struct_value.fields
-    assert platform["exec-final-train"].pvc_mount[0].mount_path == "/mnt/resume-ner"
-    assert not platform["exec-final-train"].node_selector.labels
+        assert platform[name].pvc_mount[0].mount_path == "/mnt/resume-ner", name
+    assert not platform["exec-final-train"].HasField("node_selector")
     assert not platform["exec-final-train"].secret_as_env
     assert spec.root.input_definitions.parameters["workspace"].default_value.string_value == "/mnt/resume-ner/runs"

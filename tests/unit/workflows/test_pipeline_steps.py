@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -12,7 +13,9 @@ from resume_ner.config import DataConfig, config_from_dict, load
 from resume_ner.data.dataset import load_dataset
 from resume_ner.data.synth import write_synthetic_resumes
 from resume_ner.errors import ConfigError, DataValidationError
+from resume_ner.io import content_digest
 from resume_ner.workflows.steps import (
+    PIPELINE_CONFIG_ENV,
     SPLITS,
     end_pipeline_step,
     final_train_step,
@@ -84,6 +87,42 @@ def test_config_dir_from_the_environment_is_read(tmp_path: Path, monkeypatch: py
     monkeypatch.setenv("RESUME_NER_CONFIG_DIR", str(config_dir))
     assert pipeline_config().training.epochs == 9
     assert pipeline_config(epochs=2).training.epochs == 2
+
+
+def test_the_compiled_config_is_the_base_of_every_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A pod gets the config the pipeline was compiled with as JSON (a mounted config dir no longer matters), then
+    the run's overrides, then the named parameters."""
+    config_dir = tmp_path / "config"
+    config_dir.mkdir()
+    (config_dir / "train.yaml").write_text("epochs: 9\n", encoding="utf-8")
+    monkeypatch.setenv("RESUME_NER_CONFIG_DIR", str(config_dir))
+    compiled = load(None, ["training.epochs=5", "training.learning_rate=1e-4", "pipeline.volume_claim=data"])
+    monkeypatch.setenv(PIPELINE_CONFIG_ENV, json.dumps(compiled.to_dict()))
+    config = pipeline_config(["training.learning_rate=2e-4"], n_trials=3)
+    assert (config.training.epochs, config.training.learning_rate) == (5, 2e-4)
+    assert (config.hpo.n_trials, config.pipeline.volume_claim) == (3, "data")
+    monkeypatch.setenv(PIPELINE_CONFIG_ENV, "{not json")
+    with pytest.raises(ConfigError, match="RESUME_NER_PIPELINE_CONFIG is not JSON"):
+        pipeline_config()
+    monkeypatch.setenv(PIPELINE_CONFIG_ENV, json.dumps({"training": {"epochs": 0}}))
+    with pytest.raises(ConfigError, match=r"\$RESUME_NER_PIPELINE_CONFIG: training.epochs"):
+        pipeline_config()
+
+
+def test_the_content_digest_changes_with_the_content_only(tmp_path: Path):
+    directory = tmp_path / "data"
+    directory.mkdir()
+    (directory / "train.jsonl").write_text("a\n")
+    (directory / "test.jsonl").write_text("b\n")
+    first = content_digest(directory)
+    os.utime(directory / "train.jsonl", (0, 0))
+    assert content_digest(directory) == first  # file times do not count
+    (directory / "test.jsonl").write_text("c\n")
+    changed = content_digest(directory)
+    assert changed != first
+    (directory / "test.jsonl").rename(directory / "validation.jsonl")
+    assert content_digest(directory) != changed  # the names count too
+    assert content_digest(directory / "train.jsonl") != content_digest(directory / "validation.jsonl")
 
 
 # --- local_path ------------------------------------------------------------------------------------------------
@@ -208,8 +247,10 @@ def test_multi_replica_final_training_is_refused_before_reading_anything(tmp_pat
 @pytest.mark.parametrize(
     ("final_status", "pipeline_status", "error"),
     [
-        ({"state": "SUCCEEDED"}, "FINISHED", None),
+        ({"state": "SUCCEEDED"}, "FINISHED", None),  # kfp.local
+        ({"state": "COMPLETE", "error_message": None}, "FINISHED", None),  # the KFP backend
         ({"state": "FAILED", "error_message": "boom"}, "FAILED", "boom"),
+        ({"state": "FAILED", "error_message": None}, "FAILED", "pipeline ended FAILED"),  # the backend sends none
     ],
 )
 def test_exit_handler_ends_the_pipeline_run_by_the_final_status(store, request, final_status, pipeline_status, error):
