@@ -34,6 +34,8 @@ _OUTRO = """## Environment
 |---|---|
 | `MLFLOW_TRACKING_URI` | tracking URI when `--tracking-uri` is not given (wins over `tracking.tracking_uri`) |
 | `RESUME_NER_CONFIG_DIR` | default of `--config-dir` |
+| `RESUME_NER_PIPELINE_CONFIG` | set by the compiled Kubeflow pipeline in every task: the config it was compiled with, as JSON (wins over `RESUME_NER_CONFIG_DIR` in pipeline steps) |
+| `RESUME_NER_IMAGE` | the image `pipeline compile` writes into the pipeline (wins over `pipeline.image`) |
 | `HF_HUB_OFFLINE=1` | never contact the Hugging Face hub (set by the Makefile); hub ids must be in the local cache |
 """
 

@@ -28,6 +28,7 @@ No ``from __future__ import annotations`` here: KFP reads the pipeline function'
 """
 
 import json
+import logging
 import os
 import re
 from pathlib import Path
@@ -37,6 +38,8 @@ from resume_ner.config import GPU_TASKS, ResumeNerConfig
 from resume_ner.errors import ConfigError
 from resume_ner.redaction import has_credentials, redact_credentials
 from resume_ner.workflows.steps import OPTUNA_STORAGE_ENV, PIPELINE_CONFIG_ENV, PIPELINE_NAME
+
+log = logging.getLogger(__name__)
 
 IMAGE_ENV = "RESUME_NER_IMAGE"
 # The oldest Kubeflow Pipelines backend that runs the compiled spec: the exit handler's PipelineTaskFinalStatus
@@ -48,6 +51,11 @@ PIPELINES_DIR = "pipelines"
 MLFLOW_TASKS = ("start_pipeline_run", "hpo_trial", "final_train", "register_lineage", "end_pipeline_run")
 OPTUNA_TASKS = ("hpo_trial", "select_best")
 PLACEMENT_OUTPUTS = {"hpo_trial": "trial", "final_train": "final"}  # the task -> plan_run's output prefix
+# Settings the pods take from a pipeline parameter or a Secret instead: never compiled with a credential in them.
+SECRET_BACKED = {
+    ("tracking", "tracking_uri"): "the mlflow_uri parameter, with the Secret of pipeline.mlflow_secret",
+    ("hpo", "storage"): "the optuna_storage parameter, or the Secret of pipeline.optuna_secret",
+}
 DISPLAY_NAMES = {
     "plan_run": "plan the run",
     "start_pipeline_run": "start MLflow run",
@@ -68,9 +76,17 @@ def resolve_image(config: ResumeNerConfig) -> str:
 
 
 def compiled_config(config: ResumeNerConfig) -> ResumeNerConfig:
-    """``config`` as the pipeline's pods get it: with the image it is compiled with (``resolve_image``)."""
+    """``config`` as the pipeline's pods get it: with the image it is compiled with (``resolve_image``), and
+    without a tracking URI or Optuna storage that holds a credential (logged): the tasks take those from the
+    pipeline's parameters and Secrets (``SECRET_BACKED``)."""
     compiled = config.model_copy(deep=True)
     compiled.pipeline.image = resolve_image(config)
+    for section, key in SECRET_BACKED:
+        value = getattr(getattr(compiled, section), key)
+        if value and has_credentials(value):
+            setattr(getattr(compiled, section), key, None)
+            log.warning("%s.%s holds a credential: left out of the compiled pipeline, whose tasks take it from %s",
+                        section, key, SECRET_BACKED[(section, key)])
     return compiled
 
 
@@ -201,10 +217,10 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, str]:
     return {prefix.rstrip("."): value} if isinstance(value, str) else {}
 
 
-def _check_no_credentials(config: ResumeNerConfig) -> None:
-    """``ConfigError`` naming every setting compiled into the YAML (the whole config, in every task's environment)
+def _check_no_credentials(compiled: ResumeNerConfig) -> None:
+    """``ConfigError`` naming every setting of ``compiled`` (the whole config goes into every task's environment)
     that holds a credential in plain text."""
-    settings = _flatten(compiled_config(config).to_dict())
+    settings = _flatten(compiled.to_dict())
     found = [f"{name}={redact_credentials(value)}" for name, value in settings.items() if has_credentials(value)]
     if found:
         raise ConfigError(
@@ -246,11 +262,12 @@ def compile_all(out_root: str | Path, config: ResumeNerConfig, *, cluster: bool 
 
     from resume_ner.kfp.components import REUSABLE, build_components
 
+    config = compiled_config(config)
     _check_no_credentials(config)
     if cluster:
         check_cluster_target(config, force=force)
     out_root = Path(out_root)
-    components = build_components(resolve_image(config))
+    components = build_components(config.pipeline.image)
     written = []
     for name in REUSABLE:
         path = out_root / COMPONENTS_DIR / f"{name}.yaml"

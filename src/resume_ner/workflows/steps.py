@@ -46,6 +46,7 @@ OPTUNA_STORAGE_ENV = "RESUME_NER_OPTUNA_STORAGE"
 SPLITS = ("train", "validation", "test")
 # The KFP launcher downloads input artifacts of these schemes only (backend 2.17 objectstore/config.go:137).
 OBJECT_STORE_SCHEMES = ("s3", "minio", "gs")
+AZURE_STORAGE_HOSTS = (".blob.core.windows.net", ".dfs.core.windows.net")
 # The exit handler's state: kfp.local says SUCCEEDED; the KFP backend passes the MLMD execution state of the exit
 # handler's DAG (COMPLETE, or CACHED when every task was cached; FAILED, CANCELED, RUNNING otherwise), with no
 # error message (backend 2.17 driver/resolve.go:458-493).
@@ -241,8 +242,7 @@ def object_store_uri(uri: str) -> str:
     parsed = urlparse(uri.strip())
     if parsed.scheme in OBJECT_STORE_SCHEMES and parsed.netloc and parsed.path.strip("/"):
         return uri.strip()
-    if parsed.scheme in ("https", "http", "az", "abfs", "abfss", "wasb", "wasbs") and (
-            "windows.net" in parsed.netloc or parsed.scheme not in ("https", "http")):
+    if parsed.netloc.endswith(AZURE_STORAGE_HOSTS) or parsed.scheme in ("az", "abfs", "abfss", "wasb", "wasbs"):
         hint = ("KFP 2.17 reads no Azure Blob URI: serve the container through an S3-compatible gateway configured "
                 "in the kfp-launcher ConfigMap and pass its s3:// URI, or compile with pipeline.data_source=volume "
                 "and copy the data onto the volume")
