@@ -110,3 +110,21 @@ def logged_sweep():
                 "data_fingerprint": None}
 
     return make
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One sqlite MLflow store per test module (creating its tables takes seconds); tests use their own experiments."""
+    return f"sqlite:///{(tmp_path_factory.mktemp('mlflow') / 'mlflow.db').as_posix()}"
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tiny_backbone: Path, synth_documents, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The model directory of a one-epoch training of the tiny BERT on 20 synthetic resumes (untracked)."""
+    from resume_ner.training.trainer import train_model
+
+    config = {"model": {"backbone": str(tiny_backbone), "max_length": 64, "stride": 16},
+              "training": {"epochs": 1, "batch_size": 8, "learning_rate": 1e-3, "num_threads": 1},
+              "tracking": {"enabled": False}}
+    return Path(train_model(config, synth_documents[:20], synth_documents[20:24],
+                            tmp_path_factory.mktemp("tiny-model")).model_dir)

@@ -8,13 +8,19 @@ Each file holds one section: ``data.yaml`` -> ``data``, ``model.yaml`` -> ``mode
 
 from __future__ import annotations
 
+import copy
+import difflib
 import hashlib
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 
 from resume_ner import __version__
 from resume_ner.errors import ConfigError
@@ -356,7 +362,8 @@ class PipelineConfig(_Section):
             task, self.gpu_node_vm_size, cpu_request=self.resources[task].cpu_request,
             memory_request=self.resources[task].memory_request, memory_limit=self.resources[task].memory_limit)]
         if self.gpu_count > node.gpus:
-            problems.append(f"gpu_count {self.gpu_count} exceeds the {node.gpus} GPU(s) of a {self.gpu_node_vm_size} node")
+            problems.append(f"gpu_count {self.gpu_count} exceeds the {node.gpus} GPU(s) of a {self.gpu_node_vm_size} "
+                            "node")
         if problems:
             raise ValueError("; ".join(problems) + ": fit resources and gpu_count to the GPU node pool, or set "
                              "gpu_node_vm_size to its VM size")
@@ -385,53 +392,196 @@ class ResumeNerConfig(_Section):
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def _format_validation_error(exc: ValidationError, origin: str) -> list[str]:
+_EXPECTED = {
+    "int_type": "an integer", "int_parsing": "an integer", "int_from_float": "an integer",
+    "float_type": "a number", "float_parsing": "a number", "bool_type": "true or false",
+    "bool_parsing": "true or false", "string_type": "text", "list_type": "a list",
+    "dict_type": "a mapping (KEY: VALUE)", "model_type": "a mapping of settings",
+    "model_attributes_type": "a mapping of settings",
+}
+_BOUNDS = {"greater_than_equal": ("ge", "at least"), "greater_than": ("gt", "above"),
+           "less_than_equal": ("le", "at most"), "less_than": ("lt", "below")}
+
+
+@dataclass(frozen=True)
+class _Override:
+    """One ``--set`` item: as typed, its path and its YAML value."""
+
+    item: str
+    path: tuple[str, ...]
+    value: Any
+
+
+def _unwrap_optional(annotation: Any) -> Any:
+    """``X`` of ``X | None``; any other type unchanged."""
+    if get_origin(annotation) in (Union, UnionType):
+        args = [arg for arg in get_args(annotation) if arg is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return annotation
+
+
+def _annotation_at(path: tuple[str, ...]) -> Any:
+    """The type of the setting at ``path`` (the key of a dict-valued setting steps to its value type); None when
+    no setting is there."""
+    annotation: Any = ResumeNerConfig
+    for part in path:
+        annotation = _unwrap_optional(annotation)
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            field = annotation.model_fields.get(part)
+            if field is None:
+                return None
+            annotation = field.annotation
+        elif get_origin(annotation) is dict:
+            annotation = get_args(annotation)[1]
+        else:
+            return None
+    return _unwrap_optional(annotation)
+
+
+def _did_you_mean(loc: tuple[str, ...], override: _Override | None) -> str:
+    """For the unknown key at ``loc``: the closest valid name beside it (the rest of ``override``'s path kept),
+    else the same name in another section, else the valid names there."""
+    parent, name = loc[:-1], loc[-1]
+    holder = _annotation_at(parent)
+    names = list(holder.model_fields) if isinstance(holder, type) and issubclass(holder, BaseModel) else []
+    close = difflib.get_close_matches(name, names, n=1)
+    if close:
+        fixed = (*parent, close[0])
+        rest = override.path[len(loc):] if override is not None else ()
+        if rest and _annotation_at((*fixed, *rest)) is not None:
+            fixed += rest
+        return f"; did you mean {'.'.join(fixed)}?"
+    if len(loc) == 2:
+        elsewhere = [f"{section}.{setting}" for section, field in ResumeNerConfig.model_fields.items()
+                     if section != loc[0] for setting in field.annotation.model_fields
+                     if difflib.get_close_matches(name, [setting], cutoff=0.8)]
+        if elsewhere:
+            return f"; did you mean {' or '.join(elsewhere)}?"
+    where = f"settings of {'.'.join(parent)}" if parent else "sections"
+    return f" ({where}: {', '.join(names)})" if names else ""
+
+
+def _shown(value: Any) -> str:
+    """``value`` as a message quotes it: strings in quotes, YAML's null / true / false, long values cut."""
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return str(value).lower()
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _explain(err: ErrorDetails, loc: tuple[str, ...]) -> str:
+    """What is wrong with the value of one pydantic error, in plain words."""
+    kind, value, ctx = err["type"], err.get("input"), err.get("ctx") or {}
+    got = f"got {_shown(value)}"
+    if kind in _EXPECTED:
+        quote = " (YAML reads it as a number: put it in quotes)" if kind == "string_type" and isinstance(
+            value, (int, float)) and not isinstance(value, bool) else ""
+        return f"expected {_EXPECTED[kind]}, {got}{quote}"
+    if kind in _BOUNDS:
+        bound, words = _BOUNDS[kind]
+        return f"must be {words} {ctx[bound]}, {got}"
+    if kind == "literal_error":
+        close = difflib.get_close_matches(str(value), [str(c) for c in get_args(_annotation_at(loc))], n=1)
+        return f"expected one of {ctx['expected']}, {got}" + (f"; did you mean {close[0]!r}?" if close else "")
+    if kind in ("value_error", "assertion_error") and "error" in ctx:
+        return str(ctx["error"])
+    return f"{err['msg']}, {got}"
+
+
+def _blame(loc: tuple[str, ...], overrides: list[_Override], origin_of: Callable[[str], str]
+           ) -> tuple[str, _Override | None]:
+    """Where the value at ``loc`` comes from, and the one override that set it: the last override of ``loc``
+    (or of a mapping holding it), else the overrides inside it, else the section's origin."""
+    setting = [o for o in overrides if loc[:len(o.path)] == o.path]
+    if setting:
+        return f"--set {setting[-1].item}", setting[-1]
+    inside = [o for o in overrides if o.path[:len(loc)] == loc]
+    if inside:
+        return ", ".join(f"--set {o.item}" for o in inside), inside[-1] if len(inside) == 1 else None
+    return origin_of(loc[0] if loc else ""), None
+
+
+def _format_validation_error(exc: ValidationError, overrides: list[_Override],
+                             origin_of: Callable[[str], str]) -> list[str]:
+    """One line per problem: where it comes from (the ``--set`` item or the file), the setting, what is wrong."""
     out = []
     for err in exc.errors():
-        path = ".".join(str(p) for p in err["loc"]) or "<root>"
-        out.append(f"{origin}: {path}: {err['msg']}")
+        loc = tuple(str(part) for part in err["loc"])
+        origin, override = _blame(loc, overrides, origin_of)
+        dotted = ".".join(loc) or "<root>"
+        if err["type"] == "extra_forbidden":
+            what = "setting" if len(loc) > 1 else "section"
+            out.append(f"{origin}: no {what} {dotted}{_did_you_mean(loc, override)}")
+        elif override is not None and override.path == loc:
+            out.append(f"{origin}: {_explain(err, loc)}")
+        else:
+            out.append(f"{origin}: {dotted}: {_explain(err, loc)}")
     return out
 
 
 def _safe_load(text: str) -> Any:
     """``yaml.safe_load`` whose every failure is a ``YAMLError``, also a date like 2001-02-30, an integer too
-    long to convert and nesting too deep."""
+    long to convert, a value its tag (``!!int``, ``!!bool``, ``!!timestamp``) cannot hold and nesting too deep."""
     try:
         return yaml.safe_load(text)
     except RecursionError:
         raise yaml.YAMLError("nested too deeply") from None
     except ValueError as exc:
         raise yaml.YAMLError(str(exc)) from None
+    except (IndexError, KeyError, AttributeError):  # PyYAML's constructors of tagged scalars on a bad value
+        raise yaml.YAMLError("a value does not fit its tag (!!int, !!float, !!bool or !!timestamp)") from None
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error on one line: what, and at which line and column."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{getattr(exc, 'problem', None) or exc}{where}"
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
     """Split ``a.b=value`` into its path and YAML-parsed value."""
     if "=" not in item:
-        raise ConfigError(f"override {item!r}: expected KEY.PATH=VALUE, e.g. training.learning_rate=3e-5")
+        raise ConfigError(f"--set {item}: expected KEY.PATH=VALUE, e.g. --set training.learning_rate=3e-5")
     key, raw = item.split("=", 1)
     path = [p for p in key.strip().split(".") if p]
     if not path:
-        raise ConfigError(f"override {item!r}: empty key")
+        raise ConfigError(f"--set {item}: empty key; expected KEY.PATH=VALUE, e.g. --set training.epochs=3")
     try:
         value = _safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"override {item!r}: value is not valid YAML ({exc})") from exc
+        raise ConfigError(f"--set {item}: the value is not valid YAML ({_yaml_problem(exc)})") from exc
     return path, value
 
 
-def apply_overrides(raw: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
-    """Return ``raw`` with each ``a.b=value`` override set (nested dicts created as needed)."""
-    for item in overrides or []:
-        path, value = parse_override(item)
-        node = raw
-        for part in path[:-1]:
-            child = node.get(part)
-            if not isinstance(child, dict):
-                child = {}
-                node[part] = child
-            node = child
-        node[path[-1]] = value
-    return raw
+def _set(raw: dict[str, Any], path: tuple[str, ...] | list[str], value: Any) -> None:
+    """Set ``raw[path[0]][path[1]]... = value``, creating (or replacing non-mapping values by) nested dicts."""
+    node = raw
+    for part in path[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[path[-1]] = value
+
+
+def _validated(raw: dict[str, Any], overrides: list[_Override], origin_of: Callable[[str], str],
+               problems: list[str]) -> ResumeNerConfig:
+    """``raw`` with ``overrides`` set, validated; ``ConfigError`` listing ``problems`` and every invalid value."""
+    for override in overrides:
+        _set(raw, override.path, override.value)
+    try:
+        config = ResumeNerConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = problems + _format_validation_error(exc, overrides, origin_of)
+    else:
+        if not problems:
+            return config
+    raise _config_error(problems)
 
 
 def config_from_dict(raw: dict[str, Any] | ResumeNerConfig, origin: str = "config") -> ResumeNerConfig:
@@ -440,28 +590,30 @@ def config_from_dict(raw: dict[str, Any] | ResumeNerConfig, origin: str = "confi
         return raw
     if not isinstance(raw, dict):
         raise ConfigError(f"{origin}: expected a mapping of sections, got {type(raw).__name__}")
-    try:
-        return ResumeNerConfig.model_validate(raw)
-    except ValidationError as exc:
-        lines = _format_validation_error(exc, origin)
-        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+    return _validated(raw, [], lambda section: origin, [])
 
 
-def read_config_files(config_dir: str | Path) -> dict[str, Any]:
-    """Read the section files present in ``config_dir`` into one nested dict (missing files: defaults)."""
-    config_dir = Path(config_dir)
+def _config_error(problems: list[str]) -> ConfigError:
+    return ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+
+
+def _read_sections(config_dir: Path, problems: list[str]) -> dict[str, Any]:
+    """The section files present in ``config_dir`` as one nested dict; a file that is not a YAML mapping is
+    added to ``problems``, a missing directory raises ``ConfigError``."""
     if not config_dir.is_dir():
         raise ConfigError(f"config directory {config_dir} does not exist")
     raw: dict[str, Any] = {}
-    problems: list[str] = []
     for section, name in SECTION_FILES.items():
         path = config_dir / name
         if not path.exists():
             continue
         try:
             content = _safe_load(path.read_text(encoding="utf-8"))
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            problems.append(f"{path}: not valid YAML: {exc}")
+        except UnicodeDecodeError as exc:
+            problems.append(f"{path}: not UTF-8 text (byte {exc.start + 1}); save it as UTF-8")
+            continue
+        except yaml.YAMLError as exc:
+            problems.append(f"{path}: not valid YAML: {_yaml_problem(exc)}")
             continue
         if content is None:
             content = {}
@@ -469,17 +621,46 @@ def read_config_files(config_dir: str | Path) -> dict[str, Any]:
             problems.append(f"{path}: expected a mapping of settings, got {type(content).__name__}")
             continue
         raw[section] = content
-    if problems:
-        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
     return raw
 
 
 def load(config_dir: str | Path | None = None, overrides: list[str] | None = None) -> ResumeNerConfig:
-    """Load ``config_dir`` (or the built-in defaults when None), apply overrides, validate everything at once."""
-    raw = read_config_files(config_dir) if config_dir is not None else {}
-    raw = apply_overrides(raw, overrides)
-    origin = str(config_dir) if config_dir is not None else "defaults"
-    return config_from_dict(raw, origin=origin)
+    """Load ``config_dir`` (or the built-in defaults when None), apply overrides, validate everything at once.
+
+    The ``ConfigError`` lists every problem, each named by its source: the ``--set`` item, else the file.
+    """
+    problems: list[str] = []
+    config_dir = Path(config_dir) if config_dir is not None else None
+    raw = _read_sections(config_dir, problems) if config_dir is not None else {}
+    from_files = set(raw)
+
+    def origin_of(section: str) -> str:
+        if config_dir is None:
+            return "defaults"
+        return str(config_dir / SECTION_FILES[section]) if section in from_files else str(config_dir)
+
+    return _with_overrides(raw, overrides, origin_of, problems)
+
+
+def load_dict(raw: dict[str, Any], overrides: list[str] | None, origin: str) -> ResumeNerConfig:
+    """``load`` of a nested dict of sections (e.g. a resolved config as JSON) named ``origin`` in errors."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{origin}: expected a mapping of sections, got {type(raw).__name__}")
+    return _with_overrides(copy.deepcopy(raw), overrides, lambda section: origin, [])
+
+
+def _with_overrides(raw: dict[str, Any], overrides: list[str] | None, origin_of: Callable[[str], str],
+                    problems: list[str]) -> ResumeNerConfig:
+    """``raw`` with the ``--set`` items of ``overrides`` applied, validated; every problem of both in one error."""
+    parsed = []
+    for item in overrides or []:
+        try:
+            path, value = parse_override(item)
+        except ConfigError as exc:
+            problems.append(str(exc))
+            continue
+        parsed.append(_Override(item, tuple(path), value))
+    return _validated(raw, parsed, origin_of, problems)
 
 
 def save_sections(config: ResumeNerConfig, directory: str | Path) -> Path:

@@ -1,5 +1,8 @@
-"""Atomic file writes (write a temporary sibling, fsync, then rename, so no reader sees half a file), and the
-content digest of a file or directory."""
+"""Atomic file writes (write a temporary sibling, fsync, then rename, so no reader sees half a file), the one
+rule for a command's output files, and the content digest of a file or directory.
+
+Files are written with the permissions the umask gives (as ``open`` would), not the 0600 of a temporary file.
+"""
 
 from __future__ import annotations
 
@@ -8,25 +11,72 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
+
+from resume_ner.errors import ConfigError
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary sibling and an atomic rename."""
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+@contextmanager
+def open_atomic(path: Path, mode: str = "w") -> Iterator[IO[Any]]:
+    """A handle (``mode`` "w" or "wb") on a temporary sibling of ``path``, renamed to ``path`` when the block ends
+    without an error and removed when it raises: a reader sees the old file or the whole new one, never half."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+        os.fchmod(fd, 0o666 & ~_umask())
+        with os.fdopen(fd, mode, **({"encoding": "utf-8"} if "b" not in mode else {})) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary sibling and an atomic rename."""
+    with open_atomic(path, "wb") as handle:
+        handle.write(data)
+    return Path(path)
+
+
+def check_outputs(outputs: Iterable[str | Path], *, inputs: Iterable[str | Path] = (), overwrite: bool = False) -> None:
+    """The one rule for the files a command writes: never one of its ``inputs`` (even with ``overwrite``), and
+    not an existing file unless ``overwrite``; a ``ConfigError`` names each such output, checked before any work."""
+    sources = [Path(p) for p in inputs]
+    problems, existing = [], []
+    for output in map(Path, outputs):
+        clash = next((source for source in sources if _is_or_is_in(output, source)), None)
+        if clash is not None:
+            where = f"is in the input directory {clash}" if clash.is_dir() else "is an input of this command"
+            problems.append(f"{output} {where}: write the output somewhere else")
+        elif output.exists() and not overwrite:
+            existing.append(str(output))
+    if existing:
+        one = len(existing) == 1
+        problems.append(f"{', '.join(existing)} already exist{'s' if one else ''}: pass --overwrite to replace "
+                        f"{'it' if one else 'them'}, or choose another output")
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
+def _is_or_is_in(output: Path, source: Path) -> bool:
+    """``output`` is the file ``source`` (by any path or link), or lies in the directory ``source``."""
+    if output.exists() and source.exists() and os.path.samefile(output, source):
+        return True
+    resolved = output.resolve()
+    return resolved == source.resolve() or (source.is_dir() and resolved.parent == source.resolve())
 
 
 def write_text_atomic(path: Path, text: str) -> Path:

@@ -111,4 +111,5 @@ def test_a_read_only_output_directory_is_named_with_the_reason(dataset, tiny_bac
     assert done.returncode == 1 and "Traceback" not in done.stderr
     message = done.stderr.strip().splitlines()[-1]
     assert message == f"error: cannot create the output directory {out}: {out}: {reason}" + (
-        " (the file system is read-only)" if reason.startswith("Read-only") else "")
+        " (the file system is read-only)" if reason.startswith("Read-only") else "") + (
+        "; make it writable or choose another --output-dir")

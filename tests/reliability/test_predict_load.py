@@ -1,4 +1,5 @@
-"""``resume-ner predict`` under load: flat memory over 2,000 resumes, and a killed run keeps its finished lines.
+"""``resume-ner predict`` under load: flat memory over 2,000 resumes; a killed run keeps its finished lines on
+stdout, and leaves an --output file as it was (the new one is renamed into place only when complete).
 
 Real processes: the CLI runs as a subprocess over synthetic resumes with a tiny trained model; peak resident
 memory comes from ``wait4``; the kill is a real SIGKILL sent by the process to itself after a given line.
@@ -16,7 +17,6 @@ from pathlib import Path
 import pytest
 
 from resume_ner.data.synth import generate_resumes
-from resume_ner.training.trainer import train_model
 
 pytestmark = pytest.mark.slow
 
@@ -40,15 +40,6 @@ sys.exit(main(sys.argv[1:]))
 
 
 @pytest.fixture(scope="module")
-def model_dir(tiny_backbone, synth_documents, tmp_path_factory) -> Path:
-    config = {"model": {"backbone": str(tiny_backbone), "max_length": 64, "stride": 16},
-              "training": {"epochs": 1, "batch_size": 8, "learning_rate": 1e-3, "num_threads": 1},
-              "tracking": {"enabled": False}}
-    return Path(train_model(config, synth_documents[:20], synth_documents[20:24],
-                            tmp_path_factory.mktemp("model")).model_dir)
-
-
-@pytest.fixture(scope="module")
 def resumes(tmp_path_factory) -> dict[int, Path]:
     """JSONL files of the first 200 and of 2,000 synthetic resumes."""
     docs = generate_resumes(2000, seed=21)
@@ -60,21 +51,23 @@ def resumes(tmp_path_factory) -> dict[int, Path]:
     return files
 
 
-def _predict(argv: list[str], env: dict[str, str] | None = None) -> tuple[int, float]:
-    """Exit status and peak RSS (MiB) of ``python -m resume_ner.cli.main predict ...`` (or a wrapper)."""
+def _predict(argv: list[str], env: dict[str, str] | None = None, stdout: Path | None = None) -> tuple[int, float]:
+    """Exit status and peak RSS (MiB) of ``python -m resume_ner.cli.main predict ...`` (or a wrapper); its
+    standard output goes to ``stdout`` (a file), else nowhere."""
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-    process = subprocess.Popen(argv, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(process.pid, 0)
+    with open(stdout or os.devnull, "w", encoding="utf-8") as out:
+        process = subprocess.Popen(argv, env=full_env, stdout=out, stderr=subprocess.PIPE)
+        _, status, usage = os.wait4(process.pid, 0)
     process.stderr.close()
     return os.waitstatus_to_exitcode(status), usage.ru_maxrss / 1024
 
 
-def test_memory_stays_flat_from_200_to_2000_resumes(model_dir, resumes, tmp_path, reliability_figure):
+def test_memory_stays_flat_from_200_to_2000_resumes(tiny_model_dir, resumes, tmp_path, reliability_figure):
     peaks = {}
     for n, path in resumes.items():
         out = tmp_path / f"entities-{n}.jsonl"
         code, peaks[n] = _predict([sys.executable, "-m", "resume_ner.cli.main", "predict", "-q", "--model",
-                                   str(model_dir), "--output", str(out), str(path)])
+                                   str(tiny_model_dir), "--output", str(out), str(path)])
         assert code == 0
         assert len(out.read_text(encoding="utf-8").splitlines()) == n
     growth = peaks[2000] / peaks[200] - 1
@@ -83,13 +76,24 @@ def test_memory_stays_flat_from_200_to_2000_resumes(model_dir, resumes, tmp_path
     assert growth < 0.2, f"peak RSS grew from {peaks[200]:.0f} to {peaks[2000]:.0f} MiB"
 
 
-def test_a_run_killed_at_resume_1501_leaves_1500_complete_lines(model_dir, resumes, tmp_path, reliability_counter):
+def test_a_run_killed_at_resume_1501_leaves_1500_complete_lines(tiny_model_dir, resumes, tmp_path, reliability_counter):
     out = tmp_path / "entities.jsonl"
-    code, _ = _predict([sys.executable, "-c", KILLING_PREDICT, "predict", "-q", "--model", str(model_dir),
-                        "--output", str(out), str(resumes[2000])], env={"KILL_AFTER": "1500"})
+    code, _ = _predict([sys.executable, "-c", KILLING_PREDICT, "predict", "-q", "--model", str(tiny_model_dir),
+                        str(resumes[2000])], env={"KILL_AFTER": "1500"}, stdout=out)
     assert code == -signal.SIGKILL
     reliability_counter("kills", 1)
     lines = out.read_text(encoding="utf-8").splitlines(keepends=True)
     assert len(lines) == 1500 and all(line.endswith("\n") for line in lines)
     records = [json.loads(line) for line in lines]
     assert [r["source"] for r in records] == [f"{resumes[2000]}:{i}" for i in range(1, 1501)]
+
+
+def test_a_killed_run_leaves_its_output_file_as_it_was(tiny_model_dir, resumes, tmp_path, reliability_counter):
+    out = tmp_path / "entities.jsonl"
+    out.write_text('{"source": "an earlier run", "entities": []}\n', encoding="utf-8")
+    before = out.read_bytes()
+    code, _ = _predict([sys.executable, "-c", KILLING_PREDICT, "predict", "-q", "--model", str(tiny_model_dir),
+                        "--output", str(out), "--overwrite", str(resumes[200])], env={"KILL_AFTER": "150"})
+    assert code == -signal.SIGKILL
+    reliability_counter("kills", 1)
+    assert out.read_bytes() == before  # not half of a new file: the old one, whole

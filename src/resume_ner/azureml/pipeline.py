@@ -4,7 +4,7 @@ Every step runs the project image's command line (``python -m resume_ner.cli.mai
 training entrypoint; from ``script_path`` when given) with the pipeline's settings as ``--set`` overrides
 (``azureml.jobs.settings_overrides`` of the data, model, training, tracking and final sections):
 
-1. ``load_data``: ``resume-ner data split DATA --out SPLITS``: read, validate and split the data asset.
+1. ``load_data``: ``resume-ner data split DATA --output-dir SPLITS``: read, validate and split the data asset.
 2. ``hpo``: the sweep of ``azureml.sweep`` over the splits; AzureML picks the best trial by the sweep's
    objective, and a sweep node's outputs are the best trial's (its training output directory in ``model``).
 3. ``select_best``: ``resume-ner azureml select-best``: the best trial's searched settings merged into the base
@@ -14,7 +14,7 @@ training entrypoint; from ``script_path`` when given) with the pipeline's settin
    --no-register`` on the splits, on ``instance_count`` nodes of ``process_count_per_instance`` processes: the
    final run gets the lineage tags and the test documents' fingerprint; ``model`` is its output directory and
    ``metrics`` receives its JSON results.
-5. ``register_lineage``: ``resume-ner register MODEL --lineage-out LINEAGE/lineage.json``: the final run's
+5. ``register_lineage``: ``resume-ner register MODEL --output LINEAGE/lineage.json``: the final run's
    checkpoint becomes a new version of ``tracking.registered_model_name`` (champion by the rules of
    ``tracking.lineage.register_model``, or always with ``final.promote``) and its lineage is written.
 
@@ -89,7 +89,7 @@ def create_training_pipeline_job(
 
     load_data_step = aml_command(
         display_name="load_data",
-        command=f"{CLI} data split ${{{{inputs.{DATA_INPUT}}}}} --out ${{{{outputs.{SPLITS_OUTPUT}}}}} "
+        command=f"{CLI} data split ${{{{inputs.{DATA_INPUT}}}}} --output-dir ${{{{outputs.{SPLITS_OUTPUT}}}}} "
         + _flags("--set", overrides),
         code=code,
         inputs={DATA_INPUT: Input(type="uri_folder")},
@@ -110,7 +110,7 @@ def create_training_pipeline_job(
     select_step = aml_command(
         display_name="select_best",
         command=f"{CLI} azureml select-best --trial-dir ${{{{inputs.{BEST_TRIAL_INPUT}}}}} "
-        f"--out ${{{{outputs.{FINAL_CONFIG}}}}} {_flags('--param', list(trial.paths))} "
+        f"--output-dir ${{{{outputs.{FINAL_CONFIG}}}}} {_flags('--param', list(trial.paths))} "
         + _flags("--set", [*overrides, f"hpo.direction={base.hpo.direction}"]),  # the best trial's direction
         inputs={BEST_TRIAL_INPUT: Input(type="uri_folder")},
         outputs={FINAL_CONFIG: Output(type="uri_folder")},
@@ -134,7 +134,7 @@ def create_training_pipeline_job(
     )
     register_step = aml_command(
         display_name="register_lineage",
-        command=f"{CLI} register ${{{{inputs.{MODEL_OUTPUT}}}}} --lineage-out ${{{{outputs.{LINEAGE_OUTPUT}}}}}/"
+        command=f"{CLI} register ${{{{inputs.{MODEL_OUTPUT}}}}} --output ${{{{outputs.{LINEAGE_OUTPUT}}}}}/"
         f"{LINEAGE_FILE} {_flags('--set', overrides)}",
         inputs={MODEL_OUTPUT: Input(type="uri_folder")},
         outputs={LINEAGE_OUTPUT: Output(type="uri_folder")},

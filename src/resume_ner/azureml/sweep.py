@@ -21,7 +21,10 @@ Search space (``map_search_space``), each spec of ``hpo.search_space`` ->
 
 Sampling (``hpo.sampler``): ``tpe`` -> ``bayesian``, which AzureML allows only over choice, uniform and
 quniform distributions and without early termination; ``random`` -> ``random`` seeded with ``hpo.seed``;
-``grid`` -> ``grid``, over choices only; ``cmaes`` has no AzureML equivalent.
+``grid`` -> ``grid``, over choices only; ``cmaes`` has no AzureML equivalent. The shipped defaults (``tpe``, a
+log-uniform learning rate, the median pruner) cannot run as a bayesian sweep, so when ``hpo.sampler`` is the
+default and bayesian sampling cannot take the section, ``resolve_sampler`` picks random sampling and says so in one
+line (see its docstring for what counts as the user's choice).
 
 Early termination (``hpo.pruner``), evaluated each time a trial logs its primary metric (once per epoch):
 ``median`` -> ``MedianStoppingPolicy``; ``hyperband`` and ``successive_halving`` -> ``BanditPolicy`` with
@@ -62,6 +65,9 @@ log = logging.getLogger(__name__)
 
 SAMPLING_ALGORITHMS = {"tpe": "bayesian", "random": "random", "grid": "grid"}
 BAYESIAN_SPEC_TYPES = ("choice", "uniform", "quniform")  # what AzureML's bayesian sampling accepts
+DEFAULT_SAMPLER = HpoConfig.model_fields["sampler"].default  # "tpe": bayesian on AzureML
+DEFAULT_PRUNER = HpoConfig.model_fields["pruner"].default  # "median"
+FALLBACK_SAMPLER = "random"  # takes every spec type and every early termination policy
 BANDIT_SLACK_FACTOR = 0.1
 DRY_RUN_TRIALS = 2
 DRY_RUN_EPOCHS = 1
@@ -125,6 +131,40 @@ def map_search_space(space: SearchSpace, sampler: str = "random") -> dict[str, A
     if problems:
         raise ConfigError("hpo.search_space cannot run as an AzureML sweep:\n  " + "\n  ".join(problems))
     return mapped
+
+
+def resolve_sampler(config: ResumeNerConfig) -> tuple[ResumeNerConfig, str | None]:
+    """``(config, note)``: ``config`` with ``hpo.sampler=random`` and a one-line note saying what was chosen and
+    why, when the shipped default sampler cannot run as an AzureML sweep; else ``(config, None)`` unchanged.
+
+    What counts as the user's choice: a setting that differs from its shipped default (a config cannot tell a
+    default from the same value written out). The fallback applies only when ``hpo.sampler`` is the default
+    (``DEFAULT_SAMPLER``, bayesian on AzureML), ``hpo.pruner`` is the default or ``none``, and bayesian sampling
+    cannot take the section: a ``log_uniform`` spec, or early termination by the default pruner. Random sampling
+    (seeded with ``hpo.seed``) takes every spec and keeps the pruner's policy, so it is the closest sweep.
+    Whatever the user chose is left to ``sweep_trial``, which refuses what AzureML cannot run: ``grid`` over
+    ranges, ``cmaes``, and a non-default pruner with the default sampler (bayesian takes no policy; the user
+    picks which to give up). ``tpe`` over a space bayesian sampling takes, with ``hpo.pruner=none``, stays
+    bayesian, without a note.
+    """
+    hpo = config.hpo
+    if hpo.sampler != DEFAULT_SAMPLER or hpo.pruner not in (DEFAULT_PRUNER, "none"):
+        return config, None
+    log_uniform = [spec.path for spec in parse_search_space(hpo.search_space, config).params
+                   if spec.type == "log_uniform"]
+    pruned = hpo.pruner != "none"
+    if not log_uniform and not pruned:
+        return config, None
+    cannot = ", ".join(f"{path} (log_uniform)" for path in log_uniform)
+    if pruned:
+        cannot += f"{' nor ' if cannot else ''}early termination (hpo.pruner={hpo.pruner})"
+    fixes = ([f"give {', '.join(log_uniform)} a uniform or choice"] if log_uniform else []) + \
+        (["set hpo.pruner=none"] if pruned else [])
+    policy = f"with {hpo.pruner} early termination" if pruned else "without early termination"
+    note = (f"hpo.sampler={hpo.sampler} maps to AzureML bayesian sampling, which cannot take {cannot}; using "
+            f"{FALLBACK_SAMPLER} sampling {policy} instead (set hpo.sampler={FALLBACK_SAMPLER} to silence this; "
+            f"for bayesian sampling, {' and '.join(fixes)})")
+    return apply_params(config, {"hpo.sampler": FALLBACK_SAMPLER}), note
 
 
 def _sampling_algorithm(hpo: HpoConfig, space: SearchSpace, problems: list[str]) -> Any:
@@ -193,8 +233,11 @@ def sweep_trial(
     entrypoint: str = ENTRYPOINT,
 ) -> SweepTrial:
     """The trial of a sweep of ``backbone`` over ``config.hpo``; ``pinned`` overrides come after the searched
-    values, so they win over them. ``ConfigError`` naming every setting AzureML cannot run."""
-    config = apply_params(config, {"model.backbone": backbone})
+    values, so they win over them. The sampler is ``resolve_sampler``'s (its note is logged as a warning).
+    ``ConfigError`` naming every setting AzureML cannot run."""
+    config, note = resolve_sampler(apply_params(config, {"model.backbone": backbone}))
+    if note:
+        log.warning("%s", note)
     hpo = config.hpo
     space = parse_search_space(hpo.search_space, config)
     problems: list[str] = []

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import io
+import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,31 @@ from resume_ner.cli.model_commands import load_config_from_args
 from resume_ner.errors import ConfigError
 
 KINDS = ("final", "sweep", "dry-run", "pipeline")
+# What --help prints: plain text (the docstrings here are for developers and may carry markup).
+DESCRIPTION = """AzureML jobs of the training workflow.
+
+azureml build writes a job YAML (az ml job create -f or azureml submit reads it) without any Azure access;
+azureml submit submits one to the workspace of $AZURE_SUBSCRIPTION_ID, $AZURE_RESOURCE_GROUP and
+$AZUREML_WORKSPACE_NAME (or the flags); azureml select-best is the pipeline's select_best step."""
+BUILD_HELP = "Write the YAML of an AzureML job: final training, sweep, sweep dry run or pipeline (no Azure access)."
+BUILD_DESCRIPTION = BUILD_HELP + (
+    " With the shipped hpo defaults (hpo.sampler=tpe, a log-uniform learning rate, the median pruner), which "
+    "AzureML's bayesian sampling cannot take, sweeps use random sampling and print a note saying so.")
+SUBMIT_HELP = "Submit a job YAML to the AzureML workspace; with --wait, wait for it and check its results."
+SELECT_BEST_HELP = ("The pipeline's select_best step: the best trial's searched settings in the base config, as "
+                    "--config-dir, and the best trial (its MLflow run and its sweep's) as best_trial.json for "
+                    "final-train --best-json.")
+
+
+# azure-ai-ml logs "Class ...Schema: This is an experimental class" notices at INFO through its own stderr handler
+# (logger azure.ai.ml, not propagated), whatever the level of the azure logger; they concern the SDK, not the job.
+SDK_NOTICES_LOGGER = "azure.ai.ml._utils._experimental"
+
+
+def _quiet_sdk_notices(args: argparse.Namespace) -> None:
+    """Keep azure-ai-ml's experimental-class notices off stderr unless ``--verbose``."""
+    if not getattr(args, "verbose", False):
+        logging.getLogger(SDK_NOTICES_LOGGER).setLevel(logging.ERROR)
 
 
 def _tags(items: list[str]) -> dict[str, str]:
@@ -42,7 +69,9 @@ def _final_config(args: argparse.Namespace, config: Any) -> Any:
 
 
 def build_job(args: argparse.Namespace) -> Any:
-    """The AzureML job of ``--kind`` from the config and the flags."""
+    """The AzureML job of ``--kind`` from the config and the flags. For a sweep, dry run or pipeline whose sampler
+    ``azureml.sweep.resolve_sampler`` replaces (the shipped default, which AzureML cannot run as configured), its
+    note is printed as one line on stderr."""
     from resume_ner.azureml.jobs import default_environment, is_remote_asset
 
     config = load_config_from_args(args)
@@ -52,6 +81,12 @@ def build_job(args: argparse.Namespace) -> Any:
         raise ConfigError(f"--data-asset {args.data_asset}: a job YAML cannot carry a local folder (azure-ai-ml writes "
                           "it as an asset name); register it first, e.g. `az ml data create --name resumes --version 1 "
                           f"--type uri_folder --path {args.data_asset}`, and pass azureml:resumes:1 (or pass a URI)")
+    if args.kind != "final":
+        from resume_ner.azureml.sweep import resolve_sampler
+
+        config, note = resolve_sampler(config)
+        if note:
+            print(f"note: {note}", file=sys.stderr)
     common = {"data_asset": args.data_asset, "environment": args.environment or default_environment(config), "compute_cluster": args.compute,
               "aml_experiment_name": args.experiment or config.tracking.experiment_name, "tags": _tags(args.tags),
               "script_path": args.code}
@@ -78,11 +113,12 @@ def cmd_build(args: argparse.Namespace) -> int:
     """Write the YAML of an AzureML job: final training, sweep, sweep dry run or pipeline (no Azure access)."""
     from resume_ner.io import write_text_atomic
 
+    _quiet_sdk_notices(args)
     job = build_job(args)
     text = io.StringIO()
     job.dump(text)
-    write_text_atomic(args.out, text.getvalue())
-    print(f"{args.kind} job ({job.type}) -> {args.out}")
+    write_text_atomic(args.output, text.getvalue())
+    print(f"{args.kind} job ({job.type}) -> {args.output}")
     return 0
 
 
@@ -102,6 +138,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         workspace_client,
     )
 
+    _quiet_sdk_notices(args)
     ml_client = workspace_client(args.subscription_id, args.resource_group, args.workspace)
     job = load_job(args.job)
     if not args.wait:
@@ -127,21 +164,22 @@ def cmd_select_best(args: argparse.Namespace) -> int:
     and the best trial (its MLflow run and its sweep's) as best_trial.json for final-train --best-json."""
     from resume_ner.azureml.select import select_best_trial_config
 
-    best = select_best_trial_config(args.trial_dir, args.params, load_config_from_args(args), args.out)
+    best = select_best_trial_config(args.trial_dir, args.params, load_config_from_args(args), args.output_dir)
     print(f"best trial #{best['number']} of sweep {best['study_name']} (run {best['mlflow_run_id']}): "
-          f"{', '.join(f'{k}={v}' for k, v in best['params'].items())} -> {args.out}")
+          f"{', '.join(f'{k}={v}' for k, v in best['params'].items())} -> {args.output_dir}")
     return 0
 
 
 def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     """Add ``azureml build|submit|select-best``."""
     azureml = subparsers.add_parser("azureml", help="AzureML jobs: build a job YAML, submit it, pipeline steps",
-                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                                    description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = azureml.add_subparsers(dest="azureml_command", metavar="COMMAND", required=True)
 
-    build = commands.add_parser("build", parents=parents, help=cmd_build.__doc__, description=cmd_build.__doc__)
+    build = commands.add_parser("build", parents=parents, help=BUILD_HELP, description=BUILD_DESCRIPTION)
     build.add_argument("--kind", choices=KINDS, required=True, help="the job to build")
-    build.add_argument("--out", type=Path, required=True, help="YAML file to write")
+    build.add_argument("--output", "--out", dest="output", metavar="FILE", type=Path, required=True,
+                       help="job YAML file to write (--out is an alias)")
     build.add_argument("--data-asset", required=True,
                        help="the data folder: azureml:NAME:VERSION, or an azureml://, https:// or abfss:// URI")
     build.add_argument("--compute", required=True, help="AzureML compute cluster of the job")
@@ -159,8 +197,8 @@ def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     build.add_argument("--tag", dest="tags", action="append", default=[], metavar="KEY=VALUE", help="job tag")
     build.set_defaults(func=cmd_build)
 
-    submit = commands.add_parser("submit", parents=parents, help=cmd_submit.__doc__, description=cmd_submit.__doc__)
-    submit.add_argument("--job", type=Path, required=True, help="job YAML (from `azureml build`)")
+    submit = commands.add_parser("submit", parents=parents, help=SUBMIT_HELP, description=SUBMIT_HELP)
+    submit.add_argument("--job", metavar="FILE", type=Path, required=True, help="job YAML (written by azureml build)")
     submit.add_argument("--wait", action="store_true", help="wait for the job; non-zero exit if it fails")
     submit.add_argument("--timeout", type=float, default=6 * 3600, help="seconds --wait waits (default 6h)")
     submit.add_argument("--poll-interval", type=float, default=30.0, help="seconds between status reads")
@@ -171,10 +209,10 @@ def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     submit.add_argument("--workspace", help="AzureML workspace (default: $AZUREML_WORKSPACE_NAME)")
     submit.set_defaults(func=cmd_submit)
 
-    select = commands.add_parser("select-best", parents=parents, help=cmd_select_best.__doc__,
-                                 description=cmd_select_best.__doc__)
+    select = commands.add_parser("select-best", parents=parents, help=SELECT_BEST_HELP, description=SELECT_BEST_HELP)
     select.add_argument("--trial-dir", type=Path, required=True, help="training output directory of the best trial")
     select.add_argument("--param", dest="params", action="append", required=True, metavar="PATH",
                         help="a searched setting, e.g. training.learning_rate (repeatable)")
-    select.add_argument("--out", type=Path, required=True, help="config directory to write (for --config-dir)")
+    select.add_argument("--output-dir", "--out", dest="output_dir", metavar="DIR", type=Path, required=True,
+                        help="config directory to write, for --config-dir (--out is an alias)")
     select.set_defaults(func=cmd_select_best)

@@ -74,7 +74,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     study = load_existing_study(args.storage, args.study)
     print(trials_table(study))
-    files = write_study_report(study, Path(args.out))
+    files = write_study_report(study, Path(args.output_dir))
     with open_parent_run(load_config_from_args(args), study, create=False) as parent:
         log_study_report(parent, study, files)
     for path in files:
@@ -125,6 +125,7 @@ def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
                                  description=cmd_report.__doc__)
     report.add_argument("--study", required=True, help="study name")
     report.add_argument("--storage", required=True, help="the study's sqlite file, journal file or SQLAlchemy URL")
-    report.add_argument("--out", required=True, help="directory for trials.csv and the PNG plots")
+    report.add_argument("--output-dir", "--out", dest="output_dir", required=True,
+                        help="directory for trials.csv and the PNG plots")
     report.add_argument("--no-tracking", action="store_true", help="do not log the report to MLflow")
     report.set_defaults(func=cmd_report)

@@ -99,7 +99,10 @@ def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     add_launch_options(final)
     final.set_defaults(func=cmd_final_train)
 
-    lineage = subparsers.add_parser("lineage", help="lineage of registered models")
+    lineage = subparsers.add_parser(
+        "lineage", help="lineage of registered models",
+        description="Lineage of registered models: show where a model version comes from (its final training run, "
+                    "the HPO study and best trial it was chosen from, and the fingerprint of its data).")
     actions = lineage.add_subparsers(dest="lineage_command", metavar="ACTION", required=True)
     show = actions.add_parser("show", parents=parents, help="where a registered model version comes from",
                               description=cmd_lineage_show.__doc__)

@@ -11,6 +11,9 @@ from collections.abc import Sequence
 from resume_ner import __version__
 from resume_ner.errors import ResumeNerError, describe_os_error
 
+_PROGRESS_LOGGERS = ("resume_ner.training.trainer", "resume_ner.hpo")  # long loops: epochs, trials
+_NOISY_LOGGERS = ("transformers", "mlflow", "alembic", "urllib3", "httpx", "filelock", "optuna", "azure")
+
 
 def common_parent() -> argparse.ArgumentParser:
     """Options every subcommand accepts: config directory, overrides, verbosity."""
@@ -20,8 +23,10 @@ def common_parent() -> argparse.ArgumentParser:
                        help="directory of YAML config files (default: built-in defaults; env RESUME_NER_CONFIG_DIR)")
     group.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override one setting, e.g. --set training.learning_rate=3e-5 (repeatable)")
-    group.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
-    group.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    group.add_argument("-q", "--quiet", action="store_true",
+                       help="no progress bars, warnings only (default: warnings and training/HPO progress)")
+    group.add_argument("-v", "--verbose", action="store_true",
+                       help="debug logging: every INFO and DEBUG line, other libraries' INFO lines included")
     return parent
 
 
@@ -59,12 +64,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _configure_logging(args: argparse.Namespace) -> None:
-    level = logging.DEBUG if getattr(args, "verbose", False) else logging.WARNING if getattr(args, "quiet", False) else logging.INFO
+    """Warnings, plus the INFO lines of training and HPO progress (what a job log shows where no progress bar
+    runs); ``--quiet``: warnings only; ``--verbose``: debug, the INFO lines of other libraries included."""
+    verbose, quiet = getattr(args, "verbose", False), getattr(args, "quiet", False)
+    level = logging.DEBUG if verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    for noisy in ("transformers", "mlflow", "alembic", "urllib3", "httpx", "filelock", "optuna", "azure"):
-        logging.getLogger(noisy).setLevel(logging.ERROR if level > logging.DEBUG else logging.INFO)
+    logging.getLogger().setLevel(level)  # also when a handler was already there
+    for name in _PROGRESS_LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
+    for name in _NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.ERROR)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    if level > logging.DEBUG:
+    if not verbose:
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")  # mlflow sets its loggers' level on import
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 

@@ -5,15 +5,19 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import logging
 import sys
+import time
 from collections.abc import Iterator
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
 from resume_ner.errors import DataValidationError, Problem
 from resume_ner.training.decoding import DECODINGS
 from resume_ner.training.precision import PRECISIONS
+
+log = logging.getLogger(__name__)
 
 DECODING_HELP = ("word tags from the label probabilities: viterbi (the most probable valid IOB2 sequence) or argmax "
                  "(each word's most probable label); default: the one the model was trained with")
@@ -80,10 +84,12 @@ def relaunch_under_torchrun(args: argparse.Namespace) -> int | None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """Train on a dataset, evaluate the best checkpoint on its test split."""
+    """Train on a dataset, evaluate the best checkpoint on its test split. With --resume, a training that has
+    already finished in --output-dir is left as it is, which is said in one line (exit status 0)."""
     from resume_ner.tracking.relog import relog_command
     from resume_ner.training.distributed import context_from_env, shutdown_distributed
     from resume_ner.training.metrics import format_metrics_table
+    from resume_ner.training.trainer import describe_finished_training
     from resume_ner.workflows.training import run_training_workflow
 
     launched = relaunch_under_torchrun(args)
@@ -99,6 +105,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not context_from_env().is_main:
         return 0  # rank 0 reports for the job
     result = outcome.train
+    if outcome.already_finished:
+        print(describe_finished_training(args.output_dir, result, config.training.epochs))
+        return 0
     print(f"best checkpoint: {result.model_dir} (epoch {result.best_epoch}, validation {result.metric} "
           f"{result.best_metric if result.best_metric is None else round(result.best_metric, 4)})")
     print(f"trained {result.global_step} steps in {result.train_seconds:.0f}s ({result.tokens_per_second:.0f} tokens/s)")
@@ -114,20 +123,25 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Evaluate a checkpoint on a file or on one split of a dataset."""
     from resume_ner.data.dataset import load_dataset, load_documents
-    from resume_ner.io import write_json_atomic
+    from resume_ner.io import check_outputs, write_json_atomic
     from resume_ner.training.allocator import reuse_freed_memory
     from resume_ner.training.evaluator import evaluate_model
     from resume_ner.training.metrics import format_metrics_table
 
+    model_dir = checked_model_dir(args.model)
+    path = Path(args.data)
+    if args.output:
+        check_outputs([args.output], inputs=[path, model_dir], overwrite=args.overwrite)
     config = load_config_from_args(args)
     reuse_freed_memory()
-    path = Path(args.data)
     if path.is_dir():
         documents = getattr(load_dataset(path, config.data), args.split)
     else:
         documents = load_documents(path, config.data)
-    metrics = evaluate_model(args.model, documents, batch_size=args.batch_size, device=config.training.device,
-                             decoding=args.decoding)
+    started = time.perf_counter()
+    with _progress("evaluate", args.quiet) as bar:
+        metrics = evaluate_model(model_dir, documents, batch_size=args.batch_size, device=config.training.device,
+                                 decoding=args.decoding, on_windows=bar.update)
     metrics["data"] = str(path)
     if args.output:
         write_json_atomic(Path(args.output), metrics)
@@ -136,7 +150,43 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     else:
         print(f"{len(documents)} documents from {path}")
         print(format_metrics_table(metrics))
+    if not args.quiet:
+        print(f"evaluated {len(documents)} document(s) in {time.perf_counter() - started:.1f}s: span micro-F1 "
+              f"{metrics.get('span_f1_micro', float('nan')):.4f}"
+              + (f"; metrics written to {args.output}" if args.output else ""), file=sys.stderr)
     return 0
+
+
+def checked_model_dir(model: str) -> Path:
+    """``model`` when it is a model directory; a ``ConfigError`` that points at its ``model/`` when it is a
+    training's output directory, or says what a model directory holds."""
+    from resume_ner.errors import ConfigError
+    from resume_ner.training.checkpoint import METADATA_FILE
+    from resume_ner.training.trainer import MODEL_DIRNAME
+
+    path = Path(model)
+    if (path / METADATA_FILE).is_file():
+        return path
+    if (path / MODEL_DIRNAME / METADATA_FILE).is_file():
+        raise ConfigError(f"--model {path} is a training's output directory; its model is {path / MODEL_DIRNAME}: "
+                          f"pass --model {path / MODEL_DIRNAME}")
+    if not path.is_dir():
+        raise ConfigError(f"--model {path}: no such directory; pass the model directory a training wrote "
+                          "(OUTPUT_DIR/model)")
+    raise ConfigError(f"--model {path} is not a model directory (no {METADATA_FILE}); pass the model directory a "
+                      "training wrote (OUTPUT_DIR/model)")
+
+
+@contextmanager
+def _progress(desc: str, quiet: bool) -> Iterator[Any]:
+    """A progress bar of predicted windows on a terminal (off with --quiet or when stderr is not a terminal)."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(desc=desc, unit=" windows", disable=quiet or not sys.stderr.isatty(), leave=False)
+    try:
+        yield bar
+    finally:
+        bar.close()
 
 
 def _scan_inputs(paths: list[str]) -> Iterator[tuple[str, str] | Problem]:
@@ -177,11 +227,20 @@ def _jsonl_input(name: str, number: int, raw: bytes) -> Iterator[tuple[str, str]
     yield (f"{name}:{number}" if "id" not in record else str(record["id"])), record["text"]
 
 
-def _check_inputs(paths: list[str]) -> None:
-    """Raise ``DataValidationError`` listing every unreadable input, before any prediction (texts not kept)."""
-    problems = [item for item in _scan_inputs(paths) if isinstance(item, Problem)]
+def _check_inputs(paths: list[str]) -> int:
+    """The number of texts in ``paths``; raise ``DataValidationError`` listing every unreadable input, before any
+    prediction (texts not kept). An empty text is warned about (it has no entities)."""
+    problems, count = [], 0
+    for item in _scan_inputs(paths):
+        if isinstance(item, Problem):
+            problems.append(item)
+            continue
+        count += 1
+        if not item[1].strip():
+            log.warning("%s: the text is empty, so it has no entities", item[0])
     if problems:
         raise DataValidationError(problems, "cannot read the input files")
+    return count
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -192,22 +251,36 @@ def cmd_predict(args: argparse.Namespace) -> int:
     MALLOC_TOP_PAD_ in the environment keeps your own allocator settings instead.
 
     Inputs are checked first, then streamed: texts are read, predicted in chunks and written one line each as
-    they are done (flushed), so memory stays flat over any number of resumes and an interrupted run leaves
-    the complete lines of the resumes before it.
+    they are done, so memory stays flat over any number of resumes. To stdout, each line is flushed as it is
+    done; with --output the lines go to a temporary file renamed at the end, so an interrupted run leaves the
+    old file (or none), never half of one. The output is never one of the inputs, and an existing one is
+    replaced only with --overwrite.
     """
     from resume_ner.inference import Predictor
+    from resume_ner.io import check_outputs, open_atomic
     from resume_ner.training.allocator import reuse_freed_memory
 
-    _check_inputs(args.files)
+    model_dir = checked_model_dir(args.model)
+    if args.output:
+        check_outputs([args.output], inputs=[*args.files, model_dir], overwrite=args.overwrite)
+    total = _check_inputs(args.files)
     reuse_freed_memory()
-    predictor = Predictor(args.model, device=args.device, batch_size=args.batch_size, precision=args.precision,
-                          decoding=args.decoding)
-    sources, texts = itertools.tee(item for item in _scan_inputs(args.files) if isinstance(item, tuple))
-    with open(args.output, "w", encoding="utf-8") if args.output else nullcontext(sys.stdout) as out:
-        for (source, _), entities in zip(sources, predictor.predict_stream(text for _, text in texts)):
-            line = json.dumps({"source": source, "entities": [e.to_dict() for e in entities]}, ensure_ascii=False)
-            out.write(line + "\n")
-            out.flush()
+    started, entities_found = time.perf_counter(), 0
+    with _progress("predict", args.quiet) as bar:
+        predictor = Predictor(model_dir, device=args.device, batch_size=args.batch_size, precision=args.precision,
+                              decoding=args.decoding, on_windows=bar.update)
+        sources, texts = itertools.tee(item for item in _scan_inputs(args.files) if isinstance(item, tuple))
+        with open_atomic(Path(args.output)) if args.output else nullcontext(sys.stdout) as out:
+            for (source, _), entities in zip(sources, predictor.predict_stream(text for _, text in texts)):
+                line = json.dumps({"source": source, "entities": [e.to_dict() for e in entities]}, ensure_ascii=False)
+                out.write(line + "\n")
+                if not args.output:
+                    out.flush()
+                entities_found += len(entities)
+    if not args.quiet:
+        seconds = time.perf_counter() - started
+        print(f"predicted {entities_found} entities in {total} document(s) in {seconds:.1f}s "
+              f"({total / max(seconds, 1e-9):.1f} documents/s) -> {args.output or 'stdout'}", file=sys.stderr)
     return 0
 
 
@@ -239,6 +312,7 @@ def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     evaluate.add_argument("--batch-size", type=int, default=32)
     evaluate.add_argument("--decoding", choices=DECODINGS, help=DECODING_HELP)
     evaluate.add_argument("--output", help="also write the metrics JSON here")
+    evaluate.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     evaluate.add_argument("--json", action="store_true", help="print JSON instead of a table")
     evaluate.set_defaults(func=cmd_evaluate)
 
@@ -246,7 +320,8 @@ def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
                                     description=cmd_predict.__doc__)
     predict.add_argument("--model", required=True, help="model directory")
     predict.add_argument("files", nargs="+", metavar="FILE", help="plain text files, or .jsonl files with 'text'")
-    predict.add_argument("--output", help="write JSON lines here instead of stdout")
+    predict.add_argument("--output", help="write JSON lines here instead of stdout (never one of the inputs)")
+    predict.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     predict.add_argument("--batch-size", type=int, default=32)
     predict.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     predict.add_argument("--precision", default="auto", choices=PRECISIONS,

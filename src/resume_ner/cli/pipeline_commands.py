@@ -107,8 +107,9 @@ def _client(args: argparse.Namespace) -> Any:
 
 def cmd_upload(args: argparse.Namespace) -> int:
     """Upload the compiled pipeline (a new version when the pipeline exists)."""
-    from resume_ner.kfp.remote import upload_pipeline
+    from resume_ner.kfp.remote import read_pipeline_parameters, upload_pipeline
 
+    read_pipeline_parameters(args.package)  # every argument is checked before the server is contacted
     result = upload_pipeline(_client(args), args.package, pipeline_name=args.name, version_name=args.version,
                              description=args.description)
     what = "created pipeline" if result.created_pipeline else "new version of pipeline"
@@ -119,9 +120,11 @@ def cmd_upload(args: argparse.Namespace) -> int:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     """Create a run of the compiled pipeline; with --wait, wait for it to finish."""
-    from resume_ner.kfp.remote import parse_run_parameters, submit_run
+    from resume_ner.kfp.remote import check_wait, parse_run_parameters, submit_run
 
-    params = parse_run_parameters(args.package, args.params)
+    params = parse_run_parameters(args.package, args.params)  # every argument first, then the server
+    if args.wait:
+        check_wait(args.timeout)
     result = submit_run(_client(args), args.package, experiment=args.experiment, params=params,
                         run_name=args.run_name, namespace=args.namespace, service_account=args.service_account,
                         wait=args.wait, timeout_s=args.timeout)
@@ -132,9 +135,10 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 def cmd_schedule(args: argparse.Namespace) -> int:
     """Create a recurring run of the compiled pipeline."""
-    from resume_ner.kfp.remote import parse_run_parameters, schedule_run
+    from resume_ner.kfp.remote import check_schedule, parse_run_parameters, schedule_run
 
-    params = parse_run_parameters(args.package, args.params)
+    params = parse_run_parameters(args.package, args.params)  # every argument first, then the server
+    check_schedule(args.cron, args.max_concurrency)
     result = schedule_run(_client(args), args.package, experiment=args.experiment, cron=args.cron,
                           job_name=args.job_name, params=params, max_concurrency=args.max_concurrency,
                           catchup=not args.no_catchup, namespace=args.namespace,

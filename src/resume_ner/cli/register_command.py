@@ -1,9 +1,4 @@
-"""``resume-ner register OUTPUT_DIR``: register the model of a finished final training, with its lineage.
-
-The final training (``resume-ner final-train --no-register``, the AzureML pipeline's final_train step) left its
-MLflow run id in ``OUTPUT_DIR/train_result.json``; the run's logged checkpoint becomes a new version of
-``tracking.registered_model_name`` (``workflows.steps.register_step``) and the lineage JSON is written.
-"""
+"""``resume-ner register OUTPUT_DIR``: register the model of a finished final training, with its lineage."""
 
 from __future__ import annotations
 
@@ -37,14 +32,17 @@ def final_run_id(output_dir: Path) -> str:
 
 
 def cmd_register(args: argparse.Namespace) -> int:
-    """Register the checkpoint of a finished final training and write its lineage."""
+    """Register the model of a finished final training and write its lineage. The final training
+    (resume-ner final-train --no-register, or the AzureML pipeline's final_train step) left its MLflow run id in
+    OUTPUT_DIR/train_result.json; the checkpoint logged to that run becomes a new version of
+    tracking.registered_model_name, and the lineage JSON is written to --output."""
     from resume_ner.workflows.final import LINEAGE_FILE
     from resume_ner.workflows.steps import register_step
 
     output_dir = Path(args.output_dir)
     run_id = final_run_id(output_dir)
     config = load_config_from_args(args)
-    lineage_path = Path(args.lineage_out) if args.lineage_out else output_dir / LINEAGE_FILE
+    lineage_path = Path(args.output) if args.output else output_dir / LINEAGE_FILE
     registered, lineage = register_step(config, run_id=run_id, lineage_path=lineage_path,
                                         promote=True if args.promote else None, tracking_uri=args.tracking_uri)
     print(f"registered: {registered.model_uri} (aliases: {', '.join(registered.aliases)}); "
@@ -57,12 +55,12 @@ def cmd_register(args: argparse.Namespace) -> int:
 def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     """Add ``register``."""
     command = subparsers.add_parser("register", parents=parents, help="register the model of a final training",
-                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                                    description=cmd_register.__doc__)
     command.add_argument("output_dir", metavar="OUTPUT_DIR",
                          help="output directory of the final training (holds train_result.json)")
     command.add_argument("--promote", action="store_true",
                          help="make the new version champion even if it is not better (default: final.promote)")
-    command.add_argument("--lineage-out", metavar="FILE",
-                         help="lineage JSON to write (default: OUTPUT_DIR/lineage.json)")
+    command.add_argument("--output", "--lineage-out", dest="output", metavar="FILE",
+                         help="lineage JSON to write (default: OUTPUT_DIR/lineage.json; --lineage-out: former name)")
     command.add_argument("--tracking-uri", help="MLflow tracking URI (wins over MLFLOW_TRACKING_URI and config)")
     command.set_defaults(func=cmd_register)

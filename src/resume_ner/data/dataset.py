@@ -67,21 +67,34 @@ def load_dataset(path: str | Path, data_config: DataConfig) -> SplitDataset:
                            path, len(leaked), ", ".join(f"{d.id} ({d.source})" for d in leaked[:10]))
     missing_validation = "validation" not in given
     missing_test = "test" not in given
-    cut = split_documents(
-        given["train"],
-        data_config.validation_fraction if missing_validation else 0.0,
-        data_config.test_fraction if missing_test else 0.0,
-        data_config.split_seed,
-    )
-    train = cut.train  # a given split got fraction 0 above, so nothing else was cut from train
-    validation = cut.validation if missing_validation else given["validation"]
-    test = cut.test if missing_test else given["test"]
+    if missing_validation or missing_test:
+        cut = split_documents(
+            given["train"],
+            data_config.validation_fraction if missing_validation else 0.0,
+            data_config.test_fraction if missing_test else 0.0,
+            data_config.split_seed,
+        )
+        train = cut.train  # a given split got fraction 0 above, so nothing else was cut from train
+        validation = cut.validation if missing_validation else given["validation"]
+        test = cut.test if missing_test else given["test"]
+    else:  # all given: as they are, in file order, so the fingerprint does not depend on data.split_seed
+        train, validation, test = given["train"], given["validation"], given["test"]
     problems += _leaks({"train": train, "validation": validation, "test": test})
     if problems:
         raise DataValidationError(problems, summary=f"{path}: invalid annotated resumes")
     logger.info("%s: %d train, %d validation, %d test document(s) (given: %s)",
                 path, len(train), len(validation), len(test), ", ".join(sorted(files)))
     return SplitDataset(train, validation, test, fingerprint_documents(train + validation + test))
+
+
+def dataset_files(path: str | Path) -> dict[str, Path]:
+    """The files ``load_dataset`` reads for ``path``: ``{"all": path}`` for a file, or a directory's one data file,
+    else the directory's split files by split name (``DataValidationError`` when it is no dataset directory)."""
+    path = Path(path)
+    if not path.is_dir():
+        return {"all": path}
+    single = _single_data_file(path)
+    return {"all": single} if single is not None else _split_files(path)
 
 
 def _single_data_file(directory: Path) -> Path | None:

@@ -9,8 +9,9 @@ Formats (``end`` is exclusive everywhere except where said):
 - ``conll``: whitespace columns, token first and BIO tag last; blank line between sentences, ``-DOCSTART-``
   between documents. The text is the tokens joined by single spaces, sentences joined by newlines.
 
-Bytes are decoded line by line so that a line with invalid UTF-8 is named. A missing, empty or
-undetectable file raises ``DataValidationError``; problems inside records are returned in ``ReadResult``.
+Bytes are decoded line by line so that a line with invalid UTF-8 is named; a UTF-16 or UTF-32 file with a
+byte order mark is read as such. A missing, empty, binary or undetectable file raises ``DataValidationError``;
+problems inside records are returned in ``ReadResult``.
 """
 
 from __future__ import annotations
@@ -34,6 +35,12 @@ FORMATS = ("doccano", "spanjson", "dataturks", "conll")
 _CONLL_TAG = re.compile(r"O|[BI]-\S+")
 _DOCSTART = "-DOCSTART-"
 _WHITESPACE = re.compile(r"\s*")
+_WIDE_BOMS = (  # UTF-32 first: the UTF-32 LE mark starts with the UTF-16 LE one
+    (codecs.BOM_UTF32_LE, "utf-32-le"), (codecs.BOM_UTF32_BE, "utf-32-be"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be"),
+)
+_SNIFF_BYTES = 8000  # the start of a file that tells text from binary data
+_CONTROL_BYTES = frozenset(range(32)) - frozenset(b"\t\n\v\f\r") | {0x7F}
 
 
 class _Decoder(json.JSONDecoder):
@@ -114,7 +121,8 @@ def read_documents(path: str | Path, fmt: str = "auto") -> ReadResult:
 
 
 def _read_bytes(path: Path) -> bytes:
-    """The bytes of a readable, non-empty file without a UTF-8 BOM."""
+    """The bytes of a readable, non-empty text file as UTF-8 without a BOM (UTF-16 / UTF-32 with a BOM are
+    re-encoded); a binary file or UTF-16 without a BOM is refused."""
     if path.is_dir():
         raise DataValidationError([Problem(str(path), None, None, "is a directory; pass one annotated file")])
     try:
@@ -123,10 +131,58 @@ def _read_bytes(path: Path) -> bytes:
         raise DataValidationError([Problem(str(path), None, None, "file not found")]) from None
     except OSError as exc:
         raise DataValidationError([Problem(str(path), None, None, f"cannot read file: {exc.strerror}")]) from None
-    data = data.removeprefix(codecs.BOM_UTF8)
+    data = _as_utf8(data, str(path)).removeprefix(codecs.BOM_UTF8)
     if not data.strip():
         raise DataValidationError([Problem(str(path), None, None, "file is empty")])
+    _refuse_binary(data, str(path))
     return data
+
+
+def _as_utf8(data: bytes, file: str) -> bytes:
+    """``data`` re-encoded as UTF-8 when it starts with a UTF-32 or UTF-16 byte order mark; else unchanged."""
+    for bom, codec in _WIDE_BOMS:
+        if data.startswith(bom):
+            try:
+                return data[len(bom):].decode(codec).encode("utf-8")
+            except UnicodeDecodeError as exc:
+                message = (f"is {codec[:6].upper()} text (byte order mark {bom.hex(' ').upper()}) but byte "
+                           f"{exc.start + len(bom) + 1} is not valid {codec[:6].upper()}; save it as UTF-8")
+                raise DataValidationError([Problem(file, None, None, message)]) from None
+    return data
+
+
+def _refuse_binary(data: bytes, file: str) -> None:
+    """``DataValidationError`` when the start of ``data`` is not text: UTF-16 without a byte order mark, NUL
+    bytes, or mostly bytes that are neither UTF-8 nor printable (as ``git`` and ``grep`` tell binary files)."""
+    head = data[:_SNIFF_BYTES]
+    nul = head.find(b"\0")
+    if nul >= 0 and _looks_like_utf16(head):
+        message = "looks like UTF-16 text without a byte order mark (NUL bytes between the letters); save it as UTF-8"
+        raise DataValidationError([Problem(file, None, None, message)])
+    unreadable = head.decode("utf-8", "replace").count("\ufffd") + sum(byte in _CONTROL_BYTES for byte in head)
+    if nul < 0 and unreadable * 10 <= len(head):
+        return
+    at = nul if nul >= 0 else _first_non_text_byte(head)
+    message = f"is not a text file (binary data at byte {at + 1}); pass an annotated JSON or CoNLL file"
+    raise DataValidationError([Problem(file, None, None, message)])
+
+
+def _looks_like_utf16(head: bytes) -> bool:
+    """Whether ``head`` has a NUL in most odd (UTF-16 LE) or most even (UTF-16 BE) bytes and few in the others,
+    as ASCII text in UTF-16 has."""
+    pairs = len(head) // 2
+    even, odd = head[0 : 2 * pairs : 2].count(0), head[1 : 2 * pairs : 2].count(0)
+    return pairs > 0 and max(even, odd) > pairs // 2 and min(even, odd) * 10 < pairs
+
+
+def _first_non_text_byte(head: bytes) -> int:
+    """Offset of the first control byte or invalid UTF-8 sequence in ``head``."""
+    control = next((i for i, byte in enumerate(head) if byte in _CONTROL_BYTES), len(head))
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return min(control, exc.start)
+    return control
 
 
 def _decoded_lines(data: bytes, file: str, problems: list[Problem]) -> list[tuple[int, str | None]]:

@@ -40,10 +40,13 @@ __all__ = [
     "JOB_SKILLS",
     "LABELS",
     "SOFT_SKILLS",
+    "SYNTH_FILE",
     "TECH_TOOLS",
     "generate_resumes",
     "write_synthetic_resumes",
 ]
+
+SYNTH_FILE = "resumes.jsonl"  # what write_synthetic_resumes writes in its directory
 
 NAME = "Name"
 EMAIL = "Email Address"
@@ -1361,7 +1364,7 @@ def generate_resumes(n: int, seed: int) -> list[Document]:
 
 
 def write_synthetic_resumes(out_dir: Path, n: int, seed: int) -> Path:
-    """Write ``generate_resumes(n, seed)`` to ``out_dir/resumes.jsonl`` (Doccano JSONL), atomically."""
+    """Write ``generate_resumes(n, seed)`` to ``out_dir/resumes.jsonl`` (``SYNTH_FILE``, Doccano JSONL), atomically."""
     lines = [json.dumps(doc.to_doccano(), ensure_ascii=False) for doc in generate_resumes(n, seed)]
-    path = Path(out_dir) / "resumes.jsonl"
+    path = Path(out_dir) / SYNTH_FILE
     return write_text_atomic(path, "".join(line + "\n" for line in lines))

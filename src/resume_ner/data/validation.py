@@ -68,8 +68,8 @@ def validate_documents(
         report.documents.append(_clean_document(document, label_map, on_overlap, report))
     duplicates = _duplicates(documents)
     (report.problems if on_duplicate == "error" else report.warnings).extend(duplicates)
-    logger.info(
-        "validated %d document(s): %d problem(s), %d warning(s), %d span(s) trimmed, %d overlap(s) resolved",
+    logger.debug(
+        "checked %d document(s): %d document problem(s), %d warning(s), %d span(s) trimmed, %d overlap(s) resolved",
         len(documents), len(report.problems), len(report.warnings), report.trimmed_spans, report.resolved_overlaps,
     )
     return report

@@ -19,19 +19,25 @@ _TOKEN = re.compile(r"\S+")
 def render_documents(documents: Sequence[Document], fmt: str) -> str:
     """``documents`` as the text of a ``doccano`` / ``spanjson`` JSON-lines file or a ``conll`` file."""
     if fmt == "conll":
-        return "".join(_conll_lines(document) for document in documents)
+        widened: dict[str, int] = {}
+        text = "".join(_conll_lines(document, widened) for document in documents)
+        if widened:
+            shown = ", ".join(f"{doc} ({n})" for doc, n in list(widened.items())[:5])
+            logger.warning("%d span(s) of %d document(s) not on token boundaries were widened to whole tokens: %s%s",
+                           sum(widened.values()), len(widened), shown, " ..." if len(widened) > 5 else "")
+        return text
     records = (d.to_doccano() for d in documents)
     if fmt == "spanjson":
         records = ({"id": r["id"], "text": r["text"], "annotations": r["labels"]} for r in records)
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
 
 
-def _conll_lines(document: Document) -> str:
+def _conll_lines(document: Document, widened_spans: dict[str, int]) -> str:
     """One CoNLL document: whitespace tokens with IOB2 tags, a blank line where the text has a line break.
 
     CoNLL is token-based: whitespace is normalised, and a span that does not start and end on token
     boundaries is widened to whole tokens (two spans inside one token become one; a span across a line break
-    becomes two); spans not on token boundaries are logged.
+    becomes two); their count is added to ``widened_spans`` under the document id.
     """
     bad = [s.label for s in document.spans if re.search(r"\s", s.label)]
     if bad:
@@ -43,7 +49,7 @@ def _conll_lines(document: Document) -> str:
     starts, ends = {t.start() for t in tokens}, {t.end() for t in tokens}
     widened = sum(s.start not in starts or s.end not in ends for s in document.spans)
     if widened:
-        logger.warning("document %r: %d span(s) not on token boundaries widened to whole tokens", document.id, widened)
+        widened_spans[document.id] = widened
     lines = ["-DOCSTART- O", ""]
     spans = sorted(document.spans)
     index, last_span, previous_end = 0, None, 0

@@ -116,7 +116,7 @@ def connect(
     if ssl_ca_cert is not None and not Path(ssl_ca_cert).is_file():
         raise ConfigError(f"--ssl-ca-cert {ssl_ca_cert}: no such file; pass the PEM bundle of the server's CA")
     where = host or (f"kube context {kube_context!r}" if kube_context else "kfp's default endpoint (in-cluster/kube)")
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _quiet_retries():
         warnings.filterwarnings("ignore", "This client only works with", FutureWarning)
         with _kfp_call("connecting", where):
             client = _client_class()(
@@ -124,6 +124,19 @@ def connect(
             )
             client.list_experiments(page_size=1, namespace=namespace)
     return client
+
+
+@contextlib.contextmanager
+def _quiet_retries() -> Iterator[None]:
+    """urllib3's retry warnings off while connecting: the connection error says it all, once. (kfp's API client
+    sets the ``urllib3`` logger back to WARNING when it is built, so the child logger is set.)"""
+    logger = logging.getLogger("urllib3.connectionpool")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def read_pipeline_parameters(package_path: str | Path) -> dict[str, tuple[str, Any]]:
@@ -205,6 +218,8 @@ def submit_run(
     """
     spec = _load_pipeline_spec(package_path)
     _check_parameter_names(params, _root_parameters(spec), package_path)
+    if wait:
+        check_wait(timeout_s)
     name = run_name or f"{spec['pipelineInfo']['name']}-{_utc_stamp()}"
     with _kfp_call(f"submitting run {name!r}"):
         run = client.create_run_from_pipeline_package(
@@ -246,11 +261,7 @@ def schedule_run(
     ``cron`` has 6 fields, ``sec min hour dom month dow`` (``0 0 2 * * 1``: Mondays 02:00). ``catchup=False``
     starts only the latest missed run after a pause. ``start_time``/``end_time``: RFC 3339 with an offset.
     """
-    _check_cron(cron)
-    if not 1 <= max_concurrency <= MAX_CONCURRENCY:
-        raise ConfigError(f"max_concurrency {max_concurrency}: must be 1..{MAX_CONCURRENCY} concurrent runs")
-    for label, value in (("start_time", start_time), ("end_time", end_time)):
-        _check_rfc3339(label, value)
+    check_schedule(cron, max_concurrency, start_time=start_time, end_time=end_time)
     _check_parameter_names(params, read_pipeline_parameters(package_path), package_path)
     with _kfp_call(f"scheduling {job_name!r}"):
         experiment_id = client.create_experiment(experiment, namespace=namespace).experiment_id
@@ -269,6 +280,22 @@ def schedule_run(
         )
     return ScheduleResult(job.recurring_run_id, job.display_name or job_name, experiment_id, cron, max_concurrency,
                           catchup)
+
+
+def check_schedule(cron: str, max_concurrency: int = 1, *, start_time: str | None = None,
+                   end_time: str | None = None) -> None:
+    """``ConfigError`` for a schedule KFP would refuse or misread (``schedule_run`` runs it before any request)."""
+    _check_cron(cron)
+    if not 1 <= max_concurrency <= MAX_CONCURRENCY:
+        raise ConfigError(f"max_concurrency {max_concurrency}: must be 1..{MAX_CONCURRENCY} concurrent runs")
+    for label, value in (("start_time", start_time), ("end_time", end_time)):
+        _check_rfc3339(label, value)
+
+
+def check_wait(timeout_s: float) -> None:
+    """``ConfigError`` for a ``--timeout`` that cannot be waited for."""
+    if not timeout_s >= 0:
+        raise ConfigError(f"--timeout {timeout_s:g}: must be a number of seconds, 0 or more")
 
 
 def _parse_double(text: str) -> float:
@@ -305,8 +332,9 @@ def _load_pipeline_spec(package_path: str | Path) -> dict[str, Any]:
     try:
         spec = next(yaml.safe_load_all(path.read_text(encoding="utf-8")), None)
     except FileNotFoundError:
-        raise ConfigError(f"pipeline package {path} not found; compile the pipeline first "
-                          "(resume_ner.kfp.pipelines.compile_all writes pipelines/resume_ner_training.yaml)") from None
+        raise ConfigError(f"pipeline package {path} not found; compile the pipeline first: `resume-ner pipeline "
+                          "compile` (or `make compile`) writes pipelines/resume_ner_training.yaml, `resume-ner pipeline "
+                          "compile --cluster --out-root DIR` DIR/pipelines/resume_ner_training.yaml") from None
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
         raise ConfigError(f"pipeline package {path} cannot be read as YAML: {error}") from None
     if not isinstance(spec, dict) or "pipelineInfo" not in spec or not isinstance(spec.get("root"), dict):

@@ -3,7 +3,7 @@ length-sorted batches."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from resume_ner.data.windows import IGNORE_INDEX, Window
@@ -57,12 +57,12 @@ def collate_windows(windows: Sequence[Window], pad_token_id: int, pad_to_multipl
 
 def predict_windows(
     model: Any, windows: Sequence[Window], pad_token_id: int, batch_size: int, device: Any, bf16: bool = False,
-    crf: Any = None,
+    crf: Any = None, on_batch: Callable[[int], None] | None = None,
 ) -> tuple[list[Any], float]:
     """Label log-probabilities of every token of every window (a CPU float tensor ``(tokens, labels)`` each),
     and the mean loss over labelled tokens: cross-entropy, or with ``crf`` (a CRF head) its negative
     log-likelihood; ``bf16``: the forward passes under bf16 autocast (log-probabilities and loss are computed in
-    fp32)."""
+    fp32). ``on_batch`` is called with the number of windows of each batch done (a progress bar's update)."""
     import torch
 
     from resume_ner.training.precision import autocast
@@ -92,6 +92,8 @@ def predict_windows(
             batch_log_probs = logits.log_softmax(-1).cpu()
             for row, i in enumerate(idx):
                 log_probs[i] = batch_log_probs[row, : len(windows[i])]
+            if on_batch is not None:
+                on_batch(len(idx))
     if was_training:
         model.train()
     return log_probs, loss_sum / max(loss_tokens, 1)

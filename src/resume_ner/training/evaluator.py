@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from bisect import bisect_left, bisect_right
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,16 +44,19 @@ def evaluate_windowed(
     device: Any,
     decoding: Decoding = "viterbi",
     crf: Any = None,
+    on_windows: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Entity metrics (seqeval), document span metrics and loss of ``model`` on windowed ``documents``, with
     word tags read by ``decoding`` (``resume_ner.training.decoding``); ``crf``: the model's CRF head, whose
-    transition scores Viterbi uses and whose negative log-likelihood is the loss.
+    transition scores Viterbi uses and whose negative log-likelihood is the loss; ``on_windows``: called with
+    the number of windows of each batch predicted.
 
     ``metrics["confusion"]`` is the ``entity_type_confusion`` of the documents' gold and predicted spans.
     """
     from resume_ner.training.crf import crf_scores
 
-    log_probs, loss = predict_windows(model, windowed.windows, pad_token_id, batch_size, device, crf=crf)
+    log_probs, loss = predict_windows(model, windowed.windows, pad_token_id, batch_size, device, crf=crf,
+                                      on_batch=on_windows)
     transitions = crf_scores(crf) if crf is not None else None
     merged = decode_tags(merge_window_predictions(windowed, log_probs), windowed.scheme, decoding, transitions)
     gold_tags = [w.tags for w in windowed.words]
@@ -77,9 +80,11 @@ def evaluate_model(
     batch_size: int = 32,
     device: str = "auto",
     decoding: Decoding | None = None,
+    on_windows: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Load a checkpoint and evaluate it on ``documents`` with the window settings it was trained with, its
-    decoding (``decoding`` overrides it) and its CRF head, if it has one."""
+    decoding (``decoding`` overrides it) and its CRF head, if it has one; ``on_windows`` as in
+    ``evaluate_windowed``."""
     from resume_ner.data.labels import LabelScheme
     from resume_ner.data.windows import build_windows
     from resume_ner.training.checkpoint import load_model_checkpoint
@@ -96,6 +101,7 @@ def evaluate_model(
     metrics = evaluate_windowed(
         model, windowed, documents, pad_token_id=tokenizer.pad_token_id, batch_size=batch_size, device=torch_device,
         decoding=decoding or model_decoding(metadata), crf=model_crf(model_dir, metadata, scheme),
+        on_windows=on_windows,
     )
     metrics["model_dir"] = str(model_dir)
     return metrics

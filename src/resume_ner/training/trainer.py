@@ -19,16 +19,18 @@ Output directory layout::
     config.yaml                 resolved configuration (credentials in URLs redacted)
     model/                      best checkpoint (Hugging Face-compatible + resume_ner.json)
     checkpoints/checkpoint-N/   resumable training states (newest ``keep_checkpoints`` kept)
-    train_result.json           the TrainResult of the finished run
+    train_result.json           the TrainResult of the finished run, written last: a finished training
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import random
 import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from contextlib import nullcontext
@@ -39,7 +41,7 @@ from typing import Any
 from resume_ner.config import ResumeNerConfig, config_from_dict, save as save_config
 from resume_ner.data.document import Document
 from resume_ner.data.labels import scheme_for
-from resume_ner.errors import CheckpointError, ConfigError, describe_os_error
+from resume_ner.errors import CheckpointError, ConfigError, ResumeNerError, describe_os_error
 from resume_ner.io import recover_dir, write_json_atomic
 from resume_ner.redaction import redact_credentials, redact_settings
 from resume_ner.training.callbacks import EarlyStopping, TrainerCallback, TrainerState
@@ -159,6 +161,150 @@ def _as_documents(data: Sequence[Document] | str | Path, config: ResumeNerConfig
     return list(data)
 
 
+@dataclass(frozen=True)
+class TrainingStart:
+    """Where a training into an output directory starts, as ``check_training_start`` found it."""
+
+    finished: TrainResult | None = None  # resume=True and the training there had finished: its saved result
+    resume_from: Path | None = None  # the training state to continue from
+    replaces_earlier: bool = False  # overwrite=True and the directory holds an earlier training
+
+
+def check_training_start(
+    config: ResumeNerConfig,
+    train_docs: Sequence[Document],
+    val_docs: Sequence[Document],
+    output_dir: str | Path,
+    data_fingerprint: str,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+) -> TrainingStart:
+    """Everything ``train_model`` checks before it trains: how it starts, or the error that refuses it.
+
+    ``train_model`` calls it first, so the checks hold for every caller (HPO trials, Python code); a caller that
+    opens an MLflow run for the training (``workflows.training``) calls it before opening the run, so a refused
+    training leaves no empty FAILED run. It creates ``output_dir`` and puts back a best model a crash left
+    aside, and changes nothing else (``train_model`` removes what ``overwrite`` replaces).
+
+    With ``resume``, a ``train_result.json`` in ``output_dir`` means its training has finished (``train_model``
+    writes it last and removes it when overwriting): ``finished`` is that result. Otherwise ``resume_from`` is
+    the newest complete checkpoint (None: training starts from scratch).
+
+    Raises ``ConfigError`` for an empty training set, ``model.num_labels`` unlike the data's label scheme, or
+    an ``output_dir`` that holds a training when neither ``resume`` nor ``overwrite`` is given;
+    ``CheckpointError`` for an ``output_dir`` that cannot be created or written, or, with ``resume``, a training
+    there of another configuration or dataset, a missing best model or an unreadable ``train_result.json``.
+    Under torchrun rank 0 checks and every rank gets its answer (or raises its error).
+    """
+    from resume_ner.training.distributed import broadcast_object, init_distributed
+
+    ddp, _ = init_distributed(config.training.device)
+    found: TrainingStart | ResumeNerError | None = None
+    if ddp.is_main:
+        try:
+            found = _check_start(config, train_docs, val_docs, Path(output_dir), data_fingerprint, resume, overwrite)
+        except ResumeNerError as exc:
+            found = exc
+    answer: TrainingStart | ResumeNerError = broadcast_object(found, ddp)  # every rank stops, or none
+    if isinstance(answer, ResumeNerError):
+        raise answer
+    return answer
+
+
+def _check_start(
+    config: ResumeNerConfig,
+    train_docs: Sequence[Document],
+    val_docs: Sequence[Document],
+    output_dir: Path,
+    fingerprint: str,
+    resume: bool,
+    overwrite: bool,
+) -> TrainingStart:
+    from resume_ner.training.checkpoint import METADATA_FILE, STATE_FILE, latest_training_state, list_training_states
+
+    if not train_docs:
+        raise ConfigError("train_model: the training set is empty")
+    scheme = scheme_for(config.data.label_map, (s.label for d in [*train_docs, *val_docs] for s in d.spans))
+    if config.model.num_labels is not None and config.model.num_labels != len(scheme.labels):
+        raise ConfigError(
+            f"model.num_labels={config.model.num_labels} but the label scheme has {len(scheme.labels)} labels "
+            f"({', '.join(scheme.labels)}); remove model.num_labels or fix data.label_map"
+        )
+    result_file = output_dir / RESULT_FILE
+    if resume and result_file.is_file():
+        finished = _read_result(result_file)
+        _check_same_training(result_file, finished.to_dict(), config, fingerprint)
+        return TrainingStart(finished=finished)
+    fix = "make it writable or choose another --output-dir"
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CheckpointError(f"cannot create the output directory {output_dir}: {describe_os_error(exc)}; "
+                              f"{fix}") from exc
+    try:
+        tempfile.TemporaryFile(dir=output_dir).close()
+    except OSError as exc:
+        raise CheckpointError(f"cannot write in the output directory {output_dir} ({exc.strerror or exc}); "
+                              f"{fix}") from exc
+    recover_dir(output_dir / MODEL_DIRNAME)  # a crash mid-replace of the best model leaves it aside
+    checkpoints_dir = output_dir / CHECKPOINTS_DIRNAME
+    earlier = any(path.exists() for path in (output_dir / MODEL_DIRNAME, result_file)) or bool(
+        list_training_states(checkpoints_dir))
+    if not resume:
+        if earlier and not overwrite:
+            raise ConfigError(f"{output_dir} already holds a trained model or checkpoints: continue it with --resume, "
+                              "replace it with --overwrite, or choose another --output-dir")
+        return TrainingStart(replaces_earlier=earlier)
+    resume_from = latest_training_state(checkpoints_dir)
+    if resume_from is None:
+        log.info("no complete checkpoint in %s: starting from scratch", checkpoints_dir)
+        return TrainingStart()
+    previous = json.loads((resume_from / STATE_FILE).read_text(encoding="utf-8"))  # JSON: it was validated
+    _check_same_training(resume_from, previous, config, fingerprint)
+    best_epoch = previous.get("state", {}).get("best_epoch")
+    best_model = output_dir / MODEL_DIRNAME / METADATA_FILE
+    if best_epoch is not None and not best_model.is_file():  # fail now, not after the remaining epochs
+        raise CheckpointError(
+            f"cannot resume from {resume_from}: the best model so far (epoch {best_epoch}) belongs in "
+            f"{best_model.parent} and {best_model.name} is missing there; restore that directory, or train "
+            "into a new output directory"
+        )
+    return TrainingStart(resume_from=resume_from)
+
+
+def _read_result(path: Path) -> TrainResult:
+    try:
+        return TrainResult(**json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, UnicodeDecodeError, ValueError, TypeError) as exc:
+        raise CheckpointError(f"{path} cannot be read as a training result ({exc}); train again from scratch with "
+                              "--overwrite instead of --resume, or into another --output-dir") from exc
+
+
+def _check_same_training(where: Path, saved: dict[str, Any], config: ResumeNerConfig, fingerprint: str) -> None:
+    """``CheckpointError`` unless ``saved`` (a trainer state or result) was trained with ``config`` on the data
+    of ``fingerprint``."""
+    if saved.get("config_hash") != config.config_hash():
+        differs = "configuration"
+    elif saved.get("data_fingerprint") != fingerprint:
+        differs = "dataset"
+    else:
+        return
+    raise CheckpointError(f"cannot resume from {where}: it was written with a different {differs}; use a new "
+                          "output directory or the original settings")
+
+
+def describe_finished_training(output_dir: str | Path, result: TrainResult, epochs: int) -> str:
+    """The line saying that the training in ``output_dir`` (``result``, of ``epochs`` epochs) had finished, when
+    asked to resume it."""
+    stopped = f", {result.stop_reason}" if result.stop_reason else ""
+    best = (f"{result.best_metric:.4f} at epoch {result.best_epoch}" if result.best_metric is not None
+            else "n/a (no validation split)")
+    return (f"{output_dir}: training already finished (epoch {result.epochs_completed} of {epochs}{stopped}; best "
+            f"validation {result.metric} {best}); nothing to resume. To train again from scratch, pass --overwrite "
+            "instead of --resume")
+
+
 def train_model(
     config: ResumeNerConfig | dict[str, Any],
     train_data: Sequence[Document] | str | Path,
@@ -176,9 +322,12 @@ def train_model(
 
     ``config`` is a ``ResumeNerConfig`` or a nested dict of its sections. ``tracking`` is an open
     ``TrackingRun`` to log into (HPO passes its nested run); when None and tracking is enabled, a run is
-    started here and ended when training ends. With ``resume=True`` training continues from the newest
-    complete checkpoint in ``output_dir/checkpoints`` (a fresh start when there is none). Without it, an
-    ``output_dir`` that already holds a model or checkpoints is refused unless ``overwrite=True``.
+    started here, after the checks, and ended when training ends. With ``resume=True`` training continues from
+    the newest complete checkpoint in ``output_dir/checkpoints`` (a fresh start when there is none); a training
+    that had finished there is returned as it was saved, with nothing trained, written or logged. Without it,
+    an ``output_dir`` that already holds a training is refused unless ``overwrite=True``, which removes its
+    checkpoints and result (its best model is replaced after the first epoch). ``check_training_start`` makes
+    the checks, before anything is trained.
     """
     import torch
 
@@ -186,9 +335,6 @@ def train_model(
     from resume_ner.data.windows import build_windows
     from resume_ner.training.batching import TRAIN_PAD_MULTIPLE, collate_windows, length_grouped
     from resume_ner.training.checkpoint import (
-        METADATA_FILE,
-        latest_training_state,
-        list_training_states,
         load_training_state,
         prune_training_states,
         save_model_checkpoint,
@@ -215,71 +361,40 @@ def train_model(
     quiet = quiet or not main
     output_dir = Path(output_dir)
     checkpoints_dir = output_dir / CHECKPOINTS_DIRNAME
-    if main:
-        try:
-            output_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise CheckpointError(f"cannot create the output directory {output_dir}: {describe_os_error(exc)}") from exc
-        recover_dir(output_dir / MODEL_DIRNAME)  # a crash mid-replace of the best model leaves it aside
-    refusal = None
-    if main and not resume and ((output_dir / MODEL_DIRNAME).exists() or list_training_states(checkpoints_dir)):
-        if overwrite:
-            log.warning("overwriting the earlier training in %s", output_dir)
-            shutil.rmtree(checkpoints_dir, ignore_errors=True)
-        else:
-            refusal = (f"{output_dir} already holds a trained model or checkpoints: continue it with --resume, "
-                       "replace it with --overwrite, or choose another --output-dir")
-    refusal = broadcast_object(refusal, ddp)  # every rank stops, or none
-    if refusal:
-        raise ConfigError(refusal)
     train_docs = _as_documents(train_data, config)
     val_docs = _as_documents(val_data, config)
-    if not train_docs:
-        raise ConfigError("train_model: the training set is empty")
     fingerprint = data_fingerprint or fingerprint_documents(train_docs + val_docs)
+    start = check_training_start(config, train_docs, val_docs, output_dir, fingerprint, resume=resume,
+                                 overwrite=overwrite)
+    if start.finished is not None:
+        log.info(describe_finished_training(output_dir, start.finished, tcfg.epochs))
+        return start.finished
+    if main and start.replaces_earlier:
+        log.warning("overwriting the earlier training in %s", output_dir)
+        shutil.rmtree(checkpoints_dir, ignore_errors=True)
+        (output_dir / RESULT_FILE).unlink(missing_ok=True)  # else a --resume would take this training as finished
 
     if tcfg.num_threads:
         torch.set_num_threads(tcfg.num_threads)
     _seed_everything(tcfg.random_seed)  # the same initial weights on every rank
 
     scheme = scheme_for(config.data.label_map, (s.label for d in train_docs + val_docs for s in d.spans))
-    if mcfg.num_labels is not None and mcfg.num_labels != len(scheme.labels):
-        raise ConfigError(
-            f"model.num_labels={mcfg.num_labels} but the label scheme has {len(scheme.labels)} labels "
-            f"({', '.join(scheme.labels)}); remove model.num_labels or fix data.label_map"
-        )
     model, tokenizer = create_model_and_tokenizer(mcfg, scheme)
     crf = new_crf(scheme) if mcfg.head == "crf" else None  # replaced by the checkpoint's on resume
 
     state = TrainerState()
-    resume_from = latest_training_state(checkpoints_dir) if resume else None
+    resume_from = start.resume_from
     restored: dict[str, Any] | None = None
     if resume_from is not None:
         from transformers import AutoModelForTokenClassification
 
         restored = load_training_state(resume_from)
-        previous = restored["trainer_state"]
-        if previous.get("config_hash") != config.config_hash() or previous.get("data_fingerprint") != fingerprint:
-            raise CheckpointError(
-                f"cannot resume from {resume_from}: it was written with a different "
-                + ("configuration" if previous.get("config_hash") != config.config_hash() else "dataset")
-                + "; use a new output directory or the original settings"
-            )
-        state = TrainerState.from_dict(previous["state"])
-        best_model = output_dir / MODEL_DIRNAME / METADATA_FILE
-        if state.best_epoch is not None and not best_model.is_file():  # fail now, not after the remaining epochs
-            raise CheckpointError(
-                f"cannot resume from {resume_from}: the best model so far (epoch {state.best_epoch}) belongs in "
-                f"{best_model.parent} and {best_model.name} is missing there; restore that directory, or train "
-                "into a new output directory"
-            )
+        state = TrainerState.from_dict(restored["trainer_state"]["state"])
         model = AutoModelForTokenClassification.from_pretrained(resume_from, use_safetensors=use_safetensors(),
                                                                 weights_only=True, trust_remote_code=False)
         if mcfg.head == "crf":
             crf = load_crf(resume_from, scheme)
         log.info("resuming from %s (epoch %d, step %d)", resume_from, state.epoch, state.global_step)
-    elif resume:
-        log.info("no complete checkpoint in %s: starting from scratch", checkpoints_dir)
     model.to(device)
     trained = model if crf is None else CrfTokenClassifier(model, crf.to(device))  # what the loss comes from
     bf16 = use_bf16(tcfg.precision, device)

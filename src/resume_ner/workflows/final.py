@@ -168,7 +168,7 @@ def run_final_training_workflow(
     from resume_ner.tracking.mlflow import TrackingRun, resolve_tracking_uri, setup_mlflow, standard_tags
     from resume_ner.training.checkpoint import validate_checkpoint
     from resume_ner.training.distributed import init_distributed
-    from resume_ner.training.trainer import train_model
+    from resume_ner.training.trainer import check_training_start, train_model
     from resume_ner.workflows.training import evaluate_test_split, load_training_data
 
     base = config_from_dict(config)
@@ -199,6 +199,9 @@ def run_final_training_workflow(
             **final_run_tags(best_trial, test_data_fingerprint=test_fingerprint), "resume_ner.data_path": str(path)}
     registered = lineage = lineage_path = test_metrics = None
     ddp, _ = init_distributed(final_config.training.device)
+    # every check train_model makes first, before the run is opened: a refused training leaves no FAILED run
+    check_training_start(final_config, train_documents, dataset.validation, output_dir, dataset.fingerprint,
+                         overwrite=overwrite)
     run = (setup_mlflow(final_config.tracking, tracking_uri=uri, run_name=run_name, output_dir=output_dir, tags=tags)
            if ddp.is_main else TrackingRun.disabled())  # under torchrun, rank 0 tracks, tests and registers
     with run:

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from resume_ner.config import ResumeNerConfig, apply_overrides, config_from_dict, read_config_files
+from resume_ner.config import ResumeNerConfig, load, load_dict
 from resume_ner.errors import ConfigError
 from resume_ner.gpu_nodes import GPU_NODE_SIZES
 from resume_ner.io import content_digest, write_json_atomic, write_text_atomic
@@ -85,13 +85,12 @@ def pipeline_config(
     compiled = os.environ.get(PIPELINE_CONFIG_ENV)
     if compiled:
         try:
-            raw, origin = json.loads(compiled), f"${PIPELINE_CONFIG_ENV}"
+            raw = json.loads(compiled)
         except json.JSONDecodeError as exc:
             raise ConfigError(f"${PIPELINE_CONFIG_ENV} is not JSON ({exc}): recompile the pipeline") from None
+        config = load_dict(raw, [*overrides, *given], f"${PIPELINE_CONFIG_ENV}")
     else:
-        config_dir = os.environ.get(CONFIG_DIR_ENV)
-        raw, origin = (read_config_files(config_dir), config_dir) if config_dir else ({}, "defaults")
-    config = config_from_dict(apply_overrides(raw, [*overrides, *given]), origin=origin)
+        config = load(os.environ.get(CONFIG_DIR_ENV) or None, [*overrides, *given])
     if pipeline_run_id and not study_name:
         config.hpo.study_name = f"{config.hpo.study_name}-{pipeline_run_id}"  # validated on assignment
     return config
@@ -232,7 +231,8 @@ def plan_run_step(
         problems.append(str(exc))
     if problems:
         raise ConfigError("the pipeline run cannot start:\n  " + "\n  ".join(problems))
-    return RunPlan(workers=list(range(parallelism)), data_digest=digest, trial=_placement(config, "hpo_trial", gpu_count),
+    return RunPlan(workers=list(range(parallelism)), data_digest=digest,
+                   trial=_placement(config, "hpo_trial", gpu_count),
                    final=_placement(config, "final_train", gpu_count, waits=replicas > 1))
 
 

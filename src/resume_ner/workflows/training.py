@@ -3,6 +3,7 @@ track everything in one MLflow run. ``resume-ner train`` and the container entry
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ class TrainingOutcome:
     run_id: str | None
     tracking_lost: list[str] = field(default_factory=list)
     tracking_uri: str | None = None  # where the run is (or was to be) logged
+    already_finished: bool = False  # resumed a finished training: its saved results; nothing was run or written
 
 
 def run_training_workflow(
@@ -45,16 +47,29 @@ def run_training_workflow(
 ) -> TrainingOutcome:
     """Train on ``data_path`` (file: split by the project; directory: given splits) and test the best model.
 
+    The data is loaded and every check ``train_model`` makes before it trains (``check_training_start``: the
+    state and permissions of ``output_dir``, a resume's configuration and dataset, the label count) is made
+    before the MLflow run is opened, so a refused training leaves no run behind. With ``resume``, a training
+    that had finished in ``output_dir`` is not run again: the outcome has ``already_finished`` and the saved
+    results (``train_result.json``, ``test_metrics.json``), and nothing is written to disk or MLflow.
+
     Under torchrun every rank trains; rank 0 alone opens the MLflow run and tests the model (the other ranks
     return ``test_metrics`` None).
     """
     from resume_ner.tracking.mlflow import TrackingRun, setup_mlflow, standard_tags
     from resume_ner.training.distributed import init_distributed
-    from resume_ner.training.trainer import train_model
+    from resume_ner.training.trainer import check_training_start, train_model
 
     ddp, _ = init_distributed(config.training.device)
     output_dir = Path(output_dir)
     path, dataset = load_training_data(config, data_path)
+    start = check_training_start(config, dataset.train, dataset.validation, output_dir, dataset.fingerprint,
+                                 resume=resume, overwrite=overwrite)
+    if start.finished is not None:
+        test_file = output_dir / TEST_METRICS_FILE
+        test_metrics = json.loads(test_file.read_text(encoding="utf-8")) if test_file.is_file() else None
+        return TrainingOutcome(start.finished, test_metrics, start.finished.run_id,
+                               tracking_uri=start.finished.tracking_uri, already_finished=True)
     tags = standard_tags(data_fingerprint=dataset.fingerprint, config_hash=config.config_hash())
     tags["resume_ner.data_path"] = str(path)
     tracking = (setup_mlflow(config.tracking, tracking_uri=tracking_uri, run_name=run_name, output_dir=output_dir,
@@ -77,7 +92,7 @@ def load_training_data(config: ResumeNerConfig, data_path: str | Path | None) ->
     if path is None:
         raise ConfigError(
             "no training data: pass --data PATH (or set data.path); "
-            "to try the system, run `resume-ner data synth --n 300 --out data/synth` first"
+            "to try the system, run `resume-ner data synth --n 300 --output-dir data/synth` first"
         )
     dataset = load_dataset(Path(path), config.data)
     log.info("dataset %s: %d train / %d validation / %d test documents (fingerprint %s)", path,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import re
 import shlex
 from pathlib import Path
@@ -16,7 +17,7 @@ from azure.ai.ml.entities import Command
 from fake_ml_client import FakeMLClient
 from resume_ner.azureml import create_final_training_job, submit
 from resume_ner.cli import azureml_commands
-from resume_ner.cli.main import common_parent
+from resume_ner.cli.main import common_parent, main
 from resume_ner.config import MODEL_SECTIONS, ResumeNerConfig, load
 from resume_ner.errors import ConfigError
 
@@ -139,7 +140,7 @@ def test_pipeline_chains_the_steps_through_their_outputs(tmp_path):
     steps = job["jobs"]
     assert list(steps) == STEPS
     assert steps["load_data"]["component"]["command"].startswith(
-        f"{CLI} data split ${{{{inputs.data}}}} --out ${{{{outputs.splits}}}} --set")
+        f"{CLI} data split ${{{{inputs.data}}}} --output-dir ${{{{outputs.splits}}}} --set")
     assert steps["hpo"]["type"] == "sweep" and steps["hpo"]["objective"]["primary_metric"] == "val_f1_micro"
     assert steps["hpo"]["inputs"]["data"]["path"] == "${{parent.jobs.load_data.outputs.splits}}"
     select = steps["select_best"]
@@ -159,7 +160,7 @@ def test_pipeline_chains_the_steps_through_their_outputs(tmp_path):
     register = steps["register_lineage"]
     assert register["inputs"]["model"]["path"] == "${{parent.jobs.final_train.outputs.model}}"
     command = register["component"]["command"]
-    assert command.startswith(f"{CLI} register ${{{{inputs.model}}}} --lineage-out "
+    assert command.startswith(f"{CLI} register ${{{{inputs.model}}}} --output "
                               "${{outputs.lineage}}/lineage.json --set ")
     assert load(None, _set_overrides(command)).final.promote is True  # the pipeline's final section reaches it
     assert register["component"]["outputs"] == {"lineage": {"type": "uri_folder"}}
@@ -248,3 +249,80 @@ def test_submit_needs_a_workspace(monkeypatch):
     with pytest.raises(ConfigError, match=r"no AzureML workspace: set AZURE_SUBSCRIPTION_ID \(--subscription-id\), "
                                           r"AZUREML_WORKSPACE_NAME \(--workspace\)"):
         submit.workspace_client()
+
+
+# --- the shipped hpo defaults, help text, flags --------------------------------------------------------------
+
+DEFAULT_TARGET = ["--data-asset", "azureml:resumes:1", "--compute", "gpu"]  # no --set: the shipped hpo section
+DEFAULT_NOTE = (
+    "note: hpo.sampler=tpe maps to AzureML bayesian sampling, which cannot take training.learning_rate "
+    "(log_uniform) nor early termination (hpo.pruner=median); using random sampling with median early termination "
+    "instead (set hpo.sampler=random to silence this; for bayesian sampling, give training.learning_rate a uniform "
+    "or choice and set hpo.pruner=none)")
+
+
+def _sweep_of(job: dict) -> dict:
+    """The sweep of a sweep job, or of a pipeline's hpo step."""
+    return job["jobs"]["hpo"] if "jobs" in job else job
+
+
+@pytest.mark.parametrize("kind", ["sweep", "dry-run", "pipeline"])
+def test_the_shipped_hpo_defaults_build_every_sweep_kind_with_one_note(tmp_path, kind, capsys, caplog):
+    out = tmp_path / "job.yaml"  # the command of the issue, as a user's first try
+    assert main(["azureml", "build", "--kind", kind, "--out", str(out), *DEFAULT_TARGET]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == [DEFAULT_NOTE]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]  # the note is not printed twice
+    sweep = _sweep_of(_normalised(load_job(out)._to_dict()))
+    assert sweep["sampling_algorithm"] == {"type": "random", "seed": 42}
+    assert sweep["early_termination"] == {"type": "median_stopping", "evaluation_interval": 1, "delay_evaluation": 1}
+    assert sweep["search_space"]["training_learning_rate"]["type"] == "loguniform"
+
+
+def test_a_bayesian_compatible_space_with_tpe_stays_bayesian_without_a_note(tmp_path, capsys):
+    out = tmp_path / "sweep.yaml"
+    assert main(["azureml", "build", "--kind", "sweep", "--output", str(out), *DEFAULT_TARGET,
+                 "--set", "hpo.search_space={model.dropout: {type: uniform, min: 0.0, max: 0.3}}",
+                 "--set", "hpo.pruner=none"]) == 0
+    assert capsys.readouterr().err == ""
+    sweep = _normalised(load_job(out)._to_dict())
+    assert sweep["sampling_algorithm"] == "bayesian" and "early_termination" not in sweep
+
+
+@pytest.mark.parametrize("overrides, problem", [
+    (["hpo.sampler=grid"], "hpo.sampler=grid needs every hpo.search_space entry to be {type: choice"),
+    (["hpo.pruner=hyperband"], "hpo.pruner=hyperband: AzureML's bayesian sampling (hpo.sampler=tpe) takes no early "
+                               "termination policy; set hpo.pruner=none, or hpo.sampler=random"),
+])
+def test_an_explicit_choice_azureml_cannot_run_is_still_refused(tmp_path, capsys, overrides, problem):
+    argv = ["azureml", "build", "--kind", "sweep", "--output", str(tmp_path / "sweep.yaml"), *DEFAULT_TARGET]
+    assert main([*argv, *(item for override in overrides for item in ("--set", override))]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: the hpo section cannot run as an AzureML sweep of") and problem in err
+    assert "note:" not in err and not (tmp_path / "sweep.yaml").exists()
+
+
+@pytest.mark.parametrize("command", [[], ["build"], ["submit"], ["select-best"]])
+def test_help_is_plain_text(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["azureml", *command, "--help"])
+    assert exit_.value.code == 0
+    text = capsys.readouterr().out
+    assert "`" not in text and "::" not in text
+
+
+def test_a_file_output_is_output_and_out_stays_an_alias(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["azureml", "build", "--help"])
+    assert "--output FILE, --out FILE" in capsys.readouterr().out
+    for flag in ("--output", "--out"):
+        out = tmp_path / f"final{flag}.yaml"
+        assert main(["azureml", "build", "--kind", "final", flag, str(out), *DEFAULT_TARGET]) == 0
+        assert load_job(out).type == "command"
+
+
+def test_select_best_writes_a_directory_with_output_dir():
+    args = _args(["select-best", "--trial-dir", "t", "--param", "model.dropout", "--output-dir", "cfg"])
+    assert args.output_dir == Path("cfg")
+    assert _args(["select-best", "--trial-dir", "t", "--param", "model.dropout", "--out", "cfg"]).output_dir == \
+        Path("cfg")

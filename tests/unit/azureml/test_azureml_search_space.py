@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 
 import pytest
@@ -90,11 +91,38 @@ def test_pruners_map_to_early_termination_policies():
 
 def test_what_azureml_cannot_run_is_reported_at_once():
     with pytest.raises(ConfigError) as error:
-        _sweep(sampler="tpe", pruner="median")  # the defaults' log_uniform learning rate, and a pruner
+        _sweep(sampler="tpe", pruner="hyperband")  # the defaults' log_uniform learning rate, and a chosen pruner
     message = str(error.value)
     assert "training.learning_rate: AzureML's bayesian sampling (hpo.sampler=tpe) takes only choice, uniform, " \
            "quniform distributions, not log_uniform" in message
-    assert "hpo.pruner=median: AzureML's bayesian sampling (hpo.sampler=tpe) takes no early termination" in message
+    assert "hpo.pruner=hyperband: AzureML's bayesian sampling (hpo.sampler=tpe) takes no early termination" in message
+
+
+def test_the_shipped_defaults_run_as_random_sampling_with_median_stopping_and_say_so(caplog):
+    with caplog.at_level(logging.WARNING, logger="resume_ner.azureml.sweep"):
+        job = _sweep()  # HpoConfig(): tpe, a log_uniform learning rate, the median pruner
+    assert job._to_dict()["sampling_algorithm"] == {"type": "random", "seed": 42}
+    assert job.early_termination.type == "median_stopping"
+    assert [r.getMessage() for r in caplog.records] == [
+        "hpo.sampler=tpe maps to AzureML bayesian sampling, which cannot take training.learning_rate (log_uniform) "
+        "nor early termination (hpo.pruner=median); using random sampling with median early termination instead "
+        "(set hpo.sampler=random to silence this; for bayesian sampling, give training.learning_rate a uniform or "
+        "choice and set hpo.pruner=none)"]
+
+
+def test_the_default_sampler_falls_back_for_the_default_pruner_alone(caplog):
+    space = {"model.dropout": {"type": "uniform", "min": 0.0, "max": 0.3}}
+    with caplog.at_level(logging.WARNING, logger="resume_ner.azureml.sweep"):
+        job = _sweep(search_space=space)
+    assert job._to_dict()["sampling_algorithm"] == {"type": "random", "seed": 42}
+    assert [r.getMessage() for r in caplog.records] == [
+        "hpo.sampler=tpe maps to AzureML bayesian sampling, which cannot take early termination (hpo.pruner=median); "
+        "using random sampling with median early termination instead (set hpo.sampler=random to silence this; for "
+        "bayesian sampling, set hpo.pruner=none)"]
+    with caplog.at_level(logging.WARNING, logger="resume_ner.azureml.sweep"):
+        caplog.clear()
+        assert _sweep(search_space=space, pruner="none")._to_dict()["sampling_algorithm"] == "bayesian"
+    assert caplog.records == []
 
 
 @pytest.mark.parametrize("hpo, problem", [

@@ -12,6 +12,7 @@ import pytest
 
 from resume_ner.cli.data_commands import register
 from resume_ner.data.readers import read_documents
+from resume_ner.errors import ConfigError
 
 RECORDS = [
     {"id": 1, "text": "Jane Doe\nPython developer at Acme", "labels": [[0, 8, "Name"], [9, 15, "Tech Tools"],
@@ -41,7 +42,8 @@ def test_validate_reports_counts_and_exits_zero(tmp_path: Path, capsys: pytest.C
     path = _write(tmp_path / "a.jsonl", RECORDS)
     assert _run(["data", "validate", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "documents: 3" in out and "entities: 8 in 3 type(s)" in out and "problems: 0" in out
+    assert "documents: 3" in out and "entities: 8 in 3 type(s)" in out
+    assert "problems:" not in out and "warnings:" not in out  # no empty sections beside the verdict
     assert "TECH_TOOL" in out and out.rstrip().endswith("OK (0 warning(s))")
 
 
@@ -83,11 +85,13 @@ def test_split_writes_three_doccano_files_and_the_fingerprint(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = _write(tmp_path / "a.jsonl", RECORDS)
-    argv = ["data", "split", str(path), "--out", str(tmp_path / "out"), "--seed", "3"]
+    argv = ["data", "split", str(path), "--output-dir", str(tmp_path / "out"), "--seed", "3"]
 
     assert _run(argv) == 0
     first = capsys.readouterr().out
-    assert _run(argv) == 0
+    with pytest.raises(ConfigError, match=r"train.jsonl, .*test.jsonl already exist: pass --overwrite"):
+        _run(argv)  # the files are there: replaced only with --overwrite
+    assert _run([*argv, "--overwrite"]) == 0
     assert capsys.readouterr().out == first
     fingerprint = first.strip().rsplit(" ", 1)[-1]
     assert len(fingerprint) == 64
@@ -129,8 +133,20 @@ def test_synth_calls_the_generator(
 
     module = types.ModuleType("resume_ner.data.synth")
     module.write_synthetic_resumes = write_synthetic_resumes  # type: ignore[attr-defined]
+    module.SYNTH_FILE = "resumes.jsonl"  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "resume_ner.data.synth", module)
 
     assert _run(["data", "synth", "--n", "5", "--seed", "1", "--out", str(tmp_path)]) == 0
     assert calls == [(tmp_path, 5, 1)]
     assert str(tmp_path / "train.jsonl") in capsys.readouterr().out
+
+
+def test_conll_conversion_warns_once_for_every_widened_span(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    records = [{"id": i, "text": f"Jane{i} Doe, Python dev", "labels": [[0, 4, "Name"], [12, 16, "Tech Tools"]]}
+               for i in range(8)]  # "Jane" inside the token "Jane0", "Pyth" inside "Python": 2 widened spans each
+    source = _write(tmp_path / "a.jsonl", records)
+    with caplog.at_level("WARNING", logger="resume_ner.data.writers"):
+        assert _run(["data", "convert", str(source), "--to", "conll", "--output", str(tmp_path / "a.conll")]) == 0
+    [record] = [r for r in caplog.records if r.name == "resume_ner.data.writers"]
+    assert record.getMessage().startswith("16 span(s) of 8 document(s) not on token boundaries were widened")
+    assert record.getMessage().endswith(" ...")  # the first five documents named

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import json
 from pathlib import Path
 
@@ -183,3 +184,42 @@ def test_bad_item_in_json_array_is_named_by_line(tmp_path: Path) -> None:
 def test_empty_file_is_an_error_even_with_a_forced_format(tmp_path: Path) -> None:
     with pytest.raises(DataValidationError, match="file is empty"):
         read_documents(_write(tmp_path / "a.conll", "\n\n"), fmt="conll")
+
+
+@pytest.mark.parametrize(("bom", "codec"), [
+    (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be"), (codecs.BOM_UTF32_LE, "utf-32-le"),
+], ids=["utf-16-le", "utf-16-be", "utf-32-le"])
+def test_utf16_and_utf32_files_with_a_byte_order_mark_are_read(tmp_path: Path, bom: bytes, codec: str) -> None:
+    records = [{"id": "zoë", "text": "Zoë Doe\r\nPython", "labels": [[0, 7, "Name"]]}]
+    path = tmp_path / "a.jsonl"
+    path.write_bytes(bom + _jsonl(records).replace("\n", "\r\n").encode(codec))
+
+    result = read_documents(path)
+
+    assert detect_format(path) == "doccano" and result.problems == []
+    assert _as_tuples(result.documents) == [("zoë", "Zoë Doe\r\nPython", [Span(0, 7, "Name")])]
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "is not a text file (binary data at byte 9)"),
+    (b"PK\x03\x04" + bytes(range(128, 256)) * 4, "is not a text file (binary data at byte 3)"),
+    ('{"text": "x", "labels": []}\n'.encode("utf-16-le"), "looks like UTF-16 text without a byte order mark"),
+    ('Jane B-Name\n'.encode("utf-16-be"), "looks like UTF-16 text without a byte order mark"),
+    (codecs.BOM_UTF16_LE + b"{\x00\x00\xd8", "is UTF-16 text (byte order mark FF FE) but byte 5 is not valid "
+                                             "UTF-16; save it as UTF-8"),
+], ids=["png", "zip", "utf-16-le-without-bom", "utf-16-be-without-bom", "broken-utf-16"])
+@pytest.mark.parametrize("fmt", ["auto", "conll"])
+def test_binary_and_bom_less_utf16_files_are_named_as_such(tmp_path: Path, content: bytes, message: str,
+                                                            fmt: str) -> None:
+    path = tmp_path / "a.jsonl"
+    path.write_bytes(content)
+    with pytest.raises(DataValidationError) as info:
+        read_documents(path, fmt=fmt)
+    assert f"{path}: {message}" in str(info.value)
+
+
+def test_a_latin1_file_is_text_with_its_lines_named(tmp_path: Path) -> None:
+    path = tmp_path / "a.conll"
+    path.write_bytes("Zoë B-Name\nDoe I-Name\n\nat O\nCafé B-Company\n".encode("latin-1"))
+    result = read_documents(path)
+    assert [(p.line, "not valid UTF-8" in p.message) for p in result.problems] == [(1, True), (5, True)]

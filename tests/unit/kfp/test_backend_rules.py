@@ -35,7 +35,8 @@ REPO = Path(__file__).resolve().parents[3]
 COMMITTED = REPO / PIPELINES_DIR / PIPELINE_FILE
 DOCS = REPO / "docs" / "pipelines.md"
 BODY = "exit-handler-1"
-PLAN, LOAD, FINAL, TRIAL = [BODY, "plan-run"], [BODY, "load-data"], [BODY, "final-train"], [BODY, "for-loop-2", "hpo-trial"]
+PLAN, LOAD, FINAL = [BODY, "plan-run"], [BODY, "load-data"], [BODY, "final-train"]
+TRIAL = [BODY, "for-loop-2", "hpo-trial"]
 GPU = "nvidia.com/gpu"
 AKS_GPU_SELECTOR = {"kubernetes.azure.com/accelerator": "nvidia"}
 AKS_GPU_TOLERATION = {"key": "sku", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"}
@@ -280,11 +281,6 @@ def test_the_exit_handler_gets_the_exit_handler_dags_final_status():
     assert exit_task["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return f"sqlite:///{(tmp_path_factory.mktemp('mlflow') / 'mlflow.db').as_posix()}"
-
-
 @pytest.mark.parametrize(("state", "status", "tag"), [
     ("COMPLETE", "FINISHED", "SUCCEEDED"),  # the backend, every task succeeded
     ("CACHED", "FINISHED", "SUCCEEDED"),
@@ -380,7 +376,8 @@ def test_object_store_data_is_imported_as_a_new_dataset_artifact_every_run(compi
     assert importer["dependentTasks"] == ["plan-run"]  # the URI is checked first
     assert importer["inputs"]["parameters"]["uri"] == {"componentInputParameter": "pipelinechannel--data_uri"}
     assert body["inputDefinitions"]["parameters"]["pipelinechannel--data_uri"]["parameterType"] == "STRING"
-    executor = spec["deploymentSpec"]["executors"][spec["components"][importer["componentRef"]["name"]]["executorLabel"]]
+    label = spec["components"][importer["componentRef"]["name"]]["executorLabel"]
+    executor = spec["deploymentSpec"]["executors"][label]
     assert executor["importer"]["artifactUri"] == {"runtimeParameter": "uri"}
     assert executor["importer"]["reimport"] is True
     assert executor["importer"]["typeSchema"]["schemaTitle"] == "system.Dataset"

@@ -87,3 +87,37 @@ def test_a_five_field_cron_is_refused_before_any_request(server: FakeKfpServer, 
                  "--cron", "0 2 * * 1", "--param", "data_uri=/d"]) == 1
     assert "0 0 2 * * 1" in capsys.readouterr().err
     assert not server.requests_to("POST", f"{API}/recurringruns")
+
+
+@network
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["schedule", "--experiment", "w", "--cron", "0 2 * * 1"], "0 0 2 * * 1"),
+    (["schedule", "--experiment", "w", "--cron", "0 0 2 * * 1", "--max-concurrency", "0"], "max_concurrency 0"),
+    (["submit", "--experiment", "w", "--param", "nope=1"], "unknown run parameter(s) 'nope'"),
+    (["submit", "--experiment", "w", "--param", "n_trials=many"], "expected an integer"),
+    (["submit", "--experiment", "w", "--wait", "--timeout", "-5"], "--timeout -5"),
+    (["upload", "--package", "missing.yaml"], "resume-ner pipeline compile"),
+], ids=["cron", "concurrency", "parameter", "type", "timeout", "package"])
+def test_every_argument_is_checked_before_the_server_is_contacted(server: FakeKfpServer, capsys, argv, expected):
+    """Even with a server that answers, a bad argument makes no request at all (not even the health probe)."""
+    command, rest = argv[0], argv[1:]
+    package = [] if "--package" in rest else ["--package", PACKAGE]
+    assert main(["pipeline", command, "--host", server.url, *package, *rest]) == 1
+    assert expected in capsys.readouterr().err
+    assert server.requests == []
+
+
+def test_an_unreachable_server_is_reported_once_without_retry_warnings(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    done = subprocess.run([sys.executable, "-m", "resume_ner.cli.main", "pipeline", "submit", "--host",
+                           f"http://127.0.0.1:{port}", "--package", PACKAGE, "--experiment", "e", "--param",
+                           "data_uri=/d"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 1
+    assert "cannot reach the KFP API" in done.stderr
+    assert "Retrying" not in done.stderr and "urllib3" not in done.stderr, done.stderr

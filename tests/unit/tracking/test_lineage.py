@@ -34,12 +34,6 @@ _names = itertools.count()
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """One sqlite store for the module (creating its tables takes seconds)."""
-    return f"sqlite:///{(tmp_path_factory.mktemp('mlflow') / 'mlflow.db').as_posix()}"
-
-
-@pytest.fixture(scope="module")
 def client(store: str):
     from mlflow import MlflowClient
 

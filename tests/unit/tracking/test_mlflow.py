@@ -20,13 +20,6 @@ from resume_ner.tracking.mlflow import summarize_lost
 NO_WAIT = RetryPolicy(attempts=3, backoff_s=0.0)
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """One sqlite store for the module (creating its tables takes seconds)."""
-    db = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
-    return f"sqlite:///{db.as_posix()}"
-
-
 @pytest.fixture
 def client(store: str):
     from mlflow import MlflowClient

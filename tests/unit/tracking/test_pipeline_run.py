@@ -19,12 +19,6 @@ PIPELINE = "resume-ner-training"
 RUN_TAG = "resume_ner.pipeline_run_id"
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """One sqlite store for the module (creating its tables takes seconds); each test has its own experiment."""
-    return f"sqlite:///{(tmp_path_factory.mktemp('mlflow') / 'mlflow.db').as_posix()}"
-
-
 @pytest.fixture
 def tracking(store: str, request: pytest.FixtureRequest) -> TrackingConfig:
     return TrackingConfig(tracking_uri=store, experiment_name=f"pipeline-{request.node.name}")

@@ -155,3 +155,29 @@ def test_relog_command_line(copy, tmp_path, capsys) -> None:
     assert "(created)" in capsys.readouterr().out
     assert main(["tracking", "relog", str(copy), "-q"]) == 0
     assert "nothing to relog" in capsys.readouterr().out
+
+
+def test_relog_takes_where_to_log_from_config_dir_and_set(copy, tmp_path, capsys) -> None:
+    """--config-dir / --set give the destination (URI, experiment, run name); what is logged stays the directory's."""
+    from mlflow import MlflowClient
+
+    from resume_ner.cli.main import main
+
+    target = _store(tmp_path)
+    config_dir = tmp_path / "config"
+    config_dir.mkdir()
+    (config_dir / "tracking.yaml").write_text(f"tracking_uri: {target}\nexperiment_name: from-config-dir\n")
+    assert main(["tracking", "relog", str(copy), "--config-dir", str(config_dir),
+                 "--set", "tracking.run_name=from-set", "-q"]) == 0
+    assert "(created)" in capsys.readouterr().out
+    client = MlflowClient(target)
+    run = client.get_run(json.loads((copy / "train_result.json").read_text())["run_id"])
+    assert run.info.run_name == "from-set" and client.get_experiment(run.info.experiment_id).name == "from-config-dir"
+    assert run.data.params["training.epochs"] == "2"  # the training as it was
+
+    assert main(["tracking", "relog", str(copy), "--set", "training.epochs=3", "--set", "tracking.tags.a=b"]) == 1
+    err = capsys.readouterr().err
+    assert "only tracking.tracking_uri, tracking.experiment_name, tracking.run_name can be set" in err
+    assert "--set training.epochs=3" in err and "--set tracking.tags.a=b" in err
+    assert main(["tracking", "relog", str(copy), "--set", "tracking.experiment_nme=x"]) == 1
+    assert "did you mean tracking.experiment_name?" in capsys.readouterr().err

@@ -123,6 +123,50 @@ def test_resume_without_the_best_model_is_refused_before_training(tiny_config, s
     assert list_training_states(tmp_path / "run" / "checkpoints")  # nothing of the run was removed
 
 
+def _files(directory: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def test_resuming_a_finished_training_returns_its_result_and_changes_nothing(tiny_config, synth_documents, tmp_path):
+    train, val = _split(synth_documents)
+    tiny_config["training"]["epochs"] = 1
+    finished = train_model(tiny_config, train[:16], val[:4], tmp_path / "run")
+    files = _files(tmp_path / "run")
+    again = train_model(tiny_config, train[:16], val[:4], tmp_path / "run", resume=True)
+    assert again.to_dict() == json.loads((tmp_path / "run" / "train_result.json").read_text())
+    assert again.train_seconds == finished.train_seconds and again.global_step == finished.global_step
+    assert _files(tmp_path / "run") == files
+
+
+def test_an_overwrite_stopped_early_is_resumed_not_taken_for_the_training_it_replaces(
+    tiny_config, synth_documents, tmp_path
+):
+    train, val = _split(synth_documents)
+    tiny_config["training"].update(epochs=1, save_every_steps=1)
+    train_model(tiny_config, train[:16], val[:4], tmp_path / "run")
+    with pytest.raises(_Crash):
+        train_model(tiny_config, train[:16], val[:4], tmp_path / "run", overwrite=True, callbacks=[CrashAtStep(2)])
+    assert not (tmp_path / "run" / "train_result.json").exists()  # the replaced training's result is gone
+    resumed = train_model(tiny_config, train[:16], val[:4], tmp_path / "run", resume=True)
+    assert resumed.history and json.loads((tmp_path / "run" / "train_result.json").read_text()) == resumed.to_dict()
+
+
+def test_an_output_dir_that_cannot_be_written_is_refused_before_training(tiny_config, synth_documents, tmp_path):
+    import os
+    import stat
+
+    out = tmp_path / "run"
+    out.mkdir()
+    out.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    try:
+        if os.access(out, os.W_OK):
+            pytest.skip("a read-only directory stays writable for this user (root)")
+        with pytest.raises(CheckpointError, match=r"cannot write in the output directory .*run"):
+            train_model(tiny_config, synth_documents[:4], synth_documents[4:6], out)
+    finally:
+        out.chmod(stat.S_IRWXU)
+
+
 def test_early_stopping_stops_when_the_metric_does_not_improve(tiny_config, synth_documents, tmp_path):
     train, val = _split(synth_documents)
     tiny_config["training"].update(epochs=5, early_stopping_patience=1, metric="f1_micro", learning_rate=1e-12)

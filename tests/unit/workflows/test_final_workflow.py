@@ -75,11 +75,6 @@ def data_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_synthetic_resumes(tmp_path_factory.mktemp("data"), 40, seed=5)
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return f"sqlite:///{(tmp_path_factory.mktemp('mlflow') / 'mlflow.db').as_posix()}"
-
-
 def _tracked(tiny_config: dict, store: str, name: str) -> dict:
     config = copy.deepcopy(tiny_config)
     config["data"] = {"test_fraction": 0.2}

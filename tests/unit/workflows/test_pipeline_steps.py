@@ -27,12 +27,6 @@ from resume_ner.workflows.steps import (
 )
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """One sqlite MLflow store for the module (creating its tables takes seconds); tests use own experiments."""
-    return f"sqlite:///{(tmp_path_factory.mktemp('mlflow') / 'mlflow.db').as_posix()}"
-
-
 @pytest.fixture
 def data_file(tmp_path: Path) -> Path:
     """20 synthetic annotated resumes in one Doccano JSONL file."""
@@ -101,6 +95,8 @@ def test_the_compiled_config_is_the_base_of_every_step(tmp_path: Path, monkeypat
     config = pipeline_config(["training.learning_rate=2e-4"], n_trials=3)
     assert (config.training.epochs, config.training.learning_rate) == (5, 2e-4)
     assert (config.hpo.n_trials, config.pipeline.volume_claim) == (3, "data")
+    with pytest.raises(ConfigError, match=r"--set training.epochs=zero: expected an integer"):
+        pipeline_config(["training.epochs=zero"])  # a run's bad override is named, not the compiled config
     monkeypatch.setenv(PIPELINE_CONFIG_ENV, "{not json")
     with pytest.raises(ConfigError, match="RESUME_NER_PIPELINE_CONFIG is not JSON"):
         pipeline_config()
