@@ -43,6 +43,7 @@ CASES = [
     f"pipeline upload --host {UNREACHABLE} --package missing.yaml",
     f"pipeline submit --host {UNREACHABLE} --package pipeline.yaml --experiment e --param data_uri=/mnt/d",
     "pipeline compile --cluster --out-root build",
+    "azureml submit --job missing.yaml",
     "register nothing-here",
 ]
 

@@ -39,6 +39,20 @@ SELECT_BEST_HELP = ("The pipeline's select_best step: the best trial's searched 
 SDK_NOTICES_LOGGER = "azure.ai.ml._utils._experimental"
 
 
+def _load_job(path: Path) -> Any:
+    """The AzureML job of the YAML at ``path``; a ``ConfigError`` naming the file and what is wrong with it."""
+    from azure.ai.ml import load_job
+    from azure.ai.ml.exceptions import MlException
+    from marshmallow.exceptions import ValidationError
+
+    try:
+        return load_job(path)
+    except (MlException, ValidationError) as exc:
+        first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise ConfigError(f"--job {path}: not an AzureML job ({first}); write one with `resume-ner azureml build "
+                          "--output FILE`") from None
+
+
 def _quiet_sdk_notices(args: argparse.Namespace) -> None:
     """Keep azure-ai-ml's experimental-class notices off stderr unless ``--verbose``."""
     if not getattr(args, "verbose", False):
@@ -111,9 +125,10 @@ def build_job(args: argparse.Namespace) -> Any:
 
 def cmd_build(args: argparse.Namespace) -> int:
     """Write the YAML of an AzureML job: final training, sweep, sweep dry run or pipeline (no Azure access)."""
-    from resume_ner.io import write_text_atomic
+    from resume_ner.io import check_outputs, write_text_atomic
 
     _quiet_sdk_notices(args)
+    check_outputs([args.output], overwrite=args.overwrite)
     job = build_job(args)
     text = io.StringIO()
     job.dump(text)
@@ -128,8 +143,6 @@ def _studio(job: Any) -> str:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     """Submit a job YAML to the AzureML workspace; with --wait, wait for it and check its results."""
-    from azure.ai.ml import load_job
-
     from resume_ner.azureml.jobs import BACKBONE_TAG, KIND_TAG
     from resume_ner.azureml.submit import (
         submit_and_wait_for_job,
@@ -139,8 +152,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
     )
 
     _quiet_sdk_notices(args)
+    job = _load_job(args.job)  # every argument is checked before the workspace is contacted
+    if args.wait and not (args.timeout >= 0 and args.poll_interval >= 0):
+        raise ConfigError(f"--timeout {args.timeout:g} and --poll-interval {args.poll_interval:g}: both must be "
+                          "numbers of seconds, 0 or more")
     ml_client = workspace_client(args.subscription_id, args.resource_group, args.workspace)
-    job = load_job(args.job)
     if not args.wait:
         submitted = ml_client.jobs.create_or_update(job)
         print(f"submitted {submitted.name}: {submitted.status}" + _studio(submitted))
@@ -180,6 +196,7 @@ def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     build.add_argument("--kind", choices=KINDS, required=True, help="the job to build")
     build.add_argument("--output", "--out", dest="output", metavar="FILE", type=Path, required=True,
                        help="job YAML file to write (--out is an alias)")
+    build.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     build.add_argument("--data-asset", required=True,
                        help="the data folder: azureml:NAME:VERSION, or an azureml://, https:// or abfss:// URI")
     build.add_argument("--compute", required=True, help="AzureML compute cluster of the job")

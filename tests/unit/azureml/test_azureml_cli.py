@@ -36,7 +36,7 @@ def _args(argv: list[str]) -> argparse.Namespace:
 def _build(tmp_path: Path, kind: str, *extra: str) -> tuple[dict, dict]:
     """(the job built in process, the job ``load_job`` reads from the written YAML), as normalised dicts."""
     out = tmp_path / f"{kind}.yaml"
-    args = _args(["build", "--kind", kind, "--out", str(out), *TARGET, *extra])
+    args = _args(["build", "--kind", kind, "--out", str(out), "--overwrite", *TARGET, *extra])
     assert args.func(args) == 0
     loaded = load_job(out)
     if isinstance(loaded, Command):  # load_job reads a command job as a command node
@@ -211,7 +211,7 @@ def test_a_job_submitted_directly_uploads_a_local_data_folder_from_its_absolute_
 
 def _submit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, client: FakeMLClient, kind: str, *flags: str) -> int:
     out = tmp_path / f"{kind}.yaml"
-    build = _args(["build", "--kind", kind, "--out", str(out), *TARGET])
+    build = _args(["build", "--kind", kind, "--out", str(out), "--overwrite", *TARGET])
     build.func(build)
     monkeypatch.setattr(submit, "workspace_client", lambda *workspace: client)
     args = _args(["submit", "--job", str(out), "--poll-interval", "0", *flags])
@@ -249,6 +249,26 @@ def test_submit_needs_a_workspace(monkeypatch):
     with pytest.raises(ConfigError, match=r"no AzureML workspace: set AZURE_SUBSCRIPTION_ID \(--subscription-id\), "
                                           r"AZUREML_WORKSPACE_NAME \(--workspace\)"):
         submit.workspace_client()
+
+
+@pytest.mark.parametrize(("content", "argv", "expected"), [
+    (None, [], "--job job.yaml: not an AzureML job (No such file or directory"),
+    ("command: [", [], "--job job.yaml: not an AzureML job (Error while parsing yaml file"),
+    ("kind: nope", [], "--job job.yaml: not an AzureML job (Validation for"),
+    ("", ["--wait", "--timeout", "-1"], "--timeout -1 and --poll-interval 30: both must be numbers of seconds"),
+], ids=["missing", "not-yaml", "not-a-job", "timeout"])
+def test_submit_checks_the_job_file_and_its_options_before_the_workspace(tmp_path, monkeypatch, capsys, content,
+                                                                        argv, expected):
+    monkeypatch.chdir(tmp_path)
+    if content is not None:
+        (tmp_path / "job.yaml").write_text(content)
+    if not content and argv:  # a valid job, so that only the option is wrong
+        assert main(["azureml", "build", "--kind", "final", "--output", "job.yaml", "--overwrite",
+                     *DEFAULT_TARGET]) == 0
+        capsys.readouterr()
+    monkeypatch.setattr(submit, "workspace_client", lambda *a: pytest.fail("the workspace was contacted"))
+    assert main(["azureml", "submit", "--job", "job.yaml", *argv]) == 1
+    assert expected in capsys.readouterr().err
 
 
 # --- the shipped hpo defaults, help text, flags --------------------------------------------------------------
@@ -326,3 +346,12 @@ def test_select_best_writes_a_directory_with_output_dir():
     assert args.output_dir == Path("cfg")
     assert _args(["select-best", "--trial-dir", "t", "--param", "model.dropout", "--out", "cfg"]).output_dir == \
         Path("cfg")
+
+
+def test_build_replaces_a_job_file_only_with_overwrite(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "job.yaml").write_text("an earlier job\n")
+    assert main(["azureml", "build", "--kind", "final", "--output", "job.yaml", *DEFAULT_TARGET]) == 1
+    assert "job.yaml already exists: pass --overwrite" in capsys.readouterr().err
+    assert (tmp_path / "job.yaml").read_text() == "an earlier job\n"
+    assert main(["azureml", "build", "--kind", "final", "--output", "job.yaml", "--overwrite", *DEFAULT_TARGET]) == 0
