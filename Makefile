@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: run test test-fast bench bench-quick install lock lock-azureml clean config-docs compile image image-cuda image-azureml image-cuda-azureml
+.PHONY: run test test-fast test-containers bench bench-quick install lock lock-azureml clean config-docs compile base-image wheelhouse image image-cuda image-azureml image-cuda-azureml
 
 install: $(STAMP)
 
@@ -66,21 +66,40 @@ config-docs: $(STAMP)
 compile: $(STAMP)
 	$(VENV)/bin/resume-ner pipeline compile --out-root .
 
-# The image name the pipeline is compiled with and the manifests use: $RESUME_NER_IMAGE, else pipeline.image.
+# The image name the pipeline is compiled with: $RESUME_NER_IMAGE, else pipeline.image.
 IMAGE = $(shell $(PY) -c 'import os; from resume_ner.config import load; print(os.environ.get("RESUME_NER_IMAGE") or load(os.environ.get("RESUME_NER_CONFIG_DIR")).pipeline.image)')
+# The base of the CPU image: a public Python 3.11 image; without a registry, `make base-image` makes
+# resume-ner-base:bookworm (pass BASE_IMAGE=resume-ner-base:bookworm).
+BASE_IMAGE ?= python:3.11.13-slim-bookworm
+LOCAL_BASE_IMAGE = resume-ner-base:bookworm
+REQUIREMENTS ?= requirements.lock
 
+# The Debian base made by debootstrap, for machines without a registry (root; cached in $$RESUME_NER_CACHE).
+base-image:
+	images/base-image.sh $(LOCAL_BASE_IMAGE)
+
+# build/wheelhouse: wheels of torch and $(REQUIREMENTS) made here, for an air-gapped `make image` (cached).
+wheelhouse: $(STAMP)
+	PYTHON=$(PY) images/wheelhouse.sh $(REQUIREMENTS)
+
+# Installs from build/wheelhouse when it exists (no package index needed in the build), else from the index.
 image: $(STAMP)
-	docker build -f images/Dockerfile -t $(IMAGE) .
+	docker build -f images/Dockerfile --build-arg BASE_IMAGE=$(BASE_IMAGE) --build-arg REQUIREMENTS=$(REQUIREMENTS) -t $(IMAGE) .
 
 image-cuda: $(STAMP)
-	docker build -f images/Dockerfile.cuda -t $(IMAGE)-cuda .
+	docker build -f images/Dockerfile.cuda --build-arg REQUIREMENTS=$(REQUIREMENTS) -t $(IMAGE)-cuda .
 
 # The AzureML variants: MLflow that reads azureml:// tracking URIs (requirements-azureml.lock).
 image-azureml: $(STAMP)
-	docker build -f images/Dockerfile --build-arg REQUIREMENTS=requirements-azureml.lock -t $(IMAGE)-azureml .
+	docker build -f images/Dockerfile --build-arg BASE_IMAGE=$(BASE_IMAGE) --build-arg REQUIREMENTS=requirements-azureml.lock -t $(IMAGE)-azureml .
 
 image-cuda-azureml: $(STAMP)
 	docker build -f images/Dockerfile.cuda --build-arg REQUIREMENTS=requirements-azureml.lock -t $(IMAGE)-cuda-azureml .
+
+# The container tier: the image built here (private dockerd when none runs, debootstrap base, wheelhouse), then
+# the CLI, the training entrypoint and the whole pipeline inside it (tests/containers). Run by .ci/run.
+test-containers: $(STAMP)
+	$(PY) -m pytest tests/containers -p no:cacheprovider $(PYTEST_ARGS)
 
 clean:
 	rm -rf runs mlruns .pytest_cache

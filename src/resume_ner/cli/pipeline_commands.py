@@ -60,7 +60,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         overrides = DEMO_SETTINGS + overrides
         print(f"embedded default: {args.n} synthetic resumes -> {data}")
     config = load(args.config_dir, overrides)
-    summary = run_local(config, data_uri=data, output_dir=output_dir, parallelism=args.parallelism)
+    summary = run_local(config, data_uri=data, output_dir=output_dir, parallelism=args.parallelism,
+                        containers=args.containers)
     _print_summary(summary, show_entities=args.data is None, seed=args.seed)
     return 0
 
@@ -179,6 +180,9 @@ def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
 
     run = commands.add_parser("run", parents=parents, help=cmd_run.__doc__, description=cmd_run.__doc__)
     run.add_argument("--local", action="store_true", help="run with kfp.local on this machine (required)")
+    run.add_argument("--containers", action="store_true",
+                     help="run each task in a container of the pipeline's image (a Docker engine; make image), as a "
+                          "KFP launcher would, instead of as a subprocess of this Python")
     run.add_argument("--data", help="file or directory of annotated resumes (default: synthetic resumes)")
     run.add_argument("--output-dir", default="runs/pipeline", help="pipeline root, study, work dirs (default: "
                                                                    "runs/pipeline)")

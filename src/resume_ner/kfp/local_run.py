@@ -1,7 +1,8 @@
 """Run the ``resume-ner-training`` pipeline on this machine with ``kfp.local``.
 
-Each task runs as a subprocess of the current Python environment (``SubprocessRunner(use_venv=False)``),
-HPO workers two at a time, with a local MLflow store and a sqlite Optuna storage shared by the workers.
+Each task runs as a subprocess of the current Python environment (``SubprocessRunner(use_venv=False)``), or in a
+container of the pipeline's image (``kfp.container_runner``), HPO workers two at a time, with a local MLflow store
+and a sqlite Optuna storage shared by the workers.
 Artifacts land under ``<output_dir>/pipeline_root/resume-ner-training-<timestamp>/<task>/<output>``.
 """
 
@@ -65,11 +66,14 @@ def run_local(
     data_uri: str | Path,
     output_dir: str | Path,
     parallelism: int | None = None,
+    containers: bool = False,
 ) -> LocalRunSummary:
     """Run the whole pipeline locally on ``data_uri`` with ``config``, which every task gets as the pipeline's
-    compile-time config (as on a cluster).
+    compile-time config (as on a cluster). With ``containers`` each task runs in a container of the pipeline's
+    image (``container_runner``: kfp.local's DockerRunner), else as a subprocess of this Python.
 
-    The MLflow URI is ``tracking.tracking_uri`` / ``$MLFLOW_TRACKING_URI`` / the local default; the Optuna
+    The MLflow URI is ``tracking.tracking_uri`` / ``$MLFLOW_TRACKING_URI`` / the local default (in containers:
+    ``<output_dir>/mlruns/mlflow.db``, which they can write); the Optuna
     storage ``hpo.storage`` or ``<output_dir>/hpo/optuna.db`` (one study per pipeline run). Raises
     ``ResumeNerError`` naming the task that failed (its log is printed above).
     """
@@ -86,7 +90,14 @@ def run_local(
     if "://" not in storage:
         Path(storage).parent.mkdir(parents=True, exist_ok=True)
     tracking_uri = resolve_tracking_uri(None, config.tracking) if config.tracking.enabled else ""
-    kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
+    if containers:
+        from resume_ner.kfp.container_runner import container_runner, container_tracking_uri
+
+        tracking_uri = container_tracking_uri(config.tracking, output_dir) if config.tracking.enabled else ""
+        runner = container_runner(config, data_uri=data_uri, output_dir=output_dir, tracking_uri=tracking_uri)
+    else:
+        runner = kfp.local.SubprocessRunner(use_venv=False)
+    kfp.local.init(runner=runner, pipeline_root=str(root), raise_on_error=True)
     pipeline = build_pipeline(config)
     before = set(root.iterdir())
     started = time.monotonic()

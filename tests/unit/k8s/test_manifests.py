@@ -520,16 +520,16 @@ def _final_stage(instructions: list[tuple[str, str]]) -> list[tuple[str, str]]:
 
 
 def _pip_installs(instructions: list[tuple[str, str]]) -> list[tuple[int, list[str]]]:
-    """(instruction index, argv) of every `pip install` in RUN instructions, in order."""
+    """(instruction index, argv) of every install in RUN instructions, in order: images/pip-install.sh (installed
+    as pip-install) or a plain `pip install`, with the environment assignments before it."""
     found = []
     for index, (name, args) in enumerate(instructions):
         if name != "RUN":
             continue
         for command in re.split(r"&&|;|\|\|", args):
             argv = shlex.split(command)
-            if "pip" in [Path(a).name for a in argv[:3]] and "install" in argv:
-                found.append((index, argv))
-            elif argv[:4] in (["python", "-m", "pip", "install"], ["python3", "-m", "pip", "install"]):
+            words = [a for a in argv if not re.match(r"^[A-Z_]+=", a)]
+            if words[:1] == ["pip-install"] or ("pip" in [Path(a).name for a in words[:3]] and "install" in words):
                 found.append((index, argv))
     return found
 
@@ -546,37 +546,66 @@ def test_dockerfile_runs_as_a_fixed_non_root_uid(dockerfile: Path):
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
-def test_dockerfile_installs_torch_first_then_the_lock_in_one_pip_call(dockerfile: Path):
+def test_dockerfile_installs_torch_first_then_the_pinned_runtime_set_then_the_project(dockerfile: Path):
     instructions = _instructions(dockerfile)
     installs = _pip_installs(instructions)
+    assert installs and all("pip-install" in argv for _, argv in installs), installs  # wheelhouse or index
     torch = [(i, argv) for i, argv in installs if any(a.startswith("torch") for a in argv)]
     assert len(torch) == 1, torch
     torch_index, torch_argv = torch[0]
     assert "torch==2.13.0" in torch_argv
-    index_url = torch_argv[torch_argv.index("--index-url") + 1]
+    index_url = next(a.split("=", 1)[1] for a in torch_argv if a.startswith("PIP_INDEX_URL="))
     if dockerfile.name == "Dockerfile":
         assert index_url == "https://download.pytorch.org/whl/cpu"
     else:
         args = dict(a.split("=", 1) for n, a in instructions if n == "ARG" and "=" in a)
-        assert re.fullmatch(r"https://download\.pytorch\.org/whl/cu12\d", args.get("TORCH_INDEX_URL", index_url))
-    lock = [(i, argv) for i, argv in installs if any(a.endswith("requirements.lock") for a in argv)]
-    assert len(lock) == 1, "requirements.lock is installed with one pip call"
-    lock_index, lock_argv = lock[0]
-    assert lock_argv.count("-r") == 1 and torch_index < lock_index
+        assert index_url == "${TORCH_INDEX_URL}"
+        assert re.fullmatch(r"https://download\.pytorch\.org/whl/cu12\d", args["TORCH_INDEX_URL"])
+    pinned = [(i, argv) for i, argv in installs if "--constraint" in argv]
+    assert len(pinned) == 1, "the runtime set is installed with one pip call, pinned by the lock"
+    pinned_index, pinned_argv = pinned[0]
+    constraint = " ".join(pinned_argv[pinned_argv.index("--constraint") + 1:][:2])
+    assert constraint == "/tmp/install/$(basename ${REQUIREMENTS})"
+    assert pinned_argv[-1] == "/tmp/resume-ner[kfp,azureml,backbone]" and torch_index < pinned_index
     project = [(i, argv) for i, argv in installs if "--no-deps" in argv]
-    assert len(project) == 1 and project[0][0] > lock_index
+    assert len(project) == 1 and project[0][0] > pinned_index
+    extras = re.search(r"\[project\.optional-dependencies\](.*?)\n\[", (REPO / "pyproject.toml").read_text(),
+                       re.DOTALL).group(1)
+    assert {"kfp", "azureml", "backbone"} <= set(re.findall(r"^(\w+) =", extras, re.MULTILINE))
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
-def test_dockerfile_lock_is_a_build_arg_for_the_azureml_variant(dockerfile: Path):
+def test_dockerfile_installs_from_a_wheelhouse_when_given_and_takes_the_lock_as_a_build_arg(dockerfile: Path):
     instructions = _instructions(dockerfile)
     args = dict(a.split("=", 1) for n, a in instructions if n == "ARG" and "=" in a)
     assert args["REQUIREMENTS"] == "requirements.lock"
-    copies = [a.split() for n, a in instructions if n == "COPY" and a.split()[-1] == "/tmp/requirements.lock"]
-    assert copies == [["${REQUIREMENTS}", "/tmp/requirements.lock"]]
+    copies = [a.split() for n, a in instructions if n == "COPY" and a.split()[-1] == "/tmp/install/"]
+    assert copies == [["${REQUIREMENTS}", "build/wheelhouse*", "/tmp/install/"]]
+    assert ["images/pip-install.sh", "/usr/local/bin/pip-install"] in [a.split() for n, a in instructions
+                                                                         if n == "COPY"]
+    helper = (IMAGES / "pip-install.sh").read_text(encoding="utf-8")
+    assert "--no-index --find-links /tmp/install" in helper  # with a wheelhouse, no index is contacted
     makefile = (REPO / "Makefile").read_text(encoding="utf-8")
-    assert f"-f images/{dockerfile.name} --build-arg REQUIREMENTS=requirements-azureml.lock" in makefile
+    assert f"-f images/{dockerfile.name} " in makefile and "REQUIREMENTS=requirements-azureml.lock" in makefile
     assert (REPO / "requirements-azureml.lock").is_file()
+
+
+def _steps(dockerfile: Path) -> list[tuple[str, str]]:
+    """The instructions that install and configure the project, as the CPU and CUDA images must share them: not
+    the bases (FROM, and the CUDA image's Python stage), not where torch comes from."""
+    instructions = _instructions(dockerfile)
+    first = next(i for i, (name, args) in enumerate(instructions) if name == "FROM" and args.endswith("AS build"))
+    steps = []
+    for name, args in instructions[first + 1:]:
+        if name == "FROM" or "TORCH_INDEX_URL" in args or "PIP_INDEX_URL" in args:
+            continue
+        steps.append((name, args.replace("python3.11 ", "python3 ")))
+    return steps
+
+
+def test_the_cuda_dockerfile_keeps_in_step_with_the_cpu_one():
+    """The CUDA image cannot be built here (no CUDA base): it must install and run exactly as the CPU one does."""
+    assert _steps(IMAGES / "Dockerfile.cuda") == _steps(IMAGES / "Dockerfile")
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
@@ -584,7 +613,10 @@ def test_dockerfile_entrypoint_environment_and_sources(dockerfile: Path):
     instructions = _instructions(dockerfile)
     final = _final_stage(instructions)
     entrypoints = [args for name, args in final if name == "ENTRYPOINT"]
-    assert entrypoints and entrypoints[-1] == '["resume-ner"]'
+    assert entrypoints and entrypoints[-1] == '["resume-ner-entrypoint"]'
+    assert ["images/entrypoint.sh", "/usr/local/bin/resume-ner-entrypoint"] in [a.split() for n, a in final
+                                                                                  if n == "COPY"]
+    assert 'exec resume-ner "$@"' in (IMAGES / "entrypoint.sh").read_text(encoding="utf-8")
     assert [args for name, args in final if name == "WORKDIR"][-1] == "/home/resume-ner"
     env = " ".join(args for name, args in final if name == "ENV")
     for setting in ("HF_HUB_OFFLINE=1", "TRANSFORMERS_OFFLINE=1", "TOKENIZERS_PARALLELISM=false",
@@ -610,6 +642,8 @@ def test_dockerfile_entrypoint_environment_and_sources(dockerfile: Path):
 def test_dockerignore_keeps_local_state_out_of_the_build_context():
     entries = {line.strip().rstrip("/") for line in (REPO / ".dockerignore").read_text().splitlines()
                if line.strip() and not line.startswith("#")}
-    assert {".venv", ".git", "runs", "mlruns", "tests"} <= entries
+    assert {".venv", ".git", "runs", "mlruns", "tests", "build"} <= entries
     for needed in ("src", "pyproject.toml", "requirements.lock", "README.md"):
         assert needed not in entries
+    # back in after their folders are left out: the wheelhouse of an air-gapped build, the image's scripts
+    assert {"!build/wheelhouse", "!images/pip-install.sh", "!images/entrypoint.sh"} <= entries

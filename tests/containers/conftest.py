@@ -1,0 +1,99 @@
+"""The container tier (`make test-containers`): a real Docker engine, the image built from images/Dockerfile, and
+the CLI, the training entrypoint and the whole pipeline run inside it.
+
+The engine is $DOCKER_HOST, else the local one, else a private dockerd started here (images/dockerd.sh: root, data
+root in the cache so images and layers survive for the next run) and stopped at the end. No registry is reachable
+on these machines, so the image is built on the Debian base of images/base-image.sh, from the wheelhouse of
+images/wheelhouse.sh (both cached under $RESUME_NER_CACHE, keyed by what they are made of), with
+RESUME_NER_BASE_IMAGE=python:3.11.13-slim-bookworm to build on the public base where a registry is reachable.
+The tier ends with one line: the image's size and the time each step took.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+LOCAL_BASE_IMAGE = "resume-ner-base:bookworm"
+FIGURES: dict[str, str] = {}
+
+
+def _run(command: list[str], env: dict[str, str], timeout: float = 1800) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    if done.returncode != 0:
+        pytest.fail(f"{' '.join(command)} exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    return done
+
+
+def _engine_answers(env: dict[str, str]) -> bool:
+    docker = shutil.which("docker")
+    return docker is not None and subprocess.run([docker, "version"], env=env, capture_output=True,
+                                                 timeout=60).returncode == 0
+
+
+@pytest.fixture(scope="session")
+def docker_env() -> Iterator[dict[str, str]]:
+    """The environment of docker commands (DOCKER_HOST of a running engine), a private engine started if need be."""
+    env = {**os.environ, "DOCKER_BUILDKIT": "0"}  # the classic builder: no buildx plugin, no frontend image to pull
+    if _engine_answers(env):
+        yield env
+        return
+    started = time.monotonic()
+    host = _run([str(REPO / "images" / "dockerd.sh"), "start"], env).stdout.strip().splitlines()[-1]
+    FIGURES["engine"] = f"private dockerd {time.monotonic() - started:.0f}s"
+    env["DOCKER_HOST"] = host
+    os.environ["DOCKER_HOST"] = host  # for the docker package (kfp.local's DockerRunner) in this process
+    try:
+        yield env
+    finally:
+        subprocess.run([str(REPO / "images" / "dockerd.sh"), "stop"], env=env, capture_output=True, timeout=120)
+
+
+@pytest.fixture(scope="session")
+def image(docker_env: dict[str, str]) -> str:
+    """The pipeline's image, built from images/Dockerfile on this machine (cached layers make a warm build quick)."""
+    from resume_ner.config import load
+    from resume_ner.kfp.pipelines import resolve_image
+
+    name = resolve_image(load())
+    base = os.environ.get("RESUME_NER_BASE_IMAGE", LOCAL_BASE_IMAGE)
+    if base == LOCAL_BASE_IMAGE:
+        started = time.monotonic()
+        said = _run([str(REPO / "images" / "base-image.sh"), base], docker_env).stdout.strip().splitlines()[-1]
+        FIGURES["base"] = f"{time.monotonic() - started:.0f}s ({'cached' if 'already' in said else 'made'})"
+    started = time.monotonic()
+    said = _run([str(REPO / "images" / "wheelhouse.sh")], {**docker_env, "PYTHON": str(REPO / ".venv/bin/python")})
+    FIGURES["wheelhouse"] = f"{time.monotonic() - started:.0f}s ({said.stdout.strip().splitlines()[-1]})"
+    started = time.monotonic()
+    _run(["docker", "build", "-q", "-f", "images/Dockerfile", "--build-arg", f"BASE_IMAGE={base}", "-t", name, "."],
+         docker_env)
+    FIGURES["build"] = f"{time.monotonic() - started:.0f}s"
+    size = int(_run(["docker", "image", "inspect", "-f", "{{.Size}}", name], docker_env).stdout)
+    FIGURES["image"] = f"{name} {size / 1e9:.2f} GB"
+    return name
+
+
+def docker_run(env: dict[str, str], image: str, *args: str, options: tuple[str, ...] = (),
+               timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    """``docker run --rm`` of ``image`` with a read-only root and a writable /tmp and home, as the pods run it."""
+    command = ["docker", "run", "--rm", "--network", "none", "--read-only", "--tmpfs", "/tmp",
+               "--tmpfs", "/home/resume-ner:uid=10001,gid=10001", *options, image, *args]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def tier_figures() -> dict[str, str]:
+    """What the tier measured, printed at its end (add a figure with ``tier_figures[name] = text``)."""
+    return FIGURES
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if FIGURES:
+        terminalreporter.write_line("container tier: " + "; ".join(f"{k} {v}" for k, v in FIGURES.items()))
