@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: run test test-fast test-containers bench bench-quick install lock lock-azureml clean config-docs compile base-image wheelhouse image image-cuda image-azureml image-cuda-azureml
+.PHONY: run test test-fast test-containers test-cluster bench bench-quick install lock lock-azureml clean config-docs compile base-image wheelhouse image image-cuda image-azureml image-cuda-azureml
 
 install: $(STAMP)
 
@@ -100,6 +100,11 @@ image-cuda-azureml: $(STAMP)
 # the CLI, the training entrypoint and the whole pipeline inside it (tests/containers). Run by .ci/run.
 test-containers: $(STAMP)
 	$(PY) -m pytest tests/containers -p no:cacheprovider $(PYTEST_ARGS)
+
+# The cluster tier: a single-node Kubernetes 1.20 built here (cached), the manifests admitted and applied, RBAC
+# and GPU placement checked on it (tests/cluster; root). Run by .ci/run after the container tier.
+test-cluster: $(STAMP)
+	$(PY) -m pytest tests/cluster -p no:cacheprovider $(PYTEST_ARGS)
 
 clean:
 	rm -rf runs mlruns .pytest_cache

@@ -27,11 +27,14 @@ start)
     exit 1
     ;;
 stop)
-    [ -f "$run/dockerd.pid" ] || exit 0
-    pid=$(cat "$run/dockerd.pid")
-    kill "$pid" 2>/dev/null || true
-    for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || exit 0; sleep 1; done
-    kill -9 "$pid" 2>/dev/null || true
+    if [ -f "$run/dockerd.pid" ]; then
+        pid=$(cat "$run/dockerd.pid")
+        kill "$pid" 2>/dev/null || true
+        for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
+        kill -9 "$pid" 2>/dev/null || true
+    fi
+    # what the engine mounted under its exec root (the network namespace of its default network)
+    mount | awk '{print $3}' | grep "^$run/" | sort -r | while read -r m; do umount "$m" 2>/dev/null || umount -l "$m"; done
     ;;
 *)
     echo "usage: images/dockerd.sh start|stop" >&2; exit 2 ;;
