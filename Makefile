@@ -102,7 +102,8 @@ test-containers: $(STAMP)
 	$(PY) -m pytest tests/containers -p no:cacheprovider $(PYTEST_ARGS)
 
 # The cluster tier: a single-node Kubernetes 1.20 built here (cached), the manifests admitted and applied, RBAC
-# and GPU placement checked on it (tests/cluster; root). Run by .ci/run after the container tier.
+# and GPU placement checked, the MLflow and PostgreSQL services run with a training Job and an emulated two-node
+# PyTorchJob logging to them (tests/cluster; root). Run by .ci/run after the container tier.
 test-cluster: $(STAMP)
 	$(PY) -m pytest tests/cluster -p no:cacheprovider $(PYTEST_ARGS)
 

@@ -1,19 +1,22 @@
 """The cluster tier (`make test-cluster`): a real single-node Kubernetes v1.20.2 on 127.0.0.1 (API server with RBAC,
-controller manager, scheduler, a kubelet on the container tier's Docker engine), built here from Debian's source
-package (tests/cluster/k8s/build.sh, cached under $RESUME_NER_CACHE by the script's hash) and stopped by its PIDs at
+controller manager, scheduler, a kubelet on the container tier's Docker engine, kube-proxy), built here from Debian's
+source package (tests/cluster/k8s/build.sh, cached under $RESUME_NER_CACHE by the script's hash) and stopped by its PIDs at
 the end, also when a check fails (tests/cluster/k8s/down.sh). Needs root.
 
 1.20 is older than AKS: the tier checks what holds across versions (admission of core objects and of a CRD's
-schema, RBAC, scheduling); kubernetes-validate checks the manifests against a current schema in `make test`. No
-Training Operator, Argo or KFP backend runs here.
+schema, RBAC, scheduling, the services running, Service routing); kubernetes-validate checks the manifests against a
+current schema in `make test`. No Training Operator (its pods are emulated: test_pytorchjob_emulation.py), Argo or
+KFP backend runs here, and no CNI plugin or cluster DNS: pods use the host's network and hostAliases.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,18 +26,14 @@ import yaml
 from pytorchjob_crd import pytorchjob_crd
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests" / "containers"))
+from project_image import build_project_image, run_or_fail  # noqa: E402 - the container tier's image build
+
 K8S = REPO / "tests" / "cluster" / "k8s"
 RUN_DIR = Path("/tmp/resume-ner-k8s")  # short: the kubelet's and dockershim's socket paths live under it
 FIGURES: dict[str, str] = {}
+POSTGRES_IMAGE = "resume-ner-postgres:bookworm"  # the stand-in for postgres:16.10-bookworm (k8s/postgres-image.sh)
 MODES = {"kfp-standalone": "kubeflow", "kfp-multi-user": "kubeflow-user-example-com"}  # namespace of each
-
-
-def _run(command: list[str], env: dict[str, str], timeout: float = 1800) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run([str(c) for c in command], env=env, capture_output=True, text=True, timeout=timeout)
-    if done.returncode != 0:
-        pytest.fail(f"{' '.join(map(str, command))} exited {done.returncode}:\n{done.stdout[-3000:]}\n"
-                    f"{done.stderr[-3000:]}")
-    return done
 
 
 def _engine_answers(env: dict[str, str]) -> bool:
@@ -52,16 +51,18 @@ def cluster() -> Iterator[dict[str, str]]:
         pytest.fail("the cluster tier drives the cluster with kubectl (1.21 or later, for kustomize's `labels`)")
     env = dict(os.environ)
     started = time.monotonic()
-    binaries = _run([K8S / "build.sh"], env).stdout.strip().splitlines()[-1]
+    binaries = run_or_fail([K8S / "build.sh"], env).stdout.strip().splitlines()[-1]
     FIGURES["kubernetes build"] = f"{time.monotonic() - started:.0f}s"
     engine_started = not _engine_answers(env)
     if engine_started:
-        env["DOCKER_HOST"] = _run([REPO / "images" / "dockerd.sh", "start"], env).stdout.strip().splitlines()[-1]
+        env["DOCKER_HOST"] = run_or_fail([REPO / "images" / "dockerd.sh", "start"],
+                                         env).stdout.strip().splitlines()[-1]
     subprocess.run([str(K8S / "down.sh"), str(RUN_DIR)], env=env, capture_output=True, timeout=120)  # leftovers
     shutil.rmtree(RUN_DIR, ignore_errors=True)
     started = time.monotonic()
     try:
-        env["KUBECONFIG"] = _run([K8S / "up.sh", binaries, RUN_DIR], env, timeout=300).stdout.strip().splitlines()[-1]
+        env["KUBECONFIG"] = run_or_fail([K8S / "up.sh", binaries, RUN_DIR], env,
+                                        timeout=300).stdout.strip().splitlines()[-1]
         FIGURES["cluster start"] = f"{time.monotonic() - started:.0f}s"
         yield env
     finally:
@@ -116,3 +117,82 @@ def tier_figures() -> dict[str, str]:
 def pytest_terminal_summary(terminalreporter) -> None:
     if FIGURES:
         terminalreporter.write_line("cluster tier: " + "; ".join(f"{k} {v}" for k, v in FIGURES.items()))
+
+
+@pytest.fixture(scope="session")
+def image(cluster) -> str:
+    """The project image in the kubelet's engine (built as the container tier builds it; cached layers)."""
+    return build_project_image(cluster, FIGURES)
+
+
+def node_ip(env: dict[str, str]) -> str:
+    """The node's InternalIP: the address of every hostNetwork pod."""
+    addresses = json.loads(kubectl(env, "get", "node", "localhost", "-o", "jsonpath={.status.addresses}").stdout)
+    return next(a["address"] for a in addresses if a["type"] == "InternalIP")
+
+
+def host_path_volume(env: dict[str, str], namespace: str, claim: str, owner: int) -> Path:
+    """A hostPath PersistentVolume bound to the claim ``namespace/claim`` (its class, modes and size), owned by
+    ``owner``: what the cluster's storage provisioner and the pod's fsGroup would give (no CSI driver here, and
+    fsGroup does not apply to hostPath). Its directory on this machine."""
+    pvc = json.loads(kubectl(env, "get", "pvc", claim, "-n", namespace, "-o", "json").stdout)["spec"]
+    directory = RUN_DIR / "volumes" / namespace / claim
+    directory.mkdir(parents=True, exist_ok=True)
+    os.chown(directory, owner, owner)
+    volume = {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": f"{namespace}-{claim}"},
+              "spec": {"capacity": {"storage": pvc["resources"]["requests"]["storage"]},
+                       "accessModes": pvc["accessModes"], "storageClassName": pvc.get("storageClassName", ""),
+                       "persistentVolumeReclaimPolicy": "Retain", "hostPath": {"path": str(directory)},
+                       "claimRef": {"namespace": namespace, "name": claim}}}
+    kubectl(env, "apply", "-f", "-", stdin=json.dumps(volume))
+    assert wait_for(lambda: kubectl(env, "get", "pvc", claim, "-n", namespace, "-o",
+                                    "jsonpath={.status.phase}").stdout == "Bound", timeout=60), f"{claim} unbound"
+    return directory
+
+
+def on_this_machine(aliases: dict[str, str]) -> dict:
+    """The pod-spec fields every workload here needs: the host's network (no pod network) and ``aliases`` (host
+    name -> IP) in /etc/hosts (no cluster DNS). Images come from the local engine: ``imagePullPolicy: Never``."""
+    return {"hostNetwork": True, "dnsPolicy": "ClusterFirstWithHostNet",
+            "hostAliases": [{"ip": ip, "hostnames": [name]} for name, ip in aliases.items()]}
+
+
+@pytest.fixture(scope="session")
+def services(applied, image) -> dict:
+    """manifests/aks's PostgreSQL StatefulSet and MLflow Deployment running for real and Ready, with this machine's
+    patches (images, host network, host aliases for Service names, hostPath volumes: see test_services.py).
+    Returns the cluster's ``env``, the MLflow Service's in-cluster URL and cluster IP, the URL this machine reaches
+    it at, and the artifacts volume's directory."""
+    env = applied
+    started = time.monotonic()
+    run_or_fail([K8S / "postgres-image.sh", POSTGRES_IMAGE], env)
+    FIGURES["postgres image"] = f"{time.monotonic() - started:.0f}s"
+    started = time.monotonic()
+    namespace = "resume-ner"
+    host_path_volume(env, namespace, "data-postgres-0", 999)
+    artifacts = host_path_volume(env, namespace, "mlflow-artifacts", 10001)
+    password = secrets.token_urlsafe(18)
+    kubectl(env, "create", "secret", "generic", "resume-ner-postgres", "-n", namespace,
+            f"--from-literal=password={password}")
+    kubectl(env, "create", "secret", "generic", "resume-ner-mlflow-backend", "-n", namespace,
+            f"--from-literal=backend-store-uri=postgresql+psycopg2://postgres:{password}@postgres:5432/mlflow",
+            "--from-literal=artifacts-destination=/mnt/mlflow/artifacts")
+    ip = node_ip(env)  # a headless Service's name resolves to its pods' IPs: here, the node's
+    # PostgreSQL first: an MLflow server that starts without its database backs off for a minute
+    for kind, name, aliases in (("statefulset", "postgres", {}), ("deployment", "mlflow", {"postgres": ip})):
+        container = {"name": name, "image": POSTGRES_IMAGE if name == "postgres" else image,
+                     "imagePullPolicy": "Never"}
+        kubectl(env, "patch", kind, name, "-n", namespace, "--type=strategic", "-p",
+                json.dumps({"spec": {"template": {"spec": {**on_this_machine(aliases), "containers": [container]}}}}))
+        if kind == "statefulset":  # its pod never ran (no image): a rolling update would wait on it forever
+            kubectl(env, "delete", "pod", f"{name}-0", "-n", namespace, "--grace-period=0", "--force",
+                    check=False)
+        done = kubectl(env, "rollout", "status", f"{kind}/{name}", "-n", namespace, "--timeout=420s", check=False)
+        if done.returncode != 0:
+            pods = kubectl(env, "get", "pods", "-n", namespace, "-o", "wide").stdout
+            logs = kubectl(env, "logs", "-n", namespace, f"{kind}/{name}", "--tail=30", check=False)
+            pytest.fail(f"{kind}/{name} never became Ready: {done.stderr}\n{pods}\n{logs.stdout}{logs.stderr}")
+    FIGURES["services ready"] = f"{time.monotonic() - started:.0f}s"
+    cluster_ip = kubectl(env, "get", "service", "mlflow", "-n", namespace, "-o", "jsonpath={.spec.clusterIP}").stdout
+    return {"env": env, "in_cluster_url": "http://mlflow.resume-ner.svc.cluster.local:5000",
+            "cluster_ip": cluster_ip, "local_url": "http://127.0.0.1:5000", "artifacts": str(artifacts)}

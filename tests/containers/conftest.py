@@ -19,17 +19,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from project_image import build_project_image, run_or_fail
 
 REPO = Path(__file__).resolve().parents[2]
-LOCAL_BASE_IMAGE = "resume-ner-base:bookworm"
 FIGURES: dict[str, str] = {}
-
-
-def _run(command: list[str], env: dict[str, str], timeout: float = 1800) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
-    if done.returncode != 0:
-        pytest.fail(f"{' '.join(command)} exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-    return done
 
 
 def _engine_answers(env: dict[str, str]) -> bool:
@@ -46,7 +39,7 @@ def docker_env() -> Iterator[dict[str, str]]:
         yield env
         return
     started = time.monotonic()
-    host = _run([str(REPO / "images" / "dockerd.sh"), "start"], env).stdout.strip().splitlines()[-1]
+    host = run_or_fail([str(REPO / "images" / "dockerd.sh"), "start"], env).stdout.strip().splitlines()[-1]
     FIGURES["engine"] = f"private dockerd {time.monotonic() - started:.0f}s"
     env["DOCKER_HOST"] = host
     os.environ["DOCKER_HOST"] = host  # for the docker package (kfp.local's DockerRunner) in this process
@@ -59,25 +52,7 @@ def docker_env() -> Iterator[dict[str, str]]:
 @pytest.fixture(scope="session")
 def image(docker_env: dict[str, str]) -> str:
     """The pipeline's image, built from images/Dockerfile on this machine (cached layers make a warm build quick)."""
-    from resume_ner.config import load
-    from resume_ner.kfp.pipelines import resolve_image
-
-    name = resolve_image(load())
-    base = os.environ.get("RESUME_NER_BASE_IMAGE", LOCAL_BASE_IMAGE)
-    if base == LOCAL_BASE_IMAGE:
-        started = time.monotonic()
-        said = _run([str(REPO / "images" / "base-image.sh"), base], docker_env).stdout.strip().splitlines()[-1]
-        FIGURES["base"] = f"{time.monotonic() - started:.0f}s ({'cached' if 'already' in said else 'made'})"
-    started = time.monotonic()
-    said = _run([str(REPO / "images" / "wheelhouse.sh")], {**docker_env, "PYTHON": str(REPO / ".venv/bin/python")})
-    FIGURES["wheelhouse"] = f"{time.monotonic() - started:.0f}s ({said.stdout.strip().splitlines()[-1]})"
-    started = time.monotonic()
-    _run(["docker", "build", "-q", "-f", "images/Dockerfile", "--build-arg", f"BASE_IMAGE={base}", "-t", name, "."],
-         docker_env)
-    FIGURES["build"] = f"{time.monotonic() - started:.0f}s"
-    size = int(_run(["docker", "image", "inspect", "-f", "{{.Size}}", name], docker_env).stdout)
-    FIGURES["image"] = f"{name} {size / 1e9:.2f} GB"
-    return name
+    return build_project_image(docker_env, FIGURES)
 
 
 def docker_run(env: dict[str, str], image: str, *args: str, options: tuple[str, ...] = (),

@@ -4,7 +4,7 @@ Storages:
 
 * ``None`` -> sqlite file ``<output_dir>/hpo/<study_name>.db``;
 * ``*.db`` / ``*.sqlite`` / ``*.sqlite3`` -> that sqlite file; anything with ``://`` -> a SQLAlchemy URL
-  (``postgresql://...``, ``mysql+pymysql://...``, ``sqlite:///...``). Both are ``RDBStorage`` with trial
+  (``postgresql+psycopg2://...``, ``mysql+pymysql://...``, ``sqlite:///...``). Both are ``RDBStorage`` with trial
   heartbeats (``hpo.heartbeat_interval``): a trial whose worker died (no heartbeat for
   ``hpo.grace_period`` s) is marked FAIL by the next worker that starts a trial, and re-queued
   ``hpo.failed_trial_retries`` times with the same parameters (then ``on_stale`` is called with it, e.g. to
@@ -88,7 +88,7 @@ def resolve_storage(
     raise ConfigError(
         f"hpo storage {text!r}: expected a sqlite file ({', '.join('*' + s for s in SQLITE_SUFFIXES)}), a journal "
         f"file ({', '.join('*' + s for s in JOURNAL_SUFFIXES)}) or a SQLAlchemy URL such as "
-        "postgresql://user:password@host/db"
+        "postgresql+psycopg2://user:password@host/db"
     )
 
 
@@ -130,7 +130,21 @@ def _rdb_storage(url: str, hpo: HpoConfig, local_file: Path | None, create: bool
                 time.sleep(attempt)
                 attempt += 1
             except (ImportError, ValueError) as exc:
-                raise ConfigError(f"hpo storage {redact_credentials(url)}: cannot open it: {exc}") from exc
+                hint = ""
+                if url.startswith("postgresql://") and "psycopg" in _missing_modules(exc):
+                    hint = ("; SQLAlchemy 2.1 reads postgresql:// with psycopg 3, and the project installs psycopg2:"
+                            " write postgresql+psycopg2://")
+                raise ConfigError(f"hpo storage {redact_credentials(url)}: cannot open it: {exc}{hint}") from exc
+
+
+def _missing_modules(error: BaseException | None) -> set[str]:
+    """The names of the modules that ``error`` or its causes could not import."""
+    names: set[str] = set()
+    while error is not None:
+        if isinstance(error, ImportError) and error.name:
+            names.add(error.name)
+        error = error.__cause__ or error.__context__
+    return names
 
 
 def _chained(first: StaleTrialHook, then: StaleTrialHook) -> StaleTrialHook:

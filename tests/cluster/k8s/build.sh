@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Kubernetes v1.20.2 for the cluster tier, built from Debian bookworm's `kubernetes` source package with Debian's
-# Go: kube-apiserver, kube-controller-manager, kube-scheduler, kubelet and a static pause binary (about 4.5 min
-# on 2 cores, root). Prints the directory of the binaries: $RESUME_NER_CACHE/k8s-<hash of this script>, reused
+# Go: kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kube-proxy and a static pause binary (about
+# 5 min on 2 cores, root). Prints the directory of the binaries: $RESUME_NER_CACHE/k8s-<hash of this script>, reused
 # when it is complete. Installs golang-go, etcd-server and what the build needs with apt; the source package
 # comes through a private apt directory (the system's apt sources are untouched). Two source edits make it
 # work here: Debian's reflect2 1.0.2 replaces the vendored 1.0.1 (which crashes under Go >= 1.18), and the
@@ -33,7 +33,7 @@ make generated_files >/dev/null
 sed -i 's/defaultSandboxOOMAdj int = -998/defaultSandboxOOMAdj int = 0/' pkg/kubelet/dockershim/docker_sandbox.go
 sed -i 's/guaranteedOOMScoreAdj int = -997/guaranteedOOMScoreAdj int = 0/' pkg/kubelet/qos/policy.go
 V=k8s.io/kubernetes/vendor/k8s.io
-for c in kube-apiserver kube-controller-manager kube-scheduler kubelet; do
+for c in kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy; do
     go build -ldflags "-s -w -X $V/component-base/version.gitVersion=v1.20.2 -X $V/client-go/pkg/version.gitVersion=v1.20.2 -X $V/component-base/version.gitMajor=1 -X $V/component-base/version.gitMinor=20" \
         -o "$W/$c" "k8s.io/kubernetes/cmd/$c"
 done

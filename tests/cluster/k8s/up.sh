@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Start a single-node Kubernetes v1.20.2 on 127.0.0.1 for the cluster tier: etcd, kube-apiserver (RBAC, token
-# auth, :16443), controller manager, scheduler and a kubelet named "localhost" on the Docker engine at
-# $DOCKER_HOST (the container tier's private one: images/dockerd.sh). usage: up.sh BINARIES RUNDIR
+# auth, :16443), controller manager, scheduler, a kubelet named "localhost" on the Docker engine at $DOCKER_HOST
+# (the container tier's private one: images/dockerd.sh) and kube-proxy (iptables mode: Service cluster IPs reach
+# their endpoints). usage: up.sh BINARIES RUNDIR
 # Writes RUNDIR/kubeconfig (user admin, in system:masters) and a PID file per process for down.sh. No bridge
-# network: pods that talk to each other or to the host use hostNetwork.
+# network and no cluster DNS: pods that talk to each other or to the host use hostNetwork, and name Services
+# through hostAliases.
 set -euo pipefail
 B=${1:?directory of the binaries (build.sh)}; R=${2:?run directory}
 : "${DOCKER_HOST:?the Docker engine of the kubelet (images/dockerd.sh start)}"
@@ -19,6 +21,8 @@ contexts: [{name: tier, context: {cluster: tier, user: admin}}]
 current-context: tier
 users: [{name: admin, user: {token: tier-token}}]
 K
+# down.sh removes the kubelet's and kube-proxy's iptables chains only where there were none before
+if ! iptables-save 2>/dev/null | grep -q '^:KUBE-'; then touch "$R/iptables-ours"; fi
 bg() { local n=$1; shift; nohup "$@" > "$R/logs/$n.log" 2>&1 & echo $! > "$R/$n.pid"; }
 export KUBECONFIG=$R/kubeconfig
 bg etcd etcd --name tier --data-dir "$R/etcd" --listen-client-urls http://127.0.0.1:23790 \
@@ -46,6 +50,10 @@ bg kubelet "$B/kubelet" --kubeconfig="$K" --container-runtime=docker --docker-en
     --hostname-override=localhost --address=127.0.0.1 --port=10250 --read-only-port=0 \
     --healthz-bind-address=127.0.0.1 --fail-swap-on=false --cgroup-driver=cgroupfs --cgroups-per-qos=false \
     --enforce-node-allocatable= --oom-score-adj=0 --authorization-mode=AlwaysAllow --anonymous-auth=true
+echo "$B" > "$R/binaries"   # down.sh removes kube-proxy's rules with it
+bg proxy "$B/kube-proxy" --kubeconfig="$K" --hostname-override=localhost --proxy-mode=iptables \
+    --bind-address=127.0.0.1 --healthz-bind-address=127.0.0.1:10256 --metrics-bind-address=127.0.0.1:10249 \
+    --conntrack-max-per-core=0 --cluster-cidr=10.96.0.0/16
 for _ in $(seq 90); do kubectl get node localhost >/dev/null 2>&1 && break; sleep 1; done
 kubectl wait --for=condition=Ready node/localhost --timeout=120s >/dev/null
 echo "$K"

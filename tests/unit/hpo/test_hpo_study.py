@@ -45,6 +45,15 @@ def test_storage_kinds_follow_the_name(tmp_path):
         resolve_storage(str(tmp_path / "missing.db"), tmp_path, "s", hpo, create=False)
 
 
+@pytest.mark.skipif(importlib.util.find_spec("psycopg") is not None, reason="psycopg 3 is installed here")
+def test_a_postgresql_url_without_a_driver_names_the_one_the_project_installs(tmp_path):
+    # SQLAlchemy 2.1 reads postgresql:// with psycopg 3; the project's images carry psycopg2 (the cluster tier found
+    # the MLflow server and Optuna failing on the manifests' old postgresql:// URLs)
+    with pytest.raises(ConfigError, match=r"postgresql\+psycopg2://") as raised:
+        resolve_storage("postgresql://optuna:s3cret@127.0.0.1:1/optuna", tmp_path, "s", _hpo())
+    assert "s3cret" not in str(raised.value)
+
+
 def test_samplers_and_pruners_come_from_the_config():
     assert isinstance(create_sampler(_hpo(sampler="tpe"), SPACE), optuna.samplers.TPESampler)
     assert isinstance(create_sampler(_hpo(sampler="random"), SPACE), optuna.samplers.RandomSampler)
