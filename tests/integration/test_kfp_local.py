@@ -44,6 +44,14 @@ def test_pipeline_run_local_trains_tunes_registers_and_prints_the_summary(tiny_b
     for line in ("pipeline resume-ner-training SUCCEEDED", "sweep       study 'resume-ner-hpo-", "best trial  #",
                  "test        f1_micro", "registered  models:/resume-ner/1", "<- best trial", "entities extracted"):
         assert line in out, line
+    # the console: a line per task start and end, progress and the summary; the rest is in the full log
+    assert len(out.splitlines()) <= 80, out
+    for task in ("plan-run", "load-data", "hpo-trial", "select-best", "final-train", "register-lineage"):
+        assert f"{task} started" in out and f"{task} SUCCESS in " in out, task
+    assert "epoch 1: train loss" in out and "Got executor_input" not in out
+    [log] = (tmp_path / "run" / "logs").glob("pipeline-*.log")
+    assert f"full log: {log}" in out
+    assert "Got executor_input" in log.read_text() and "\x1b[" not in log.read_text()
 
     runs = _mlflow_runs(uri)
     by_stage = {}

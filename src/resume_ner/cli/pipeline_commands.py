@@ -61,7 +61,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"embedded default: {args.n} synthetic resumes -> {data}")
     config = load(args.config_dir, overrides)
     summary = run_local(config, data_uri=data, output_dir=output_dir, parallelism=args.parallelism,
-                        containers=args.containers)
+                        containers=args.containers, verbose=getattr(args, "verbose", False))
     _print_summary(summary, show_entities=args.data is None, seed=args.seed)
     return 0
 
@@ -86,6 +86,7 @@ def _print_summary(summary: Any, *, show_entities: bool, seed: int) -> None:
           f"at {summary.tracking_uri}")
     print(f"  model       {summary.model_dir}")
     print(f"  artifacts   {summary.run_dir}")
+    print(f"  full log    {summary.log_path}")
     print(f"\nlineage (`resume-ner lineage show {summary.model_uri}`):")
     from resume_ner.tracking.lineage import Lineage
 

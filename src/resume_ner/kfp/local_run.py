@@ -38,6 +38,7 @@ class LocalRunSummary:
     wall_seconds: float
     tracking_uri: str
     optuna_storage: str
+    log_path: Path  # everything kfp.local and the tasks printed
 
     @property
     def model_uri(self) -> str:
@@ -67,6 +68,7 @@ def run_local(
     output_dir: str | Path,
     parallelism: int | None = None,
     containers: bool = False,
+    verbose: bool = False,
 ) -> LocalRunSummary:
     """Run the whole pipeline locally on ``data_uri`` with ``config``, which every task gets as the pipeline's
     compile-time config (as on a cluster). With ``containers`` each task runs in a container of the pipeline's
@@ -74,11 +76,14 @@ def run_local(
 
     The MLflow URI is ``tracking.tracking_uri`` / ``$MLFLOW_TRACKING_URI`` / the local default (in containers:
     ``<output_dir>/mlruns/mlflow.db``, which they can write); the Optuna
-    storage ``hpo.storage`` or ``<output_dir>/hpo/optuna.db`` (one study per pipeline run). Raises
-    ``ResumeNerError`` naming the task that failed (its log is printed above).
+    storage ``hpo.storage`` or ``<output_dir>/hpo/optuna.db`` (one study per pipeline run). What kfp.local and
+    the tasks print goes to ``<output_dir>/logs/pipeline-<timestamp>.log``; the console shows each task's start
+    and end, training progress and problems (``local_console``), or everything with ``verbose``. Raises
+    ``ResumeNerError`` naming the task that failed (the end of its output is printed above).
     """
     import kfp.local
 
+    from resume_ner.kfp.local_console import local_console
     from resume_ner.kfp.pipelines import build_pipeline
     from resume_ner.tracking.mlflow import resolve_tracking_uri
 
@@ -100,9 +105,11 @@ def run_local(
     kfp.local.init(runner=runner, pipeline_root=str(root), raise_on_error=True)
     pipeline = build_pipeline(config)
     before = set(root.iterdir())
+    log_path = output_dir / "logs" / f"pipeline-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    print(f"full log: {log_path}", flush=True)
     started = time.monotonic()
     try:
-        with warnings.catch_warnings():
+        with local_console(log_path, verbose=verbose), warnings.catch_warnings():
             # Kubernetes settings (resources, image) have no effect here, as kfp.local says for every task.
             warnings.filterwarnings("ignore", message=".*(no effect in the current local runner|non-Python base image)")
             pipeline(data_uri=str(data_uri), parallelism=parallelism, mlflow_uri=tracking_uri, optuna_storage=storage,
@@ -110,7 +117,8 @@ def run_local(
     except RuntimeError as exc:
         if "finished with status" not in str(exc):
             raise
-        raise ResumeNerError(f"local pipeline run failed: {exc} (the task's log is above; artifacts in {root})") from None
+        raise ResumeNerError(f"local pipeline run failed: {exc} (the end of the task's output is above, all of it in "
+                             f"{log_path}; artifacts in {root})") from None
     wall = time.monotonic() - started
     new = sorted(set(root.iterdir()) - before, key=lambda p: p.stat().st_mtime)
     run_dirs = [p for p in new if p.name.startswith(PIPELINE_NAME)]
@@ -125,4 +133,5 @@ def run_local(
         wall_seconds=wall,
         tracking_uri=tracking_uri,
         optuna_storage=storage,
+        log_path=log_path,
     )
