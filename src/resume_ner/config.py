@@ -12,6 +12,7 @@ import copy
 import difflib
 import hashlib
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from pydantic_core import ErrorDetails
 from resume_ner import __version__
 from resume_ner.errors import ConfigError
 from resume_ner.gpu_nodes import GPU_NODE_SIZES, cpu_millicores, memory_mebibytes, request_problems
+from resume_ner.layout import IMAGE_ENV
 
 PACKAGED_BACKBONE = "packaged:all-MiniLM-L6-v2"
 
@@ -622,6 +624,11 @@ def _read_sections(config_dir: Path, problems: list[str]) -> dict[str, Any]:
             continue
         raw[section] = content
     return raw
+
+
+def resolve_image(config: ResumeNerConfig) -> str:
+    """The image of the pipeline's components and jobs: ``$RESUME_NER_IMAGE``, else ``pipeline.image``."""
+    return os.environ.get(IMAGE_ENV) or config.pipeline.image
 
 
 def load(config_dir: str | Path | None = None, overrides: list[str] | None = None) -> ResumeNerConfig:

@@ -115,6 +115,11 @@ def replace_dir_atomic(staging: Path, target: Path) -> Path:
     return target
 
 
+def is_under(path: str | Path, directory: str | Path) -> bool:
+    """Whether ``path`` is ``directory`` or lies inside it (lexically, after normalising ``..``)."""
+    return Path(os.path.normpath(path)).is_relative_to(Path(os.path.normpath(directory)))
+
+
 def content_digest(path: Path) -> str:
     """sha256 hex digest of a file's bytes, or of a directory's files (relative paths and bytes, in path order):
     it changes whenever the content does, whatever the file times."""

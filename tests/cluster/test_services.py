@@ -35,7 +35,7 @@ def training_job(image: str, mlflow_ip: str, mlflow_url: str, postgres_ip: str) 
     """A Job that makes synthetic resumes, trains the packaged MiniLM on them for one epoch, logging to MLflow, and
     runs two Optuna trials on the study database of the Secret resume-ner-optuna-db."""
     script = ("resume-ner data synth --n 24 --seed 5 --output-dir /tmp/data && "
-              "python3 -m resume_ner.training.cli.train --data-asset /tmp/data --output-dir /tmp/out "
+              "python3 -m resume_ner.cli.train --data-asset /tmp/data --output-dir /tmp/out "
               f"--set training.epochs=1 --set model.max_length=64 --set model.stride=16 "
               f"--set tracking.experiment_name={EXPERIMENT} && python3 -c '{OPTUNA_TRIALS}'")
     optuna_url = {"secretKeyRef": {"name": "resume-ner-optuna-db", "key": "url"}}

@@ -27,8 +27,7 @@ def run_or_fail(command: list, env: dict[str, str], timeout: float = 1800) -> su
 def build_project_image(env: dict[str, str], figures: dict[str, str]) -> str:
     """Build the pipeline's image in the engine of ``env`` (DOCKER_HOST); its name. Adds each step's time and the
     image's size to ``figures``."""
-    from resume_ner.config import load
-    from resume_ner.kfp.pipelines import resolve_image
+    from resume_ner.config import load, resolve_image
 
     env = {**env, "DOCKER_BUILDKIT": "0"}  # the classic builder: no buildx plugin, no frontend image to pull
     name = resolve_image(load())

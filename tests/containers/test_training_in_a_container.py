@@ -1,4 +1,4 @@
-"""The container entrypoint of remote jobs (PyTorchJob, AzureML), `python -m resume_ner.training.cli.train`, trains
+"""The container entrypoint of remote jobs (PyTorchJob, AzureML), `python -m resume_ner.cli.train`, trains
 the packaged MiniLM on synthetic resumes inside the image, with no network, as the image's user."""
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def test_the_training_entrypoint_trains_on_synthetic_resumes(docker_env, image, 
     assert synth.returncode == 0, synth.stderr
     started = time.monotonic()
     trained = docker_run(
-        docker_env, image, "python3", "-m", "resume_ner.training.cli.train", "--data-asset", "/work/data",
+        docker_env, image, "python3", "-m", "resume_ner.cli.train", "--data-asset", "/work/data",
         "--output-dir", "/work/out", "--set", "training.epochs=1", "--set", "model.max_length=64",
         "--set", "model.stride=16", "--set", "tracking.enabled=false", options=mount)
     assert trained.returncode == 0, trained.stdout[-2000:] + trained.stderr[-2000:]

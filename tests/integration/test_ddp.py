@@ -22,11 +22,11 @@ from resume_ner.data.synth import write_synthetic_resumes
 
 def _train(tmp_path, name: str, extra: list[str], backbone, data, uri: str, torchrun: int = 0) -> tuple[dict, float]:
     """Train with ``resume-ner train`` (``--nproc-per-node`` in ``extra``), or with a plain ``torchrun`` of the
-    container entrypoint ``resume_ner.training.cli.train`` in ``torchrun`` processes."""
+    container entrypoint ``resume_ner.cli.train`` in ``torchrun`` processes."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "WORLD_SIZE", "RANK", "LOCAL_RANK"))}
     if torchrun:
         launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={torchrun}",
-                    "-m", "resume_ner.training.cli.train", "--data-asset"]
+                    "-m", "resume_ner.cli.train", "--data-asset"]
     else:
         launcher = [sys.executable, "-m", "resume_ner.cli.main", "train", "--data"]
     command = [*launcher, str(data), "--output-dir", str(tmp_path / name), "--tracking-uri", uri, "--run-name", name,

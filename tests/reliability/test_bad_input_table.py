@@ -50,7 +50,7 @@ CASES = [
 
 def _prepare(directory: Path) -> None:
     from resume_ner.data.synth import write_synthetic_resumes
-    from resume_ner.training.checkpoint import METADATA_FILE
+    from resume_ner.layout import METADATA_FILE
 
     write_synthetic_resumes(directory, 6, 1)
     (directory / "span-beyond-text.jsonl").write_text(

@@ -25,7 +25,8 @@ import yaml
 from resume_ner.cli.main import main
 from resume_ner.config import ModelConfig, config_from_dict, load
 from resume_ner.errors import CheckpointError, ConfigError, ModelLoadError
-from resume_ner.training.checkpoint import ALLOW_PICKLE_ENV, PICKLE_WEIGHTS_FILE, WEIGHTS_FILE
+from resume_ner.layout import WEIGHTS_FILE
+from resume_ner.training.checkpoint import ALLOW_PICKLE_ENV, PICKLE_WEIGHTS_FILE
 
 REPO = Path(__file__).resolve().parents[2]
 SCANNED = [REPO / name for name in ("src", "bench", "images", "components", "pipelines")]

@@ -109,7 +109,7 @@ def test_container_entrypoint_trains_with_the_same_workflow(tiny_backbone, tmp_p
 
     data = write_synthetic_resumes(tmp_path / "data", 12, seed=2)
     result = subprocess.run(
-        [sys.executable, "-m", "resume_ner.training.cli.train", "--config-dir", str(_repo_config()),
+        [sys.executable, "-m", "resume_ner.cli.train", "--config-dir", str(_repo_config()),
          "--data-asset", str(data.parent), "--output-dir", str(tmp_path / "out"), "--no-tracking", "--quiet",
          "--set", f"model.backbone={tiny_backbone}", "--set", "model.max_length=64", "--set", "model.stride=8",
          "--set", "training.epochs=1"],

@@ -2,7 +2,7 @@
 
 Every job runs the project image's entrypoint (the one a PyTorchJob runs)::
 
-    python -m resume_ner.training.cli.train --data-asset ${{inputs.data}} --output-dir ${{outputs.model}} \\
+    python -m resume_ner.cli.train --data-asset ${{inputs.data}} --output-dir ${{outputs.model}} \\
         --set KEY=VALUE ... && { [ "${RANK:-0}" != 0 ] || cp ${{outputs.model}}/*.json ${{outputs.metrics}}/; }
 
 * Data: the ``data`` input, a ``uri_folder`` (``azureml:NAME:VERSION``, an ``azureml://``/``https://`` URI, or a
@@ -39,10 +39,10 @@ from typing import Any
 import yaml
 
 from resume_ner import __version__
-from resume_ner.config import ResumeNerConfig, config_from_dict
+from resume_ner.config import ResumeNerConfig, config_from_dict, resolve_image
 from resume_ner.errors import ConfigError
+from resume_ner.layout import TRAIN_ENTRYPOINT
 
-ENTRYPOINT = "resume_ner.training.cli.train"
 DATA_INPUT = "data"
 MODEL_OUTPUT = "model"
 METRICS_OUTPUT = "metrics"
@@ -85,7 +85,7 @@ def training_command(
     *,
     searched: Mapping[str, str] | None = None,
     pinned: Sequence[str] = (),
-    entrypoint: str = ENTRYPOINT,
+    entrypoint: str = TRAIN_ENTRYPOINT,
 ) -> str:
     """The shell command of a training job: the entrypoint on the ``data`` input into the ``model`` output with
     ``--set`` ``overrides``, ``--set path=${{inputs.<name>}}`` for each ``searched`` path -> input name, then
@@ -124,8 +124,6 @@ AZUREML_IMAGE_SUFFIX = "-azureml"
 def default_environment(config: ResumeNerConfig) -> str:
     """The AzureML image variant (``make image-azureml``): the project image (``$RESUME_NER_IMAGE``, else
     ``pipeline.image``) tagged with ``-azureml``."""
-    from resume_ner.kfp.pipelines import resolve_image
-
     return resolve_image(config) + AZUREML_IMAGE_SUFFIX
 
 
@@ -206,7 +204,7 @@ def create_final_training_job(
     instance_count: int = 1,
     process_count_per_instance: int = 1,
     script_path: str | Path | None = None,
-    entrypoint: str = ENTRYPOINT,
+    entrypoint: str = TRAIN_ENTRYPOINT,
 ) -> Any:
     """The AzureML ``CommandJob`` that trains ``final_config`` (e.g. ``build_final_training_config(best, base)``).
 

@@ -45,9 +45,8 @@ from resume_ner.azureml.select import BEST_TRIAL_FILE
 from resume_ner.azureml.sweep import project_config, sweep_limits, sweep_trial
 from resume_ner.config import HpoConfig, ResumeNerConfig
 from resume_ner.hpo.search_space import apply_params
-from resume_ner.workflows.final import LINEAGE_FILE
+from resume_ner.layout import LINEAGE_FILE, PIPELINE_NAME
 
-PIPELINE_NAME = "resume-ner-training"
 CLI = "python -m resume_ner.cli.main"  # `resume-ner`, importable from an uploaded code directory too
 SPLITS_OUTPUT = "splits"
 BEST_TRIAL_INPUT = "best_trial"

@@ -28,13 +28,12 @@ from resume_ner.config import ResumeNerConfig, config_from_dict, save_sections
 from resume_ner.errors import ConfigError, TrackingError
 from resume_ner.hpo.select import BestTrial
 from resume_ner.io import write_json_atomic
+from resume_ner.layout import CONFIG_FILE, MODEL_DIRNAME, RESULT_FILE
 from resume_ner.tracking.mlflow import PARENT_RUN_TAG
-from resume_ner.training.trainer import MODEL_DIRNAME, RESULT_FILE
 from resume_ner.workflows.final import build_final_training_config
 
 log = logging.getLogger(__name__)
 
-TRIAL_CONFIG_FILE = "config.yaml"  # the resolved config the trainer saves in its output directory
 BEST_TRIAL_FILE = "best_trial.json"
 
 
@@ -44,7 +43,7 @@ def _read_trial_file(path: Path) -> Any:
         return yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read ({exc.strerror or exc}); expected the training output directory "
-                          f"of the sweep's best trial, which holds {TRIAL_CONFIG_FILE} and {RESULT_FILE}") from None
+                          f"of the sweep's best trial, which holds {CONFIG_FILE} and {RESULT_FILE}") from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid YAML or JSON ({exc})") from None
 
@@ -85,14 +84,14 @@ def select_best_trial_config(
     module docstring); returns the ``BestTrial`` dict written to ``best_trial.json``. ``client`` reads the runs
     (default: an ``MlflowClient`` on ``$MLFLOW_TRACKING_URI``, else ``tracking.tracking_uri``)."""
     trial_dir = Path(trial_dir)
-    trial = config_from_dict(_read_trial_file(trial_dir / TRIAL_CONFIG_FILE),
-                             origin=str(trial_dir / TRIAL_CONFIG_FILE))
+    trial = config_from_dict(_read_trial_file(trial_dir / CONFIG_FILE),
+                             origin=str(trial_dir / CONFIG_FILE))
     settings = trial.to_dict()
     values: dict[str, Any] = {}
     for path in params:
         section, _, name = path.partition(".")
         if name not in settings.get(section, {}):
-            raise ConfigError(f"--param {path}: not a setting of {trial_dir / TRIAL_CONFIG_FILE}; pass the dotted "
+            raise ConfigError(f"--param {path}: not a setting of {trial_dir / CONFIG_FILE}; pass the dotted "
                               "paths of hpo.search_space, e.g. training.learning_rate")
         values[path] = settings[section][name]
     result = _read_trial_file(trial_dir / RESULT_FILE)

@@ -30,8 +30,7 @@ from typing import Any
 
 from resume_ner.azureml.jobs import BACKBONE_TAG, METRICS_OUTPUT, MODEL_OUTPUT
 from resume_ner.errors import ConfigError, ResumeNerError
-from resume_ner.training.trainer import RESULT_FILE
-from resume_ner.workflows.training import TEST_METRICS_FILE
+from resume_ner.layout import RESULT_FILE, TEST_METRICS_FILE
 
 log = logging.getLogger(__name__)
 

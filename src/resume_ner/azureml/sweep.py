@@ -50,7 +50,6 @@ from typing import Any
 
 from resume_ner.azureml.jobs import (
     DATA_INPUT,
-    ENTRYPOINT,
     command_node,
     data_input,
     job_tags,
@@ -60,6 +59,7 @@ from resume_ner.azureml.jobs import (
 from resume_ner.config import HpoConfig, ResumeNerConfig, config_from_dict
 from resume_ner.errors import ConfigError
 from resume_ner.hpo.search_space import ParamSpec, SearchSpace, apply_params, parse_search_space
+from resume_ner.layout import TRAIN_ENTRYPOINT
 
 log = logging.getLogger(__name__)
 
@@ -230,7 +230,7 @@ class SweepTrial:
 
 def sweep_trial(
     config: ResumeNerConfig, backbone: str, *, aml_experiment_name: str, pinned: tuple[str, ...] = (),
-    entrypoint: str = ENTRYPOINT,
+    entrypoint: str = TRAIN_ENTRYPOINT,
 ) -> SweepTrial:
     """The trial of a sweep of ``backbone`` over ``config.hpo``; ``pinned`` overrides come after the searched
     values, so they win over them. The sampler is ``resolve_sampler``'s (its note is logged as a warning).
@@ -321,7 +321,7 @@ def create_hpo_sweep_job_for_backbone(
     max_concurrent_trials: int | None = None,
     trial_timeout: int | None = None,
     script_path: str | Path | None = None,
-    entrypoint: str = ENTRYPOINT,
+    entrypoint: str = TRAIN_ENTRYPOINT,
 ) -> Any:
     """The AzureML ``SweepJob`` of the project's HPO settings for ``backbone`` (see the module docstring).
 
@@ -344,7 +344,7 @@ def create_dry_run_sweep_job_for_backbone(
     tags: Mapping[str, str] | None = None,
     trial_timeout: int | None = None,
     script_path: str | Path | None = None,
-    entrypoint: str = ENTRYPOINT,
+    entrypoint: str = TRAIN_ENTRYPOINT,
 ) -> Any:
     """The sweep of ``create_hpo_sweep_job_for_backbone`` on a budget that checks the plumbing (image, data
     mount, entrypoint, the metric the sweep reads, the policy): ``DRY_RUN_TRIALS`` trials at once of

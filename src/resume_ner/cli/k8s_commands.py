@@ -92,5 +92,5 @@ def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     pod.add_argument("--config-dir-in-pod",
                      help="config directory in the pods (default: <pipeline.volume_mount_path>/config)")
     render.add_argument("train_args", nargs="*", metavar="-- ARG",
-                        help="arguments of python -m resume_ner.training.cli.train, verbatim")
+                        help="arguments of python -m resume_ner.cli.train, verbatim")
     render.set_defaults(func=cmd_render)

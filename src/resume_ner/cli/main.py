@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from resume_ner import __version__
 from resume_ner.errors import ResumeNerError, describe_os_error
+from resume_ner.layout import CONFIG_DIR_ENV
 
 _PROGRESS_LOGGERS = ("resume_ner.training.trainer", "resume_ner.hpo")  # long loops: epochs, trials
 _NOISY_LOGGERS = ("transformers", "mlflow", "alembic", "urllib3", "httpx", "filelock", "optuna", "azure")
@@ -19,7 +20,7 @@ def common_parent() -> argparse.ArgumentParser:
     """Options every subcommand accepts: config directory, overrides, verbosity."""
     parent = argparse.ArgumentParser(add_help=False)
     group = parent.add_argument_group("configuration")
-    group.add_argument("--config-dir", default=os.environ.get("RESUME_NER_CONFIG_DIR"),
+    group.add_argument("--config-dir", default=os.environ.get(CONFIG_DIR_ENV),
                        help="directory of YAML config files (default: built-in defaults; env RESUME_NER_CONFIG_DIR)")
     group.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override one setting, e.g. --set training.learning_rate=3e-5 (repeatable)")

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from resume_ner.errors import DataValidationError, Problem
+from resume_ner.layout import METADATA_FILE, MODEL_DIRNAME
 from resume_ner.training.decoding import DECODINGS
 from resume_ner.training.precision import PRECISIONS
 
@@ -86,7 +87,7 @@ def relaunch_under_torchrun(args: argparse.Namespace) -> int | None:
 def cmd_train(args: argparse.Namespace) -> int:
     """Train on a dataset, evaluate the best checkpoint on its test split. With --resume, a training that has
     already finished in --output-dir is left as it is, which is said in one line (exit status 0)."""
-    from resume_ner.tracking.relog import relog_command
+    from resume_ner.workflows.relog import relog_command
     from resume_ner.training.distributed import context_from_env, shutdown_distributed
     from resume_ner.training.metrics import format_metrics_table
     from resume_ner.training.trainer import describe_finished_training
@@ -161,8 +162,6 @@ def checked_model_dir(model: str) -> Path:
     """``model`` when it is a model directory; a ``ConfigError`` that points at its ``model/`` when it is a
     training's output directory, or says what a model directory holds."""
     from resume_ner.errors import ConfigError
-    from resume_ner.training.checkpoint import METADATA_FILE
-    from resume_ner.training.trainer import MODEL_DIRNAME
 
     path = Path(model)
     if (path / METADATA_FILE).is_file():

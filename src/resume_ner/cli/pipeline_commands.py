@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from resume_ner.errors import ConfigError
+from resume_ner.layout import PIPELINE_NAME
 
 DEFAULT_PACKAGE = Path("pipelines") / "resume_ner_training.yaml"
 SHOWN_ENTITIES = 15
@@ -34,7 +35,8 @@ DEMO_SETTINGS = [
 def cmd_compile(args: argparse.Namespace) -> int:
     """Write components/<name>.yaml and pipelines/resume_ner_training.yaml."""
     from resume_ner.cli.model_commands import load_config_from_args
-    from resume_ner.kfp.pipelines import compile_all, resolve_image
+    from resume_ner.config import resolve_image
+    from resume_ner.kfp.pipelines import compile_all
 
     config = load_config_from_args(args)
     for path in compile_all(args.out_root, config, cluster=args.cluster, force=args.force):
@@ -193,7 +195,7 @@ def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     run.set_defaults(func=cmd_run)
 
     upload = commands.add_parser("upload", parents=remote, help=cmd_upload.__doc__, description=cmd_upload.__doc__)
-    upload.add_argument("--name", default="resume-ner-training", help="pipeline name on the server")
+    upload.add_argument("--name", default=PIPELINE_NAME, help="pipeline name on the server")
     upload.add_argument("--version", help="version name (default: <name>-<UTC timestamp>)")
     upload.add_argument("--description", help="pipeline description")
     upload.set_defaults(func=cmd_upload)

@@ -8,13 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from resume_ner.cli.model_commands import load_config_from_args
+from resume_ner.layout import LINEAGE_FILE, RESULT_FILE
 
 
 def final_run_id(output_dir: Path) -> str:
     """The MLflow run id of the final training in ``output_dir`` (its ``train_result.json``); ``ConfigError``
     when the file or the run id is missing."""
     from resume_ner.errors import ConfigError
-    from resume_ner.training.trainer import RESULT_FILE
 
     path = output_dir / RESULT_FILE
     try:
@@ -36,7 +36,6 @@ def cmd_register(args: argparse.Namespace) -> int:
     (resume-ner final-train --no-register, or the AzureML pipeline's final_train step) left its MLflow run id in
     OUTPUT_DIR/train_result.json; the checkpoint logged to that run becomes a new version of
     tracking.registered_model_name, and the lineage JSON is written to --output."""
-    from resume_ner.workflows.final import LINEAGE_FILE
     from resume_ner.workflows.steps import register_step
 
     output_dir = Path(args.output_dir)

@@ -40,7 +40,7 @@ def cmd_relog(args: argparse.Namespace) -> int:
     comes from OUTPUT_DIR (config.yaml, train_result.json, model/); --config-dir and --set give only where it is
     logged: tracking.tracking_uri, tracking.experiment_name and tracking.run_name (as defaults of --tracking-uri,
     --experiment and --run-name)."""
-    from resume_ner.tracking.relog import relog_output_dir
+    from resume_ner.workflows.relog import relog_output_dir
 
     tracking_uri, experiment, run_name = _destination(args)
     outcome = relog_output_dir(args.output_dir, tracking_uri=tracking_uri, experiment=experiment, run_name=run_name)

@@ -12,12 +12,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from resume_ner.config import DataConfig
+from resume_ner.config import DataConfig, ResumeNerConfig
 from resume_ner.data.document import Document, SplitDataset
 from resume_ner.data.readers import read_documents
 from resume_ner.data.splits import fingerprint_documents, split_documents
 from resume_ner.data.validation import document_problem, validate_documents
-from resume_ner.errors import DataValidationError, Problem
+from resume_ner.errors import ConfigError, DataValidationError, Problem
 
 logger = logging.getLogger(__name__)
 
@@ -154,3 +154,17 @@ def _leaks(splits: dict[str, list[Document]]) -> list[Problem]:
                            f"{split}: remove one copy so evaluation does not see training data")
                 problems.append(document_problem(document, message))
     return problems
+
+
+def load_training_data(config: ResumeNerConfig, data_path: str | Path | None) -> tuple[Path, SplitDataset]:
+    """The data path (``data_path``, else ``data.path``) and its train/validation/test documents."""
+    path = data_path if data_path is not None else config.data.path
+    if path is None:
+        raise ConfigError(
+            "no training data: pass --data PATH (or set data.path); "
+            "to try the system, run `resume-ner data synth --n 300 --output-dir data/synth` first"
+        )
+    dataset = load_dataset(Path(path), config.data)
+    logger.info("dataset %s: %d train / %d validation / %d test documents (fingerprint %s)", path,
+             len(dataset.train), len(dataset.validation), len(dataset.test), dataset.fingerprint[:12])
+    return Path(path), dataset

@@ -86,7 +86,7 @@ def _open_session(
     from resume_ner.hpo.search_space import parse_search_space
     from resume_ner.hpo.study import create_or_load_study, resolve_storage
     from resume_ner.hpo.trial import end_stale_run
-    from resume_ner.workflows.training import load_training_data
+    from resume_ner.data.dataset import load_training_data
 
     raw = config_from_dict(config).to_dict()
     given = {"study_name": study_name, "n_trials": n_trials, "storage": storage, "timeout": timeout}

@@ -30,6 +30,7 @@ from resume_ner.data.document import Document
 from resume_ner.errors import ConfigError
 from resume_ner.hpo.search_space import SearchSpace, apply_params
 from resume_ner.hpo.study import METRIC_DIRECTIONS
+from resume_ner.layout import CHECKPOINTS_DIRNAME, MODEL_DIRNAME
 from resume_ner.training.callbacks import TrainerCallback, TrainerState
 
 log = logging.getLogger(__name__)
@@ -110,7 +111,7 @@ def run_trial(
     import optuna
 
     from resume_ner.tracking.mlflow import setup_mlflow, standard_tags
-    from resume_ner.training.trainer import CHECKPOINTS_DIRNAME, MODEL_DIRNAME, train_model
+    from resume_ner.training.trainer import train_model
 
     number, study_name = trial.number, trial.study.study_name
     trial_dir = Path(output_dir) / "trials" / f"trial-{number:04d}"

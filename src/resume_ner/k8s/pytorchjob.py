@@ -3,7 +3,7 @@
 ``build_pytorchjob(config, ...)`` returns a ``kubeflow.org/v1`` PyTorchJob as a plain, JSON-able dict: one Master
 and ``replicas - 1`` Workers, each a pod of the project image running::
 
-    torchrun -m resume_ner.training.cli.train ARGS
+    torchrun -m resume_ner.cli.train ARGS
 
 The Training Operator (v1.8/v1.9) sets the rendezvous in every pod (``PET_NNODES``, ``PET_NPROC_PER_NODE``,
 ``PET_NODE_RANK``, ``PET_MASTER_ADDR``, ``PET_MASTER_PORT``; ``PET_RDZV_*`` with an elastic policy) and torchrun
@@ -34,8 +34,9 @@ from typing import Any
 
 import yaml
 
-from resume_ner.config import ResumeNerConfig
+from resume_ner.config import ResumeNerConfig, resolve_image
 from resume_ner.errors import ConfigError, ResumeNerError
+from resume_ner.layout import TRAIN_ENTRYPOINT
 from resume_ner.redaction import has_credentials, redact_credentials
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,6 @@ KIND = "PyTorchJob"
 CONTAINER_NAME = "pytorch"  # the operator finds the training container, and its port, by this name
 PORT_NAME = "pytorchjob-port"
 PORT = 23456  # the operator's default rendezvous port
-ENTRYPOINT = "resume_ner.training.cli.train"
 RUN_AS_USER = 10001
 HOME = "/home/resume-ner"  # the image's writable home (images/Dockerfile)
 LABELS = {"app.kubernetes.io/name": "resume-ner", "app.kubernetes.io/component": "final-train"}
@@ -106,11 +106,11 @@ def build_pytorchjob(
     clean_pod_policy: str = "None",
     ttl_seconds_after_finished: int | None = 86400,
     env: dict[str, str] | None = None,
-    entrypoint: str = ENTRYPOINT,
+    entrypoint: str = TRAIN_ENTRYPOINT,
 ) -> dict[str, Any]:
     """A ``kubeflow.org/v1`` PyTorchJob of ``replicas`` nodes (1 Master, ``replicas - 1`` Workers) as a plain dict.
 
-    Each node runs ``torchrun -m <entrypoint> *args`` (default ``resume_ner.training.cli.train``; the pipeline's
+    Each node runs ``torchrun -m <entrypoint> *args`` (default ``resume_ner.cli.train``; the pipeline's
     final training runs ``resume_ner.cli.main final-train ...``) with ``nproc_per_node`` processes (an int, or
     ``auto``/``gpu``/``cpu``) and ``gpus_per_replica`` GPUs (none when ``pipeline.gpu`` is false). ``image``
     defaults to ``$RESUME_NER_IMAGE``, else ``pipeline.image``. ``elastic=(min, max)`` adds a c10d elastic policy
@@ -125,8 +125,6 @@ def build_pytorchjob(
                          ttl_seconds_after_finished=ttl_seconds_after_finished,
                          env=_environment_values(config, env))
     if image is None:
-        from resume_ner.kfp.pipelines import resolve_image
-
         image = resolve_image(config)
     run_policy: dict[str, Any] = {"cleanPodPolicy": clean_pod_policy, "backoffLimit": backoff_limit}
     if ttl_seconds_after_finished is not None:
@@ -256,7 +254,7 @@ def _check_job_arguments(*, name: str, namespace: str, replicas: int, nproc_per_
         problems.append(f"nproc_per_node {nproc_per_node} exceeds gpus_per_replica {gpus}: each process needs its "
                         "own GPU; lower nproc_per_node or use 'gpu'")
     if not isinstance(args, list) or not all(isinstance(arg, str) for arg in args):
-        problems.append(f"args {args!r}: must be a list of strings (the arguments of {ENTRYPOINT})")
+        problems.append(f"args {args!r}: must be a list of strings (the arguments of {TRAIN_ENTRYPOINT})")
     if elastic is not None:
         problems += _elastic_problems(elastic, replicas)
     if not _is_int(backoff_limit) or backoff_limit < 0:

@@ -142,16 +142,19 @@ def final_train(
     confusion matrix. replicas > 1 trains across nodes as a Kubeflow PyTorchJob (a shared volume workspace,
     the pipeline's GPU settings per node) and waits for it; gpu_count > 0 requires CUDA.
     """
+    from resume_ner.k8s.final import final_train_on_pytorchjob
     from resume_ner.workflows.steps import final_train_step, pipeline_config
 
     config = pipeline_config(overrides or [], backbone=backbone, epochs=epochs, mlflow_uri=mlflow_uri,
                              model_name=model_name, gpu_count=gpu_count)
-    result = final_train_step(
-        config, best_path=best_config.path,
-        splits={"train": train_data.path, "validation": validation_data.path, "test": test_data.path},
-        model_path=model.path, replicas=replicas, gpu_count=gpu_count, workspace=workspace,
-        pipeline_run_id=pipeline_run_id,
-    )
+    splits = {"train": train_data.path, "validation": validation_data.path, "test": test_data.path}
+    if replicas > 1:
+        result = final_train_on_pytorchjob(config, best_path=best_config.path, splits=splits, model_path=model.path,
+                                           replicas=replicas, gpu_count=gpu_count, workspace=workspace,
+                                           pipeline_run_id=pipeline_run_id)
+    else:
+        result = final_train_step(config, best_path=best_config.path, splits=splits, model_path=model.path,
+                                  workspace=workspace, pipeline_run_id=pipeline_run_id)
     model.metadata.update({"mlflow_run_id": result.run_id or "", "framework": "transformers",
                            "task": "token-classification"})
     for key in ("f1_micro", "f1_macro", "span_f1_micro", "span_f1_macro", "precision_micro", "recall_micro"):

@@ -19,7 +19,7 @@ from typing import Any
 
 from resume_ner.config import ResumeNerConfig
 from resume_ner.errors import ResumeNerError
-from resume_ner.workflows.steps import PIPELINE_NAME
+from resume_ner.layout import PIPELINE_NAME
 
 log = logging.getLogger(__name__)
 

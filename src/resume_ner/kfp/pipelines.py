@@ -34,14 +34,13 @@ import re
 from pathlib import Path
 from typing import Any
 
-from resume_ner.config import GPU_TASKS, ResumeNerConfig
+from resume_ner.config import GPU_TASKS, ResumeNerConfig, resolve_image
 from resume_ner.errors import ConfigError
+from resume_ner.layout import IMAGE_ENV, OPTUNA_STORAGE_ENV, PIPELINE_CONFIG_ENV, PIPELINE_NAME
 from resume_ner.redaction import has_credentials, redact_credentials
-from resume_ner.workflows.steps import OPTUNA_STORAGE_ENV, PIPELINE_CONFIG_ENV, PIPELINE_NAME
 
 log = logging.getLogger(__name__)
 
-IMAGE_ENV = "RESUME_NER_IMAGE"
 # The oldest Kubeflow Pipelines backend that runs the compiled spec: the exit handler's PipelineTaskFinalStatus
 # came in 2.14.0, optional Secrets as environment variables (the MLflow credentials) in 2.15.0.
 MIN_KFP_BACKEND = "2.15.0"
@@ -68,11 +67,6 @@ DISPLAY_NAMES = {
 }
 # An image reference with a registry host: a first component with a dot or a port, or localhost.
 _REGISTRY_IMAGE = re.compile(r"^(?:[a-z0-9-]+(?:\.[a-z0-9-]+)+(?::\d+)?|[a-z0-9-]+:\d+|localhost)/")
-
-
-def resolve_image(config: ResumeNerConfig) -> str:
-    """The components' image: ``$RESUME_NER_IMAGE``, else ``pipeline.image``."""
-    return os.environ.get(IMAGE_ENV) or config.pipeline.image
 
 
 def compiled_config(config: ResumeNerConfig) -> ResumeNerConfig:

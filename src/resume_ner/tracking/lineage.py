@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from resume_ner.errors import TrackingError
+from resume_ner.layout import CRF_FILE
 from resume_ner.redaction import redact_credentials
 
 __all__ = [
@@ -214,7 +215,6 @@ class RegisteredVersion:
 def _check_checkpoint_logged(client: Any, run: Any, artifact_path: str, uri: str) -> None:
     """Refuse a run whose logged checkpoint lacks a file (``CHECKPOINT_ARTIFACTS``, and ``crf.safetensors`` for
     a run trained with ``model.head: crf``)."""
-    from resume_ner.training.checkpoint import CRF_FILE
 
     run_id = run.info.run_id
     listed = _registry_call(uri, f"list the artifacts of run {run_id}",

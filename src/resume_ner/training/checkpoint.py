@@ -25,12 +25,10 @@ from typing import Any
 
 from resume_ner.errors import CheckpointError, describe_os_error
 from resume_ner.io import replace_dir_atomic, write_json_atomic
+from resume_ner.layout import CRF_FILE, METADATA_FILE, WEIGHTS_FILE
 
 log = logging.getLogger(__name__)
 
-METADATA_FILE = "resume_ner.json"
-WEIGHTS_FILE = "model.safetensors"
-CRF_FILE = "crf.safetensors"  # the scores of a CRF head (``resume_ner.training.crf``), beside the weights
 PICKLE_WEIGHTS_FILE = "pytorch_model.bin"
 ALLOW_PICKLE_ENV = "RESUME_NER_ALLOW_PICKLE"
 STATE_FILE = "trainer_state.json"

@@ -21,7 +21,7 @@ from torchcrf import CRF
 from resume_ner.data.labels import LabelScheme
 from resume_ner.data.windows import IGNORE_INDEX
 from resume_ner.errors import CheckpointError
-from resume_ner.training.checkpoint import CRF_FILE
+from resume_ner.layout import CRF_FILE
 from resume_ner.training.decoding import FORBIDDEN, SCORE_NAMES, iob2_forbidden
 
 

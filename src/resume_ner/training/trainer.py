@@ -43,14 +43,12 @@ from resume_ner.data.document import Document
 from resume_ner.data.labels import scheme_for
 from resume_ner.errors import CheckpointError, ConfigError, ResumeNerError, describe_os_error
 from resume_ner.io import recover_dir, write_json_atomic
+from resume_ner.layout import CHECKPOINTS_DIRNAME, CONFIG_FILE, METADATA_FILE, MODEL_DIRNAME, RESULT_FILE
 from resume_ner.redaction import redact_credentials, redact_settings
 from resume_ner.training.callbacks import EarlyStopping, TrainerCallback, TrainerState
 
 log = logging.getLogger(__name__)
 
-MODEL_DIRNAME = "model"
-CHECKPOINTS_DIRNAME = "checkpoints"
-RESULT_FILE = "train_result.json"
 PROGRESS_LOG_SECONDS = 60.0  # without a progress bar (not a TTY), log progress this often
 
 
@@ -221,7 +219,7 @@ def _check_start(
     resume: bool,
     overwrite: bool,
 ) -> TrainingStart:
-    from resume_ner.training.checkpoint import METADATA_FILE, STATE_FILE, latest_training_state, list_training_states
+    from resume_ner.training.checkpoint import STATE_FILE, latest_training_state, list_training_states
 
     if not train_docs:
         raise ConfigError("train_model: the training set is empty")
@@ -403,7 +401,7 @@ def train_model(
         _seed_everything(tcfg.random_seed + ddp.rank)  # dropout differs between ranks
     settings = redact_settings(config.to_dict())  # what is written beside the model: no credentials
     if main:
-        save_config(config_from_dict(settings, origin="resolved config"), output_dir / "config.yaml")
+        save_config(config_from_dict(settings, origin="resolved config"), output_dir / CONFIG_FILE)
     forward_model = trained  # under DDP a wrapper that averages gradients; ``model`` (and ``crf``) are saved
     if ddp.enabled:
         from torch.nn.parallel import DistributedDataParallel
@@ -616,7 +614,7 @@ def train_model(
     write_json_atomic(output_dir / RESULT_FILE, result.to_dict())
     tracking.log_metrics({f"best_val_{k}": v for k, v in best_metrics.items() if isinstance(v, (int, float))})
     tracking.log_artifact(output_dir / RESULT_FILE)
-    tracking.log_artifact(output_dir / "config.yaml")
+    tracking.log_artifact(output_dir / CONFIG_FILE)
     if config.tracking.log_checkpoint:
         tracking.log_artifacts(output_dir / MODEL_DIRNAME, artifact_path=MODEL_DIRNAME)
     if own_tracking:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from resume_ner.config import MODEL_SECTIONS, ResumeNerConfig, config_from_dict
 from resume_ner.errors import ConfigError
+from resume_ner.layout import LINEAGE_FILE, MODEL_DIRNAME
 
 if TYPE_CHECKING:
     from resume_ner.tracking.lineage import Lineage, RegisteredVersion
@@ -27,7 +28,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-LINEAGE_FILE = "lineage.json"
 REGISTERED_MODEL_TAG = "resume_ner.registered_model"
 BEST_TRIAL_KEYS = ("study_name", "number", "params")  # a BestTrial dict must have at least these
 RUN_SECTIONS = tuple(name for name in ResumeNerConfig.model_fields if name not in MODEL_SECTIONS)
@@ -169,7 +169,8 @@ def run_final_training_workflow(
     from resume_ner.training.checkpoint import validate_checkpoint
     from resume_ner.training.distributed import init_distributed
     from resume_ner.training.trainer import check_training_start, train_model
-    from resume_ner.workflows.training import evaluate_test_split, load_training_data
+    from resume_ner.data.dataset import load_training_data
+    from resume_ner.workflows.training import evaluate_test_split
 
     base = config_from_dict(config)
     output_dir = Path(output_dir)
@@ -254,7 +255,6 @@ def register_final_model(
         register_model,
         write_lineage,
     )
-    from resume_ner.training.trainer import MODEL_DIRNAME
 
     logged = run.client.get_run(run.run_id).data
     metric = f"test_{PROMOTION_METRIC}"

@@ -35,14 +35,11 @@ from urllib.parse import unquote, urlparse
 from resume_ner.config import ResumeNerConfig, load, load_dict
 from resume_ner.errors import ConfigError
 from resume_ner.gpu_nodes import GPU_NODE_SIZES
-from resume_ner.io import content_digest, write_json_atomic, write_text_atomic
+from resume_ner.io import content_digest, is_under, write_json_atomic, write_text_atomic
+from resume_ner.layout import CONFIG_DIR_ENV, OPTUNA_STORAGE_ENV, PIPELINE_CONFIG_ENV, PIPELINE_NAME
 
 log = logging.getLogger(__name__)
 
-PIPELINE_NAME = "resume-ner-training"
-CONFIG_DIR_ENV = "RESUME_NER_CONFIG_DIR"
-PIPELINE_CONFIG_ENV = "RESUME_NER_PIPELINE_CONFIG"  # the compile-time config, as JSON, in every task's environment
-OPTUNA_STORAGE_ENV = "RESUME_NER_OPTUNA_STORAGE"
 SPLITS = ("train", "validation", "test")
 # The KFP launcher downloads input artifacts of these schemes only (backend 2.17 objectstore/config.go:137).
 OBJECT_STORE_SCHEMES = ("s3", "minio", "gs")
@@ -182,13 +179,9 @@ def multi_node_problems(config: ResumeNerConfig, replicas: int, workspace: str) 
     if not config.pipeline.volume_claim:
         return [f"replicas={replicas} trains as a PyTorchJob whose pods share the data and the model through a "
                 "volume: compile the pipeline with pipeline.volume_claim (a ReadWriteMany PersistentVolumeClaim)"]
-    if not workspace or not _is_under(workspace, mount):
+    if not workspace or not is_under(workspace, mount):
         return [f"replicas={replicas}: workspace {workspace!r} must lie on the shared volume, under {mount}"]
     return []
-
-
-def _is_under(path: str | Path, directory: str | Path) -> bool:
-    return Path(os.path.normpath(path)).is_relative_to(Path(os.path.normpath(directory)))
 
 
 def plan_run_step(
@@ -330,7 +323,7 @@ def stage_splits(splits: Mapping[str, str | Path], directory: str | Path, *, cop
     return directory
 
 
-def _workspace(workspace: str, pipeline_run_id: str, name: str) -> Path:
+def pipeline_workspace(workspace: str, pipeline_run_id: str, name: str) -> Path:
     """``<workspace>/<pipeline run>/<name>`` on a shared volume, else a fresh temporary directory."""
     if workspace:
         path = Path(workspace) / (pipeline_run_id or "no-pipeline-run") / name
@@ -369,7 +362,7 @@ def run_hpo_worker_step(
     from resume_ner.tracking.pipeline_run import with_pipeline_tracking
 
     config = with_pipeline_tracking(config, pipeline_run_id)
-    work = _workspace(workspace, pipeline_run_id, f"hpo-worker-{worker}")
+    work = pipeline_workspace(workspace, pipeline_run_id, f"hpo-worker-{worker}")
     data_dir = stage_splits(splits, work / "data")
     return run_hpo_worker(config, study_name=config.hpo.study_name, storage=resolve_optuna_storage(storage),
                           n_trials=config.hpo.n_trials, data_path=data_dir, output_dir=work, worker=worker)
@@ -408,90 +401,38 @@ def final_train_step(
     best_path: str | Path,
     splits: Mapping[str, str | Path],
     model_path: str | Path,
-    replicas: int = 1,
-    gpu_count: int = 0,
     workspace: str = "",
     pipeline_run_id: str = "",
 ) -> FinalStepResult:
-    """Train the best trial's settings (JSON at ``best_path``) and test them; the checkpoint goes to
+    """Train the best trial's settings (JSON at ``best_path``) in this pod and test them; the checkpoint goes to
     ``model_path``. Registration is the next step: nothing is registered here, but a lost MLflow call fails
-    the step, since the registry would point at an incomplete run.
-
-    ``replicas`` > 1 trains data-parallel across nodes as a Kubeflow PyTorchJob (``final_pytorchjob``; this
-    pod waits for it): ``workspace`` must then be on the shared volume that its pods mount too.
+    the step, since the registry would point at an incomplete run. (Across nodes: ``k8s.final``.)
     """
     from resume_ner.errors import TrackingError
     from resume_ner.tracking.pipeline_run import with_pipeline_tracking
     from resume_ner.workflows.final import run_final_training_workflow
 
-    problems = multi_node_problems(config, replicas, workspace)
-    if problems:
-        raise ConfigError(problems[0])
     config = with_pipeline_tracking(config, pipeline_run_id)
-    work = _workspace(workspace, pipeline_run_id, "final")
-    data_dir = stage_splits(splits, work / "data", copy=replicas > 1)
+    work = pipeline_workspace(workspace, pipeline_run_id, "final")
+    data_dir = stage_splits(splits, work / "data")
     output = work / "output"
-    if replicas > 1:
-        from resume_ner.k8s.pytorchjob import current_namespace, submit_pytorchjob_and_wait
-        from resume_ner.training.trainer import RESULT_FILE
-        from resume_ner.workflows.training import TEST_METRICS_FILE
+    best = json.loads(Path(best_path).read_text(encoding="utf-8"))
+    outcome = run_final_training_workflow(config, output, data_path=data_dir, best=best, register=False,
+                                          quiet=True, overwrite=True)
+    if outcome.tracking_lost:
+        raise TrackingError("final training finished, but MLflow calls were lost, so it cannot be registered: "
+                            + "; ".join(outcome.tracking_lost[:3]) + f". The model is in {output}")
+    model = keep_model(Path(outcome.train_result.model_dir), model_path)
+    return FinalStepResult(outcome.run_id, config.tracking.tracking_uri, outcome.test_metrics or {}, model)
 
-        namespace = current_namespace()
-        staged_best = work / "best_trial.json"  # the artifact is in this pod only, as the splits are
-        shutil.copyfile(best_path, staged_best)
-        job = final_pytorchjob(config, best_path=staged_best, data_dir=data_dir, work=work, namespace=namespace,
-                               replicas=replicas, gpu_count=gpu_count, pipeline_run_id=pipeline_run_id)
-        submit_pytorchjob_and_wait(job, namespace=namespace)
-        result = json.loads((output / RESULT_FILE).read_text(encoding="utf-8"))
-        run_id, model_dir = result.get("run_id"), Path(result["model_dir"])
-        test_metrics = json.loads((output / TEST_METRICS_FILE).read_text(encoding="utf-8"))
-    else:
-        best = json.loads(Path(best_path).read_text(encoding="utf-8"))
-        outcome = run_final_training_workflow(config, output, data_path=data_dir, best=best, register=False,
-                                              quiet=True, overwrite=True)
-        if outcome.tracking_lost:
-            raise TrackingError("final training finished, but MLflow calls were lost, so it cannot be registered: "
-                                + "; ".join(outcome.tracking_lost[:3]) + f". The model is in {output}")
-        run_id, model_dir, test_metrics = outcome.run_id, Path(outcome.train_result.model_dir), outcome.test_metrics
+
+def keep_model(model_dir: Path, model_path: str | Path) -> Path:
+    """Copy the checkpoint ``model_dir`` to the task's Model artifact ``model_path`` (replacing it); its path."""
     target = Path(model_path)
     if target.exists():
         shutil.rmtree(target)
     shutil.copytree(model_dir, target)
-    return FinalStepResult(run_id, config.tracking.tracking_uri, test_metrics or {}, target)
-
-
-def final_pytorchjob(
-    config: ResumeNerConfig,
-    *,
-    best_path: str | Path,
-    data_dir: Path,
-    work: Path,
-    namespace: str,
-    replicas: int,
-    gpu_count: int,
-    pipeline_run_id: str = "",
-) -> dict[str, Any]:
-    """The PyTorchJob of a multi-node final training: ``replicas`` nodes of ``gpu_count`` GPUs (one process per
-    GPU; one per node on CPU) running ``resume-ner final-train --no-register`` with this step's resolved config
-    (written to ``<work>/config``) into ``<work>/output``. Every path it reads or writes must lie on the shared
-    volume (``ConfigError`` naming the others): nothing else of this pod exists in the job's pods."""
-    from resume_ner.config import save_sections
-    from resume_ner.k8s.pytorchjob import build_pytorchjob
-
-    claim, mount = config.pipeline.volume_claim, config.pipeline.volume_mount_path
-    if not claim:
-        raise ConfigError("a PyTorchJob's pods share nothing with this pod but a volume, and pipeline.volume_claim is "
-                          "not set")
-    elsewhere = [str(path) for path in (best_path, data_dir, work) if not _is_under(path, mount)]
-    if elsewhere:
-        raise ConfigError(f"the PyTorchJob's pods see the volume {claim!r} at {mount}, not {', '.join(elsewhere)}")
-    config_dir = save_sections(config, work / "config")
-    args = ["final-train", "--config-dir", str(config_dir), "--best-json", str(best_path), "--data", str(data_dir),
-            "--output-dir", str(work / "output"), "--no-register", "--overwrite", "--quiet"]
-    name = "resume-ner-final-" + (re.sub(r"[^a-z0-9-]", "", pipeline_run_id.lower())[:24].strip("-") or "run")
-    return build_pytorchjob(config, name=name, namespace=namespace, replicas=replicas,
-                            nproc_per_node=max(gpu_count, 1), gpus_per_replica=gpu_count, args=args,
-                            entrypoint="resume_ner.cli.main")
+    return target
 
 
 def register_step(

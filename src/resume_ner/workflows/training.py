@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from resume_ner.config import ResumeNerConfig
-from resume_ner.errors import ConfigError
+from resume_ner.data.dataset import load_training_data
 from resume_ner.io import write_json_atomic
+from resume_ner.layout import TEST_METRICS_FILE
 
 if TYPE_CHECKING:
     from resume_ner.data.document import SplitDataset
@@ -19,7 +20,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-TEST_METRICS_FILE = "test_metrics.json"
 
 
 @dataclass
@@ -82,22 +82,6 @@ def run_training_workflow(
                         if ddp.is_main else None)
     return TrainingOutcome(result, test_metrics, getattr(tracking, "run_id", None), list(getattr(tracking, "lost", [])),
                            getattr(tracking, "tracking_uri", None))
-
-
-def load_training_data(config: ResumeNerConfig, data_path: str | Path | None) -> tuple[Path, SplitDataset]:
-    """The data path (``data_path``, else ``data.path``) and its train/validation/test documents."""
-    from resume_ner.data.dataset import load_dataset
-
-    path = data_path if data_path is not None else config.data.path
-    if path is None:
-        raise ConfigError(
-            "no training data: pass --data PATH (or set data.path); "
-            "to try the system, run `resume-ner data synth --n 300 --output-dir data/synth` first"
-        )
-    dataset = load_dataset(Path(path), config.data)
-    log.info("dataset %s: %d train / %d validation / %d test documents (fingerprint %s)", path,
-             len(dataset.train), len(dataset.validation), len(dataset.test), dataset.fingerprint[:12])
-    return Path(path), dataset
 
 
 def evaluate_test_split(

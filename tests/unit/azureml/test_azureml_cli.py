@@ -23,7 +23,7 @@ from resume_ner.errors import ConfigError
 
 TARGET = ["--data-asset", "azureml:resumes:1", "--compute", "gpu-cluster", "--environment", "azureml:resume-ner:3",
           "--experiment", "resumes-exp", "--set", "hpo.sampler=random"]
-TRAIN = "python -m resume_ner.training.cli.train"
+TRAIN = "python -m resume_ner.cli.train"
 
 
 def _args(argv: list[str]) -> argparse.Namespace:

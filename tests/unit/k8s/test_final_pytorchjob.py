@@ -16,7 +16,8 @@ from test_pytorchjob import assert_valid
 
 from resume_ner.config import load
 from resume_ner.errors import ConfigError
-from resume_ner.workflows.steps import final_pytorchjob, final_train_step, pipeline_config
+from resume_ner.k8s.final import final_pytorchjob, final_train_on_pytorchjob
+from resume_ner.workflows.steps import pipeline_config
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -81,15 +82,17 @@ def test_the_compiled_pipeline_passes_its_replicas_and_gpu_count_to_final_train(
 
 def test_several_replicas_need_a_workspace_on_the_shared_volume(tmp_path):
     with pytest.raises(ConfigError, match="compile the pipeline with pipeline.volume_claim"):
-        final_train_step(pipeline_config([]), best_path=tmp_path / "b.json", splits={}, model_path=tmp_path / "m",
-                         replicas=2, workspace=str(tmp_path))
+        final_train_on_pytorchjob(pipeline_config([]), best_path=tmp_path / "b.json", splits={},
+                                  model_path=tmp_path / "m", replicas=2, workspace=str(tmp_path))
     with pytest.raises(ConfigError, match="must lie on the shared volume"):
-        final_train_step(pipeline_config(_volume(tmp_path / "mnt")), best_path=tmp_path / "b.json", splits={},
-                         model_path=tmp_path / "m", replicas=2, workspace=str(tmp_path / "elsewhere"))
+        final_train_on_pytorchjob(pipeline_config(_volume(tmp_path / "mnt")), best_path=tmp_path / "b.json",
+                                  splits={}, model_path=tmp_path / "m", replicas=2,
+                                  workspace=str(tmp_path / "elsewhere"))
 
 
 @pytest.mark.network
-def test_final_train_step_runs_the_job_and_returns_the_model_its_pods_wrote(tmp_path, monkeypatch):
+def test_final_train_on_pytorchjob_runs_the_job_and_returns_the_model_its_pods_wrote(tmp_path, monkeypatch):
+    import resume_ner.k8s.final as final
     import resume_ner.k8s.pytorchjob as pytorchjob
 
     mount = tmp_path / "mnt"
@@ -101,14 +104,15 @@ def test_final_train_step_runs_the_job_and_returns_the_model_its_pods_wrote(tmp_
     (output / "test_metrics.json").write_text(json.dumps({"f1_micro": 0.71, "f1_macro": 0.6}))
     monkeypatch.setenv("POD_NAMESPACE", "team-a")
     with FakeKubernetesApi() as fake, client.ApiClient(client.Configuration(host=fake.url)) as api_client:
-        monkeypatch.setattr(pytorchjob, "submit_pytorchjob_and_wait", functools.partial(
+        monkeypatch.setattr(final, "submit_pytorchjob_and_wait", functools.partial(
             pytorchjob.submit_pytorchjob_and_wait, api_client=api_client, poll_interval_s=0.01))
         splits = _splits(tmp_path)
         best = tmp_path / "s3" / "mlpipeline" / "v2" / "artifacts" / "select-best" / "best_config"
         best.parent.mkdir(parents=True)
         best.write_text(json.dumps({"params": {"training.learning_rate": 1e-4}}))
-        result = final_train_step(config, best_path=best, splits=splits, model_path=tmp_path / "model-artifact",
-                                  replicas=2, gpu_count=1, workspace=str(mount / "ws"), pipeline_run_id="run-7")
+        result = final_train_on_pytorchjob(config, best_path=best, splits=splits,
+                                           model_path=tmp_path / "model-artifact", replicas=2, gpu_count=1,
+                                           workspace=str(mount / "ws"), pipeline_run_id="run-7")
         [created] = fake.requests_to("POST", "/apis/kubeflow.org/v1/namespaces/team-a/pytorchjobs")
     assert created.json["metadata"]["name"].startswith("resume-ner-final-run-7")
     args = created.json["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["args"]

@@ -322,7 +322,7 @@ def test_pytorchjob_runs_torchrun_on_the_gpu_pool_with_the_pipeline_settings():
         (container,) = pod["containers"]
         assert container["name"] == "pytorch"
         assert container["command"] == ["torchrun"]
-        assert container["args"][:2] == ["-m", "resume_ner.training.cli.train"]
+        assert container["args"][:2] == ["-m", "resume_ner.cli.train"]
         assert container["resources"]["limits"][pipeline.gpu_accelerator] == 1
         env = {e["name"]: e for e in container["env"]}
         assert env["MLFLOW_TRACKING_URI"]["value"] == pipeline.mlflow_uri

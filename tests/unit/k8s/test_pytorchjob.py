@@ -89,7 +89,7 @@ def test_master_and_workers_run_torchrun_on_the_training_entrypoint():
     assert container["name"] == "pytorch"
     assert container["image"] == "acr.io/resume-ner:1.2.0"
     assert container["command"] == ["torchrun"]
-    assert container["args"] == ["-m", "resume_ner.training.cli.train", *ARGS]
+    assert container["args"] == ["-m", "resume_ner.cli.train", *ARGS]
     assert _pod(job)["serviceAccountName"] == "resume-ner-trainer"  # pipeline.job_service_account
     assert _pod(job)["automountServiceAccountToken"] is False
     labels = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["metadata"]["labels"]
@@ -336,7 +336,7 @@ def test_render_prints_a_valid_manifest_with_the_default_training_arguments(caps
     container = _container(job)
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"  # pipeline.gpu_count
     assert container["args"] == [
-        "-m", "resume_ner.training.cli.train", "--config-dir", "/mnt/resume-ner/config",
+        "-m", "resume_ner.cli.train", "--config-dir", "/mnt/resume-ner/config",
         "--data-asset", "/mnt/resume-ner/data", "--output-dir", "/mnt/resume-ner/runs/final",
         "--set", "training.device=cuda", "--set", "pipeline.volume_claim=resume-ner-data",
         "--set", "training.epochs=5"]

@@ -27,7 +27,9 @@ from resume_ner.kfp.pipelines import (
     check_cluster_target,
     compile_all,
 )
-from resume_ner.workflows.steps import PIPELINE_CONFIG_ENV, final_pytorchjob, plan_run_step
+from resume_ner.k8s.final import final_pytorchjob
+from resume_ner.layout import PIPELINE_CONFIG_ENV
+from resume_ner.workflows.steps import plan_run_step
 
 from kfp_backend_emulation import EmulatedDriverError, cache_key_parameters, pod_fields, task_inputs
 

@@ -13,7 +13,8 @@ from resume_ner.config import config_from_dict
 from resume_ner.data.labels import LabelScheme
 from resume_ner.errors import CheckpointError, ConfigError
 from resume_ner.inference import Predictor
-from resume_ner.training.checkpoint import CRF_FILE, validate_checkpoint
+from resume_ner.layout import CRF_FILE
+from resume_ner.training.checkpoint import validate_checkpoint
 from resume_ner.training.crf import (
     CrfTokenClassifier,
     crf_nll,

@@ -14,11 +14,11 @@ from resume_ner.data.dataset import load_dataset
 from resume_ner.data.synth import write_synthetic_resumes
 from resume_ner.errors import ConfigError, DataValidationError
 from resume_ner.io import content_digest
+from resume_ner.k8s.final import final_train_on_pytorchjob
 from resume_ner.workflows.steps import (
     PIPELINE_CONFIG_ENV,
     SPLITS,
     end_pipeline_step,
-    final_train_step,
     local_path,
     pipeline_config,
     prepare_data,
@@ -232,8 +232,8 @@ def test_optuna_storage_parameter_then_environment(monkeypatch: pytest.MonkeyPat
 def test_multi_replica_final_training_is_refused_before_reading_anything(tmp_path: Path):
     missing = tmp_path / "missing"
     with pytest.raises(ConfigError, match="replicas=2"):
-        final_train_step(load(), best_path=missing / "best.json", splits={s: missing / s for s in SPLITS},
-                         model_path=tmp_path / "model", replicas=2)
+        final_train_on_pytorchjob(load(), best_path=missing / "best.json", splits={s: missing / s for s in SPLITS},
+                                  model_path=tmp_path / "model", replicas=2)
     assert not (tmp_path / "model").exists()
 
 

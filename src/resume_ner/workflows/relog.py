@@ -30,13 +30,14 @@ from pathlib import Path
 from typing import Any
 
 from resume_ner.errors import ConfigError, TrackingError
+from resume_ner.layout import CONFIG_FILE, MODEL_DIRNAME, RESULT_FILE, TEST_METRICS_FILE
 from resume_ner.redaction import redact_credentials
+from resume_ner.training.checkpoint import validate_checkpoint
 
 __all__ = ["RelogResult", "relog_command", "relog_output_dir"]
 
 log = logging.getLogger(__name__)
 
-CONFIG_FILE = "config.yaml"
 RELOGGED_TAG = "resume_ner.relogged_from"
 
 
@@ -92,9 +93,6 @@ def _read_output_dir(directory: Path) -> _Finished:
     import yaml
 
     from resume_ner.config import config_from_dict
-    from resume_ner.training.checkpoint import validate_checkpoint
-    from resume_ner.training.trainer import MODEL_DIRNAME, RESULT_FILE
-    from resume_ner.workflows.training import TEST_METRICS_FILE
 
     result = _read_json(directory / RESULT_FILE)
     if not isinstance(result, dict) or not isinstance(result.get("history"), list) \
@@ -218,8 +216,6 @@ def _missing(client: Any, run: Any, done: _Finished, retry: Retry) -> _Missing:
     """What ``run`` lacks: ``TrackingError`` when it holds other values of this training's params."""
     from mlflow.entities import Metric, Param, RunTag
 
-    from resume_ner.training.trainer import MODEL_DIRNAME, RESULT_FILE
-    from resume_ner.workflows.training import TEST_METRICS_FILE
 
     run_id, params, logged = run.info.run_id, _params(done), run.data.params
     conflicts = [key for key, value in params.items() if key in logged and logged[key] != value]
@@ -273,7 +269,6 @@ def relog_output_dir(
         ensure_experiment,
         resolve_tracking_uri,
     )
-    from resume_ner.training.trainer import MODEL_DIRNAME, RESULT_FILE
 
     directory = Path(output_dir)
     done = _read_output_dir(directory)

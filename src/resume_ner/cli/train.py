@@ -1,6 +1,6 @@
 """Container / remote-job entrypoint::
 
-    python -m resume_ner.training.cli.train --config-dir config/ --data-asset DIR --output-dir DIR
+    python -m resume_ner.cli.train --config-dir config/ --data-asset DIR --output-dir DIR
 
 The same workflow as ``resume-ner train``; tracking settings come from the config and MLFLOW_* variables.
 """
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 def build_parser() -> argparse.ArgumentParser:
     """Arguments of the training entrypoint."""
-    parser = argparse.ArgumentParser(prog="python -m resume_ner.training.cli.train", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m resume_ner.cli.train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-dir", help="directory of YAML config files (default: built-in defaults)")
     parser.add_argument("--data-asset", required=True, help="annotated file or dataset directory")

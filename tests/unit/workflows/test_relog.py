@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from resume_ner.errors import ConfigError, TrackingError
-from resume_ner.tracking.relog import RELOGGED_TAG, relog_command, relog_output_dir
+from resume_ner.workflows.relog import RELOGGED_TAG, relog_command, relog_output_dir
 
 STEP_ONLY_METRICS = {"train_loss", "learning_rate", "tokens_per_second"}  # per step: not kept in the directory
 
