@@ -89,7 +89,7 @@ class DataConfig(_Section):
     split_seed: int = Field(42, description="Seed of the deterministic document-level split.")
 
     @model_validator(mode="after")
-    def _fractions_leave_training_data(self) -> "DataConfig":
+    def _fractions_leave_training_data(self) -> DataConfig:
         if self.validation_fraction + self.test_fraction >= 1.0:
             raise ValueError("validation_fraction + test_fraction must be below 1.0")
         return self
@@ -108,24 +108,26 @@ class ModelConfig(_Section):
     stride: int = Field(64, ge=0, description="Tokens shared by consecutive windows of a long document.")
     label_all_tokens: bool = Field(False, description="Label continuation sub-tokens too (I-X), instead of -100.")
     decoding: Literal["viterbi", "argmax"] = Field(
-        "viterbi", description="Word tags from the label probabilities: 'viterbi', the most probable valid IOB2 "
+        "viterbi",
+        description="Word tags from the label probabilities: 'viterbi', the most probable valid IOB2 "
         "sequence; 'argmax', each word's most probable label (the Hugging Face pipeline's way). Used for "
-        "validation and saved with the model for evaluate and predict."
+        "validation and saved with the model for evaluate and predict.",
     )
     head: Literal["crf", "softmax"] = Field(
-        "crf", description="Output layer: 'crf', a linear-chain CRF over the label scores trained with the model "
+        "crf",
+        description="Output layer: 'crf', a linear-chain CRF over the label scores trained with the model "
         "(its transition scores, saved as crf.safetensors, join the IOB2 constraints of Viterbi decoding); "
-        "'softmax', per-token cross-entropy. The checkpoint stays a plain Hugging Face token classifier either way."
+        "'softmax', per-token cross-entropy. The checkpoint stays a plain Hugging Face token classifier either way.",
     )
 
     @model_validator(mode="after")
-    def _stride_below_window(self) -> "ModelConfig":
+    def _stride_below_window(self) -> ModelConfig:
         if self.stride >= self.max_length - 2:
             raise ValueError(f"stride ({self.stride}) must be below max_length - 2 ({self.max_length - 2})")
         return self
 
     @model_validator(mode="after")
-    def _crf_decodes_by_viterbi(self) -> "ModelConfig":
+    def _crf_decodes_by_viterbi(self) -> ModelConfig:
         if self.head == "crf" and self.decoding != "viterbi":
             raise ValueError("head 'crf' needs decoding 'viterbi' (argmax would ignore the learned transitions)")
         return self
@@ -143,8 +145,9 @@ class TrainingConfig(_Section):
     epochs: int = Field(4, ge=1, description="Maximum number of epochs.")
     batch_size: int = Field(8, ge=1, description="Windows per device per forward pass.")
     group_by_length: bool = Field(
-        True, description="Batch windows of near-equal length (random order across megabatches of 50 batches): "
-        "batches of full windows need no attention mask, so training steps run faster."
+        True,
+        description="Batch windows of near-equal length (random order across megabatches of 50 batches): "
+        "batches of full windows need no attention mask, so training steps run faster.",
     )
     eval_batch_size: int = Field(32, ge=1, description="Windows per forward pass during evaluation.")
     gradient_accumulation_steps: int = Field(1, ge=1, description="Forward passes per optimizer step.")
@@ -159,8 +162,9 @@ class TrainingConfig(_Section):
     num_threads: int = Field(0, ge=0, description="torch CPU threads (0: torch default).")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Training device.")
     precision: Literal["auto", "fp32", "bf16"] = Field(
-        "auto", description="Forward passes of training: bf16 autocast (weights and optimizer stay fp32) or fp32; "
-                            "auto: bf16 where the hardware has it natively (AVX512-BF16/AMX CPUs, bf16 GPUs)."
+        "auto",
+        description="Forward passes of training: bf16 autocast (weights and optimizer stay fp32) or fp32; "
+        "auto: bf16 where the hardware has it natively (AVX512-BF16/AMX CPUs, bf16 GPUs).",
     )
     log_every_steps: int = Field(10, ge=1, description="Optimizer steps between progress/metric logs.")
 
@@ -176,8 +180,10 @@ class TrackingConfig(_Section):
     run_name: str | None = Field(None, description="MLflow run name (default: derived from the output dir).")
     log_checkpoint: bool = Field(True, description="Upload the best checkpoint as a run artifact.")
     outage_wait_s: float = Field(
-        60.0, ge=0, description="Logging that fails while the tracking server is down is queued and retried; at "
-        "the end of a run, wait this long for the server before giving up (exit status 3; see `tracking relog`)."
+        60.0,
+        ge=0,
+        description="Logging that fails while the tracking server is down is queued and retried; at "
+        "the end of a run, wait this long for the server before giving up (exit status 3; see `tracking relog`).",
     )
     registered_model_name: str = Field("resume-ner", description="MLflow Model Registry name of final models.")
     tags: dict[str, str] = Field(default_factory=dict, description="Extra tags set on every MLflow run.")
@@ -209,7 +215,9 @@ class HpoConfig(_Section):
         default_factory=_default_search_space,
         description="Dotted config path -> {type: log_uniform|uniform|int|choice, min, max, step, values}.",
     )
-    n_trials: int = Field(8, ge=1, description="Finished trials the study should have in total (resumed studies count).")
+    n_trials: int = Field(
+        8, ge=1, description="Finished trials the study should have in total (resumed studies count)."
+    )
     timeout: float | None = Field(None, gt=0, description="Seconds after which a sweep or worker starts no new trial.")
     sampler: Literal["tpe", "random", "grid", "cmaes"] = Field("tpe", description="Optuna sampler.")
     pruner: Literal["median", "hyperband", "successive_halving", "none"] = Field(
@@ -221,16 +229,21 @@ class HpoConfig(_Section):
     )
     direction: Literal["maximize", "minimize"] = Field("maximize", description="Direction of the metric.")
     max_epochs: int | None = Field(None, ge=1, description="Cap on training.epochs inside a trial.")
-    train_fraction: float = Field(1.0, gt=0, le=1, description="Share of training documents a trial trains on (seeded).")
+    train_fraction: float = Field(
+        1.0, gt=0, le=1, description="Share of training documents a trial trains on (seeded)."
+    )
     max_length: int | None = Field(None, ge=16, description="model.max_length inside a trial (None: unchanged).")
     num_threads: int = Field(
-        0, ge=0, description="torch CPU threads of a trial (0: training.num_threads); cores / workers on a shared machine."
+        0,
+        ge=0,
+        description="torch CPU threads of a trial (0: training.num_threads); cores / workers on a shared machine.",
     )
     n_startup_trials: int = Field(2, ge=0, description="Trials that are never pruned (and random before TPE).")
     pruning_metric: Literal["f1_micro", "f1_macro", "span_f1_micro", "loss"] = Field(
-        "loss", description="Validation metric the pruner compares between trials after each epoch; loss ranks "
+        "loss",
+        description="Validation metric the pruner compares between trials after each epoch; loss ranks "
         "trials from the first epoch, when F1 is still near 0 for most (Optuna sweeps; AzureML's early "
-        "termination always uses hpo.metric)."
+        "termination always uses hpo.metric).",
     )
     n_warmup_epochs: int = Field(1, ge=0, description="Epochs of a trial before the pruner may stop it.")
     heartbeat_interval: int = Field(30, ge=1, description="Seconds between trial heartbeats (RDB storages).")
@@ -277,8 +290,9 @@ def _default_task_resources() -> dict[str, TaskResources]:
         "select_best": light,
         "final_train": training,
         "register_lineage": light,
-        "pipeline_plumbing": TaskResources(cpu_request="100m", cpu_limit="500m", memory_request="256M",
-                                           memory_limit="1G"),
+        "pipeline_plumbing": TaskResources(
+            cpu_request="100m", cpu_limit="500m", memory_request="256M", memory_limit="1G"
+        ),
     }
 
 
@@ -335,8 +349,9 @@ class PipelineConfig(_Section):
     )
     volume_mount_path: str = Field("/mnt/resume-ner", description="Where volume_claim is mounted.")
     data_source: Literal["volume", "object_store"] = Field(
-        "volume", description="What the pipeline's data_uri names: 'volume', a path or file:// URL on volume_claim; "
-        "'object_store', an s3:// minio:// or gs:// URI that KFP imports as a Dataset artifact (dsl.importer)."
+        "volume",
+        description="What the pipeline's data_uri names: 'volume', a path or file:// URL on volume_claim; "
+        "'object_store', an s3:// minio:// or gs:// URI that KFP imports as a Dataset artifact (dsl.importer).",
     )
     job_service_account: str = Field(
         "resume-ner-trainer", description="Service account of the PyTorchJob pods of multi-node final training."
@@ -353,22 +368,35 @@ class PipelineConfig(_Section):
         return {**defaults, **resources}
 
     @model_validator(mode="after")
-    def _gpu_tasks_fit_a_node(self) -> "PipelineConfig":
+    def _gpu_tasks_fit_a_node(self) -> PipelineConfig:
         if not self.gpu or self.gpu_node_vm_size is None:
             return self
         node = GPU_NODE_SIZES.get(self.gpu_node_vm_size)
         if node is None:
-            raise ValueError(f"gpu_node_vm_size {self.gpu_node_vm_size!r} is not a known AKS GPU size (known: "
-                             f"{', '.join(GPU_NODE_SIZES)}); set null to skip the check")
-        problems = [problem for task in GPU_TASKS for problem in request_problems(
-            task, self.gpu_node_vm_size, cpu_request=self.resources[task].cpu_request,
-            memory_request=self.resources[task].memory_request, memory_limit=self.resources[task].memory_limit)]
+            raise ValueError(
+                f"gpu_node_vm_size {self.gpu_node_vm_size!r} is not a known AKS GPU size (known: "
+                f"{', '.join(GPU_NODE_SIZES)}); set null to skip the check"
+            )
+        problems = [
+            problem
+            for task in GPU_TASKS
+            for problem in request_problems(
+                task,
+                self.gpu_node_vm_size,
+                cpu_request=self.resources[task].cpu_request,
+                memory_request=self.resources[task].memory_request,
+                memory_limit=self.resources[task].memory_limit,
+            )
+        ]
         if self.gpu_count > node.gpus:
-            problems.append(f"gpu_count {self.gpu_count} exceeds the {node.gpus} GPU(s) of a {self.gpu_node_vm_size} "
-                            "node")
+            problems.append(
+                f"gpu_count {self.gpu_count} exceeds the {node.gpus} GPU(s) of a {self.gpu_node_vm_size} node"
+            )
         if problems:
-            raise ValueError("; ".join(problems) + ": fit resources and gpu_count to the GPU node pool, or set "
-                             "gpu_node_vm_size to its VM size")
+            raise ValueError(
+                "; ".join(problems) + ": fit resources and gpu_count to the GPU node pool, or set "
+                "gpu_node_vm_size to its VM size"
+            )
         return self
 
 
@@ -395,14 +423,25 @@ class ResumeNerConfig(_Section):
 
 
 _EXPECTED = {
-    "int_type": "an integer", "int_parsing": "an integer", "int_from_float": "an integer",
-    "float_type": "a number", "float_parsing": "a number", "bool_type": "true or false",
-    "bool_parsing": "true or false", "string_type": "text", "list_type": "a list",
-    "dict_type": "a mapping (KEY: VALUE)", "model_type": "a mapping of settings",
+    "int_type": "an integer",
+    "int_parsing": "an integer",
+    "int_from_float": "an integer",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "string_type": "text",
+    "list_type": "a list",
+    "dict_type": "a mapping (KEY: VALUE)",
+    "model_type": "a mapping of settings",
     "model_attributes_type": "a mapping of settings",
 }
-_BOUNDS = {"greater_than_equal": ("ge", "at least"), "greater_than": ("gt", "above"),
-           "less_than_equal": ("le", "at most"), "less_than": ("lt", "below")}
+_BOUNDS = {
+    "greater_than_equal": ("ge", "at least"),
+    "greater_than": ("gt", "above"),
+    "less_than_equal": ("le", "at most"),
+    "less_than": ("lt", "below"),
+}
 
 
 @dataclass(frozen=True)
@@ -441,23 +480,32 @@ def _annotation_at(path: tuple[str, ...]) -> Any:
     return _unwrap_optional(annotation)
 
 
+def _setting_names(annotation: Any) -> list[str]:
+    """The names of the settings of ``annotation`` when it is a config model (a section), else none."""
+    return list(annotation.model_fields) if isinstance(annotation, type) and issubclass(annotation, BaseModel) else []
+
+
 def _did_you_mean(loc: tuple[str, ...], override: _Override | None) -> str:
     """For the unknown key at ``loc``: the closest valid name beside it (the rest of ``override``'s path kept),
     else the same name in another section, else the valid names there."""
     parent, name = loc[:-1], loc[-1]
     holder = _annotation_at(parent)
-    names = list(holder.model_fields) if isinstance(holder, type) and issubclass(holder, BaseModel) else []
+    names = _setting_names(holder)
     close = difflib.get_close_matches(name, names, n=1)
     if close:
         fixed = (*parent, close[0])
-        rest = override.path[len(loc):] if override is not None else ()
+        rest = override.path[len(loc) :] if override is not None else ()
         if rest and _annotation_at((*fixed, *rest)) is not None:
             fixed += rest
         return f"; did you mean {'.'.join(fixed)}?"
     if len(loc) == 2:
-        elsewhere = [f"{section}.{setting}" for section, field in ResumeNerConfig.model_fields.items()
-                     if section != loc[0] for setting in field.annotation.model_fields
-                     if difflib.get_close_matches(name, [setting], cutoff=0.8)]
+        elsewhere = [
+            f"{section}.{setting}"
+            for section, field in ResumeNerConfig.model_fields.items()
+            if section != loc[0]
+            for setting in _setting_names(field.annotation)
+            if difflib.get_close_matches(name, [setting], cutoff=0.8)
+        ]
         if elsewhere:
             return f"; did you mean {' or '.join(elsewhere)}?"
     where = f"settings of {'.'.join(parent)}" if parent else "sections"
@@ -479,8 +527,11 @@ def _explain(err: ErrorDetails, loc: tuple[str, ...]) -> str:
     kind, value, ctx = err["type"], err.get("input"), err.get("ctx") or {}
     got = f"got {_shown(value)}"
     if kind in _EXPECTED:
-        quote = " (YAML reads it as a number: put it in quotes)" if kind == "string_type" and isinstance(
-            value, (int, float)) and not isinstance(value, bool) else ""
+        quote = (
+            " (YAML reads it as a number: put it in quotes)"
+            if kind == "string_type" and isinstance(value, (int, float)) and not isinstance(value, bool)
+            else ""
+        )
         return f"expected {_EXPECTED[kind]}, {got}{quote}"
     if kind in _BOUNDS:
         bound, words = _BOUNDS[kind]
@@ -493,21 +544,23 @@ def _explain(err: ErrorDetails, loc: tuple[str, ...]) -> str:
     return f"{err['msg']}, {got}"
 
 
-def _blame(loc: tuple[str, ...], overrides: list[_Override], origin_of: Callable[[str], str]
-           ) -> tuple[str, _Override | None]:
+def _blame(
+    loc: tuple[str, ...], overrides: list[_Override], origin_of: Callable[[str], str]
+) -> tuple[str, _Override | None]:
     """Where the value at ``loc`` comes from, and the one override that set it: the last override of ``loc``
     (or of a mapping holding it), else the overrides inside it, else the section's origin."""
-    setting = [o for o in overrides if loc[:len(o.path)] == o.path]
+    setting = [o for o in overrides if loc[: len(o.path)] == o.path]
     if setting:
         return f"--set {setting[-1].item}", setting[-1]
-    inside = [o for o in overrides if o.path[:len(loc)] == loc]
+    inside = [o for o in overrides if o.path[: len(loc)] == loc]
     if inside:
         return ", ".join(f"--set {o.item}" for o in inside), inside[-1] if len(inside) == 1 else None
     return origin_of(loc[0] if loc else ""), None
 
 
-def _format_validation_error(exc: ValidationError, overrides: list[_Override],
-                             origin_of: Callable[[str], str]) -> list[str]:
+def _format_validation_error(
+    exc: ValidationError, overrides: list[_Override], origin_of: Callable[[str], str]
+) -> list[str]:
     """One line per problem: where it comes from (the ``--set`` item or the file), the setting, what is wrong."""
     out = []
     for err in exc.errors():
@@ -571,8 +624,9 @@ def _set(raw: dict[str, Any], path: tuple[str, ...] | list[str], value: Any) -> 
     node[path[-1]] = value
 
 
-def _validated(raw: dict[str, Any], overrides: list[_Override], origin_of: Callable[[str], str],
-               problems: list[str]) -> ResumeNerConfig:
+def _validated(
+    raw: dict[str, Any], overrides: list[_Override], origin_of: Callable[[str], str], problems: list[str]
+) -> ResumeNerConfig:
     """``raw`` with ``overrides`` set, validated; ``ConfigError`` listing ``problems`` and every invalid value."""
     for override in overrides:
         _set(raw, override.path, override.value)
@@ -656,8 +710,9 @@ def load_dict(raw: dict[str, Any], overrides: list[str] | None, origin: str) -> 
     return _with_overrides(copy.deepcopy(raw), overrides, lambda section: origin, [])
 
 
-def _with_overrides(raw: dict[str, Any], overrides: list[str] | None, origin_of: Callable[[str], str],
-                    problems: list[str]) -> ResumeNerConfig:
+def _with_overrides(
+    raw: dict[str, Any], overrides: list[str] | None, origin_of: Callable[[str], str], problems: list[str]
+) -> ResumeNerConfig:
     """``raw`` with the ``--set`` items of ``overrides`` applied, validated; every problem of both in one error."""
     parsed = []
     for item in overrides or []:

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import yaml
+from pydantic import BaseModel
 
 from resume_ner.config import SECTION_FILES, ResumeNerConfig
 from resume_ner.io import write_text_atomic
@@ -40,12 +41,23 @@ _OUTRO = """## Environment
 """
 
 
+def _section_doc(model: BaseModel) -> str:
+    """The docstring of a section's model, stripped; every section has one."""
+    doc = type(model).__doc__
+    if doc is None:
+        raise AttributeError(f"config section {type(model).__name__} has no docstring")
+    return doc.strip()
+
+
 def render_section_yaml(section: str) -> str:
     """The default YAML file of one section, each setting preceded by its description."""
     model = getattr(ResumeNerConfig(), section)
     values = model.model_dump(mode="json")
-    lines = [f"# {type(model).__doc__.strip()}",
-             f"# Section `{section}` of the resolved config; override with --set {section}.KEY=VALUE.", ""]
+    lines = [
+        f"# {_section_doc(model)}",
+        f"# Section `{section}` of the resolved config; override with --set {section}.KEY=VALUE.",
+        "",
+    ]
     for name, field in type(model).model_fields.items():
         lines.append(f"# {field.description}")
         lines.append(yaml.safe_dump({name: values[name]}, sort_keys=False, allow_unicode=True).rstrip())
@@ -59,8 +71,14 @@ def render_reference() -> str:
     for section, file_name in SECTION_FILES.items():
         model = getattr(config, section)
         values = model.model_dump(mode="json")
-        out += [f"## `{section}` (`config/{file_name}`)", "", type(model).__doc__.strip(), "",
-                "| setting | default | description |", "|---|---|---|"]
+        out += [
+            f"## `{section}` (`config/{file_name}`)",
+            "",
+            _section_doc(model),
+            "",
+            "| setting | default | description |",
+            "|---|---|---|",
+        ]
         for name, field in type(model).model_fields.items():
             value = values[name]
             shown = "see `config/" + file_name + "`" if isinstance(value, dict) and value else f"`{json.dumps(value)}`"
@@ -68,15 +86,22 @@ def render_reference() -> str:
         out.append("")
     out += ["## Default label map", "", "| raw label | canonical type |", "|---|---|"]
     out += [f"| {raw} | `{canonical}` |" for raw, canonical in config.data.label_map.items()]
-    out += ["", "A model's IOB2 label list is `O`, then `B-X`, `I-X` for each canonical type in sorted order; it is",
-            "saved in the checkpoint (`config.json` `id2label` and `resume_ner.json`).", "", _OUTRO]
+    out += [
+        "",
+        "A model's IOB2 label list is `O`, then `B-X`, `I-X` for each canonical type in sorted order; it is",
+        "saved in the checkpoint (`config.json` `id2label` and `resume_ner.json`).",
+        "",
+        _OUTRO,
+    ]
     return "\n".join(out)
 
 
 def write_all(repo_root: Path) -> list[Path]:
     """Rewrite ``config/*.yaml`` and ``docs/configuration.md`` under ``repo_root``."""
-    written = [write_text_atomic(repo_root / "config" / name, render_section_yaml(section))
-               for section, name in SECTION_FILES.items()]
+    written = [
+        write_text_atomic(repo_root / "config" / name, render_section_yaml(section))
+        for section, name in SECTION_FILES.items()
+    ]
     written.append(write_text_atomic(repo_root / "docs" / "configuration.md", render_reference()))
     return written
 

@@ -64,7 +64,11 @@ def describe_os_error(exc: OSError) -> str:
     name for a full disk and a read-only or forbidden location."""
     paths = " -> ".join(str(p) for p in (exc.filename, exc.filename2) if p is not None) or "file operation"
     reason = exc.strerror or str(exc)
-    hint = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
-            errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
-            errno.EPERM: "operation not permitted"}.get(exc.errno or 0)
+    hint = {
+        errno.ENOSPC: "the disk is full",
+        errno.EDQUOT: "the disk quota is exceeded",
+        errno.EROFS: "the file system is read-only",
+        errno.EACCES: "permission denied",
+        errno.EPERM: "operation not permitted",
+    }.get(exc.errno or 0)
     return f"{paths}: {reason}" + (f" ({hint})" if hint and hint.lower() != reason.lower() else "")

@@ -109,13 +109,18 @@ def request_problems(task: str, vm_size: str, *, cpu_request: str, memory_reques
     node = GPU_NODE_SIZES[vm_size]
     problems = []
     if cpu_millicores(cpu_request) > node.allocatable_cpu_m:
-        problems.append(f"{task}: cpu_request {cpu_request} exceeds the {node.allocatable_cpu_m}m a {vm_size} node can "
-                        f"allocate ({node.vcpus} vCPUs less AKS reservations and system DaemonSets)")
+        problems.append(
+            f"{task}: cpu_request {cpu_request} exceeds the {node.allocatable_cpu_m}m a {vm_size} node can "
+            f"allocate ({node.vcpus} vCPUs less AKS reservations and system DaemonSets)"
+        )
     if memory_mebibytes(memory_request) > node.allocatable_memory_mi:
-        problems.append(f"{task}: memory_request {memory_request} exceeds the {node.allocatable_memory_mi}Mi a "
-                        f"{vm_size} node can allocate ({node.memory_gib} GiB less AKS reservations and system "
-                        "DaemonSets)")
+        problems.append(
+            f"{task}: memory_request {memory_request} exceeds the {node.allocatable_memory_mi}Mi a "
+            f"{vm_size} node can allocate ({node.memory_gib} GiB less AKS reservations and system "
+            "DaemonSets)"
+        )
     if memory_mebibytes(memory_limit) > node.node_memory_mi:
-        problems.append(f"{task}: memory_limit {memory_limit} exceeds the {node.node_memory_mi}Mi a {vm_size} node "
-                        "gives its pods")
+        problems.append(
+            f"{task}: memory_limit {memory_limit} exceeds the {node.node_memory_mi}Mi a {vm_size} node gives its pods"
+        )
     return problems

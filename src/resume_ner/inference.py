@@ -44,9 +44,16 @@ class Predictor:
     number of windows of each batch predicted (a progress bar's update).
     """
 
-    def __init__(self, model_dir: str | Path, *, device: str = "auto", batch_size: int = 32,
-                 precision: Precision = "auto", decoding: Decoding | None = None,
-                 on_windows: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self,
+        model_dir: str | Path,
+        *,
+        device: str = "auto",
+        batch_size: int = 32,
+        precision: Precision = "auto",
+        decoding: Decoding | None = None,
+        on_windows: Callable[[int], None] | None = None,
+    ) -> None:
         from resume_ner.data.labels import LabelScheme
         from resume_ner.training.checkpoint import load_model_checkpoint
         from resume_ner.training.crf import crf_scores, model_crf
@@ -76,15 +83,23 @@ class Predictor:
         documents = [Document(id=str(i), text=text) for i, text in enumerate(texts)]
         windowed = build_windows(documents, self.tokenizer, self.scheme, max_length=self.max_length, stride=self.stride)
         log_probs, _ = predict_windows(
-            self.model, windowed.windows, self.tokenizer.pad_token_id, self.batch_size, self.device, self.bf16,
+            self.model,
+            windowed.windows,
+            self.tokenizer.pad_token_id,
+            self.batch_size,
+            self.device,
+            self.bf16,
             on_batch=self.on_windows,
         )
-        merged = decode_tags(merge_window_predictions(windowed, log_probs), self.scheme, self.decoding,
-                             self.transitions)
+        merged = decode_tags(
+            merge_window_predictions(windowed, log_probs), self.scheme, self.decoding, self.transitions
+        )
         return [
-            [Entity(span.label, span.start, span.end, doc.text[span.start : span.end], round(score, 4))
-             for span, score in doc_spans]
-            for doc, doc_spans in zip(documents, predicted_spans(windowed, merged))
+            [
+                Entity(span.label, span.start, span.end, doc.text[span.start : span.end], round(score, 4))
+                for span, score in doc_spans
+            ]
+            for doc, doc_spans in zip(documents, predicted_spans(windowed, merged), strict=True)
         ]
 
     def predict_stream(self, texts: Iterable[str], chunk_size: int = 64) -> Iterable[list[Entity]]:
@@ -99,8 +114,16 @@ class Predictor:
             yield from self.predict(chunk)
 
 
-def predict(texts: Sequence[str], model_dir: str | Path, *, device: str = "auto", batch_size: int = 32,
-            precision: Precision = "auto", decoding: Decoding | None = None) -> list[list[Entity]]:
+def predict(
+    texts: Sequence[str],
+    model_dir: str | Path,
+    *,
+    device: str = "auto",
+    batch_size: int = 32,
+    precision: Precision = "auto",
+    decoding: Decoding | None = None,
+) -> list[list[Entity]]:
     """Load ``model_dir`` and return the entities of each text."""
-    return Predictor(model_dir, device=device, batch_size=batch_size, precision=precision,
-                     decoding=decoding).predict(texts)
+    return Predictor(model_dir, device=device, batch_size=batch_size, precision=precision, decoding=decoding).predict(
+        texts
+    )

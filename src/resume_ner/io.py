@@ -34,7 +34,7 @@ def open_atomic(path: Path, mode: str = "w") -> Iterator[IO[Any]]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, mode, **({"encoding": "utf-8"} if "b" not in mode else {})) as handle:
+        with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
@@ -65,8 +65,10 @@ def check_outputs(outputs: Iterable[str | Path], *, inputs: Iterable[str | Path]
             existing.append(str(output))
     if existing:
         one = len(existing) == 1
-        problems.append(f"{', '.join(existing)} already exist{'s' if one else ''}: pass --overwrite to replace "
-                        f"{'it' if one else 'them'}, or choose another output")
+        problems.append(
+            f"{', '.join(existing)} already exist{'s' if one else ''}: pass --overwrite to replace "
+            f"{'it' if one else 'them'}, or choose another output"
+        )
     if problems:
         raise ConfigError("; ".join(problems))
 
@@ -128,7 +130,7 @@ def content_digest(path: Path) -> str:
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
     for file in files:
         name = "" if file == path else file.relative_to(path).as_posix()
-        digest.update(f"{name}\0{file.stat().st_size}\0".encode("utf-8"))
+        digest.update(f"{name}\0{file.stat().st_size}\0".encode())
         with file.open("rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(block)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import TypeVar
 
 __all__ = ["REDACTED", "has_credentials", "redact_credentials", "redact_settings"]
 
@@ -18,8 +18,21 @@ REDACTED = "***"
 T = TypeVar("T")
 
 _URL_USERINFO = re.compile(r"(?P<scheme>\b[a-z][a-z0-9+.\-]*://)[^\s/?#]*@", re.IGNORECASE)
-_SECRET_NAMES = ("password", "passwd", "pwd", "token", "access_token", "secret", "client_secret", "sig", "key",
-                 "api_key", "apikey", "accountkey", "sharedaccesskey")
+_SECRET_NAMES = (
+    "password",
+    "passwd",
+    "pwd",
+    "token",
+    "access_token",
+    "secret",
+    "client_secret",
+    "sig",
+    "key",
+    "api_key",
+    "apikey",
+    "accountkey",
+    "sharedaccesskey",
+)
 _SECRET_QUERY = re.compile(rf"(?P<name>[?&;](?:{'|'.join(_SECRET_NAMES)})=)[^&;#\s]+", re.IGNORECASE)
 
 
@@ -41,5 +54,5 @@ def redact_settings(value: T) -> T:
     if isinstance(value, Mapping):
         return {key: redact_settings(item) for key, item in value.items()}  # type: ignore[return-value]
     if isinstance(value, (list, tuple)):
-        return type(value)(redact_settings(item) for item in value)  # type: ignore[return-value]
+        return type(value)(redact_settings(item) for item in value)
     return value

@@ -8,7 +8,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from conftest import MODES, REPO, kubectl, wait_for
+from support.cluster import MODES, REPO, kubectl, wait_for
 
 
 def test_every_object_of_the_manifests_is_admitted_and_applied(applied):

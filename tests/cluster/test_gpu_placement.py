@@ -1,19 +1,16 @@
 """GPU placement by a real scheduler: the pods the pipeline's training tasks get (the pod fields of the KFP driver
-EMULATION, tests/unit/kfp/kfp_backend_emulation.py, fed the real plan_run) on a node labelled and tainted like an
+EMULATION, tests/support/kfp_backend_emulation.py, fed the real plan_run) on a node labelled and tainted like an
 AKS GPU pool, with nvidia.com/gpu capacity patched into its status: with gpu_count=1 they wait for such a node and
 land there with their GPU limit; with gpu_count=0 they ask for none and never need one."""
 
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
-from conftest import REPO, kubectl, wait_for
+from support.cluster import REPO, kubectl, wait_for
 
-sys.path.insert(0, str(REPO / "tests" / "unit" / "kfp"))
-from test_backend_rules import TRIAL, _emulated_run, _read  # noqa: E402 - the unit tier's emulation helpers
+from support.pipeline_pods import TRIAL, emulated_run, read_compiled
 
 NAMESPACE = "kubeflow"
 TINY = ("pipeline.resources={hpo_trial: {cpu_request: 100m, cpu_limit: 200m, memory_request: 64Mi, "
@@ -30,10 +27,10 @@ def emulated_pods(tmp_path_factory, monkeypatch_module) -> dict[int, dict]:
     out = tmp_path_factory.mktemp("compiled")
     monkeypatch_module.delenv("RESUME_NER_IMAGE", raising=False)
     compile_all(out, load(REPO / "config", [TINY]))
-    spec, platform = _read(out / "pipelines" / "resume_ner_training.yaml")
+    spec, platform = read_compiled(out / "pipelines" / "resume_ner_training.yaml")
     data = out / "resumes.jsonl"
     data.write_text('{"text": "Jane Doe", "labels": [[0, 8, "Name"]]}\n')
-    return {gpus: _emulated_run(spec, platform, {"data_uri": str(data), "gpu_count": gpus}, monkeypatch_module)
+    return {gpus: emulated_run(spec, platform, {"data_uri": str(data), "gpu_count": gpus}, monkeypatch_module)
             [f"{TRIAL[-1]}-0"] for gpus in (1, 0)}
 
 

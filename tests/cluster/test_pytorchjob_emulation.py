@@ -27,7 +27,7 @@ import sys
 import time
 
 import pytest
-from conftest import REPO, host_path_volume, kubectl, node_ip, on_this_machine, wait_for
+from support.cluster import REPO, host_path_volume, kubectl, node_ip, on_this_machine, wait_for
 
 NAMESPACE = "kubeflow"  # the pipeline's (kfp-standalone), where the volume resume-ner-data is
 JOB = "ddp-emulated"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import MODES, kubectl
+from support.cluster import MODES, kubectl
 
 ACCOUNTS = {"kfp-standalone": "pipeline-runner", "kfp-multi-user": "default-editor"}
 # (verb, resource, name): what the pipeline's code (resume_ner.k8s.pytorchjob) and KFP's launcher need

@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import kubectl, node_ip, on_this_machine
+from support.cluster import kubectl, node_ip, on_this_machine
 
 NAMESPACE = "kubeflow"  # the pipeline's (kfp-standalone)
 EXPERIMENT = "cluster-tier-job"

@@ -12,30 +12,24 @@ The tier ends with one line: the image's size and the time each step took.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from project_image import build_project_image, run_or_fail
+from support.containers import engine_answers
+from support.project_image import build_project_image, run_or_fail
 
 REPO = Path(__file__).resolve().parents[2]
 FIGURES: dict[str, str] = {}
-
-
-def _engine_answers(env: dict[str, str]) -> bool:
-    docker = shutil.which("docker")
-    return docker is not None and subprocess.run([docker, "version"], env=env, capture_output=True,
-                                                 timeout=60).returncode == 0
 
 
 @pytest.fixture(scope="session")
 def docker_env() -> Iterator[dict[str, str]]:
     """The environment of docker commands (DOCKER_HOST of a running engine), a private engine started if need be."""
     env = {**os.environ, "DOCKER_BUILDKIT": "0"}  # the classic builder: no buildx plugin, no frontend image to pull
-    if _engine_answers(env):
+    if engine_answers(env):
         yield env
         return
     started = time.monotonic()
@@ -53,14 +47,6 @@ def docker_env() -> Iterator[dict[str, str]]:
 def image(docker_env: dict[str, str]) -> str:
     """The pipeline's image, built from images/Dockerfile on this machine (cached layers make a warm build quick)."""
     return build_project_image(docker_env, FIGURES)
-
-
-def docker_run(env: dict[str, str], image: str, *args: str, options: tuple[str, ...] = (),
-               timeout: float = 900) -> subprocess.CompletedProcess[str]:
-    """``docker run --rm`` of ``image`` with a read-only root and a writable /tmp and home, as the pods run it."""
-    command = ["docker", "run", "--rm", "--network", "none", "--read-only", "--tmpfs", "/tmp",
-               "--tmpfs", "/home/resume-ner:uid=10001,gid=10001", *options, image, *args]
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,7 @@ command of the image run as given, and its size goal."""
 
 from __future__ import annotations
 
-from conftest import docker_run
+from support.containers import docker_run
 
 MAX_IMAGE_BYTES = 2.5e9  # the CPU image's goal
 

@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from conftest import docker_run
+from support.containers import docker_run
 
 
 def test_the_training_entrypoint_trains_on_synthetic_resumes(docker_env, image, tmp_path: Path, tier_figures):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import pytest
-from mlflow_test_server import MlflowServer
+from support.mlflow_test_server import MlflowServer
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 # One training state of the tiny model is about 13 MB: a 22 MB disk holds the first, not the second.
 SMALL_DISK_MB = 22
 
-INJECTED_ENOSPC = f"""
+INJECTED_ENOSPC = """
 import errno, sys, torch
 from resume_ner.cli.main import main
 

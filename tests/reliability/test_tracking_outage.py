@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from mlflow_test_server import MlflowServer
+from support.mlflow_test_server import MlflowServer
 
 from resume_ner.training.checkpoint import list_training_states, validate_checkpoint
 

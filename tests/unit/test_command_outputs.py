@@ -123,7 +123,7 @@ def test_evaluate_never_writes_over_its_data_and_replaces_metrics_only_with_over
     assert main(["evaluate", "--model", str(tiny_model_dir), "--data", str(data), "--output", str(metrics),
                  "--overwrite"]) == 0
     assert json.loads(metrics.read_text())["documents"] == 3
-    assert f"evaluated 3 document(s) in " in capsys.readouterr().err
+    assert "evaluated 3 document(s) in " in capsys.readouterr().err
 
 
 # --- data commands ---------------------------------------------------------------------------------------------

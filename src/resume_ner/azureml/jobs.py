@@ -63,7 +63,10 @@ def _yaml_value(value: Any) -> str:
 
 
 def settings_overrides(
-    config: ResumeNerConfig, *, experiment_name: str, exclude: Sequence[str] = (),
+    config: ResumeNerConfig,
+    *,
+    experiment_name: str,
+    exclude: Sequence[str] = (),
     sections: Sequence[str] = OVERRIDE_SECTIONS,
 ) -> list[str]:
     """``a.b=value`` for each setting of ``sections`` (default data, model, training, tracking) of ``config`` that
@@ -90,8 +93,15 @@ def training_command(
     """The shell command of a training job: the entrypoint on the ``data`` input into the ``model`` output with
     ``--set`` ``overrides``, ``--set path=${{inputs.<name>}}`` for each ``searched`` path -> input name, then
     the ``pinned`` overrides (they win), and rank 0's copy of the JSON results to the ``metrics`` output."""
-    parts = ["python", "-m", entrypoint, "--data-asset", "${{inputs.%s}}" % DATA_INPUT,
-             "--output-dir", "${{outputs.%s}}" % MODEL_OUTPUT]
+    parts = [
+        "python",
+        "-m",
+        entrypoint,
+        "--data-asset",
+        "${{inputs." + DATA_INPUT + "}}",
+        "--output-dir",
+        "${{outputs." + MODEL_OUTPUT + "}}",
+    ]
     for item in overrides:
         parts += ["--set", shlex.quote(item)]
     for path, name in (searched or {}).items():
@@ -113,8 +123,10 @@ def asset_path(value: str | Path, what: str) -> str:
         return text
     path = Path(text).expanduser()
     if not path.exists():
-        raise ConfigError(f"{what} {text!r}: no such local path; pass azureml:NAME:VERSION, an azureml://, "
-                          "https:// or abfss:// URI, or an existing local folder (uploaded on submission)")
+        raise ConfigError(
+            f"{what} {text!r}: no such local path; pass azureml:NAME:VERSION, an azureml://, "
+            "https:// or abfss:// URI, or an existing local folder (uploaded on submission)"
+        )
     return str(path.resolve())
 
 
@@ -142,8 +154,10 @@ def code_path(script_path: str | Path | None) -> str | None:
         return None
     code = asset_path(script_path, "script_path")
     if not Path(code).is_dir():
-        raise ConfigError(f"script_path {script_path}: not a directory; pass the code directory to upload "
-                          "(e.g. src/), the job runs `python -m <module>` in it")
+        raise ConfigError(
+            f"script_path {script_path}: not a directory; pass the code directory to upload "
+            "(e.g. src/), the job runs `python -m <module>` in it"
+        )
     return code
 
 
@@ -169,8 +183,10 @@ def command_node(
     from azure.ai.ml import command as aml_command
 
     if instance_count < 1 or process_count_per_instance < 1:
-        raise ConfigError(f"instance_count ({instance_count}) and process_count_per_instance "
-                          f"({process_count_per_instance}) must be at least 1")
+        raise ConfigError(
+            f"instance_count ({instance_count}) and process_count_per_instance "
+            f"({process_count_per_instance}) must be at least 1"
+        )
     distributed = instance_count * process_count_per_instance > 1
     return aml_command(
         command=command,
@@ -180,7 +196,8 @@ def command_node(
         environment=job_environment(environment),
         compute=compute_cluster,
         instance_count=instance_count if instance_count > 1 else None,
-        distribution=PyTorchDistribution(process_count_per_instance=process_count_per_instance) if distributed
+        distribution=PyTorchDistribution(process_count_per_instance=process_count_per_instance)
+        if distributed
         else None,
         **attributes,
     )
@@ -194,7 +211,7 @@ def data_input(data_asset: str | Path) -> Any:
 
 
 def create_final_training_job(
-    final_config: ResumeNerConfig | Mapping[str, Any],
+    final_config: ResumeNerConfig | dict[str, Any],
     *,
     data_asset: str | Path,
     environment: str,
@@ -213,8 +230,9 @@ def create_final_training_job(
     """
     config = config_from_dict(final_config, origin="final training config")
     node = command_node(
-        command=training_command(settings_overrides(config, experiment_name=aml_experiment_name),
-                                 entrypoint=entrypoint),
+        command=training_command(
+            settings_overrides(config, experiment_name=aml_experiment_name), entrypoint=entrypoint
+        ),
         inputs={DATA_INPUT: data_input(data_asset)},
         environment=environment,
         compute_cluster=compute_cluster,

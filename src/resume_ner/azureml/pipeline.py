@@ -60,7 +60,7 @@ def _flags(flag: str, values: list[str]) -> str:
 
 
 def create_training_pipeline_job(
-    config: HpoConfig | ResumeNerConfig | Mapping[str, Any],
+    config: HpoConfig | ResumeNerConfig | dict[str, Any],
     *,
     data_asset: str | Path,
     environment: str,
@@ -98,8 +98,10 @@ def create_training_pipeline_job(
     )
     trial_step = command_node(
         command=trial.command,
-        inputs={DATA_INPUT: Input(type="uri_folder"),
-                **{name: Input(type=kind) for name, kind in trial.input_types.items()}},
+        inputs={
+            DATA_INPUT: Input(type="uri_folder"),
+            **{name: Input(type=kind) for name, kind in trial.input_types.items()},
+        },
         environment=environment,
         compute_cluster=None,
         script_path=script_path,
@@ -143,19 +145,25 @@ def create_training_pipeline_job(
     )
     limits = sweep_limits(base, max_concurrent_trials=max_concurrent_trials, trial_timeout=trial_timeout)
 
-    @dsl.pipeline(name=PIPELINE_NAME, description="resume-ner: load data, sweep, select the best trial, final "
-                  "training, register with lineage", default_compute=compute_cluster)
-    def resume_ner_training(data):  # type: ignore[no-untyped-def]  # dsl reads annotations as input types
+    @dsl.pipeline(
+        None,  # the default, passed: azure-ai-ml's overload of the decorator factory gives func no default
+        name=PIPELINE_NAME,
+        description="resume-ner: load data, sweep, select the best trial, final training, register with lineage",
+        default_compute=compute_cluster,
+    )
+    def resume_ner_training(data):  # no annotation: dsl reads annotations as input types
         load_data = load_data_step(data=data)
         hpo = trial_step(data=load_data.outputs[SPLITS_OUTPUT], **trial.search_space).sweep(**trial.settings)
         hpo.set_limits(**limits)
         select_best = select_step(best_trial=hpo.outputs[MODEL_OUTPUT])
-        final_train = final_step(data=load_data.outputs[SPLITS_OUTPUT],
-                                 final_config=select_best.outputs[FINAL_CONFIG])
+        final_train = final_step(data=load_data.outputs[SPLITS_OUTPUT], final_config=select_best.outputs[FINAL_CONFIG])
         register_lineage = register_step(model=final_train.outputs[MODEL_OUTPUT])
-        return {MODEL_OUTPUT: final_train.outputs[MODEL_OUTPUT], METRICS_OUTPUT: final_train.outputs[METRICS_OUTPUT],
-                FINAL_CONFIG: select_best.outputs[FINAL_CONFIG],
-                LINEAGE_OUTPUT: register_lineage.outputs[LINEAGE_OUTPUT]}
+        return {
+            MODEL_OUTPUT: final_train.outputs[MODEL_OUTPUT],
+            METRICS_OUTPUT: final_train.outputs[METRICS_OUTPUT],
+            FINAL_CONFIG: select_best.outputs[FINAL_CONFIG],
+            LINEAGE_OUTPUT: register_lineage.outputs[LINEAGE_OUTPUT],
+        }
 
     job = resume_ner_training(data=data_input(data_asset))
     job.experiment_name = aml_experiment_name

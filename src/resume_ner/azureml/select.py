@@ -42,8 +42,10 @@ def _read_trial_file(path: Path) -> Any:
     try:
         return yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.strerror or exc}); expected the training output directory "
-                          f"of the sweep's best trial, which holds {CONFIG_FILE} and {RESULT_FILE}") from None
+        raise ConfigError(
+            f"{path}: cannot read ({exc.strerror or exc}); expected the training output directory "
+            f"of the sweep's best trial, which holds {CONFIG_FILE} and {RESULT_FILE}"
+        ) from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid YAML or JSON ({exc})") from None
 
@@ -73,7 +75,7 @@ def sweep_parent_run_id(trial_run_id: str, client: Any) -> str:
 def trial_number(trial_run_id: str, sweep_run_id: str) -> int:
     """The index of an AzureML trial in its sweep, from its run id ``<sweep run id>_<index>``; 0 otherwise."""
     prefix = f"{sweep_run_id}_"
-    index = trial_run_id[len(prefix):] if trial_run_id.startswith(prefix) else ""
+    index = trial_run_id[len(prefix) :] if trial_run_id.startswith(prefix) else ""
     return int(index) if index.isdigit() else 0
 
 
@@ -84,15 +86,16 @@ def select_best_trial_config(
     module docstring); returns the ``BestTrial`` dict written to ``best_trial.json``. ``client`` reads the runs
     (default: an ``MlflowClient`` on ``$MLFLOW_TRACKING_URI``, else ``tracking.tracking_uri``)."""
     trial_dir = Path(trial_dir)
-    trial = config_from_dict(_read_trial_file(trial_dir / CONFIG_FILE),
-                             origin=str(trial_dir / CONFIG_FILE))
+    trial = config_from_dict(_read_trial_file(trial_dir / CONFIG_FILE), origin=str(trial_dir / CONFIG_FILE))
     settings = trial.to_dict()
     values: dict[str, Any] = {}
     for path in params:
         section, _, name = path.partition(".")
         if name not in settings.get(section, {}):
-            raise ConfigError(f"--param {path}: not a setting of {trial_dir / CONFIG_FILE}; pass the dotted "
-                              "paths of hpo.search_space, e.g. training.learning_rate")
+            raise ConfigError(
+                f"--param {path}: not a setting of {trial_dir / CONFIG_FILE}; pass the dotted "
+                "paths of hpo.search_space, e.g. training.learning_rate"
+            )
         values[path] = settings[section][name]
     result = _read_trial_file(trial_dir / RESULT_FILE)
     run_id = result.get("run_id") if isinstance(result, dict) else None
@@ -125,6 +128,11 @@ def select_best_trial_config(
     out_dir = Path(out_dir)
     save_sections(final, out_dir)
     write_json_atomic(out_dir / BEST_TRIAL_FILE, best)
-    log.info("best trial %s of sweep %s (#%d): %s", run_id, sweep_run_id, best["number"],
-             ", ".join(f"{k}={v}" for k, v in values.items()))
+    log.info(
+        "best trial %s of sweep %s (#%d): %s",
+        run_id,
+        sweep_run_id,
+        best["number"],
+        ", ".join(f"{k}={v}" for k, v in values.items()),
+    )
     return best

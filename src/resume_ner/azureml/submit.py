@@ -53,11 +53,17 @@ def workspace_client(
 ) -> Any:
     """An ``MLClient`` of the workspace (each value: the argument, else its environment variable) signed in
     with ``DefaultAzureCredential`` (``az login``, a managed identity, ``AZURE_CLIENT_ID``/``..._SECRET``...)."""
-    given = {"subscription_id": subscription_id, "resource_group_name": resource_group,
-             "workspace_name": workspace_name}
+    given = {
+        "subscription_id": subscription_id,
+        "resource_group_name": resource_group,
+        "workspace_name": workspace_name,
+    }
     values = {key: value or os.environ.get(WORKSPACE_ENV[key]) for key, value in given.items()}
-    missing = [f"{WORKSPACE_ENV[key]} (--{key.replace('_name', '').replace('_', '-')})"
-               for key, value in values.items() if not value]
+    missing = [
+        f"{WORKSPACE_ENV[key]} (--{key.replace('_name', '').replace('_', '-')})"
+        for key, value in values.items()
+        if not value
+    ]
     if missing:
         raise ConfigError(f"no AzureML workspace: set {', '.join(missing)}")
     from azure.ai.ml import MLClient
@@ -112,8 +118,10 @@ def submit_and_wait_for_job(
         except AzureError as exc:
             failures += 1
             if failures >= MAX_POLL_FAILURES:
-                raise ResumeNerError(f"{_where(submitted)}: {failures} status reads failed in a row (last: {exc}); "
-                                     "it may still be running: check it in the studio") from exc
+                raise ResumeNerError(
+                    f"{_where(submitted)}: {failures} status reads failed in a row (last: {exc}); "
+                    "it may still be running: check it in the studio"
+                ) from exc
             log.warning("%s: status read failed (%s); retrying", _where(submitted), exc)
         else:
             failures = 0
@@ -129,8 +137,10 @@ def submit_and_wait_for_job(
             if on_timeout == "cancel":
                 ml_client.jobs.begin_cancel(submitted.name)
             action = "cancellation requested" if on_timeout == "cancel" else "left running"
-            raise ResumeNerError(f"{_where(submitted)} did not finish within {timeout:.0f}s (last status {status}): "
-                                 f"{action}; raise the timeout, or wait for it in the studio")
+            raise ResumeNerError(
+                f"{_where(submitted)} did not finish within {timeout:.0f}s (last status {status}): "
+                f"{action}; raise the timeout, or wait for it in the studio"
+            )
         sleep(min(poll_interval, remaining))
 
 
@@ -162,15 +172,20 @@ def validate_sweep_job(
     if not best:
         problems.append(f"no best trial (property {BEST_CHILD_PROPERTY}): did any trial finish?")
     if score is None:
-        problems.append(f"no value of the primary metric {metric!r} (property {SCORE_PROPERTY}): the trials did "
-                        "not log it; check the image's MLflow setup (azureml-mlflow) and the metric name")
+        problems.append(
+            f"no value of the primary metric {metric!r} (property {SCORE_PROPERTY}): the trials did "
+            "not log it; check the image's MLflow setup (azureml-mlflow) and the metric name"
+        )
     trials: Counter[str] = Counter()
     if ml_client is not None:
         trials.update(child.status for child in ml_client.jobs.list(parent_job_name=job.name))
         if trials[COMPLETED] < min_completed_trials:
-            problems.append(f"{trials[COMPLETED]} completed trial(s), expected at least {min_completed_trials} "
-                            f"({', '.join(f'{n} {s}' for s, n in sorted(trials.items())) or 'no trials'})")
+            problems.append(
+                f"{trials[COMPLETED]} completed trial(s), expected at least {min_completed_trials} "
+                f"({', '.join(f'{n} {s}' for s, n in sorted(trials.items())) or 'no trials'})"
+            )
     _raise_problems(f"AzureML sweep {job.name} of {backbone}", problems)
+    assert score is not None  # a missing score is a problem, raised above
     return {"best_trial": best, "score": float(score), "primary_metric": metric, "trials": dict(trials)}
 
 
@@ -193,13 +208,16 @@ def validate_final_training_job(job: Any, ml_client: Any = None) -> dict[str, An
             ml_client.jobs.download(job.name, download_path=tmp, output_name=METRICS_OUTPUT)
             folder = Path(tmp) / "named-outputs" / METRICS_OUTPUT
             result = _read_result(folder, RESULT_FILE, problems)
-            test = _read_result(folder, TEST_METRICS_FILE, problems,
-                                ": the data has no test split, so the model was not tested")
-        summary.update(metric=result.get("metric"), best_metric=result.get("best_metric"),
-                       test_f1_micro=test.get("f1_micro"))
+            test = _read_result(
+                folder, TEST_METRICS_FILE, problems, ": the data has no test split, so the model was not tested"
+            )
+        summary.update(
+            metric=result.get("metric"), best_metric=result.get("best_metric"), test_f1_micro=test.get("f1_micro")
+        )
         if result and summary["best_metric"] is None:
-            problems.append(f"{RESULT_FILE} has no best validation {summary['metric']}: the data has no validation "
-                            "split")
+            problems.append(
+                f"{RESULT_FILE} has no best validation {summary['metric']}: the data has no validation split"
+            )
         if test and summary["test_f1_micro"] is None:
             problems.append(f"{TEST_METRICS_FILE} has no f1_micro")
     _raise_problems(f"AzureML final training {job.name}", problems)

@@ -95,27 +95,36 @@ def _distribution(spec: ParamSpec, sampling: str | None, problems: list[str]) ->
     if spec.type == "choice":
         bad = [v for v in spec.values if v is None or (isinstance(v, str) and not _PLAIN_TEXT.fullmatch(v))]
         if bad:
-            problems.append(f"{spec.path}: choice value(s) {bad} cannot be passed on an AzureML command line "
-                            "(null, or text other than letters, digits and _.:/@+-)")
+            problems.append(
+                f"{spec.path}: choice value(s) {bad} cannot be passed on an AzureML command line "
+                "(null, or text other than letters, digits and _.:/@+-)"
+            )
             return None
         return Choice(values=list(spec.values))
+    low, high = spec.low, spec.high
+    assert low is not None and high is not None  # parse_search_space gives every numeric spec its min and max
     if spec.type == "log_uniform":
         if sampling == "bayesian":
-            problems.append(f"{spec.path}: AzureML's bayesian sampling (hpo.sampler=tpe) takes only "
-                            f"{', '.join(BAYESIAN_SPEC_TYPES)} distributions, not log_uniform; use "
-                            "hpo.sampler=random, or a uniform or choice for this setting")
+            problems.append(
+                f"{spec.path}: AzureML's bayesian sampling (hpo.sampler=tpe) takes only "
+                f"{', '.join(BAYESIAN_SPEC_TYPES)} distributions, not log_uniform; use "
+                "hpo.sampler=random, or a uniform or choice for this setting"
+            )
             return None
-        return LogUniform(min_value=math.log(spec.low), max_value=math.log(spec.high))
+        return LogUniform(min_value=math.log(low), max_value=math.log(high))
     if spec.type == "uniform" and spec.step is None:
-        return Uniform(min_value=spec.low, max_value=spec.high)
+        return Uniform(min_value=low, max_value=high)
     step = spec.step or 1
-    if spec.type == "int" and spec.low == 0 and step == 1 and sampling != "bayesian":
-        return Randint(upper=int(spec.high) + 1)
-    if not (_is_multiple(spec.low, step) and _is_multiple(spec.high, step)):
-        problems.append(f"{spec.path}: AzureML's QUniform rounds to multiples of the step ({step}), so min "
-                        f"({spec.low}) and max ({spec.high}) must be multiples of it; change them, or use a choice")
+    if spec.type == "int" and low == 0 and step == 1 and sampling != "bayesian":
+        return Randint(upper=int(high) + 1)
+    if not (_is_multiple(low, step) and _is_multiple(high, step)):
+        problems.append(
+            f"{spec.path}: AzureML's QUniform rounds to multiples of the step ({step}), so min "
+            f"({spec.low}) and max ({spec.high}) must be multiples of it; change them, or use a choice"
+        )
         return None
-    return QUniform(min_value=spec.low, max_value=spec.high, q=step)
+    # azure-ai-ml annotates q as int, but the service quantizes to any number (e.g. 0.05)
+    return QUniform(min_value=low, max_value=high, q=step)  # type: ignore[arg-type]
 
 
 def _search_space(space: SearchSpace, sampling: str | None, problems: list[str]) -> dict[str, Any]:
@@ -150,20 +159,24 @@ def resolve_sampler(config: ResumeNerConfig) -> tuple[ResumeNerConfig, str | Non
     hpo = config.hpo
     if hpo.sampler != DEFAULT_SAMPLER or hpo.pruner not in (DEFAULT_PRUNER, "none"):
         return config, None
-    log_uniform = [spec.path for spec in parse_search_space(hpo.search_space, config).params
-                   if spec.type == "log_uniform"]
+    log_uniform = [
+        spec.path for spec in parse_search_space(hpo.search_space, config).params if spec.type == "log_uniform"
+    ]
     pruned = hpo.pruner != "none"
     if not log_uniform and not pruned:
         return config, None
     cannot = ", ".join(f"{path} (log_uniform)" for path in log_uniform)
     if pruned:
         cannot += f"{' nor ' if cannot else ''}early termination (hpo.pruner={hpo.pruner})"
-    fixes = ([f"give {', '.join(log_uniform)} a uniform or choice"] if log_uniform else []) + \
-        (["set hpo.pruner=none"] if pruned else [])
+    fixes = ([f"give {', '.join(log_uniform)} a uniform or choice"] if log_uniform else []) + (
+        ["set hpo.pruner=none"] if pruned else []
+    )
     policy = f"with {hpo.pruner} early termination" if pruned else "without early termination"
-    note = (f"hpo.sampler={hpo.sampler} maps to AzureML bayesian sampling, which cannot take {cannot}; using "
-            f"{FALLBACK_SAMPLER} sampling {policy} instead (set hpo.sampler={FALLBACK_SAMPLER} to silence this; "
-            f"for bayesian sampling, {' and '.join(fixes)})")
+    note = (
+        f"hpo.sampler={hpo.sampler} maps to AzureML bayesian sampling, which cannot take {cannot}; using "
+        f"{FALLBACK_SAMPLER} sampling {policy} instead (set hpo.sampler={FALLBACK_SAMPLER} to silence this; "
+        f"for bayesian sampling, {' and '.join(fixes)})"
+    )
     return apply_params(config, {"hpo.sampler": FALLBACK_SAMPLER}), note
 
 
@@ -171,8 +184,10 @@ def _sampling_algorithm(hpo: HpoConfig, space: SearchSpace, problems: list[str])
     from azure.ai.ml.sweep import RandomSamplingAlgorithm
 
     if hpo.sampler == "cmaes":
-        problems.append("hpo.sampler=cmaes has no AzureML sweep equivalent (AzureML samples random, grid or "
-                        "bayesian); use hpo.sampler=tpe (bayesian), random or grid")
+        problems.append(
+            "hpo.sampler=cmaes has no AzureML sweep equivalent (AzureML samples random, grid or "
+            "bayesian); use hpo.sampler=tpe (bayesian), random or grid"
+        )
         return None
     if hpo.sampler == "grid":
         try:
@@ -190,13 +205,14 @@ def _early_termination(hpo: HpoConfig, problems: list[str]) -> Any:
     if hpo.pruner == "none":
         return None
     if hpo.sampler == "tpe":
-        problems.append(f"hpo.pruner={hpo.pruner}: AzureML's bayesian sampling (hpo.sampler=tpe) takes no early "
-                        "termination policy; set hpo.pruner=none, or hpo.sampler=random")
+        problems.append(
+            f"hpo.pruner={hpo.pruner}: AzureML's bayesian sampling (hpo.sampler=tpe) takes no early "
+            "termination policy; set hpo.pruner=none, or hpo.sampler=random"
+        )
         return None
     if hpo.pruner == "median":
         return MedianStoppingPolicy(evaluation_interval=1, delay_evaluation=hpo.n_warmup_epochs)
-    return BanditPolicy(slack_factor=BANDIT_SLACK_FACTOR, evaluation_interval=1,
-                        delay_evaluation=hpo.n_warmup_epochs)
+    return BanditPolicy(slack_factor=BANDIT_SLACK_FACTOR, evaluation_interval=1, delay_evaluation=hpo.n_warmup_epochs)
 
 
 def _input_type(spec: ParamSpec) -> str:
@@ -210,7 +226,7 @@ def _input_type(spec: ParamSpec) -> str:
     return "string"
 
 
-def project_config(hpo_config: HpoConfig | ResumeNerConfig | Mapping[str, Any]) -> ResumeNerConfig:
+def project_config(hpo_config: HpoConfig | ResumeNerConfig | dict[str, Any]) -> ResumeNerConfig:
     """The project config of an ``HpoConfig`` (defaults elsewhere), a ``ResumeNerConfig`` or its dict."""
     if isinstance(hpo_config, HpoConfig):
         return ResumeNerConfig(hpo=hpo_config)
@@ -229,7 +245,11 @@ class SweepTrial:
 
 
 def sweep_trial(
-    config: ResumeNerConfig, backbone: str, *, aml_experiment_name: str, pinned: tuple[str, ...] = (),
+    config: ResumeNerConfig,
+    backbone: str,
+    *,
+    aml_experiment_name: str,
+    pinned: tuple[str, ...] = (),
     entrypoint: str = TRAIN_ENTRYPOINT,
 ) -> SweepTrial:
     """The trial of a sweep of ``backbone`` over ``config.hpo``; ``pinned`` overrides come after the searched
@@ -242,67 +262,94 @@ def sweep_trial(
     space = parse_search_space(hpo.search_space, config)
     problems: list[str] = []
     if "model.backbone" in space.paths:
-        problems.append("model.backbone is in hpo.search_space, but an AzureML sweep tunes one backbone: remove it "
-                        "and build one sweep per backbone")
+        problems.append(
+            "model.backbone is in hpo.search_space, but an AzureML sweep tunes one backbone: remove it "
+            "and build one sweep per backbone"
+        )
     if hpo.train_fraction < 1.0:
-        log.warning("hpo.train_fraction=%s is not applied by AzureML sweep trials (they train on the whole data "
-                    "asset): register a smaller data asset instead", hpo.train_fraction)
+        log.warning(
+            "hpo.train_fraction=%s is not applied by AzureML sweep trials (they train on the whole data "
+            "asset): register a smaller data asset instead",
+            hpo.train_fraction,
+        )
     sampling = _sampling_algorithm(hpo, space, problems)
     search_space = _search_space(space, SAMPLING_ALGORITHMS.get(hpo.sampler), problems)
     early_termination = _early_termination(hpo, problems)
     if problems:
-        raise ConfigError(f"the hpo section cannot run as an AzureML sweep of {backbone}:\n  "
-                          + "\n  ".join(problems))
+        raise ConfigError(f"the hpo section cannot run as an AzureML sweep of {backbone}:\n  " + "\n  ".join(problems))
     from resume_ner.hpo.trial import trial_config
 
-    overrides = settings_overrides(trial_config(config, {}), experiment_name=aml_experiment_name,
-                                   exclude=space.paths)
+    overrides = settings_overrides(trial_config(config, {}), experiment_name=aml_experiment_name, exclude=space.paths)
     searched = {spec.path: input_name(spec.path) for spec in space.params}
     return SweepTrial(
         command=training_command(overrides, searched=searched, pinned=pinned, entrypoint=entrypoint),
         paths=tuple(space.paths),
         search_space=search_space,
         input_types={input_name(spec.path): _input_type(spec) for spec in space.params},
-        settings={"primary_metric": primary_metric(hpo.metric), "goal": hpo.direction,
-                  "sampling_algorithm": sampling, "early_termination_policy": early_termination},
+        settings={
+            "primary_metric": primary_metric(hpo.metric),
+            "goal": hpo.direction,
+            "sampling_algorithm": sampling,
+            "early_termination_policy": early_termination,
+        },
     )
 
 
 def sweep_limits(
-    config: ResumeNerConfig, *, n_trials: int | None = None, max_concurrent_trials: int | None = None,
+    config: ResumeNerConfig,
+    *,
+    n_trials: int | None = None,
+    max_concurrent_trials: int | None = None,
     trial_timeout: int | None = None,
 ) -> dict[str, Any]:
     """``set_limits`` arguments: ``n_trials`` (default ``hpo.n_trials``) trials, at most ``max_concurrent_trials``
     (default ``pipeline.parallelism``) at once, ``hpo.timeout`` seconds in all, ``trial_timeout`` per trial."""
     total = n_trials or config.hpo.n_trials
-    return {"max_total_trials": total,
-            "max_concurrent_trials": min(max_concurrent_trials or config.pipeline.parallelism, total),
-            "timeout": math.ceil(config.hpo.timeout) if config.hpo.timeout else None,
-            "trial_timeout": trial_timeout}
+    return {
+        "max_total_trials": total,
+        "max_concurrent_trials": min(max_concurrent_trials or config.pipeline.parallelism, total),
+        "timeout": math.ceil(config.hpo.timeout) if config.hpo.timeout else None,
+        "trial_timeout": trial_timeout,
+    }
 
 
 def _sweep_job(
-    backbone: str, data_asset: str | Path, environment: str, compute_cluster: str,
-    hpo_config: HpoConfig | ResumeNerConfig | Mapping[str, Any], aml_experiment_name: str,
-    tags: Mapping[str, str] | None, *, kind: str, n_trials: int | None, pinned: tuple[str, ...],
-    max_concurrent_trials: int | None, trial_timeout: int | None, script_path: str | Path | None, entrypoint: str,
+    backbone: str,
+    data_asset: str | Path,
+    environment: str,
+    compute_cluster: str,
+    hpo_config: HpoConfig | ResumeNerConfig | dict[str, Any],
+    aml_experiment_name: str,
+    tags: Mapping[str, str] | None,
+    *,
+    kind: str,
+    n_trials: int | None,
+    pinned: tuple[str, ...],
+    max_concurrent_trials: int | None,
+    trial_timeout: int | None,
+    script_path: str | Path | None,
+    entrypoint: str,
 ) -> Any:
     from azure.ai.ml import Input
 
     config = project_config(hpo_config)
-    trial = sweep_trial(config, backbone, aml_experiment_name=aml_experiment_name, pinned=pinned,
-                        entrypoint=entrypoint)
+    trial = sweep_trial(config, backbone, aml_experiment_name=aml_experiment_name, pinned=pinned, entrypoint=entrypoint)
     node = command_node(
         command=trial.command,
-        inputs={DATA_INPUT: data_input(data_asset),
-                **{name: Input(type=kind) for name, kind in trial.input_types.items()}},
+        inputs={
+            DATA_INPUT: data_input(data_asset),
+            **{name: Input(type=kind) for name, kind in trial.input_types.items()},
+        },
         environment=environment,
         compute_cluster=compute_cluster,
         script_path=script_path,
     )
     sweep = node(**trial.search_space).sweep(compute=compute_cluster, **trial.settings)
-    sweep.set_limits(**sweep_limits(config, n_trials=n_trials, max_concurrent_trials=max_concurrent_trials,
-                                    trial_timeout=trial_timeout))
+    sweep.set_limits(
+        **sweep_limits(
+            config, n_trials=n_trials, max_concurrent_trials=max_concurrent_trials, trial_timeout=trial_timeout
+        )
+    )
     sweep.experiment_name = aml_experiment_name
     sweep.display_name = f"resume-ner-{kind}-{re.sub(r'[^A-Za-z0-9-]+', '-', Path(backbone).name).strip('-')}"
     sweep.tags = job_tags(kind, backbone, tags)
@@ -315,7 +362,7 @@ def create_hpo_sweep_job_for_backbone(
     data_asset: str | Path,
     environment: str,
     compute_cluster: str,
-    hpo_config: HpoConfig | ResumeNerConfig | Mapping[str, Any],
+    hpo_config: HpoConfig | ResumeNerConfig | dict[str, Any],
     aml_experiment_name: str,
     tags: Mapping[str, str] | None = None,
     max_concurrent_trials: int | None = None,
@@ -328,9 +375,22 @@ def create_hpo_sweep_job_for_backbone(
     ``hpo_config`` is an ``HpoConfig`` (the other sections keep their defaults) or the whole project config.
     ``max_concurrent_trials`` defaults to ``pipeline.parallelism``; ``trial_timeout`` (seconds) to none.
     """
-    return _sweep_job(backbone, data_asset, environment, compute_cluster, hpo_config, aml_experiment_name, tags,
-                      kind="hpo", n_trials=None, pinned=(), max_concurrent_trials=max_concurrent_trials,
-                      trial_timeout=trial_timeout, script_path=script_path, entrypoint=entrypoint)
+    return _sweep_job(
+        backbone,
+        data_asset,
+        environment,
+        compute_cluster,
+        hpo_config,
+        aml_experiment_name,
+        tags,
+        kind="hpo",
+        n_trials=None,
+        pinned=(),
+        max_concurrent_trials=max_concurrent_trials,
+        trial_timeout=trial_timeout,
+        script_path=script_path,
+        entrypoint=entrypoint,
+    )
 
 
 def create_dry_run_sweep_job_for_backbone(
@@ -339,7 +399,7 @@ def create_dry_run_sweep_job_for_backbone(
     data_asset: str | Path,
     environment: str,
     compute_cluster: str,
-    hpo_config: HpoConfig | ResumeNerConfig | Mapping[str, Any],
+    hpo_config: HpoConfig | ResumeNerConfig | dict[str, Any],
     aml_experiment_name: str,
     tags: Mapping[str, str] | None = None,
     trial_timeout: int | None = None,
@@ -350,8 +410,19 @@ def create_dry_run_sweep_job_for_backbone(
     mount, entrypoint, the metric the sweep reads, the policy): ``DRY_RUN_TRIALS`` trials at once of
     ``DRY_RUN_EPOCHS`` epoch. The trainer has no data-subset setting, so a trial reads the whole data asset:
     point ``data_asset`` at a small one (e.g. ``resume-ner data synth --n 60``) for a cheap dry run."""
-    return _sweep_job(backbone, data_asset, environment, compute_cluster, hpo_config, aml_experiment_name, tags,
-                      kind="dry-run", n_trials=DRY_RUN_TRIALS,
-                      pinned=(f"training.epochs={DRY_RUN_EPOCHS}",),
-                      max_concurrent_trials=DRY_RUN_TRIALS, trial_timeout=trial_timeout, script_path=script_path,
-                      entrypoint=entrypoint)
+    return _sweep_job(
+        backbone,
+        data_asset,
+        environment,
+        compute_cluster,
+        hpo_config,
+        aml_experiment_name,
+        tags,
+        kind="dry-run",
+        n_trials=DRY_RUN_TRIALS,
+        pinned=(f"training.epochs={DRY_RUN_EPOCHS}",),
+        max_concurrent_trials=DRY_RUN_TRIALS,
+        trial_timeout=trial_timeout,
+        script_path=script_path,
+        entrypoint=entrypoint,
+    )

@@ -27,11 +27,14 @@ $AZUREML_WORKSPACE_NAME (or the flags); azureml select-best is the pipeline's se
 BUILD_HELP = "Write the YAML of an AzureML job: final training, sweep, sweep dry run or pipeline (no Azure access)."
 BUILD_DESCRIPTION = BUILD_HELP + (
     " With the shipped hpo defaults (hpo.sampler=tpe, a log-uniform learning rate, the median pruner), which "
-    "AzureML's bayesian sampling cannot take, sweeps use random sampling and print a note saying so.")
+    "AzureML's bayesian sampling cannot take, sweeps use random sampling and print a note saying so."
+)
 SUBMIT_HELP = "Submit a job YAML to the AzureML workspace; with --wait, wait for it and check its results."
-SELECT_BEST_HELP = ("The pipeline's select_best step: the best trial's searched settings in the base config, as "
-                    "--config-dir, and the best trial (its MLflow run and its sweep's) as best_trial.json for "
-                    "final-train --best-json.")
+SELECT_BEST_HELP = (
+    "The pipeline's select_best step: the best trial's searched settings in the base config, as "
+    "--config-dir, and the best trial (its MLflow run and its sweep's) as best_trial.json for "
+    "final-train --best-json."
+)
 
 
 # azure-ai-ml logs "Class ...Schema: This is an experimental class" notices at INFO through its own stderr handler
@@ -49,8 +52,9 @@ def _load_job(path: Path) -> Any:
         return load_job(path)
     except (MlException, ValidationError) as exc:
         first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
-        raise ConfigError(f"--job {path}: not an AzureML job ({first}); write one with `resume-ner azureml build "
-                          "--output FILE`") from None
+        raise ConfigError(
+            f"--job {path}: not an AzureML job ({first}); write one with `resume-ner azureml build --output FILE`"
+        ) from None
 
 
 def _quiet_sdk_notices(args: argparse.Namespace) -> None:
@@ -92,18 +96,25 @@ def build_job(args: argparse.Namespace) -> Any:
     if args.best_json and args.kind != "final":
         raise ConfigError(f"--best-json applies to --kind final, not {args.kind}")
     if not is_remote_asset(args.data_asset):
-        raise ConfigError(f"--data-asset {args.data_asset}: a job YAML cannot carry a local folder (azure-ai-ml writes "
-                          "it as an asset name); register it first, e.g. `az ml data create --name resumes --version 1 "
-                          f"--type uri_folder --path {args.data_asset}`, and pass azureml:resumes:1 (or pass a URI)")
+        raise ConfigError(
+            f"--data-asset {args.data_asset}: a job YAML cannot carry a local folder (azure-ai-ml writes "
+            "it as an asset name); register it first, e.g. `az ml data create --name resumes --version 1 "
+            f"--type uri_folder --path {args.data_asset}`, and pass azureml:resumes:1 (or pass a URI)"
+        )
     if args.kind != "final":
         from resume_ner.azureml.sweep import resolve_sampler
 
         config, note = resolve_sampler(config)
         if note:
             print(f"note: {note}", file=sys.stderr)
-    common = {"data_asset": args.data_asset, "environment": args.environment or default_environment(config), "compute_cluster": args.compute,
-              "aml_experiment_name": args.experiment or config.tracking.experiment_name, "tags": _tags(args.tags),
-              "script_path": args.code}
+    common = {
+        "data_asset": args.data_asset,
+        "environment": args.environment or default_environment(config),
+        "compute_cluster": args.compute,
+        "aml_experiment_name": args.experiment or config.tracking.experiment_name,
+        "tags": _tags(args.tags),
+        "script_path": args.code,
+    }
     trials = {"max_concurrent_trials": args.max_concurrent_trials, "trial_timeout": args.trial_timeout}
     distribution = {"instance_count": args.instance_count, "process_count_per_instance": args.process_count}
     backbone = args.backbone or config.model.backbone
@@ -119,8 +130,9 @@ def build_job(args: argparse.Namespace) -> Any:
 
     if args.kind == "sweep":
         return sweep.create_hpo_sweep_job_for_backbone(backbone, hpo_config=config, **common, **trials)
-    return sweep.create_dry_run_sweep_job_for_backbone(backbone, hpo_config=config, **common,
-                                                       trial_timeout=args.trial_timeout)
+    return sweep.create_dry_run_sweep_job_for_backbone(
+        backbone, hpo_config=config, **common, trial_timeout=args.trial_timeout
+    )
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -154,15 +166,18 @@ def cmd_submit(args: argparse.Namespace) -> int:
     _quiet_sdk_notices(args)
     job = _load_job(args.job)  # every argument is checked before the workspace is contacted
     if args.wait and not (args.timeout >= 0 and args.poll_interval >= 0):
-        raise ConfigError(f"--timeout {args.timeout:g} and --poll-interval {args.poll_interval:g}: both must be "
-                          "numbers of seconds, 0 or more")
+        raise ConfigError(
+            f"--timeout {args.timeout:g} and --poll-interval {args.poll_interval:g}: both must be "
+            "numbers of seconds, 0 or more"
+        )
     ml_client = workspace_client(args.subscription_id, args.resource_group, args.workspace)
     if not args.wait:
         submitted = ml_client.jobs.create_or_update(job)
         print(f"submitted {submitted.name}: {submitted.status}" + _studio(submitted))
         return 0
-    done = submit_and_wait_for_job(ml_client, job, timeout=args.timeout, poll_interval=args.poll_interval,
-                                   on_timeout=args.on_timeout)
+    done = submit_and_wait_for_job(
+        ml_client, job, timeout=args.timeout, poll_interval=args.poll_interval, on_timeout=args.on_timeout
+    )
     print(f"{done.name}: {done.status}" + _studio(done))
     tags = done.tags or {}
     if tags.get(KIND_TAG) == "final":
@@ -170,8 +185,10 @@ def cmd_submit(args: argparse.Namespace) -> int:
         print(f"  validation {summary['metric']} {summary['best_metric']}, test f1_micro {summary['test_f1_micro']}")
     elif tags.get(KIND_TAG) in ("hpo", "dry-run"):
         summary = validate_sweep_job(done, tags[BACKBONE_TAG], ml_client)
-        print(f"  best trial {summary['best_trial']}: {summary['primary_metric']} {summary['score']} "
-              f"(trials: {', '.join(f'{n} {s}' for s, n in sorted(summary['trials'].items()))})")
+        print(
+            f"  best trial {summary['best_trial']}: {summary['primary_metric']} {summary['score']} "
+            f"(trials: {', '.join(f'{n} {s}' for s, n in sorted(summary['trials'].items()))})"
+        )
     return 0
 
 
@@ -181,34 +198,54 @@ def cmd_select_best(args: argparse.Namespace) -> int:
     from resume_ner.azureml.select import select_best_trial_config
 
     best = select_best_trial_config(args.trial_dir, args.params, load_config_from_args(args), args.output_dir)
-    print(f"best trial #{best['number']} of sweep {best['study_name']} (run {best['mlflow_run_id']}): "
-          f"{', '.join(f'{k}={v}' for k, v in best['params'].items())} -> {args.output_dir}")
+    print(
+        f"best trial #{best['number']} of sweep {best['study_name']} (run {best['mlflow_run_id']}): "
+        f"{', '.join(f'{k}={v}' for k, v in best['params'].items())} -> {args.output_dir}"
+    )
     return 0
 
 
 def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     """Add ``azureml build|submit|select-best``."""
-    azureml = subparsers.add_parser("azureml", help="AzureML jobs: build a job YAML, submit it, pipeline steps",
-                                    description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    azureml = subparsers.add_parser(
+        "azureml",
+        help="AzureML jobs: build a job YAML, submit it, pipeline steps",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands = azureml.add_subparsers(dest="azureml_command", metavar="COMMAND", required=True)
 
     build = commands.add_parser("build", parents=parents, help=BUILD_HELP, description=BUILD_DESCRIPTION)
     build.add_argument("--kind", choices=KINDS, required=True, help="the job to build")
-    build.add_argument("--output", "--out", dest="output", metavar="FILE", type=Path, required=True,
-                       help="job YAML file to write (--out is an alias)")
+    build.add_argument(
+        "--output",
+        "--out",
+        dest="output",
+        metavar="FILE",
+        type=Path,
+        required=True,
+        help="job YAML file to write (--out is an alias)",
+    )
     build.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
-    build.add_argument("--data-asset", required=True,
-                       help="the data folder: azureml:NAME:VERSION, or an azureml://, https:// or abfss:// URI")
+    build.add_argument(
+        "--data-asset",
+        required=True,
+        help="the data folder: azureml:NAME:VERSION, or an azureml://, https:// or abfss:// URI",
+    )
     build.add_argument("--compute", required=True, help="AzureML compute cluster of the job")
-    build.add_argument("--environment", help="azureml:NAME:VERSION, or a Docker image (default: the AzureML image "
-                                             "variant, $RESUME_NER_IMAGE or pipeline.image + '-azureml')")
+    build.add_argument(
+        "--environment",
+        help="azureml:NAME:VERSION, or a Docker image (default: the AzureML image "
+        "variant, $RESUME_NER_IMAGE or pipeline.image + '-azureml')",
+    )
     build.add_argument("--experiment", help="AzureML experiment (default: tracking.experiment_name)")
     build.add_argument("--backbone", help="backbone of the job (default: model.backbone)")
     build.add_argument("--best-json", metavar="FILE", help="final: the best trial (BestTrial JSON) or its params")
     build.add_argument("--instance-count", type=int, default=1, help="final, pipeline: nodes of the final training")
     build.add_argument("--process-count", type=int, default=1, help="final, pipeline: processes per node (GPUs)")
-    build.add_argument("--max-concurrent-trials", type=int, help="sweep, pipeline: trials at once "
-                                                                 "(default: pipeline.parallelism)")
+    build.add_argument(
+        "--max-concurrent-trials", type=int, help="sweep, pipeline: trials at once (default: pipeline.parallelism)"
+    )
     build.add_argument("--trial-timeout", type=int, help="sweeps: seconds a trial may run")
     build.add_argument("--code", metavar="DIR", help="upload DIR as the job's code (e.g. src/ to run a working copy)")
     build.add_argument("--tag", dest="tags", action="append", default=[], metavar="KEY=VALUE", help="job tag")
@@ -219,8 +256,12 @@ def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     submit.add_argument("--wait", action="store_true", help="wait for the job; non-zero exit if it fails")
     submit.add_argument("--timeout", type=float, default=6 * 3600, help="seconds --wait waits (default 6h)")
     submit.add_argument("--poll-interval", type=float, default=30.0, help="seconds between status reads")
-    submit.add_argument("--on-timeout", choices=("cancel", "leave"), default="cancel",
-                        help="after --timeout: cancel the job (default) or leave it running")
+    submit.add_argument(
+        "--on-timeout",
+        choices=("cancel", "leave"),
+        default="cancel",
+        help="after --timeout: cancel the job (default) or leave it running",
+    )
     submit.add_argument("--subscription-id", help="Azure subscription (default: $AZURE_SUBSCRIPTION_ID)")
     submit.add_argument("--resource-group", help="resource group (default: $AZURE_RESOURCE_GROUP)")
     submit.add_argument("--workspace", help="AzureML workspace (default: $AZUREML_WORKSPACE_NAME)")
@@ -228,8 +269,21 @@ def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
 
     select = commands.add_parser("select-best", parents=parents, help=SELECT_BEST_HELP, description=SELECT_BEST_HELP)
     select.add_argument("--trial-dir", type=Path, required=True, help="training output directory of the best trial")
-    select.add_argument("--param", dest="params", action="append", required=True, metavar="PATH",
-                        help="a searched setting, e.g. training.learning_rate (repeatable)")
-    select.add_argument("--output-dir", "--out", dest="output_dir", metavar="DIR", type=Path, required=True,
-                        help="config directory to write, for --config-dir (--out is an alias)")
+    select.add_argument(
+        "--param",
+        dest="params",
+        action="append",
+        required=True,
+        metavar="PATH",
+        help="a searched setting, e.g. training.learning_rate (repeatable)",
+    )
+    select.add_argument(
+        "--output-dir",
+        "--out",
+        dest="output_dir",
+        metavar="DIR",
+        type=Path,
+        required=True,
+        help="config directory to write, for --config-dir (--out is an alias)",
+    )
     select.set_defaults(func=cmd_select_best)

@@ -14,8 +14,8 @@ from resume_ner import config
 from resume_ner.data.dataset import dataset_files, load_dataset, load_documents
 from resume_ner.data.readers import FORMATS, read_documents
 from resume_ner.data.validation import dataset_stats, validate_documents
-from resume_ner.errors import Problem
 from resume_ner.data.writers import OUTPUT_FORMATS, render_documents
+from resume_ner.errors import Problem
 from resume_ner.io import check_outputs, write_text_atomic
 
 logger = logging.getLogger(__name__)
@@ -26,15 +26,20 @@ MAX_SHOWN = 20
 def register(subparsers: argparse._SubParsersAction, common_parents: list[argparse.ArgumentParser]) -> None:
     """Add ``data`` and its subcommands; each sets ``func(args) -> exit code``."""
     data = subparsers.add_parser(
-        "data", help="validate, inspect, split, convert or synthesise annotated resumes",
+        "data",
+        help="validate, inspect, split, convert or synthesise annotated resumes",
         description="Work with annotated resume files (Doccano JSONL, span JSON, Dataturks JSON, CoNLL).",
     )
     commands = data.add_subparsers(dest="data_command", metavar="COMMAND", required=True)
 
     validate = commands.add_parser("validate", parents=common_parents, help="check a file and report every problem")
     _add_input_arguments(validate)
-    validate.add_argument("--on-overlap", choices=("error", "keep-longest"), default=None,
-                          help="overlapping spans: reject them, or keep the longest (default: data.on_overlap)")
+    validate.add_argument(
+        "--on-overlap",
+        choices=("error", "keep-longest"),
+        default=None,
+        help="overlapping spans: reject them, or keep the longest (default: data.on_overlap)",
+    )
     validate.add_argument("--json", action="store_true", help="print the report as JSON")
     validate.set_defaults(func=_validate)
 
@@ -43,42 +48,69 @@ def register(subparsers: argparse._SubParsersAction, common_parents: list[argpar
     stats.add_argument("--json", action="store_true", help="print the statistics as JSON")
     stats.set_defaults(func=_stats)
 
-    split = commands.add_parser("split", parents=common_parents,
-                                help="write train/validation/test Doccano JSONL files and print the fingerprint")
+    split = commands.add_parser(
+        "split",
+        parents=common_parents,
+        help="write train/validation/test Doccano JSONL files and print the fingerprint",
+    )
     _add_input_arguments(split)
-    split.add_argument("--output-dir", "--out", dest="output_dir", type=Path, required=True,
-                       help="directory for train/validation/test.jsonl (never the input's directory)")
+    split.add_argument(
+        "--output-dir",
+        "--out",
+        dest="output_dir",
+        type=Path,
+        required=True,
+        help="directory for train/validation/test.jsonl (never the input's directory)",
+    )
     _add_overwrite(split)
     split.add_argument("--seed", type=int, default=None, help="split seed (default: data.split_seed)")
-    split.add_argument("--validation-fraction", type=float, default=None,
-                       help="share of documents for validation (default: data.validation_fraction)")
-    split.add_argument("--test-fraction", type=float, default=None,
-                       help="share of documents for test (default: data.test_fraction)")
+    split.add_argument(
+        "--validation-fraction",
+        type=float,
+        default=None,
+        help="share of documents for validation (default: data.validation_fraction)",
+    )
+    split.add_argument(
+        "--test-fraction", type=float, default=None, help="share of documents for test (default: data.test_fraction)"
+    )
     split.set_defaults(func=_split)
 
-    convert = commands.add_parser("convert", parents=common_parents,
-                                  help="validate a file and write it in another format (canonical labels)")
+    convert = commands.add_parser(
+        "convert", parents=common_parents, help="validate a file and write it in another format (canonical labels)"
+    )
     _add_input_arguments(convert)
     convert.add_argument("--to", choices=OUTPUT_FORMATS, required=True, help="output format")
-    convert.add_argument("--output", "--out", dest="output", type=Path, required=True,
-                         help="output file (never the input)")
+    convert.add_argument(
+        "--output", "--out", dest="output", type=Path, required=True, help="output file (never the input)"
+    )
     _add_overwrite(convert)
     convert.set_defaults(func=_convert)
 
     synth = commands.add_parser("synth", parents=common_parents, help="write synthetic annotated resumes")
     synth.add_argument("--n", type=_resume_count, default=100, help="number of resumes, 1 or more (default: 100)")
     synth.add_argument("--seed", type=int, default=42, help="random seed (default: 42)")
-    synth.add_argument("--output-dir", "--out", dest="output_dir", type=Path, required=True,
-                       help="output directory (the resumes go to resumes.jsonl in it)")
+    synth.add_argument(
+        "--output-dir",
+        "--out",
+        dest="output_dir",
+        type=Path,
+        required=True,
+        help="output directory (the resumes go to resumes.jsonl in it)",
+    )
     _add_overwrite(synth)
     synth.set_defaults(func=_synth)
 
 
 def _add_input_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("path", type=Path, help="annotated resume file, or a dataset directory (train.*, "
-                        "validation.*, test.*; or one data file), as train reads them")
-    parser.add_argument("--format", choices=("auto",) + FORMATS, default=None,
-                        help="input format (default: data.format, auto-detected)")
+    parser.add_argument(
+        "path",
+        type=Path,
+        help="annotated resume file, or a dataset directory (train.*, "
+        "validation.*, test.*; or one data file), as train reads them",
+    )
+    parser.add_argument(
+        "--format", choices=("auto",) + FORMATS, default=None, help="input format (default: data.format, auto-detected)"
+    )
 
 
 def _add_overwrite(parser: argparse.ArgumentParser) -> None:
@@ -105,8 +137,11 @@ def _validate(args: argparse.Namespace) -> int:
     failed = any(report["problems"] for report in reports)
     if args.json:
         single = reports[0] if len(reports) == 1 and reports[0]["path"] == str(args.path) else None
-        print(json.dumps(single or {"path": str(args.path), "valid": not failed, "files": reports}, indent=2,
-                         ensure_ascii=False))
+        print(
+            json.dumps(
+                single or {"path": str(args.path), "valid": not failed, "files": reports}, indent=2, ensure_ascii=False
+            )
+        )
         return 1 if failed else 0
     for report in reports:
         _print_validation(report, data_config)
@@ -119,8 +154,12 @@ def _validate(args: argparse.Namespace) -> int:
 def _validation_report(path: Path, data_config: config.DataConfig) -> dict[str, Any]:
     """Everything ``data validate`` says of one file, as a JSON-able dict."""
     result = read_documents(path, data_config.format)
-    report = validate_documents(result.documents, label_map=data_config.label_map, on_overlap=data_config.on_overlap,
-                                on_duplicate=data_config.on_duplicate)
+    report = validate_documents(
+        result.documents,
+        label_map=data_config.label_map,
+        on_overlap=data_config.on_overlap,
+        on_duplicate=data_config.on_duplicate,
+    )
     problems = result.problems + report.problems
     return {
         "path": str(path),
@@ -164,8 +203,13 @@ def _stats(args: argparse.Namespace) -> int:
 
 
 def _split(args: argparse.Namespace) -> int:
-    data_config = _data_config(args, format=args.format, split_seed=args.seed,
-                               validation_fraction=args.validation_fraction, test_fraction=args.test_fraction)
+    data_config = _data_config(
+        args,
+        format=args.format,
+        split_seed=args.seed,
+        validation_fraction=args.validation_fraction,
+        test_fraction=args.test_fraction,
+    )
     outputs = {name: args.output_dir / f"{name}.jsonl" for name in ("train", "validation", "test")}
     check_outputs(outputs.values(), inputs=[args.path], overwrite=args.overwrite)
     dataset = load_dataset(args.path, data_config)
@@ -196,8 +240,10 @@ def _synth(args: argparse.Namespace) -> int:
 def _print_stats(stats: dict[str, Any]) -> None:
     chars = stats["chars_per_document"]
     print(f"documents: {stats['documents']}")
-    print(f"characters: {stats['characters']} (per document: mean {chars['mean']}, median {chars['median']}, "
-          f"max {chars['max']})")
+    print(
+        f"characters: {stats['characters']} (per document: mean {chars['mean']}, median {chars['median']}, "
+        f"max {chars['max']})"
+    )
     print(f"tokens: {stats['tokens']} ({stats['token_unit']})")
     print(f"entities: {stats['entities']} in {stats['entity_types']} type(s)")
     width = max((len(label) for label in stats["entities_per_type"]), default=0)

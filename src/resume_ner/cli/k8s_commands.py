@@ -18,21 +18,41 @@ def cmd_render(args: argparse.Namespace) -> int:
     config = load_config_from_args(args)
     gpus = config.pipeline.gpu_count if args.gpus is None else args.gpus
     if args.train_args:
-        given = [flag for flag, value in (("--data-asset", args.data_asset), ("--output-dir", args.output_dir),
-                                          ("--config-dir-in-pod", args.config_dir_in_pod)) if value is not None]
+        given = [
+            flag
+            for flag, value in (
+                ("--data-asset", args.data_asset),
+                ("--output-dir", args.output_dir),
+                ("--config-dir-in-pod", args.config_dir_in_pod),
+            )
+            if value is not None
+        ]
         if given:
-            raise ConfigError(f"{', '.join(given)} and training arguments after `--` exclude each other: pass the "
-                              "entrypoint's arguments after `--`, or build them with these options")
+            raise ConfigError(
+                f"{', '.join(given)} and training arguments after `--` exclude each other: pass the "
+                "entrypoint's arguments after `--`, or build them with these options"
+            )
         train_args = list(args.train_args)
     else:
         train_args = _training_arguments(args, config, gpus)
     if not config.pipeline.volume_claim:
-        print(f"warning: pipeline.volume_claim is not set; the paths under {config.pipeline.volume_mount_path} "
-              "must exist in the image", file=sys.stderr)
+        print(
+            f"warning: pipeline.volume_claim is not set; the paths under {config.pipeline.volume_mount_path} "
+            "must exist in the image",
+            file=sys.stderr,
+        )
     nproc = int(args.nproc_per_node) if args.nproc_per_node.isdigit() else args.nproc_per_node
-    job = build_pytorchjob(config, name=args.name, namespace=args.namespace, replicas=args.replicas,
-                           nproc_per_node=nproc, gpus_per_replica=gpus, args=train_args, image=args.image,
-                           elastic=args.elastic)
+    job = build_pytorchjob(
+        config,
+        name=args.name,
+        namespace=args.namespace,
+        replicas=args.replicas,
+        nproc_per_node=nproc,
+        gpus_per_replica=gpus,
+        args=train_args,
+        image=args.image,
+        elastic=args.elastic,
+    )
     print(render_pytorchjob_yaml(job), end="")
     return 0
 
@@ -44,9 +64,14 @@ def _training_arguments(args: argparse.Namespace, config: Any, gpus: int) -> lis
     instead of training on CPU.
     """
     mount = config.pipeline.volume_mount_path.rstrip("/")
-    train_args = ["--config-dir", args.config_dir_in_pod or f"{mount}/config",
-                  "--data-asset", args.data_asset or f"{mount}/data",
-                  "--output-dir", args.output_dir or f"{mount}/runs/final"]
+    train_args = [
+        "--config-dir",
+        args.config_dir_in_pod or f"{mount}/config",
+        "--data-asset",
+        args.data_asset or f"{mount}/data",
+        "--output-dir",
+        args.output_dir or f"{mount}/runs/final",
+    ]
     overrides = (["training.device=cuda"] if gpus > 0 and config.pipeline.gpu else []) + list(args.overrides)
     for item in overrides:
         train_args += ["--set", item]
@@ -63,34 +88,52 @@ def _elastic(text: str) -> tuple[int, int]:
 
 def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     """Add ``k8s pytorchjob render``."""
-    k8s = subparsers.add_parser("k8s", help="Kubernetes resources: the PyTorchJob of multi-node final training",
-                                description="Kubernetes resources of resume-ner.")
+    k8s = subparsers.add_parser(
+        "k8s",
+        help="Kubernetes resources: the PyTorchJob of multi-node final training",
+        description="Kubernetes resources of resume-ner.",
+    )
     resources = k8s.add_subparsers(dest="k8s_command", metavar="RESOURCE", required=True)
-    pytorchjob = resources.add_parser("pytorchjob", help="Kubeflow Training Operator PyTorchJob (final training)",
-                                      description="The PyTorchJob of a multi-node final training.")
+    pytorchjob = resources.add_parser(
+        "pytorchjob",
+        help="Kubeflow Training Operator PyTorchJob (final training)",
+        description="The PyTorchJob of a multi-node final training.",
+    )
     commands = pytorchjob.add_subparsers(dest="pytorchjob_command", metavar="COMMAND", required=True)
 
     render = commands.add_parser(
-        "render", parents=parents, help=cmd_render.__doc__,
-        description=cmd_render.__doc__ + " Image, GPU placement, resources, Secrets and volume come from the "
+        "render",
+        parents=parents,
+        help=cmd_render.__doc__,
+        description=(cmd_render.__doc__ or "") + " Image, GPU placement, resources, Secrets and volume come from the "
         "pipeline config section; without `--`, the --set overrides are also passed to the training in the pods.",
         epilog="example: resume-ner k8s pytorchjob render --replicas 3 --set pipeline.volume_claim=resume-ner-data "
-        "| kubectl apply -f -")
+        "| kubectl apply -f -",
+    )
     render.add_argument("--name", default="resume-ner-final-train", help="job name (default: resume-ner-final-train)")
-    render.add_argument("--namespace", default="kubeflow",
-                        help="namespace of the volume and the trainer account: kubeflow (standalone KFP, the "
-                             "default) or your Kubeflow profile's (manifests/README.md)")
+    render.add_argument(
+        "--namespace",
+        default="kubeflow",
+        help="namespace of the volume and the trainer account: kubeflow (standalone KFP, the "
+        "default) or your Kubeflow profile's (manifests/README.md)",
+    )
     render.add_argument("--replicas", type=int, default=2, help="nodes: 1 Master + N-1 Workers (default: 2)")
     render.add_argument("--nproc-per-node", default="1", help="processes per node: N, auto, gpu or cpu (default: 1)")
     render.add_argument("--gpus", type=int, default=None, help="GPUs per node (default: pipeline.gpu_count)")
     render.add_argument("--image", help="image (default: $RESUME_NER_IMAGE, else pipeline.image)")
-    render.add_argument("--elastic", type=_elastic, metavar="MIN:MAX", help="elastic training between MIN and MAX "
-                                                                           "nodes (c10d rendezvous)")
+    render.add_argument(
+        "--elastic",
+        type=_elastic,
+        metavar="MIN:MAX",
+        help="elastic training between MIN and MAX nodes (c10d rendezvous)",
+    )
     pod = render.add_argument_group("training arguments (or give the entrypoint's own after `--`)")
     pod.add_argument("--data-asset", help="data in the pods (default: <pipeline.volume_mount_path>/data)")
     pod.add_argument("--output-dir", help="output in the pods (default: <pipeline.volume_mount_path>/runs/final)")
-    pod.add_argument("--config-dir-in-pod",
-                     help="config directory in the pods (default: <pipeline.volume_mount_path>/config)")
-    render.add_argument("train_args", nargs="*", metavar="-- ARG",
-                        help="arguments of python -m resume_ner.cli.train, verbatim")
+    pod.add_argument(
+        "--config-dir-in-pod", help="config directory in the pods (default: <pipeline.volume_mount_path>/config)"
+    )
+    render.add_argument(
+        "train_args", nargs="*", metavar="-- ARG", help="arguments of python -m resume_ner.cli.train, verbatim"
+    )
     render.set_defaults(func=cmd_render)

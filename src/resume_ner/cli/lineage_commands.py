@@ -24,7 +24,9 @@ def read_best_json(path: str) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError(f"--best-json {path}: cannot read: {exc.strerror or exc}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"--best-json {path}: not JSON ({exc}); expected the best trial as BestTrial.to_dict() writes it") from None
+        raise ConfigError(
+            f"--best-json {path}: not JSON ({exc}); expected the best trial as BestTrial.to_dict() writes it"
+        ) from None
 
 
 def cmd_final_train(args: argparse.Namespace) -> int:
@@ -39,10 +41,17 @@ def cmd_final_train(args: argparse.Namespace) -> int:
     config = load_config_from_args(args)
     try:
         outcome = run_final_training_workflow(
-            config, args.output_dir, data_path=args.data,
+            config,
+            args.output_dir,
+            data_path=args.data,
             best=read_best_json(args.best_json) if args.best_json else None,
-            study_name=args.study, storage=args.storage, tracking_uri=args.tracking_uri, run_name=args.run_name,
-            register=not args.no_register, promote=True if args.promote else None, quiet=args.quiet,
+            study_name=args.study,
+            storage=args.storage,
+            tracking_uri=args.tracking_uri,
+            run_name=args.run_name,
+            register=not args.no_register,
+            promote=True if args.promote else None,
+            quiet=args.quiet,
             overwrite=args.overwrite,
         )
     finally:
@@ -50,10 +59,14 @@ def cmd_final_train(args: argparse.Namespace) -> int:
     if not context_from_env().is_main:
         return 0  # rank 0 reports for the job
     best, result = outcome.best_trial, outcome.train_result
-    print(f"best trial: study {best['study_name']!r} #{best['number']} "
-          f"({', '.join(f'{k}={v}' for k, v in best['params'].items()) or 'no searched params'})")
-    print(f"final model: {result.model_dir} (epoch {result.best_epoch}, {result.global_step} steps, "
-          f"{result.train_seconds:.0f}s)")
+    print(
+        f"best trial: study {best['study_name']!r} #{best['number']} "
+        f"({', '.join(f'{k}={v}' for k, v in best['params'].items()) or 'no searched params'})"
+    )
+    print(
+        f"final model: {result.model_dir} (epoch {result.best_epoch}, {result.global_step} steps, "
+        f"{result.train_seconds:.0f}s)"
+    )
     if outcome.test_metrics is not None:
         print("test metrics:")
         print(format_metrics_table(outcome.test_metrics))
@@ -61,8 +74,10 @@ def cmd_final_train(args: argparse.Namespace) -> int:
         print(f"MLflow run: {outcome.run_id}")
     if outcome.lineage is not None:
         lineage = outcome.lineage
-        print(f"registered: {outcome.model_uri} (aliases: {', '.join(lineage.aliases)}); "
-              f"champion {'moved' if outcome.promoted else 'unchanged'}: {outcome.promotion_reason}")
+        print(
+            f"registered: {outcome.model_uri} (aliases: {', '.join(lineage.aliases)}); "
+            f"champion {'moved' if outcome.promoted else 'unchanged'}: {outcome.promotion_reason}"
+        )
         print(f"lineage ({outcome.lineage_path}):")
         print(lineage.render())
     elif not args.no_register:
@@ -76,21 +91,29 @@ def cmd_lineage_show(args: argparse.Namespace) -> int:
     from resume_ner.tracking.mlflow import resolve_tracking_uri
 
     config = load_config_from_args(args)
-    lineage = extract_lineage_from_best_model(args.model, tracking_uri=resolve_tracking_uri(args.tracking_uri, config.tracking))
+    lineage = extract_lineage_from_best_model(
+        args.model, tracking_uri=resolve_tracking_uri(args.tracking_uri, config.tracking)
+    )
     print(json.dumps(lineage.to_dict(), indent=2) if args.json else lineage.render())
     return 0
 
 
 def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     """Add ``final-train`` and ``lineage show``."""
-    final = subparsers.add_parser("final-train", parents=parents, help="train, test and register the best HPO trial",
-                                  description=cmd_final_train.__doc__)
+    final = subparsers.add_parser(
+        "final-train",
+        parents=parents,
+        help="train, test and register the best HPO trial",
+        description=cmd_final_train.__doc__,
+    )
     final.add_argument("--data", help="annotated file (split by seed) or directory with train/validation/test files")
     final.add_argument("--output-dir", required=True, help="where the model, metrics and lineage.json go")
     source = final.add_mutually_exclusive_group()
     source.add_argument("--study", help="Optuna study to take the best trial from (default: hpo.study_name)")
     source.add_argument("--best-json", metavar="FILE", help="the best trial as JSON (BestTrial.to_dict())")
-    final.add_argument("--storage", help="Optuna storage of --study: sqlite path, journal file or URL (default: hpo.storage)")
+    final.add_argument(
+        "--storage", help="Optuna storage of --study: sqlite path, journal file or URL (default: hpo.storage)"
+    )
     final.add_argument("--promote", action="store_true", help="make the new version champion even if it is not better")
     final.add_argument("--no-register", action="store_true", help="train and test only; do not register the model")
     final.add_argument("--overwrite", action="store_true", help="replace an earlier training in --output-dir")
@@ -100,14 +123,21 @@ def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     final.set_defaults(func=cmd_final_train)
 
     lineage = subparsers.add_parser(
-        "lineage", help="lineage of registered models",
+        "lineage",
+        help="lineage of registered models",
         description="Lineage of registered models: show where a model version comes from (its final training run, "
-                    "the HPO study and best trial it was chosen from, and the fingerprint of its data).")
+        "the HPO study and best trial it was chosen from, and the fingerprint of its data).",
+    )
     actions = lineage.add_subparsers(dest="lineage_command", metavar="ACTION", required=True)
-    show = actions.add_parser("show", parents=parents, help="where a registered model version comes from",
-                              description=cmd_lineage_show.__doc__)
-    show.add_argument("model", metavar="MODEL",
-                      help="NAME (champion, else latest), NAME@ALIAS, NAME/VERSION or models:/NAME@ALIAS")
+    show = actions.add_parser(
+        "show",
+        parents=parents,
+        help="where a registered model version comes from",
+        description=cmd_lineage_show.__doc__,
+    )
+    show.add_argument(
+        "model", metavar="MODEL", help="NAME (champion, else latest), NAME@ALIAS, NAME/VERSION or models:/NAME@ALIAS"
+    )
     show.add_argument("--tracking-uri", help="MLflow tracking URI (wins over MLFLOW_TRACKING_URI and config)")
     show.add_argument("--json", action="store_true", help="print the lineage as JSON")
     show.set_defaults(func=cmd_lineage_show)

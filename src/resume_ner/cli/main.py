@@ -20,14 +20,31 @@ def common_parent() -> argparse.ArgumentParser:
     """Options every subcommand accepts: config directory, overrides, verbosity."""
     parent = argparse.ArgumentParser(add_help=False)
     group = parent.add_argument_group("configuration")
-    group.add_argument("--config-dir", default=os.environ.get(CONFIG_DIR_ENV),
-                       help="directory of YAML config files (default: built-in defaults; env RESUME_NER_CONFIG_DIR)")
-    group.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                       help="override one setting, e.g. --set training.learning_rate=3e-5 (repeatable)")
-    group.add_argument("-q", "--quiet", action="store_true",
-                       help="no progress bars, warnings only (default: warnings and training/HPO progress)")
-    group.add_argument("-v", "--verbose", action="store_true",
-                       help="debug logging: every INFO and DEBUG line, other libraries' INFO lines included")
+    group.add_argument(
+        "--config-dir",
+        default=os.environ.get(CONFIG_DIR_ENV),
+        help="directory of YAML config files (default: built-in defaults; env RESUME_NER_CONFIG_DIR)",
+    )
+    group.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one setting, e.g. --set training.learning_rate=3e-5 (repeatable)",
+    )
+    group.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no progress bars, warnings only (default: warnings and training/HPO progress)",
+    )
+    group.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="debug logging: every INFO and DEBUG line, other libraries' INFO lines included",
+    )
     return parent
 
 

@@ -20,8 +20,10 @@ from resume_ner.training.precision import PRECISIONS
 
 log = logging.getLogger(__name__)
 
-DECODING_HELP = ("word tags from the label probabilities: viterbi (the most probable valid IOB2 sequence) or argmax "
-                 "(each word's most probable label); default: the one the model was trained with")
+DECODING_HELP = (
+    "word tags from the label probabilities: viterbi (the most probable valid IOB2 sequence) or argmax "
+    "(each word's most probable label); default: the one the model was trained with"
+)
 
 
 def load_config_from_args(args: argparse.Namespace, extra_overrides: list[str] | None = None) -> Any:
@@ -53,15 +55,23 @@ def report_tracking_loss(lost: list[str], output_dir: Path, relog: str | None = 
         print(f"  - ... and {len(reasons) - 5} other reason(s)", file=sys.stderr)
     print(f"The checkpoint and metrics are saved in {output_dir}.", file=sys.stderr)
     if relog:
-        print("To log its params, per-epoch and test metrics and artifacts to MLflow once the tracking server is "
-              f"reachable, run:\n  {relog}", file=sys.stderr)
+        print(
+            "To log its params, per-epoch and test metrics and artifacts to MLflow once the tracking server is "
+            f"reachable, run:\n  {relog}",
+            file=sys.stderr,
+        )
     return 3
 
 
 def add_launch_options(parser: argparse.ArgumentParser) -> None:
     """``--nproc-per-node``: data-parallel processes on this host, started with torchrun."""
-    parser.add_argument("--nproc-per-node", type=int, default=1, metavar="N",
-                        help="train in N data-parallel processes on this host (torchrun; gloo on CPU, NCCL on GPU)")
+    parser.add_argument(
+        "--nproc-per-node",
+        type=int,
+        default=1,
+        metavar="N",
+        help="train in N data-parallel processes on this host (torchrun; gloo on CPU, NCCL on GPU)",
+    )
 
 
 def relaunch_under_torchrun(args: argparse.Namespace) -> int | None:
@@ -87,10 +97,10 @@ def relaunch_under_torchrun(args: argparse.Namespace) -> int | None:
 def cmd_train(args: argparse.Namespace) -> int:
     """Train on a dataset, evaluate the best checkpoint on its test split. With --resume, a training that has
     already finished in --output-dir is left as it is, which is said in one line (exit status 0)."""
-    from resume_ner.workflows.relog import relog_command
     from resume_ner.training.distributed import context_from_env, shutdown_distributed
     from resume_ner.training.metrics import format_metrics_table
     from resume_ner.training.trainer import describe_finished_training
+    from resume_ner.workflows.relog import relog_command
     from resume_ner.workflows.training import run_training_workflow
 
     launched = relaunch_under_torchrun(args)
@@ -98,9 +108,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         return launched
     config = load_config_from_args(args)
     try:
-        outcome = run_training_workflow(config, args.data, args.output_dir, resume=args.resume,
-                                        tracking_uri=args.tracking_uri, run_name=args.run_name, quiet=args.quiet,
-                                        overwrite=args.overwrite)
+        outcome = run_training_workflow(
+            config,
+            args.data,
+            args.output_dir,
+            resume=args.resume,
+            tracking_uri=args.tracking_uri,
+            run_name=args.run_name,
+            quiet=args.quiet,
+            overwrite=args.overwrite,
+        )
     finally:
         shutdown_distributed()
     if not context_from_env().is_main:
@@ -109,16 +126,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     if outcome.already_finished:
         print(describe_finished_training(args.output_dir, result, config.training.epochs))
         return 0
-    print(f"best checkpoint: {result.model_dir} (epoch {result.best_epoch}, validation {result.metric} "
-          f"{result.best_metric if result.best_metric is None else round(result.best_metric, 4)})")
-    print(f"trained {result.global_step} steps in {result.train_seconds:.0f}s ({result.tokens_per_second:.0f} tokens/s)")
+    print(
+        f"best checkpoint: {result.model_dir} (epoch {result.best_epoch}, validation {result.metric} "
+        f"{result.best_metric if result.best_metric is None else round(result.best_metric, 4)})"
+    )
+    print(
+        f"trained {result.global_step} steps in {result.train_seconds:.0f}s ({result.tokens_per_second:.0f} tokens/s)"
+    )
     if outcome.test_metrics is not None:
         print("test metrics:")
         print(format_metrics_table(outcome.test_metrics))
     if outcome.run_id:
         print(f"MLflow run: {outcome.run_id}")
-    return report_tracking_loss(outcome.tracking_lost, Path(args.output_dir),
-                                relog_command(args.output_dir, outcome.tracking_uri))
+    return report_tracking_loss(
+        outcome.tracking_lost, Path(args.output_dir), relog_command(args.output_dir, outcome.tracking_uri)
+    )
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -141,8 +163,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         documents = load_documents(path, config.data)
     started = time.perf_counter()
     with _progress("evaluate", args.quiet) as bar:
-        metrics = evaluate_model(model_dir, documents, batch_size=args.batch_size, device=config.training.device,
-                                 decoding=args.decoding, on_windows=bar.update)
+        metrics = evaluate_model(
+            model_dir,
+            documents,
+            batch_size=args.batch_size,
+            device=config.training.device,
+            decoding=args.decoding,
+            on_windows=bar.update,
+        )
     metrics["data"] = str(path)
     if args.output:
         write_json_atomic(Path(args.output), metrics)
@@ -152,9 +180,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"{len(documents)} documents from {path}")
         print(format_metrics_table(metrics))
     if not args.quiet:
-        print(f"evaluated {len(documents)} document(s) in {time.perf_counter() - started:.1f}s: span micro-F1 "
-              f"{metrics.get('span_f1_micro', float('nan')):.4f}"
-              + (f"; metrics written to {args.output}" if args.output else ""), file=sys.stderr)
+        print(
+            f"evaluated {len(documents)} document(s) in {time.perf_counter() - started:.1f}s: span micro-F1 "
+            f"{metrics.get('span_f1_micro', float('nan')):.4f}"
+            + (f"; metrics written to {args.output}" if args.output else ""),
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -167,13 +198,18 @@ def checked_model_dir(model: str) -> Path:
     if (path / METADATA_FILE).is_file():
         return path
     if (path / MODEL_DIRNAME / METADATA_FILE).is_file():
-        raise ConfigError(f"--model {path} is a training's output directory; its model is {path / MODEL_DIRNAME}: "
-                          f"pass --model {path / MODEL_DIRNAME}")
+        raise ConfigError(
+            f"--model {path} is a training's output directory; its model is {path / MODEL_DIRNAME}: "
+            f"pass --model {path / MODEL_DIRNAME}"
+        )
     if not path.is_dir():
-        raise ConfigError(f"--model {path}: no such directory; pass the model directory a training wrote "
-                          "(OUTPUT_DIR/model)")
-    raise ConfigError(f"--model {path} is not a model directory (no {METADATA_FILE}); pass the model directory a "
-                      "training wrote (OUTPUT_DIR/model)")
+        raise ConfigError(
+            f"--model {path}: no such directory; pass the model directory a training wrote (OUTPUT_DIR/model)"
+        )
+    raise ConfigError(
+        f"--model {path} is not a model directory (no {METADATA_FILE}); pass the model directory a "
+        "training wrote (OUTPUT_DIR/model)"
+    )
 
 
 @contextmanager
@@ -266,11 +302,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
     reuse_freed_memory()
     started, entities_found = time.perf_counter(), 0
     with _progress("predict", args.quiet) as bar:
-        predictor = Predictor(model_dir, device=args.device, batch_size=args.batch_size, precision=args.precision,
-                              decoding=args.decoding, on_windows=bar.update)
+        predictor = Predictor(
+            model_dir,
+            device=args.device,
+            batch_size=args.batch_size,
+            precision=args.precision,
+            decoding=args.decoding,
+            on_windows=bar.update,
+        )
         sources, texts = itertools.tee(item for item in _scan_inputs(args.files) if isinstance(item, tuple))
         with open_atomic(Path(args.output)) if args.output else nullcontext(sys.stdout) as out:
-            for (source, _), entities in zip(sources, predictor.predict_stream(text for _, text in texts)):
+            for (source, _), entities in zip(sources, predictor.predict_stream(text for _, text in texts), strict=True):
                 line = json.dumps({"source": source, "entities": [e.to_dict() for e in entities]}, ensure_ascii=False)
                 out.write(line + "\n")
                 if not args.output:
@@ -278,8 +320,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 entities_found += len(entities)
     if not args.quiet:
         seconds = time.perf_counter() - started
-        print(f"predicted {entities_found} entities in {total} document(s) in {seconds:.1f}s "
-              f"({total / max(seconds, 1e-9):.1f} documents/s) -> {args.output or 'stdout'}", file=sys.stderr)
+        print(
+            f"predicted {entities_found} entities in {total} document(s) in {seconds:.1f}s "
+            f"({total / max(seconds, 1e-9):.1f} documents/s) -> {args.output or 'stdout'}",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -292,8 +337,9 @@ def add_tracking_options(parser: argparse.ArgumentParser) -> None:
 
 def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     """Add ``train``, ``evaluate`` and ``predict``."""
-    train = subparsers.add_parser("train", parents=parents, help="train a model on annotated resumes",
-                                  description=cmd_train.__doc__)
+    train = subparsers.add_parser(
+        "train", parents=parents, help="train a model on annotated resumes", description=cmd_train.__doc__
+    )
     train.add_argument("--data", help="annotated file (split by seed) or directory with train/validation/test files")
     train.add_argument("--output-dir", required=True, help="where the model, checkpoints and metrics go")
     train.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint")
@@ -302,12 +348,17 @@ def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     add_launch_options(train)
     train.set_defaults(func=cmd_train)
 
-    evaluate = subparsers.add_parser("evaluate", parents=parents, help="evaluate a checkpoint on annotated resumes",
-                                     description=cmd_evaluate.__doc__)
+    evaluate = subparsers.add_parser(
+        "evaluate", parents=parents, help="evaluate a checkpoint on annotated resumes", description=cmd_evaluate.__doc__
+    )
     evaluate.add_argument("--model", required=True, help="model directory (e.g. RUN/model)")
     evaluate.add_argument("--data", required=True, help="annotated file, or dataset directory (see --split)")
-    evaluate.add_argument("--split", default="test", choices=["train", "validation", "test"],
-                          help="split to evaluate when --data is a dataset directory")
+    evaluate.add_argument(
+        "--split",
+        default="test",
+        choices=["train", "validation", "test"],
+        help="split to evaluate when --data is a dataset directory",
+    )
     evaluate.add_argument("--batch-size", type=int, default=32)
     evaluate.add_argument("--decoding", choices=DECODINGS, help=DECODING_HELP)
     evaluate.add_argument("--output", help="also write the metrics JSON here")
@@ -315,15 +366,20 @@ def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     evaluate.add_argument("--json", action="store_true", help="print JSON instead of a table")
     evaluate.set_defaults(func=cmd_evaluate)
 
-    predict = subparsers.add_parser("predict", parents=parents, help="extract entities from resumes (JSON lines)",
-                                    description=cmd_predict.__doc__)
+    predict = subparsers.add_parser(
+        "predict", parents=parents, help="extract entities from resumes (JSON lines)", description=cmd_predict.__doc__
+    )
     predict.add_argument("--model", required=True, help="model directory")
     predict.add_argument("files", nargs="+", metavar="FILE", help="plain text files, or .jsonl files with 'text'")
     predict.add_argument("--output", help="write JSON lines here instead of stdout (never one of the inputs)")
     predict.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     predict.add_argument("--batch-size", type=int, default=32)
     predict.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    predict.add_argument("--precision", default="auto", choices=PRECISIONS,
-                         help="forward passes in bf16 (auto: where the hardware has native bf16) or fp32")
+    predict.add_argument(
+        "--precision",
+        default="auto",
+        choices=PRECISIONS,
+        help="forward passes in bf16 (auto: where the hardware has native bf16) or fp32",
+    )
     predict.add_argument("--decoding", choices=DECODINGS, help=DECODING_HELP)
     predict.set_defaults(func=cmd_predict)

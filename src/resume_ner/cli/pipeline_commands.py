@@ -62,8 +62,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         overrides = DEMO_SETTINGS + overrides
         print(f"embedded default: {args.n} synthetic resumes -> {data}")
     config = load(args.config_dir, overrides)
-    summary = run_local(config, data_uri=data, output_dir=output_dir, parallelism=args.parallelism,
-                        containers=args.containers, verbose=getattr(args, "verbose", False))
+    summary = run_local(
+        config,
+        data_uri=data,
+        output_dir=output_dir,
+        parallelism=args.parallelism,
+        containers=args.containers,
+        verbose=getattr(args, "verbose", False),
+    )
     _print_summary(summary, show_entities=args.data is None, seed=args.seed)
     return 0
 
@@ -75,17 +81,25 @@ def _print_summary(summary: Any, *, show_entities: bool, seed: int) -> None:
     for trial in lineage["trials"]:
         states[trial["state"]] = states.get(trial["state"], 0) + 1
     minutes, seconds = divmod(int(summary.wall_seconds), 60)
-    print(f"\npipeline resume-ner-training SUCCEEDED in {minutes}m{seconds:02d}s "
-          f"(pipeline run {lineage.get('pipeline_run_id')})")
-    print(f"  sweep       study {best['study_name']!r}: {len(lineage['trials'])} trial(s) "
-          f"({', '.join(f'{n} {s}' for s, n in sorted(states.items()))}) in {summary.optuna_storage}")
+    print(
+        f"\npipeline resume-ner-training SUCCEEDED in {minutes}m{seconds:02d}s "
+        f"(pipeline run {lineage.get('pipeline_run_id')})"
+    )
+    print(
+        f"  sweep       study {best['study_name']!r}: {len(lineage['trials'])} trial(s) "
+        f"({', '.join(f'{n} {s}' for s, n in sorted(states.items()))}) in {summary.optuna_storage}"
+    )
     params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in best["params"].items())
     print(f"  best trial  #{best['number']}: validation {best['metric']} {best['value']:.4f} ({params})")
-    print(f"  test        f1_micro {metrics.get('test_f1_micro', float('nan')):.4f}, "
-          f"f1_macro {metrics.get('test_f1_macro', float('nan')):.4f} "
-          f"({int(metrics.get('test_documents', 0))} whole documents)")
-    print(f"  registered  {summary.model_uri} (aliases: {', '.join(lineage['aliases']) or 'none'}) "
-          f"at {summary.tracking_uri}")
+    print(
+        f"  test        f1_micro {metrics.get('test_f1_micro', float('nan')):.4f}, "
+        f"f1_macro {metrics.get('test_f1_macro', float('nan')):.4f} "
+        f"({int(metrics.get('test_documents', 0))} whole documents)"
+    )
+    print(
+        f"  registered  {summary.model_uri} (aliases: {', '.join(lineage['aliases']) or 'none'}) "
+        f"at {summary.tracking_uri}"
+    )
     print(f"  model       {summary.model_dir}")
     print(f"  artifacts   {summary.run_dir}")
     print(f"  full log    {summary.log_path}")
@@ -114,11 +128,13 @@ def cmd_upload(args: argparse.Namespace) -> int:
     from resume_ner.kfp.remote import read_pipeline_parameters, upload_pipeline
 
     read_pipeline_parameters(args.package)  # every argument is checked before the server is contacted
-    result = upload_pipeline(_client(args), args.package, pipeline_name=args.name, version_name=args.version,
-                             description=args.description)
+    result = upload_pipeline(
+        _client(args), args.package, pipeline_name=args.name, version_name=args.version, description=args.description
+    )
     what = "created pipeline" if result.created_pipeline else "new version of pipeline"
-    print(f"{what} {result.pipeline_name!r} ({result.pipeline_id}): version {result.version_name!r} "
-          f"({result.version_id})")
+    print(
+        f"{what} {result.pipeline_name!r} ({result.pipeline_id}): version {result.version_name!r} ({result.version_id})"
+    )
     return 0
 
 
@@ -129,11 +145,21 @@ def cmd_submit(args: argparse.Namespace) -> int:
     params = parse_run_parameters(args.package, args.params)  # every argument first, then the server
     if args.wait:
         check_wait(args.timeout)
-    result = submit_run(_client(args), args.package, experiment=args.experiment, params=params,
-                        run_name=args.run_name, namespace=args.namespace, service_account=args.service_account,
-                        wait=args.wait, timeout_s=args.timeout)
-    print(f"run {result.run_name!r} ({result.run_id}) in experiment {args.experiment!r}: {result.state}"
-          + (f"\n  {result.url}" if result.url else ""))
+    result = submit_run(
+        _client(args),
+        args.package,
+        experiment=args.experiment,
+        params=params,
+        run_name=args.run_name,
+        namespace=args.namespace,
+        service_account=args.service_account,
+        wait=args.wait,
+        timeout_s=args.timeout,
+    )
+    print(
+        f"run {result.run_name!r} ({result.run_id}) in experiment {args.experiment!r}: {result.state}"
+        + (f"\n  {result.url}" if result.url else "")
+    )
     return 0
 
 
@@ -143,52 +169,79 @@ def cmd_schedule(args: argparse.Namespace) -> int:
 
     params = parse_run_parameters(args.package, args.params)  # every argument first, then the server
     check_schedule(args.cron, args.max_concurrency)
-    result = schedule_run(_client(args), args.package, experiment=args.experiment, cron=args.cron,
-                          job_name=args.job_name, params=params, max_concurrency=args.max_concurrency,
-                          catchup=not args.no_catchup, namespace=args.namespace,
-                          service_account=args.service_account)
-    print(f"recurring run {result.job_name!r} ({result.recurring_run_id}): cron {result.cron!r}, "
-          f"max concurrency {result.max_concurrency}, catchup {'on' if result.catchup else 'off'}")
+    result = schedule_run(
+        _client(args),
+        args.package,
+        experiment=args.experiment,
+        cron=args.cron,
+        job_name=args.job_name,
+        params=params,
+        max_concurrency=args.max_concurrency,
+        catchup=not args.no_catchup,
+        namespace=args.namespace,
+        service_account=args.service_account,
+    )
+    print(
+        f"recurring run {result.job_name!r} ({result.recurring_run_id}): cron {result.cron!r}, "
+        f"max concurrency {result.max_concurrency}, catchup {'on' if result.catchup else 'off'}"
+    )
     return 0
 
 
 def _remote_parent() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
     group = parent.add_argument_group("KFP server (token: $KFP_TOKEN)")
-    group.add_argument("--host", default=os.environ.get("KFP_HOST"),
-                       help="KFP API address, e.g. http://localhost:8080 (env KFP_HOST; omit with --kube-context)")
+    group.add_argument(
+        "--host",
+        default=os.environ.get("KFP_HOST"),
+        help="KFP API address, e.g. http://localhost:8080 (env KFP_HOST; omit with --kube-context)",
+    )
     group.add_argument("--kube-context", help="reach the server through this kubeconfig context instead")
     group.add_argument("--namespace", help="Kubeflow profile namespace (multi-user deployments)")
     group.add_argument("--ssl-ca-cert", help="CA bundle of the server's TLS certificate")
-    group.add_argument("--package", type=Path, default=DEFAULT_PACKAGE,
-                       help=f"compiled pipeline (default: {DEFAULT_PACKAGE})")
+    group.add_argument(
+        "--package", type=Path, default=DEFAULT_PACKAGE, help=f"compiled pipeline (default: {DEFAULT_PACKAGE})"
+    )
     return parent
 
 
 def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     """Add ``pipeline compile|run|upload|submit|schedule``."""
-    pipeline = subparsers.add_parser("pipeline", help="the Kubeflow pipeline: compile, run locally, upload, submit, "
-                                     "schedule", description="The resume-ner-training Kubeflow pipeline.")
+    pipeline = subparsers.add_parser(
+        "pipeline",
+        help="the Kubeflow pipeline: compile, run locally, upload, submit, schedule",
+        description="The resume-ner-training Kubeflow pipeline.",
+    )
     commands = pipeline.add_subparsers(dest="pipeline_command", metavar="COMMAND", required=True)
     remote = parents + [_remote_parent()]
 
-    compile_ = commands.add_parser("compile", parents=parents, help=cmd_compile.__doc__, description=cmd_compile.__doc__)
-    compile_.add_argument("--out-root", type=Path, default=Path("."),
-                          help="directory holding components/ and pipelines/ (default: .)")
-    compile_.add_argument("--cluster", action="store_true",
-                          help="compile for a KFP cluster: refuse an image without a registry, a CPU image with GPU "
-                               "tasks, volume data without a volume, an MLflow store that is not a server")
+    compile_ = commands.add_parser(
+        "compile", parents=parents, help=cmd_compile.__doc__, description=cmd_compile.__doc__
+    )
+    compile_.add_argument(
+        "--out-root", type=Path, default=Path("."), help="directory holding components/ and pipelines/ (default: .)"
+    )
+    compile_.add_argument(
+        "--cluster",
+        action="store_true",
+        help="compile for a KFP cluster: refuse an image without a registry, a CPU image with GPU "
+        "tasks, volume data without a volume, an MLflow store that is not a server",
+    )
     compile_.add_argument("--force", action="store_true", help="with --cluster: accept a CPU image with GPU tasks")
     compile_.set_defaults(func=cmd_compile)
 
     run = commands.add_parser("run", parents=parents, help=cmd_run.__doc__, description=cmd_run.__doc__)
     run.add_argument("--local", action="store_true", help="run with kfp.local on this machine (required)")
-    run.add_argument("--containers", action="store_true",
-                     help="run each task in a container of the pipeline's image (a Docker engine; make image), as a "
-                          "KFP launcher would, instead of as a subprocess of this Python")
+    run.add_argument(
+        "--containers",
+        action="store_true",
+        help="run each task in a container of the pipeline's image (a Docker engine; make image), as a "
+        "KFP launcher would, instead of as a subprocess of this Python",
+    )
     run.add_argument("--data", help="file or directory of annotated resumes (default: synthetic resumes)")
-    run.add_argument("--output-dir", default="runs/pipeline", help="pipeline root, study, work dirs (default: "
-                                                                   "runs/pipeline)")
+    run.add_argument(
+        "--output-dir", default="runs/pipeline", help="pipeline root, study, work dirs (default: runs/pipeline)"
+    )
     run.add_argument("--parallelism", type=int, default=None, help="HPO workers (default: pipeline.parallelism)")
     run.add_argument("--n", type=int, default=120, help="synthetic resumes without --data (default: 120)")
     run.add_argument("--seed", type=int, default=0, help="seed of the synthetic resumes (default: 0)")
@@ -203,8 +256,14 @@ def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     for name, func in (("submit", cmd_submit), ("schedule", cmd_schedule)):
         command = commands.add_parser(name, parents=remote, help=func.__doc__, description=func.__doc__)
         command.add_argument("--experiment", required=True, help="KFP experiment (created when missing)")
-        command.add_argument("--param", dest="params", action="append", default=[], metavar="NAME=VALUE",
-                             help="pipeline parameter, e.g. --param data_uri=/mnt/resume-ner/data (repeatable)")
+        command.add_argument(
+            "--param",
+            dest="params",
+            action="append",
+            default=[],
+            metavar="NAME=VALUE",
+            help="pipeline parameter, e.g. --param data_uri=/mnt/resume-ner/data (repeatable)",
+        )
         command.add_argument("--service-account", help="Kubernetes service account of the run's pods")
         command.set_defaults(func=func)
         if name == "submit":
@@ -212,8 +271,9 @@ def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
             command.add_argument("--wait", action="store_true", help="wait for the run; non-zero exit if it fails")
             command.add_argument("--timeout", type=float, default=6 * 3600, help="seconds --wait waits (default 6h)")
         else:
-            command.add_argument("--cron", required=True,
-                                 help="6-field cron 'sec min hour day month weekday', e.g. '0 0 2 * * 1'")
+            command.add_argument(
+                "--cron", required=True, help="6-field cron 'sec min hour day month weekday', e.g. '0 0 2 * * 1'"
+            )
             command.add_argument("--job-name", default="resume-ner-training-schedule", help="recurring run name")
             command.add_argument("--max-concurrency", type=int, default=1, help="runs at once (1-10, default 1)")
             command.add_argument("--no-catchup", action="store_true", help="skip the runs missed while paused")

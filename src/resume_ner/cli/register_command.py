@@ -20,14 +20,18 @@ def final_run_id(output_dir: Path) -> str:
     try:
         result = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.strerror or exc}); pass the output directory of a finished "
-                          "final training (`resume-ner final-train --output-dir DIR`)") from None
+        raise ConfigError(
+            f"{path}: cannot read ({exc.strerror or exc}); pass the output directory of a finished "
+            "final training (`resume-ner final-train --output-dir DIR`)"
+        ) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not JSON ({exc}); expected the TrainResult the trainer writes") from None
     run_id = result.get("run_id") if isinstance(result, dict) else None
     if not run_id:
-        raise ConfigError(f"{path} has no run_id: tracking was off or lost in the final training, so it has no "
-                          "MLflow run to register; train again with tracking enabled")
+        raise ConfigError(
+            f"{path} has no run_id: tracking was off or lost in the final training, so it has no "
+            "MLflow run to register; train again with tracking enabled"
+        )
     return str(run_id)
 
 
@@ -42,10 +46,17 @@ def cmd_register(args: argparse.Namespace) -> int:
     run_id = final_run_id(output_dir)
     config = load_config_from_args(args)
     lineage_path = Path(args.output) if args.output else output_dir / LINEAGE_FILE
-    registered, lineage = register_step(config, run_id=run_id, lineage_path=lineage_path,
-                                        promote=True if args.promote else None, tracking_uri=args.tracking_uri)
-    print(f"registered: {registered.model_uri} (aliases: {', '.join(registered.aliases)}); "
-          f"champion {'moved' if registered.promoted else 'unchanged'}: {registered.reason}")
+    registered, lineage = register_step(
+        config,
+        run_id=run_id,
+        lineage_path=lineage_path,
+        promote=True if args.promote else None,
+        tracking_uri=args.tracking_uri,
+    )
+    print(
+        f"registered: {registered.model_uri} (aliases: {', '.join(registered.aliases)}); "
+        f"champion {'moved' if registered.promoted else 'unchanged'}: {registered.reason}"
+    )
     print(f"lineage ({lineage_path}):")
     print(lineage.render())
     return 0
@@ -53,13 +64,23 @@ def cmd_register(args: argparse.Namespace) -> int:
 
 def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     """Add ``register``."""
-    command = subparsers.add_parser("register", parents=parents, help="register the model of a final training",
-                                    description=cmd_register.__doc__)
-    command.add_argument("output_dir", metavar="OUTPUT_DIR",
-                         help="output directory of the final training (holds train_result.json)")
-    command.add_argument("--promote", action="store_true",
-                         help="make the new version champion even if it is not better (default: final.promote)")
-    command.add_argument("--output", "--lineage-out", dest="output", metavar="FILE",
-                         help="lineage JSON to write (default: OUTPUT_DIR/lineage.json; --lineage-out: former name)")
+    command = subparsers.add_parser(
+        "register", parents=parents, help="register the model of a final training", description=cmd_register.__doc__
+    )
+    command.add_argument(
+        "output_dir", metavar="OUTPUT_DIR", help="output directory of the final training (holds train_result.json)"
+    )
+    command.add_argument(
+        "--promote",
+        action="store_true",
+        help="make the new version champion even if it is not better (default: final.promote)",
+    )
+    command.add_argument(
+        "--output",
+        "--lineage-out",
+        dest="output",
+        metavar="FILE",
+        help="lineage JSON to write (default: OUTPUT_DIR/lineage.json; --lineage-out: former name)",
+    )
     command.add_argument("--tracking-uri", help="MLflow tracking URI (wins over MLFLOW_TRACKING_URI and config)")
     command.set_defaults(func=cmd_register)

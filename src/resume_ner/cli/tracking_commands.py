@@ -24,10 +24,15 @@ def _destination(args: argparse.Namespace) -> tuple[str | None, str | None, str 
     settable = [["tracking", name] for name in _DESTINATION]
     foreign = [item for item in args.overrides if parse_override(item)[0] not in settable]
     if foreign:
-        raise ConfigError("\n  ".join(
-            ["tracking relog logs the training that OUTPUT_DIR/config.yaml records, so only "
-             f"{', '.join('tracking.' + name for name in _DESTINATION)} can be set:"]
-            + [f"--set {item}: not a tracking destination setting" for item in foreign]))
+        raise ConfigError(
+            "\n  ".join(
+                [
+                    "tracking relog logs the training that OUTPUT_DIR/config.yaml records, so only "
+                    f"{', '.join('tracking.' + name for name in _DESTINATION)} can be set:"
+                ]
+                + [f"--set {item}: not a tracking destination setting" for item in foreign]
+            )
+        )
     given = {name: getattr(tracking, name) for name in _DESTINATION if name in tracking.model_fields_set}
     uri = args.tracking_uri or (None if os.environ.get(ENV_TRACKING_URI) else given.get("tracking_uri"))
     return uri, args.experiment or given.get("experiment_name"), args.run_name or given.get("run_name")
@@ -48,28 +53,48 @@ def cmd_relog(args: argparse.Namespace) -> int:
     if not outcome.changed:
         print(f"{where} already holds this training; nothing to relog")
         return 0
-    print(f"{where} ({'created' if outcome.created else 'completed'}): {outcome.params} param(s), "
-          f"{outcome.metrics} metric value(s), {outcome.tags} tag(s), artifacts: "
-          f"{', '.join(outcome.artifacts) or 'none missing'}; status FINISHED")
+    print(
+        f"{where} ({'created' if outcome.created else 'completed'}): {outcome.params} param(s), "
+        f"{outcome.metrics} metric value(s), {outcome.tags} tag(s), artifacts: "
+        f"{', '.join(outcome.artifacts) or 'none missing'}; status FINISHED"
+    )
     return 0
 
 
 def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     """Add ``tracking relog``."""
     tracking = subparsers.add_parser(
-        "tracking", help="MLflow tracking maintenance",
+        "tracking",
+        help="MLflow tracking maintenance",
         description="MLflow tracking maintenance: relog logs a finished training to MLflow after a tracking outage "
-                    "(when train, hpo or final-train exited with status 3, MLflow logging was lost).")
+        "(when train, hpo or final-train exited with status 3, MLflow logging was lost).",
+    )
     actions = tracking.add_subparsers(dest="tracking_command", metavar="ACTION", required=True)
-    relog = actions.add_parser("relog", parents=parents, help="log a finished training output directory to MLflow",
-                               description=cmd_relog.__doc__)
-    relog.add_argument("output_dir", metavar="OUTPUT_DIR",
-                       help="output directory of a finished training (config.yaml, train_result.json, model/)")
-    relog.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else "
-                                              "tracking.tracking_uri of --config-dir/--set, else the URI recorded "
-                                              "in train_result.json, else that of OUTPUT_DIR/config.yaml)")
-    relog.add_argument("--experiment", help="experiment of a new run (default: tracking.experiment_name of "
-                                            "--config-dir/--set, else of OUTPUT_DIR/config.yaml)")
-    relog.add_argument("--run-name", help="name of a new run (default: tracking.run_name of --config-dir/--set, "
-                                          "else of OUTPUT_DIR/config.yaml, else the directory name)")
+    relog = actions.add_parser(
+        "relog",
+        parents=parents,
+        help="log a finished training output directory to MLflow",
+        description=cmd_relog.__doc__,
+    )
+    relog.add_argument(
+        "output_dir",
+        metavar="OUTPUT_DIR",
+        help="output directory of a finished training (config.yaml, train_result.json, model/)",
+    )
+    relog.add_argument(
+        "--tracking-uri",
+        help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else "
+        "tracking.tracking_uri of --config-dir/--set, else the URI recorded "
+        "in train_result.json, else that of OUTPUT_DIR/config.yaml)",
+    )
+    relog.add_argument(
+        "--experiment",
+        help="experiment of a new run (default: tracking.experiment_name of "
+        "--config-dir/--set, else of OUTPUT_DIR/config.yaml)",
+    )
+    relog.add_argument(
+        "--run-name",
+        help="name of a new run (default: tracking.run_name of --config-dir/--set, "
+        "else of OUTPUT_DIR/config.yaml, else the directory name)",
+    )
     relog.set_defaults(func=cmd_relog)

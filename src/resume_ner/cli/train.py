@@ -14,8 +14,9 @@ from collections.abc import Sequence
 
 def build_parser() -> argparse.ArgumentParser:
     """Arguments of the training entrypoint."""
-    parser = argparse.ArgumentParser(prog="python -m resume_ner.cli.train", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m resume_ner.cli.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config-dir", help="directory of YAML config files (default: built-in defaults)")
     parser.add_argument("--data-asset", required=True, help="annotated file or dataset directory")
     parser.add_argument("--output-dir", required=True)

@@ -49,8 +49,13 @@ def load_dataset(path: str | Path, data_config: DataConfig) -> SplitDataset:
             data_config.test_fraction,
             data_config.split_seed,
         )
-        logger.info("%s: %d train, %d validation, %d test document(s)",
-                    path, len(dataset.train), len(dataset.validation), len(dataset.test))
+        logger.info(
+            "%s: %d train, %d validation, %d test document(s)",
+            path,
+            len(dataset.train),
+            len(dataset.validation),
+            len(dataset.test),
+        )
         return dataset
     files = _split_files(path)
     problems: list[Problem] = []
@@ -63,8 +68,12 @@ def load_dataset(path: str | Path, data_config: DataConfig) -> SplitDataset:
         leaked = [d for d in given["train"] if d.text in held_out]
         if leaked:
             given["train"] = [d for d in given["train"] if d.text not in held_out]
-            logger.warning("%s: dropped %d training document(s) whose text is also in validation/test: %s",
-                           path, len(leaked), ", ".join(f"{d.id} ({d.source})" for d in leaked[:10]))
+            logger.warning(
+                "%s: dropped %d training document(s) whose text is also in validation/test: %s",
+                path,
+                len(leaked),
+                ", ".join(f"{d.id} ({d.source})" for d in leaked[:10]),
+            )
     missing_validation = "validation" not in given
     missing_test = "test" not in given
     if missing_validation or missing_test:
@@ -82,8 +91,14 @@ def load_dataset(path: str | Path, data_config: DataConfig) -> SplitDataset:
     problems += _leaks({"train": train, "validation": validation, "test": test})
     if problems:
         raise DataValidationError(problems, summary=f"{path}: invalid annotated resumes")
-    logger.info("%s: %d train, %d validation, %d test document(s) (given: %s)",
-                path, len(train), len(validation), len(test), ", ".join(sorted(files)))
+    logger.info(
+        "%s: %d train, %d validation, %d test document(s) (given: %s)",
+        path,
+        len(train),
+        len(validation),
+        len(test),
+        ", ".join(sorted(files)),
+    )
     return SplitDataset(train, validation, test, fingerprint_documents(train + validation + test))
 
 
@@ -116,12 +131,19 @@ def _split_files(directory: Path) -> dict[str, Path]:
                 found.setdefault(split, []).append(file)
     problems = [
         Problem(str(directory), None, None, f"several {split} files: {', '.join(f.name for f in files)}; keep one")
-        for split, files in found.items() if len(files) > 1
+        for split, files in found.items()
+        if len(files) > 1
     ]
     if "train" not in found:
-        problems.append(Problem(str(directory), None, None,
-                                "no train.* file; a dataset directory needs train.* and may have "
-                                "validation.* (or dev.*, valid.*) and test.*"))
+        problems.append(
+            Problem(
+                str(directory),
+                None,
+                None,
+                "no train.* file; a dataset directory needs train.* and may have "
+                "validation.* (or dev.*, valid.*) and test.*",
+            )
+        )
     if problems:
         raise DataValidationError(problems, summary=f"{directory}: not a dataset directory")
     return {split: files[0] for split, files in found.items()}
@@ -131,14 +153,20 @@ def _read_valid(path: Path, data_config: DataConfig) -> tuple[list[Document], li
     """Validated documents of one file and every problem found while reading and validating it."""
     result = read_documents(path, data_config.format)
     report = validate_documents(
-        result.documents, label_map=data_config.label_map, on_overlap=data_config.on_overlap,
+        result.documents,
+        label_map=data_config.label_map,
+        on_overlap=data_config.on_overlap,
         on_duplicate=data_config.on_duplicate,
     )
     if report.warnings:
         logger.warning("%s: %d warning(s), the first: %s", path, len(report.warnings), report.warnings[0])
     if report.trimmed_spans or report.resolved_overlaps:
-        logger.info("%s: trimmed whitespace off %d span(s), resolved %d overlap(s)",
-                    path, report.trimmed_spans, report.resolved_overlaps)
+        logger.info(
+            "%s: trimmed whitespace off %d span(s), resolved %d overlap(s)",
+            path,
+            report.trimmed_spans,
+            report.resolved_overlaps,
+        )
     return report.documents, result.problems + report.problems
 
 
@@ -150,8 +178,10 @@ def _leaks(splits: dict[str, list[Document]]) -> list[Problem]:
         for document in documents:
             first_split, first = seen.setdefault(document.text, (split, document))
             if first_split != split:
-                message = (f"the same text is in {first_split} (document {first.id!r} at {first.source}) and in "
-                           f"{split}: remove one copy so evaluation does not see training data")
+                message = (
+                    f"the same text is in {first_split} (document {first.id!r} at {first.source}) and in "
+                    f"{split}: remove one copy so evaluation does not see training data"
+                )
                 problems.append(document_problem(document, message))
     return problems
 
@@ -165,6 +195,12 @@ def load_training_data(config: ResumeNerConfig, data_path: str | Path | None) ->
             "to try the system, run `resume-ner data synth --n 300 --output-dir data/synth` first"
         )
     dataset = load_dataset(Path(path), config.data)
-    logger.info("dataset %s: %d train / %d validation / %d test documents (fingerprint %s)", path,
-             len(dataset.train), len(dataset.validation), len(dataset.test), dataset.fingerprint[:12])
+    logger.info(
+        "dataset %s: %d train / %d validation / %d test documents (fingerprint %s)",
+        path,
+        len(dataset.train),
+        len(dataset.validation),
+        len(dataset.test),
+        dataset.fingerprint[:12],
+    )
     return Path(path), dataset

@@ -34,7 +34,7 @@ class LabelScheme:
         object.__setattr__(self, "labels", tuple(labels))
 
     @classmethod
-    def from_types(cls, types: Iterable[str]) -> "LabelScheme":
+    def from_types(cls, types: Iterable[str]) -> LabelScheme:
         """Scheme over the sorted unique ``types``."""
         return cls(tuple(sorted(set(types))))
 
@@ -58,7 +58,7 @@ class LabelScheme:
         return {"scheme": "IOB2", "entity_types": list(self.entity_types), "labels": list(self.labels)}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "LabelScheme":
+    def from_dict(cls, data: dict[str, Any]) -> LabelScheme:
         return cls(tuple(data["entity_types"]))
 
 

@@ -36,8 +36,10 @@ _CONLL_TAG = re.compile(r"O|[BI]-\S+")
 _DOCSTART = "-DOCSTART-"
 _WHITESPACE = re.compile(r"\s*")
 _WIDE_BOMS = (  # UTF-32 first: the UTF-32 LE mark starts with the UTF-16 LE one
-    (codecs.BOM_UTF32_LE, "utf-32-le"), (codecs.BOM_UTF32_BE, "utf-32-be"),
-    (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be"),
+    (codecs.BOM_UTF32_LE, "utf-32-le"),
+    (codecs.BOM_UTF32_BE, "utf-32-be"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"),
+    (codecs.BOM_UTF16_BE, "utf-16-be"),
 )
 _SNIFF_BYTES = 8000  # the start of a file that tells text from binary data
 _CONTROL_BYTES = frozenset(range(32)) - frozenset(b"\t\n\v\f\r") | {0x7F}
@@ -143,10 +145,12 @@ def _as_utf8(data: bytes, file: str) -> bytes:
     for bom, codec in _WIDE_BOMS:
         if data.startswith(bom):
             try:
-                return data[len(bom):].decode(codec).encode("utf-8")
+                return data[len(bom) :].decode(codec).encode("utf-8")
             except UnicodeDecodeError as exc:
-                message = (f"is {codec[:6].upper()} text (byte order mark {bom.hex(' ').upper()}) but byte "
-                           f"{exc.start + len(bom) + 1} is not valid {codec[:6].upper()}; save it as UTF-8")
+                message = (
+                    f"is {codec[:6].upper()} text (byte order mark {bom.hex(' ').upper()}) but byte "
+                    f"{exc.start + len(bom) + 1} is not valid {codec[:6].upper()}; save it as UTF-8"
+                )
                 raise DataValidationError([Problem(file, None, None, message)]) from None
     return data
 
@@ -207,7 +211,7 @@ def _detect(data: bytes, file: str) -> str:
     hint = f"pass the format explicitly ({', '.join(FORMATS)})"
     if line.startswith("["):
         text = data.decode("utf-8", "replace")
-        start = _WHITESPACE.match(text, text.index("[") + 1).end()
+        start = _skip_whitespace(text, text.index("[") + 1)
         if text.startswith("]", start):
             return "spanjson"
         try:
@@ -229,8 +233,10 @@ def _detect(data: bytes, file: str) -> str:
     fmt = _format_of_record(record)
     if fmt is None:
         keys = sorted(record) if isinstance(record, dict) else type(record).__name__
-        message = (f"cannot tell the format of the first record (keys {keys}): expected text+labels (doccano), "
-                   f"text+annotations (spanjson) or content+annotation (dataturks); {hint}")
+        message = (
+            f"cannot tell the format of the first record (keys {keys}): expected text+labels (doccano), "
+            f"text+annotations (spanjson) or content+annotation (dataturks); {hint}"
+        )
         raise DataValidationError([Problem(file, number, None, message)])
     return fmt
 
@@ -247,13 +253,20 @@ def _format_of_record(record: Any) -> str | None:
     return None
 
 
+def _skip_whitespace(text: str, pos: int) -> int:
+    """The position of the first non-whitespace character of ``text`` at or after ``pos`` (or its length)."""
+    match = _WHITESPACE.match(text, pos)
+    assert match is not None  # r"\s*" matches at every position, if only the empty string
+    return match.end()
+
+
 def _json_records(data: bytes, file: str, problems: list[Problem]) -> list[tuple[int, Any]]:
     """``(line, value)`` of each record of a JSON-lines file or of a file holding one JSON array."""
     lines = _decoded_lines(data, file, problems)
     first = next((text.lstrip() for _, text in lines if text and text.strip()), "")
     if first.startswith("["):
         return _array_records(data.decode("utf-8", "replace"), file, problems)
-    records = []
+    records: list[tuple[int, Any]] = []
     for number, text in lines:
         if text is None or not text.strip():
             continue
@@ -270,8 +283,8 @@ def _array_records(text: str, file: str, problems: list[Problem]) -> list[tuple[
     def line_of(pos: int) -> int:
         return bisect.bisect_left(newlines, pos) + 1
 
-    records = []
-    pos = _WHITESPACE.match(text, text.index("[") + 1).end()
+    records: list[tuple[int, Any]] = []
+    pos = _skip_whitespace(text, text.index("[") + 1)
     while not text.startswith("]", pos):
         try:
             value, end = _DECODER.raw_decode(text, pos)
@@ -279,13 +292,13 @@ def _array_records(text: str, file: str, problems: list[Problem]) -> list[tuple[
             problems.append(Problem(file, exc.lineno, None, f"invalid JSON: {exc.msg} (column {exc.colno})"))
             return records
         records.append((line_of(pos), value))
-        pos = _WHITESPACE.match(text, end).end()
+        pos = _skip_whitespace(text, end)
         if text.startswith(",", pos):
-            pos = _WHITESPACE.match(text, pos + 1).end()
+            pos = _skip_whitespace(text, pos + 1)
         elif not text.startswith("]", pos):
             problems.append(Problem(file, line_of(pos), None, "invalid JSON: expected ',' or ']' after an array item"))
             return records
-    if text[pos + 1:].strip():
+    if text[pos + 1 :].strip():
         problems.append(Problem(file, line_of(pos), None, "invalid JSON: data after the closing ']'"))
     return records
 
@@ -317,8 +330,13 @@ def _span_triples(value: Any, key: str, doc_id: str, ctx: _Record) -> list[Span]
         return []
     spans = []
     for index, item in enumerate(value):
-        if (isinstance(item, (list, tuple)) and len(item) == 3 and _is_offset(item[0]) and _is_offset(item[1])
-                and isinstance(item[2], str)):
+        if (
+            isinstance(item, (list, tuple))
+            and len(item) == 3
+            and _is_offset(item[0])
+            and _is_offset(item[1])
+            and isinstance(item[2], str)
+        ):
             spans.append(Span(item[0], item[1], item[2]))
         else:
             ctx.problem(f"'{key}' item {index} is {json.dumps(item)[:80]}, expected [start, end, label]", doc_id)
@@ -327,7 +345,7 @@ def _span_triples(value: Any, key: str, doc_id: str, ctx: _Record) -> list[Span]
 
 def _is_offset(value: Any) -> bool:
     """An int (not a bool) within 64 bits; a larger one is no offset into any text and may be too long to print."""
-    return isinstance(value, int) and not isinstance(value, bool) and -2**63 <= value < 2**63
+    return isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63
 
 
 def _parse_doccano(record: dict[str, Any], ctx: _Record) -> Document | None:
@@ -360,15 +378,18 @@ def _parse_dataturks(record: dict[str, Any], ctx: _Record) -> Document | None:
         labels = item.get("label") if isinstance(item, dict) else None
         labels = [labels] if isinstance(labels, str) else labels
         points = item.get("points") if isinstance(item, dict) else None
-        if not (isinstance(labels, list) and labels and all(isinstance(x, str) for x in labels)
-                and isinstance(points, list)):
-            ctx.problem(f"'annotation' item {index} needs 'label' (string or list of strings) and 'points' (list)",
-                        doc_id)
+        if not (
+            isinstance(labels, list) and labels and all(isinstance(x, str) for x in labels) and isinstance(points, list)
+        ):
+            ctx.problem(
+                f"'annotation' item {index} needs 'label' (string or list of strings) and 'points' (list)", doc_id
+            )
             continue
         for point in points:
             if not (isinstance(point, dict) and _is_offset(point.get("start")) and _is_offset(point.get("end"))):
-                ctx.problem(f"'annotation' item {index}: point {json.dumps(point)[:80]} needs integer start and end",
-                            doc_id)
+                ctx.problem(
+                    f"'annotation' item {index}: point {json.dumps(point)[:80]} needs integer start and end", doc_id
+                )
                 continue
             spans += [Span(point["start"], point["end"] + 1, label) for label in labels]  # inclusive end
     return None if text is None else Document(doc_id, text, spans, source=ctx.source)

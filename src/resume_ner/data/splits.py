@@ -52,8 +52,15 @@ def split_documents(
         else:
             train += group
     fingerprint = fingerprint_documents(train + validation + test)
-    logger.info("split %d document(s) with seed %d: %d train, %d validation, %d test (fingerprint %s)",
-                len(documents), seed, len(train), len(validation), len(test), fingerprint[:12])
+    logger.info(
+        "split %d document(s) with seed %d: %d train, %d validation, %d test (fingerprint %s)",
+        len(documents),
+        seed,
+        len(train),
+        len(validation),
+        len(test),
+        fingerprint[:12],
+    )
     return SplitDataset(train=train, validation=validation, test=test, fingerprint=fingerprint)
 
 
@@ -64,7 +71,7 @@ def _groups_by_text(documents: Sequence[Document], seed: int) -> list[list[Docum
         by_text.setdefault(document.text, []).append(document)
 
     def text_key(text: str) -> str:
-        return hashlib.sha256(f"{seed}\0{text}".encode("utf-8")).hexdigest()
+        return hashlib.sha256(f"{seed}\0{text}".encode()).hexdigest()
 
     return [
         sorted(by_text[text], key=lambda d: (d.id, [s.to_list() for s in sorted(d.spans)]))
@@ -72,9 +79,7 @@ def _groups_by_text(documents: Sequence[Document], seed: int) -> list[list[Docum
     ]
 
 
-def _split_sizes(
-    n_documents: int, n_groups: int, test_fraction: float, validation_fraction: float
-) -> tuple[int, int]:
+def _split_sizes(n_documents: int, n_groups: int, test_fraction: float, validation_fraction: float) -> tuple[int, int]:
     """Documents wanted in test and validation: rounded shares, at least 1 each when possible."""
     n_test = round(n_documents * test_fraction)
     n_validation = round(n_documents * validation_fraction)

@@ -26,11 +26,15 @@ import random
 import re
 import unicodedata
 from pathlib import Path
+from typing import TYPE_CHECKING, TypedDict
 
 from faker import Faker
 
 from resume_ner.data.document import Document, Span
 from resume_ner.io import write_text_atomic
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 __all__ = [
     "COLLEGE_PATTERNS",
@@ -62,7 +66,18 @@ TOOL = "Tech Tools"
 SOFT = "Soft Skills"
 
 LABELS: tuple[str, ...] = (
-    NAME, EMAIL, DESIGNATION, COMPANY, LOCATION, YEARS, COLLEGE, DEGREE, GRAD_YEAR, SKILL, TOOL, SOFT,
+    NAME,
+    EMAIL,
+    DESIGNATION,
+    COMPANY,
+    LOCATION,
+    YEARS,
+    COLLEGE,
+    DEGREE,
+    GRAD_YEAR,
+    SKILL,
+    TOOL,
+    SOFT,
 )
 
 LOCALES: tuple[str, ...] = ("en_US", "en_GB", "en_IN")
@@ -74,105 +89,365 @@ _LOCALE_WEIGHTS = (0.4, 0.2, 0.4)
 
 _SOFTWARE = (
     (
-        "Software Engineer", "Senior Software Engineer", "Software Developer", "Associate Software Engineer",
-        "Java Developer", "Python Developer", "Web Developer", "Front End Developer", "Backend Developer",
-        "Full Stack Developer", "Android Developer", "iOS Developer", "Mobile Developer", "Technical Lead",
-        "Team Lead", "Engineering Manager", "Solutions Architect", "Trainee Engineer", "Programmer Analyst",
+        "Software Engineer",
+        "Senior Software Engineer",
+        "Software Developer",
+        "Associate Software Engineer",
+        "Java Developer",
+        "Python Developer",
+        "Web Developer",
+        "Front End Developer",
+        "Backend Developer",
+        "Full Stack Developer",
+        "Android Developer",
+        "iOS Developer",
+        "Mobile Developer",
+        "Technical Lead",
+        "Team Lead",
+        "Engineering Manager",
+        "Solutions Architect",
+        "Trainee Engineer",
+        "Programmer Analyst",
     ),
     (
-        "Web Development", "REST API Design", "Microservices", "Unit Testing", "Object-Oriented Programming",
-        "Code Review", "Software Development Life Cycle", "Agile", "Scrum", "Mobile App Development",
-        "Front-end Development", "Backend Development", "Design Patterns", "Performance Tuning",
-        "Version Control", "Continuous Integration", "System Design", "Debugging",
+        "Web Development",
+        "REST API Design",
+        "Microservices",
+        "Unit Testing",
+        "Object-Oriented Programming",
+        "Code Review",
+        "Software Development Life Cycle",
+        "Agile",
+        "Scrum",
+        "Mobile App Development",
+        "Front-end Development",
+        "Backend Development",
+        "Design Patterns",
+        "Performance Tuning",
+        "Version Control",
+        "Continuous Integration",
+        "System Design",
+        "Debugging",
     ),
     (
-        "Java", "Python", "JavaScript", "TypeScript", "C++", "C#", "Golang", "PHP", "Ruby on Rails", "React",
-        "Angular", "Vue.js", "Node.js", "Django", "Flask", "Spring Boot", ".NET", "HTML5", "CSS3", "Bootstrap",
-        "jQuery", "Hibernate", "Maven", "Gradle", "Git", "GitHub", "GitLab", "Jira", "IntelliJ IDEA", "Eclipse",
-        "Visual Studio", "MySQL", "PostgreSQL", "MongoDB", "Redis", "Docker", "Kotlin", "Swift",
+        "Java",
+        "Python",
+        "JavaScript",
+        "TypeScript",
+        "C++",
+        "C#",
+        "Golang",
+        "PHP",
+        "Ruby on Rails",
+        "React",
+        "Angular",
+        "Vue.js",
+        "Node.js",
+        "Django",
+        "Flask",
+        "Spring Boot",
+        ".NET",
+        "HTML5",
+        "CSS3",
+        "Bootstrap",
+        "jQuery",
+        "Hibernate",
+        "Maven",
+        "Gradle",
+        "Git",
+        "GitHub",
+        "GitLab",
+        "Jira",
+        "IntelliJ IDEA",
+        "Eclipse",
+        "Visual Studio",
+        "MySQL",
+        "PostgreSQL",
+        "MongoDB",
+        "Redis",
+        "Docker",
+        "Kotlin",
+        "Swift",
     ),
 )
 _DATA = (
     (
-        "Data Scientist", "Data Analyst", "Senior Data Analyst", "Data Engineer", "Senior Data Engineer",
-        "Machine Learning Engineer", "BI Developer", "ETL Developer", "Research Analyst", "Analytics Consultant",
-        "Statistician", "AI Engineer",
+        "Data Scientist",
+        "Data Analyst",
+        "Senior Data Analyst",
+        "Data Engineer",
+        "Senior Data Engineer",
+        "Machine Learning Engineer",
+        "BI Developer",
+        "ETL Developer",
+        "Research Analyst",
+        "Analytics Consultant",
+        "Statistician",
+        "AI Engineer",
     ),
     (
-        "Machine Learning", "Deep Learning", "Data Analysis", "Data Visualization", "Natural Language Processing",
-        "Computer Vision", "Statistical Modeling", "Predictive Modeling", "ETL", "Data Warehousing",
-        "Data Mining", "Data Modeling", "A/B Testing", "Big Data", "Feature Engineering", "Time Series Forecasting",
-        "Data Cleaning", "Ad-hoc Reporting",
+        "Machine Learning",
+        "Deep Learning",
+        "Data Analysis",
+        "Data Visualization",
+        "Natural Language Processing",
+        "Computer Vision",
+        "Statistical Modeling",
+        "Predictive Modeling",
+        "ETL",
+        "Data Warehousing",
+        "Data Mining",
+        "Data Modeling",
+        "A/B Testing",
+        "Big Data",
+        "Feature Engineering",
+        "Time Series Forecasting",
+        "Data Cleaning",
+        "Ad-hoc Reporting",
     ),
     (
-        "Python", "R", "SQL", "Pandas", "NumPy", "scikit-learn", "TensorFlow", "PyTorch", "Keras", "Apache Spark",
-        "Hadoop", "Hive", "Airflow", "Kafka", "Tableau", "Power BI", "MS Excel", "Snowflake", "BigQuery",
-        "Databricks", "dbt", "Looker", "Jupyter", "SAS", "SPSS", "MATLAB", "PostgreSQL", "Oracle Database",
+        "Python",
+        "R",
+        "SQL",
+        "Pandas",
+        "NumPy",
+        "scikit-learn",
+        "TensorFlow",
+        "PyTorch",
+        "Keras",
+        "Apache Spark",
+        "Hadoop",
+        "Hive",
+        "Airflow",
+        "Kafka",
+        "Tableau",
+        "Power BI",
+        "MS Excel",
+        "Snowflake",
+        "BigQuery",
+        "Databricks",
+        "dbt",
+        "Looker",
+        "Jupyter",
+        "SAS",
+        "SPSS",
+        "MATLAB",
+        "PostgreSQL",
+        "Oracle Database",
     ),
 )
 _INFRA = (
     (
-        "DevOps Engineer", "Site Reliability Engineer", "Cloud Engineer", "Cloud Architect", "Network Engineer",
-        "System Administrator", "Linux Administrator", "Database Administrator", "Technical Support Engineer",
-        "IT Support Specialist", "Security Analyst", "IT Manager", "Infrastructure Engineer", "Release Manager",
+        "DevOps Engineer",
+        "Site Reliability Engineer",
+        "Cloud Engineer",
+        "Cloud Architect",
+        "Network Engineer",
+        "System Administrator",
+        "Linux Administrator",
+        "Database Administrator",
+        "Technical Support Engineer",
+        "IT Support Specialist",
+        "Security Analyst",
+        "IT Manager",
+        "Infrastructure Engineer",
+        "Release Manager",
     ),
     (
-        "Cloud Computing", "DevOps", "Continuous Deployment", "Infrastructure as Code", "Network Administration",
-        "System Administration", "Troubleshooting", "Incident Management", "Load Balancing", "Capacity Planning",
-        "Security Auditing", "Penetration Testing", "Disaster Recovery", "Patch Management", "Monitoring",
-        "Backup and Recovery", "Networking",
+        "Cloud Computing",
+        "DevOps",
+        "Continuous Deployment",
+        "Infrastructure as Code",
+        "Network Administration",
+        "System Administration",
+        "Troubleshooting",
+        "Incident Management",
+        "Load Balancing",
+        "Capacity Planning",
+        "Security Auditing",
+        "Penetration Testing",
+        "Disaster Recovery",
+        "Patch Management",
+        "Monitoring",
+        "Backup and Recovery",
+        "Networking",
     ),
     (
-        "AWS", "Azure", "Google Cloud Platform", "Docker", "Kubernetes", "Terraform", "Ansible", "Jenkins", "Linux",
-        "Windows Server", "Active Directory", "VMware", "Bash", "PowerShell", "Nagios", "Splunk", "Prometheus",
-        "Grafana", "Wireshark", "Cisco IOS", "ServiceNow", "DNS", "DHCP", "Oracle Database", "MySQL", "Git",
+        "AWS",
+        "Azure",
+        "Google Cloud Platform",
+        "Docker",
+        "Kubernetes",
+        "Terraform",
+        "Ansible",
+        "Jenkins",
+        "Linux",
+        "Windows Server",
+        "Active Directory",
+        "VMware",
+        "Bash",
+        "PowerShell",
+        "Nagios",
+        "Splunk",
+        "Prometheus",
+        "Grafana",
+        "Wireshark",
+        "Cisco IOS",
+        "ServiceNow",
+        "DNS",
+        "DHCP",
+        "Oracle Database",
+        "MySQL",
+        "Git",
     ),
 )
 _QA = (
     (
-        "QA Engineer", "Test Engineer", "Senior QA Analyst", "Automation Test Engineer", "Quality Analyst",
-        "Test Lead", "SDET",
+        "QA Engineer",
+        "Test Engineer",
+        "Senior QA Analyst",
+        "Automation Test Engineer",
+        "Quality Analyst",
+        "Test Lead",
+        "SDET",
     ),
     (
-        "Manual Testing", "Test Automation", "Regression Testing", "Functional Testing", "API Testing",
-        "Performance Testing", "Test Planning", "Defect Tracking", "Quality Assurance", "Agile", "Test Case Design",
+        "Manual Testing",
+        "Test Automation",
+        "Regression Testing",
+        "Functional Testing",
+        "API Testing",
+        "Performance Testing",
+        "Test Planning",
+        "Defect Tracking",
+        "Quality Assurance",
+        "Agile",
+        "Test Case Design",
     ),
     (
-        "Selenium", "JUnit", "TestNG", "Postman", "JMeter", "Cucumber", "Appium", "Jira", "Jenkins", "Java",
-        "Python", "SQL", "Git", "LoadRunner", "HP ALM",
+        "Selenium",
+        "JUnit",
+        "TestNG",
+        "Postman",
+        "JMeter",
+        "Cucumber",
+        "Appium",
+        "Jira",
+        "Jenkins",
+        "Java",
+        "Python",
+        "SQL",
+        "Git",
+        "LoadRunner",
+        "HP ALM",
     ),
 )
 _BUSINESS = (
     (
-        "Business Analyst", "Project Manager", "Product Manager", "Program Manager", "Scrum Master",
-        "Financial Analyst", "Accountant", "Operations Manager", "Management Trainee", "Consultant",
-        "Senior Consultant", "Associate Consultant", "SAP Consultant", "Procurement Officer",
+        "Business Analyst",
+        "Project Manager",
+        "Product Manager",
+        "Program Manager",
+        "Scrum Master",
+        "Financial Analyst",
+        "Accountant",
+        "Operations Manager",
+        "Management Trainee",
+        "Consultant",
+        "Senior Consultant",
+        "Associate Consultant",
+        "SAP Consultant",
+        "Procurement Officer",
     ),
     (
-        "Requirements Gathering", "Business Analysis", "Project Management", "Stakeholder Management",
-        "Financial Analysis", "Budgeting", "Forecasting", "Accounting", "Bookkeeping", "Vendor Management",
-        "Process Improvement", "Root Cause Analysis", "Risk Management", "Supply Chain Management",
-        "Inventory Management", "Financial Reporting", "Gap Analysis", "Cost Reduction",
+        "Requirements Gathering",
+        "Business Analysis",
+        "Project Management",
+        "Stakeholder Management",
+        "Financial Analysis",
+        "Budgeting",
+        "Forecasting",
+        "Accounting",
+        "Bookkeeping",
+        "Vendor Management",
+        "Process Improvement",
+        "Root Cause Analysis",
+        "Risk Management",
+        "Supply Chain Management",
+        "Inventory Management",
+        "Financial Reporting",
+        "Gap Analysis",
+        "Cost Reduction",
     ),
     (
-        "MS Excel", "MS Project", "Jira", "Confluence", "SAP", "Tableau", "Power BI", "Salesforce", "QuickBooks",
-        "Tally", "Visio", "SQL", "Oracle ERP", "Trello", "Asana", "MS PowerPoint",
+        "MS Excel",
+        "MS Project",
+        "Jira",
+        "Confluence",
+        "SAP",
+        "Tableau",
+        "Power BI",
+        "Salesforce",
+        "QuickBooks",
+        "Tally",
+        "Visio",
+        "SQL",
+        "Oracle ERP",
+        "Trello",
+        "Asana",
+        "MS PowerPoint",
     ),
 )
 _PEOPLE = (
     (
-        "Sales Executive", "Marketing Manager", "Digital Marketing Specialist", "HR Executive", "Recruiter",
-        "Customer Service Representative", "Customer Support Executive", "Content Writer", "Account Manager",
-        "Business Development Manager", "Graphic Designer", "UI/UX Designer", "Office Administrator",
+        "Sales Executive",
+        "Marketing Manager",
+        "Digital Marketing Specialist",
+        "HR Executive",
+        "Recruiter",
+        "Customer Service Representative",
+        "Customer Support Executive",
+        "Content Writer",
+        "Account Manager",
+        "Business Development Manager",
+        "Graphic Designer",
+        "UI/UX Designer",
+        "Office Administrator",
     ),
     (
-        "Digital Marketing", "SEO", "Content Writing", "Recruitment", "Payroll Processing", "Customer Support",
-        "Sales", "Lead Generation", "Social Media Marketing", "Email Marketing", "Brand Management",
-        "Market Research", "Employee Onboarding", "Graphic Design", "Copywriting", "Account Management",
+        "Digital Marketing",
+        "SEO",
+        "Content Writing",
+        "Recruitment",
+        "Payroll Processing",
+        "Customer Support",
+        "Sales",
+        "Lead Generation",
+        "Social Media Marketing",
+        "Email Marketing",
+        "Brand Management",
+        "Market Research",
+        "Employee Onboarding",
+        "Graphic Design",
+        "Copywriting",
+        "Account Management",
     ),
     (
-        "Salesforce", "HubSpot", "Google Analytics", "MS Excel", "MS Word", "MS PowerPoint", "Photoshop",
-        "Illustrator", "Figma", "Canva", "WordPress", "Zendesk", "Mailchimp", "Workday", "SAP SuccessFactors",
+        "Salesforce",
+        "HubSpot",
+        "Google Analytics",
+        "MS Excel",
+        "MS Word",
+        "MS PowerPoint",
+        "Photoshop",
+        "Illustrator",
+        "Figma",
+        "Canva",
+        "WordPress",
+        "Zendesk",
+        "Mailchimp",
+        "Workday",
+        "SAP SuccessFactors",
     ),
 )
 _TRACKS = (_SOFTWARE, _DATA, _INFRA, _QA, _BUSINESS, _PEOPLE)
@@ -188,80 +463,260 @@ JOB_SKILLS: tuple[str, ...] = _unique(*(t[1] for t in _TRACKS))
 TECH_TOOLS: tuple[str, ...] = _unique(*(t[2] for t in _TRACKS))
 
 SOFT_SKILLS: tuple[str, ...] = (
-    "Leadership", "Communication", "Teamwork", "Problem Solving", "Time Management", "Adaptability",
-    "Critical Thinking", "Attention to Detail", "Collaboration", "Creativity", "Work Ethic", "Self-motivated",
-    "Quick Learner", "Team Player", "Conflict Resolution", "Negotiation", "Public Speaking",
-    "Presentation Skills", "Decision Making", "Interpersonal Skills", "Mentoring", "Customer Focus", "Empathy",
-    "Analytical Thinking", "Multitasking", "Flexibility", "Emotional Intelligence", "Active Listening",
-    "Organizational Skills", "Written Communication", "Verbal Communication", "Hard Working",
-    "Positive Attitude", "Accountability", "Patience", "Self Motivated",
+    "Leadership",
+    "Communication",
+    "Teamwork",
+    "Problem Solving",
+    "Time Management",
+    "Adaptability",
+    "Critical Thinking",
+    "Attention to Detail",
+    "Collaboration",
+    "Creativity",
+    "Work Ethic",
+    "Self-motivated",
+    "Quick Learner",
+    "Team Player",
+    "Conflict Resolution",
+    "Negotiation",
+    "Public Speaking",
+    "Presentation Skills",
+    "Decision Making",
+    "Interpersonal Skills",
+    "Mentoring",
+    "Customer Focus",
+    "Empathy",
+    "Analytical Thinking",
+    "Multitasking",
+    "Flexibility",
+    "Emotional Intelligence",
+    "Active Listening",
+    "Organizational Skills",
+    "Written Communication",
+    "Verbal Communication",
+    "Hard Working",
+    "Positive Attitude",
+    "Accountability",
+    "Patience",
+    "Self Motivated",
 )
 
 _DESIGNATION_PREFIXES = ("Senior", "Sr.", "Junior", "Lead", "Principal", "Associate")
 
 _DEGREE_TYPES: tuple[tuple[str, bool], ...] = (  # (degree, takes a field)
-    ("B.Tech", True), ("Bachelor of Technology", True), ("B.E.", True), ("Bachelor of Engineering", True),
-    ("BE", True), ("B.Sc.", True), ("Bachelor of Science", True), ("B.S.", True), ("BSc", True),
-    ("M.Tech", True), ("Master of Technology", True), ("M.E.", True), ("M.Sc.", True),
-    ("Master of Science", True), ("MS", True), ("MSc", True), ("BA", True), ("Bachelor of Arts", True),
-    ("MA", True), ("Ph.D.", True), ("Diploma", True), ("MBA", True), ("Master of Business Administration", False),
-    ("MCA", False), ("Master of Computer Applications", False), ("BCA", False),
-    ("Bachelor of Computer Applications", False), ("B.Com", False), ("Bachelor of Commerce", False),
-    ("M.Com", False), ("PGDM", False), ("BBA", False),
+    ("B.Tech", True),
+    ("Bachelor of Technology", True),
+    ("B.E.", True),
+    ("Bachelor of Engineering", True),
+    ("BE", True),
+    ("B.Sc.", True),
+    ("Bachelor of Science", True),
+    ("B.S.", True),
+    ("BSc", True),
+    ("M.Tech", True),
+    ("Master of Technology", True),
+    ("M.E.", True),
+    ("M.Sc.", True),
+    ("Master of Science", True),
+    ("MS", True),
+    ("MSc", True),
+    ("BA", True),
+    ("Bachelor of Arts", True),
+    ("MA", True),
+    ("Ph.D.", True),
+    ("Diploma", True),
+    ("MBA", True),
+    ("Master of Business Administration", False),
+    ("MCA", False),
+    ("Master of Computer Applications", False),
+    ("BCA", False),
+    ("Bachelor of Computer Applications", False),
+    ("B.Com", False),
+    ("Bachelor of Commerce", False),
+    ("M.Com", False),
+    ("PGDM", False),
+    ("BBA", False),
 )
 _DEGREE_FIELDS = (
-    "Computer Science", "Computer Science and Engineering", "Information Technology", "Electronics and Communication",
-    "Electrical Engineering", "Mechanical Engineering", "Civil Engineering", "Mathematics", "Statistics",
-    "Physics", "Economics", "Finance", "Marketing", "Human Resources", "Data Science", "Business Administration",
-    "Psychology", "English", "Information Systems", "Software Engineering", "Chemistry", "Accounting",
+    "Computer Science",
+    "Computer Science and Engineering",
+    "Information Technology",
+    "Electronics and Communication",
+    "Electrical Engineering",
+    "Mechanical Engineering",
+    "Civil Engineering",
+    "Mathematics",
+    "Statistics",
+    "Physics",
+    "Economics",
+    "Finance",
+    "Marketing",
+    "Human Resources",
+    "Data Science",
+    "Business Administration",
+    "Psychology",
+    "English",
+    "Information Systems",
+    "Software Engineering",
+    "Chemistry",
+    "Accounting",
 )
 DEGREES: tuple[str, ...] = tuple(d for d, _ in _DEGREE_TYPES)
 _SCHOOL_DEGREES = ("HSC", "SSC", "Class XII", "Class X", "Higher Secondary Certificate", "12th", "10th", "CBSE XII")
 
 COLLEGE_PATTERNS: tuple[str, ...] = (
-    "{city} Institute of Technology", "University of {city}", "{last} College of Engineering",
-    "{region} State University", "{city} College of Arts and Science", "St. {first}'s College",
-    "{last} University", "Institute of Engineering and Technology, {city}", "{city} School of Business",
-    "National Institute of Technology {city}", "{last} Institute of Management",
+    "{city} Institute of Technology",
+    "University of {city}",
+    "{last} College of Engineering",
+    "{region} State University",
+    "{city} College of Arts and Science",
+    "St. {first}'s College",
+    "{last} University",
+    "Institute of Engineering and Technology, {city}",
+    "{city} School of Business",
+    "National Institute of Technology {city}",
+    "{last} Institute of Management",
     "Government Engineering College {city}",
-    "{last} Memorial College", "{city} Polytechnic", "{region} University", "{last} Institute of Science",
-    "{city} University", "Royal College of {city}", "{last} School of Engineering", "{city} Community College",
+    "{last} Memorial College",
+    "{city} Polytechnic",
+    "{region} University",
+    "{last} Institute of Science",
+    "{city} University",
+    "Royal College of {city}",
+    "{last} School of Engineering",
+    "{city} Community College",
 )
 _SCHOOL_PATTERNS = ("{last} High School", "{city} Public School", "Kendriya Vidyalaya {city}", "St. {first}'s School")
 
 COMPANY_SUFFIXES: tuple[str, ...] = (
-    "Technologies", "Solutions", "Systems", "Pvt. Ltd.", "Ltd", "Inc.", "LLC", "Consulting", "Labs", "Software",
-    "Analytics", "Infotech", "Services", "Group", "Corporation", "Global", "Networks", "Digital", "Limited",
-    "Technologies Pvt Ltd", "Corp", "& Co.",
+    "Technologies",
+    "Solutions",
+    "Systems",
+    "Pvt. Ltd.",
+    "Ltd",
+    "Inc.",
+    "LLC",
+    "Consulting",
+    "Labs",
+    "Software",
+    "Analytics",
+    "Infotech",
+    "Services",
+    "Group",
+    "Corporation",
+    "Global",
+    "Networks",
+    "Digital",
+    "Limited",
+    "Technologies Pvt Ltd",
+    "Corp",
+    "& Co.",
 )
 _COMPANY_WORDS = (
-    "Apex", "Bluewave", "Nimbus", "Crestline", "Vertex", "Pinnacle", "Silverline", "Northstar", "Quantum",
-    "Brightpath", "Ironwood", "Redstone", "Greenfield", "Skyline", "Zenith", "Orbit", "Keystone", "Summit",
-    "Trinity", "Harbor", "Lumen", "Cobalt", "Evergreen", "Falconridge", "Meridian", "Sapphire", "Tidal",
-    "Vantage", "Westbrook", "Aurora", "Helix", "Mosaic",
+    "Apex",
+    "Bluewave",
+    "Nimbus",
+    "Crestline",
+    "Vertex",
+    "Pinnacle",
+    "Silverline",
+    "Northstar",
+    "Quantum",
+    "Brightpath",
+    "Ironwood",
+    "Redstone",
+    "Greenfield",
+    "Skyline",
+    "Zenith",
+    "Orbit",
+    "Keystone",
+    "Summit",
+    "Trinity",
+    "Harbor",
+    "Lumen",
+    "Cobalt",
+    "Evergreen",
+    "Falconridge",
+    "Meridian",
+    "Sapphire",
+    "Tidal",
+    "Vantage",
+    "Westbrook",
+    "Aurora",
+    "Helix",
+    "Mosaic",
 )
 _WELL_KNOWN_COMPANIES = (
-    "Infosys", "Accenture", "IBM", "Deloitte", "Tata Consultancy Services", "Wipro", "Capgemini", "Cognizant",
-    "Amazon", "HCL Technologies", "Tech Mahindra", "Ernst & Young", "KPMG", "Barclays", "HSBC", "Vodafone",
-    "Genpact", "Mphasis", "Unilever", "Siemens",
+    "Infosys",
+    "Accenture",
+    "IBM",
+    "Deloitte",
+    "Tata Consultancy Services",
+    "Wipro",
+    "Capgemini",
+    "Cognizant",
+    "Amazon",
+    "HCL Technologies",
+    "Tech Mahindra",
+    "Ernst & Young",
+    "KPMG",
+    "Barclays",
+    "HSBC",
+    "Vodafone",
+    "Genpact",
+    "Mphasis",
+    "Unilever",
+    "Siemens",
 )
 
 _CITIES = {
     "en_US": (
-        ("New York", "NY"), ("San Francisco", "CA"), ("Austin", "TX"), ("Seattle", "WA"), ("Chicago", "IL"),
-        ("Boston", "MA"), ("Denver", "CO"), ("Atlanta", "GA"), ("San Jose", "CA"), ("Dallas", "TX"),
-        ("Raleigh", "NC"), ("Phoenix", "AZ"), ("Columbus", "OH"), ("Minneapolis", "MN"), ("Portland", "OR"),
+        ("New York", "NY"),
+        ("San Francisco", "CA"),
+        ("Austin", "TX"),
+        ("Seattle", "WA"),
+        ("Chicago", "IL"),
+        ("Boston", "MA"),
+        ("Denver", "CO"),
+        ("Atlanta", "GA"),
+        ("San Jose", "CA"),
+        ("Dallas", "TX"),
+        ("Raleigh", "NC"),
+        ("Phoenix", "AZ"),
+        ("Columbus", "OH"),
+        ("Minneapolis", "MN"),
+        ("Portland", "OR"),
     ),
     "en_GB": (
-        ("London", "UK"), ("Manchester", "UK"), ("Birmingham", "UK"), ("Leeds", "United Kingdom"),
-        ("Edinburgh", "Scotland"), ("Glasgow", "Scotland"), ("Bristol", "UK"), ("Cambridge", "UK"),
-        ("Cardiff", "Wales"), ("Reading", "Berkshire"), ("Nottingham", "UK"), ("Sheffield", "UK"),
+        ("London", "UK"),
+        ("Manchester", "UK"),
+        ("Birmingham", "UK"),
+        ("Leeds", "United Kingdom"),
+        ("Edinburgh", "Scotland"),
+        ("Glasgow", "Scotland"),
+        ("Bristol", "UK"),
+        ("Cambridge", "UK"),
+        ("Cardiff", "Wales"),
+        ("Reading", "Berkshire"),
+        ("Nottingham", "UK"),
+        ("Sheffield", "UK"),
     ),
     "en_IN": (
-        ("Bengaluru", "Karnataka"), ("Bangalore", "Karnataka"), ("Pune", "Maharashtra"), ("Mumbai", "Maharashtra"),
-        ("Hyderabad", "Telangana"), ("Chennai", "Tamil Nadu"), ("Noida", "Uttar Pradesh"), ("Gurgaon", "Haryana"),
-        ("Kolkata", "West Bengal"), ("Ahmedabad", "Gujarat"), ("Kochi", "Kerala"), ("New Delhi", "Delhi"),
-        ("Thane", "Maharashtra"), ("Coimbatore", "Tamil Nadu"), ("Indore", "Madhya Pradesh"),
+        ("Bengaluru", "Karnataka"),
+        ("Bangalore", "Karnataka"),
+        ("Pune", "Maharashtra"),
+        ("Mumbai", "Maharashtra"),
+        ("Hyderabad", "Telangana"),
+        ("Chennai", "Tamil Nadu"),
+        ("Noida", "Uttar Pradesh"),
+        ("Gurgaon", "Haryana"),
+        ("Kolkata", "West Bengal"),
+        ("Ahmedabad", "Gujarat"),
+        ("Kochi", "Kerala"),
+        ("New Delhi", "Delhi"),
+        ("Thane", "Maharashtra"),
+        ("Coimbatore", "Tamil Nadu"),
+        ("Indore", "Madhya Pradesh"),
     ),
 }
 
@@ -271,25 +726,56 @@ _CITIES = {
 
 _HEADINGS = {
     "summary": (
-        "Summary", "Professional Summary", "Profile", "Career Objective", "Objective", "About Me",
-        "Career Summary", "Profile Summary", "Executive Summary", "Overview",
+        "Summary",
+        "Professional Summary",
+        "Profile",
+        "Career Objective",
+        "Objective",
+        "About Me",
+        "Career Summary",
+        "Profile Summary",
+        "Executive Summary",
+        "Overview",
     ),
     "experience": (
-        "Experience", "Work Experience", "Work History", "Professional Experience", "Employment History",
-        "Career History", "Relevant Experience", "Employment", "Experience Details",
+        "Experience",
+        "Work Experience",
+        "Work History",
+        "Professional Experience",
+        "Employment History",
+        "Career History",
+        "Relevant Experience",
+        "Employment",
+        "Experience Details",
     ),
     "education": (
-        "Education", "Educational Qualifications", "Academic Background", "Education and Training",
-        "Academic Qualifications", "Qualifications", "Educational Details",
+        "Education",
+        "Educational Qualifications",
+        "Academic Background",
+        "Education and Training",
+        "Academic Qualifications",
+        "Qualifications",
+        "Educational Details",
     ),
     "skills": (
-        "Skills", "Technical Skills", "Key Skills", "Core Competencies", "Skills & Expertise", "Areas of Expertise",
-        "Skill Set", "IT Skills", "Technical Proficiency",
+        "Skills",
+        "Technical Skills",
+        "Key Skills",
+        "Core Competencies",
+        "Skills & Expertise",
+        "Areas of Expertise",
+        "Skill Set",
+        "IT Skills",
+        "Technical Proficiency",
     ),
     "soft": ("Soft Skills", "Personal Traits", "Strengths", "Key Strengths", "Personal Attributes"),
     "projects": ("Projects", "Key Projects", "Academic Projects", "Personal Projects", "Project Details"),
     "certifications": (
-        "Certifications", "Certificates", "Licenses & Certifications", "Training & Certifications", "Courses",
+        "Certifications",
+        "Certificates",
+        "Licenses & Certifications",
+        "Training & Certifications",
+        "Courses",
     ),
     "languages": ("Languages", "Languages Known", "Language Proficiency"),
     "hobbies": ("Interests", "Hobbies", "Hobbies & Interests", "Extracurricular Activities"),
@@ -300,45 +786,225 @@ _HEADINGS = {
     "additional": ("Additional Information", "Other Information"),
 }
 _BULLETS = ("• ", "- ", "* ", "▪ ", "➢ ", "o ", "", "· ", "– ", "> ", "✓ ")
-_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
-           "November", "December")
-_NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
-                 "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty")
+_MONTHS = (
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+)
+_NUMBER_WORDS = (
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+    "nineteen",
+    "twenty",
+)
 _PRESENT = ("Present", "Current", "Till Date", "Now", "present", "till date", "Ongoing")
 _RANGE_SEPS = (" - ", " – ", " to ", "-", " — ", " -  ")
 
-_PROJECT_ADJ = ("Smart", "Unified", "Real-time", "Automated", "Secure", "Mobile", "Self-service", "Integrated",
-                "Next-gen", "Online", "Centralised", "Customer")
-_PROJECT_NOUN = ("Billing Platform", "Inventory Tracker", "Claims Portal", "Recommendation Engine", "Fraud Monitor",
-                 "Payroll System", "Booking App", "Reporting Hub", "Chatbot", "Document Archive", "Loan Origination",
-                 "Attendance System", "Order Management", "Feedback Portal", "Fleet Tracker", "Pricing Engine")
-_CODE_NAMES = ("Phoenix", "Atlas", "Orion", "Falcon", "Neptune", "Zephyr", "Titan", "Polaris", "Everest", "Nova",
-               "Hermes", "Kestrel")
-_METRICS = ("response time", "page load time", "monthly churn", "error rates", "report turnaround time",
-            "processing time", "operational costs", "ticket backlog", "onboarding time", "query latency")
-_AWARDS = ("Employee of the Month", "Star Performer", "Spot Award", "Best Team Award", "Dean's List",
-           "Innovation Award", "Client Appreciation Award", "Rising Star", "Pat on the Back", "Best Outgoing Student")
-_CERTIFICATIONS = ("ITIL Foundation", "Six Sigma Green Belt", "CompTIA Security+", "Certified Ethical Hacker",
-                   "CCNA Routing and Switching", "Certified Information Systems Auditor", "Lean Practitioner",
-                   "First Aid at Work", "CompTIA A+", "PRINCE2 Foundation", "CFA Level I", "NPTEL Online Course")
-_TOOL_CERT_PATTERNS = ("{tool} Certified Associate", "{tool} Fundamentals", "{tool} Certified Professional",
-                       "Advanced {tool} Training", "{tool} Essentials")
-_LANGUAGES = ("English", "Hindi", "Spanish", "French", "German", "Tamil", "Marathi", "Telugu", "Mandarin", "Arabic",
-              "Bengali", "Urdu", "Portuguese", "Italian", "Kannada", "Gujarati", "Welsh", "Polish")
-_LANGUAGE_LEVELS = ("(Native)", "(Fluent)", "- professional working proficiency", "(Basic)", "(Intermediate)",
-                    "- read, write, speak", "")
-_HOBBIES = ("Reading", "Chess", "Hiking", "Photography", "Cricket", "Football", "Travelling", "Cooking", "Painting",
-            "Playing guitar", "Cycling", "Swimming", "Blogging", "Volunteering at a local animal shelter",
-            "Badminton", "Yoga", "Running half marathons", "Gardening", "Sketching", "Trekking", "Board games")
-_COURSEWORK = ("Algorithms", "Operating Systems", "Discrete Mathematics", "Compiler Design", "Linear Algebra",
-               "Microeconomics", "Computer Networks", "Probability", "Organisational Behaviour", "Thermodynamics")
+_PROJECT_ADJ = (
+    "Smart",
+    "Unified",
+    "Real-time",
+    "Automated",
+    "Secure",
+    "Mobile",
+    "Self-service",
+    "Integrated",
+    "Next-gen",
+    "Online",
+    "Centralised",
+    "Customer",
+)
+_PROJECT_NOUN = (
+    "Billing Platform",
+    "Inventory Tracker",
+    "Claims Portal",
+    "Recommendation Engine",
+    "Fraud Monitor",
+    "Payroll System",
+    "Booking App",
+    "Reporting Hub",
+    "Chatbot",
+    "Document Archive",
+    "Loan Origination",
+    "Attendance System",
+    "Order Management",
+    "Feedback Portal",
+    "Fleet Tracker",
+    "Pricing Engine",
+)
+_CODE_NAMES = (
+    "Phoenix",
+    "Atlas",
+    "Orion",
+    "Falcon",
+    "Neptune",
+    "Zephyr",
+    "Titan",
+    "Polaris",
+    "Everest",
+    "Nova",
+    "Hermes",
+    "Kestrel",
+)
+_METRICS = (
+    "response time",
+    "page load time",
+    "monthly churn",
+    "error rates",
+    "report turnaround time",
+    "processing time",
+    "operational costs",
+    "ticket backlog",
+    "onboarding time",
+    "query latency",
+)
+_AWARDS = (
+    "Employee of the Month",
+    "Star Performer",
+    "Spot Award",
+    "Best Team Award",
+    "Dean's List",
+    "Innovation Award",
+    "Client Appreciation Award",
+    "Rising Star",
+    "Pat on the Back",
+    "Best Outgoing Student",
+)
+_CERTIFICATIONS = (
+    "ITIL Foundation",
+    "Six Sigma Green Belt",
+    "CompTIA Security+",
+    "Certified Ethical Hacker",
+    "CCNA Routing and Switching",
+    "Certified Information Systems Auditor",
+    "Lean Practitioner",
+    "First Aid at Work",
+    "CompTIA A+",
+    "PRINCE2 Foundation",
+    "CFA Level I",
+    "NPTEL Online Course",
+)
+_TOOL_CERT_PATTERNS = (
+    "{tool} Certified Associate",
+    "{tool} Fundamentals",
+    "{tool} Certified Professional",
+    "Advanced {tool} Training",
+    "{tool} Essentials",
+)
+_LANGUAGES = (
+    "English",
+    "Hindi",
+    "Spanish",
+    "French",
+    "German",
+    "Tamil",
+    "Marathi",
+    "Telugu",
+    "Mandarin",
+    "Arabic",
+    "Bengali",
+    "Urdu",
+    "Portuguese",
+    "Italian",
+    "Kannada",
+    "Gujarati",
+    "Welsh",
+    "Polish",
+)
+_LANGUAGE_LEVELS = (
+    "(Native)",
+    "(Fluent)",
+    "- professional working proficiency",
+    "(Basic)",
+    "(Intermediate)",
+    "- read, write, speak",
+    "",
+)
+_HOBBIES = (
+    "Reading",
+    "Chess",
+    "Hiking",
+    "Photography",
+    "Cricket",
+    "Football",
+    "Travelling",
+    "Cooking",
+    "Painting",
+    "Playing guitar",
+    "Cycling",
+    "Swimming",
+    "Blogging",
+    "Volunteering at a local animal shelter",
+    "Badminton",
+    "Yoga",
+    "Running half marathons",
+    "Gardening",
+    "Sketching",
+    "Trekking",
+    "Board games",
+)
+_COURSEWORK = (
+    "Algorithms",
+    "Operating Systems",
+    "Discrete Mathematics",
+    "Compiler Design",
+    "Linear Algebra",
+    "Microeconomics",
+    "Computer Networks",
+    "Probability",
+    "Organisational Behaviour",
+    "Thermodynamics",
+)
 _PROFICIENCY = ("(Advanced)", "(Intermediate)", "(Expert)", "(Basic)", "- advanced", "★★★★☆", "★★★☆☆")
 _SKILL_GROUPS = (
-    "Programming Languages", "Languages", "Frameworks", "Databases", "Tools", "Cloud", "Platforms",
-    "Technologies", "Software", "Operating Systems", "Tools & Technologies", "Libraries",
+    "Programming Languages",
+    "Languages",
+    "Frameworks",
+    "Databases",
+    "Tools",
+    "Cloud",
+    "Platforms",
+    "Technologies",
+    "Software",
+    "Operating Systems",
+    "Tools & Technologies",
+    "Libraries",
 )
-_SKILL_LABELS = ("Technical Skills", "Functional Skills", "Domain Expertise", "Expertise", "Core Skills",
-                 "Key Skills", "Competencies")
+_SKILL_LABELS = (
+    "Technical Skills",
+    "Functional Skills",
+    "Domain Expertise",
+    "Expertise",
+    "Core Skills",
+    "Key Skills",
+    "Competencies",
+)
 _SOFT_LABELS = ("Soft Skills", "Personal Skills", "Strengths", "Traits")
 _ENV_LABELS = ("Environment", "Technologies used", "Tech stack", "Tools used", "Environment & Tools")
 
@@ -398,13 +1064,26 @@ _PROJECT_TEMPLATES = (
     "Delivered a working prototype in {n} weeks.",
 )
 
-_REFERENCE_LINES = ("Available upon request.", "Furnished on request.", "References available on request.",
-                    "Will be provided upon request.")
-_DECLARATION = ("I hereby declare that the information furnished above is true to the best of my knowledge.",
-                "I hereby declare that all the details mentioned above are correct and complete.")
-_EXTRA_LINES = ("Willing to relocate: Anywhere", "Notice period: {n} days", "Availability: Immediate",
-                "Open to remote and hybrid roles", "Driving licence: Full, clean", "Current CTC: {n} LPA",
-                "Expected CTC: negotiable", "Work authorisation: eligible to work without sponsorship")
+_REFERENCE_LINES = (
+    "Available upon request.",
+    "Furnished on request.",
+    "References available on request.",
+    "Will be provided upon request.",
+)
+_DECLARATION = (
+    "I hereby declare that the information furnished above is true to the best of my knowledge.",
+    "I hereby declare that all the details mentioned above are correct and complete.",
+)
+_EXTRA_LINES = (
+    "Willing to relocate: Anywhere",
+    "Notice period: {n} days",
+    "Availability: Immediate",
+    "Open to remote and hybrid roles",
+    "Driving licence: Full, clean",
+    "Current CTC: {n} LPA",
+    "Expected CTC: negotiable",
+    "Work authorisation: eligible to work without sponsorship",
+)
 
 _SLOT_RE = re.compile(r"\{(\w+)\}")
 _WORD_RE = re.compile(r"[A-Za-z]{5,}")
@@ -412,18 +1091,18 @@ _REFERENCE_YEARS = (2017, 2018, 2019, 2020, 2021, 2022, 2023, 2024)
 _SHORT, _MEDIUM, _LONG = "short", "medium", "long"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _parse_template(template: str) -> tuple[str, ...]:
     """``"a {x} b"`` -> ``("a ", "x", " b")``: literals at even, slot names at odd positions."""
     return tuple(_SLOT_RE.split(template))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _faker(locale: str) -> Faker:
     return Faker(locale)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _vocabulary_pattern() -> re.Pattern[str]:
     """Matches any labelled vocabulary item as a whole word (to keep them out of unlabelled noise)."""
     items = sorted(set(DESIGNATIONS + JOB_SKILLS + TECH_TOOLS + SOFT_SKILLS), key=lambda v: (-len(v), v))
@@ -488,8 +1167,9 @@ class _Style:
         self.heading_underline = rng.choice(("-", "=", "_")) if r() < 0.1 else ""
         self.heading_gap = "\n\n" if r() < 0.4 else "\n"
         self.section_gap = rng.choices(("\n\n", "\n", "\n\n\n"), (0.6, 0.15, 0.25))[0]
-        self.list_sep = rng.choices((", ", " | ", "; ", " · ", ",", "\n", " / ", ",  "),
-                                    (0.4, 0.14, 0.08, 0.05, 0.07, 0.18, 0.04, 0.04))[0]
+        self.list_sep = rng.choices(
+            (", ", " | ", "; ", " · ", ",", "\n", " / ", ",  "), (0.4, 0.14, 0.08, 0.05, 0.07, 0.18, 0.04, 0.04)
+        )[0]
         self.item_case = rng.choices(("asis", "lower", "title", "upper"), (0.78, 0.12, 0.06, 0.04))[0]
         self.trailing_ws = 0.15 if r() < 0.15 else 0.0
         self.typo_rate = 0.03 if r() < 0.35 else 0.0
@@ -508,6 +1188,20 @@ class _Style:
 # --------------------------------------------------------------------------------------------------
 # One resume
 # --------------------------------------------------------------------------------------------------
+
+
+class _Job(TypedDict):
+    """One planned job; ``start``/``end`` are month indices (``year * 12 + month``), ``end`` is None while current."""
+
+    title: str
+    company: str
+    location: str
+    start: int
+    end: int | None
+
+
+# (degree, college, start year, graduation year, location or None)
+_Education = tuple[str, str, int, int, str | None]
 
 
 class _Resume:
@@ -551,19 +1245,21 @@ class _Resume:
         n_jobs = {_SHORT: rng.randint(1, 2), _MEDIUM: rng.randint(2, 4), _LONG: rng.randint(4, 7)}[self.size]
         months = [rng.randint(7, 54 if n_jobs < 4 else 40) for _ in range(n_jobs)]
         end = self.present_month if rng.random() < 0.75 else self.present_month - rng.randint(1, 8)
-        jobs = []
+        jobs: list[_Job] = []
         title = rng.choice(self.designations)
         for i, length in enumerate(months):  # most recent first
             start = end - length
             if i > 0 and rng.random() < 0.5:
                 title = rng.choice(self.designations)
-            jobs.append({
-                "title": self._designation(title),
-                "company": self._company(),
-                "location": self._location() if rng.random() < 0.8 else self.home,
-                "start": start,
-                "end": None if (i == 0 and end == self.present_month) else end,
-            })
+            jobs.append(
+                {
+                    "title": self._designation(title),
+                    "company": self._company(),
+                    "location": self._location() if rng.random() < 0.8 else self.home,
+                    "start": start,
+                    "end": None if (i == 0 and end == self.present_month) else end,
+                }
+            )
             end = start - (rng.randint(1, 6) if rng.random() < 0.3 else 0)
         self.jobs = jobs
         self.career_start = jobs[-1]["start"]
@@ -573,7 +1269,7 @@ class _Resume:
     def _plan_education(self) -> None:
         rng = self.rng
         grad = self.career_start // 12 - (1 if rng.random() < 0.3 else 0)
-        entries = []
+        entries: list[_Education] = []
         with_master = rng.random() < 0.35
         if with_master:
             entries.append(self._degree_entry(grad, master=True))
@@ -583,7 +1279,7 @@ class _Resume:
             entries.append((rng.choice(_SCHOOL_DEGREES), self._college(_SCHOOL_PATTERNS), grad - 5, grad - 4, None))
         self.education = entries
 
-    def _degree_entry(self, grad: int, master: bool) -> tuple[str, str, int, int, str | None]:
+    def _degree_entry(self, grad: int, master: bool) -> _Education:
         rng = self.rng
         pool = [d for d in _DEGREE_TYPES if (d[0][0] == "M" or d[0].startswith("Ph")) == master]
         name, takes_field = rng.choice(pool)
@@ -637,11 +1333,17 @@ class _Resume:
         rng = self.rng
         first = re.sub(r"[^a-z]", "", _ascii(self.first).lower()) or "user"
         last = re.sub(r"[^a-z]", "", _ascii(self.last).lower()) or "name"
-        local = rng.choice((
-            f"{first}.{last}", f"{first}{last}", f"{first[0]}.{last}", f"{first}_{last}",
-            f"{first}{last}{rng.randint(1, 99)}", f"{last}.{first}",
-            f"{first}.{last}{self.career_start // 12 % 100:02d}",
-        ))
+        local = rng.choice(
+            (
+                f"{first}.{last}",
+                f"{first}{last}",
+                f"{first[0]}.{last}",
+                f"{first}_{last}",
+                f"{first}{last}{rng.randint(1, 99)}",
+                f"{last}.{first}",
+                f"{first}.{last}{self.career_start // 12 % 100:02d}",
+            )
+        )
         return f"{local}@{self.fake.free_email_domain()}"
 
     # ---------------------------------------------------------------- writing primitives
@@ -660,7 +1362,7 @@ class _Resume:
             return text
         m = self.rng.choice(words)
         i = self.rng.randrange(m.start() + 1, m.end() - 2)
-        return text[:i] + text[i + 1] + text[i] + text[i + 2:]
+        return text[:i] + text[i + 1] + text[i] + text[i + 2 :]
 
     def case(self, item: str) -> str:
         mode = self.s.item_case if self.rng.random() < 0.85 else self.rng.choice(("asis", "lower", "upper"))
@@ -694,7 +1396,7 @@ class _Resume:
     def bullet(self) -> None:
         self.w.text(self.cur_bullet)
 
-    def write_list(self, items: list[tuple[str, str | None]], sep: str | None = None) -> None:
+    def write_list(self, items: Sequence[tuple[str, str | None]], sep: str | None = None) -> None:
         sep = self.s.list_sep if sep is None else sep
         for i, (text, label) in enumerate(items):
             if i:
@@ -848,10 +1550,15 @@ class _Resume:
         name = rng.choices((name, name.upper(), name.lower()), (0.72, 0.2, 0.08))[0]
         phone = self.fake.phone_number()
         handle = re.sub(r"[^a-z]", "", _ascii(self.first + self.last).lower()) or "profile"
-        link = rng.choice((
-            f"linkedin.com/in/{handle}-{rng.randrange(16 ** 4):04x}", f"https://www.linkedin.com/in/{handle}",
-            f"github.com/{handle}", f"https://{handle}.dev", f"www.{handle}.com",
-        ))
+        link = rng.choice(
+            (
+                f"linkedin.com/in/{handle}-{rng.randrange(16**4):04x}",
+                f"https://www.linkedin.com/in/{handle}",
+                f"github.com/{handle}",
+                f"https://{handle}.dev",
+                f"www.{handle}.com",
+            )
+        )
         if layout == 5:
             w.text(rng.choice(("CURRICULUM VITAE", "Curriculum Vitae", "RESUME", "Resume")))
             self.nl(2)
@@ -932,7 +1639,7 @@ class _Resume:
                 self.nl(self.rng.choice((1, 1, 2)))
             self._job(job)
 
-    def _job(self, job: dict) -> None:
+    def _job(self, job: _Job) -> None:
         rng, w = self.rng, self.w
         title = job["title"].upper() if self.s.designation_upper else job["title"]
         company = job["company"].upper() if self.s.company_upper else job["company"]
@@ -1041,7 +1748,7 @@ class _Resume:
             if i:
                 self.nl(rng.choice((1, 1, 2)))
 
-            def put_year() -> None:
+            def put_year(start: int = start, grad: int = grad) -> None:  # this iteration's years
                 form = rng.randrange(5)
                 if form == 0:
                     self.ent(f"{start}{self.s.range_sep}{grad}", GRAD_YEAR)
@@ -1054,7 +1761,7 @@ class _Resume:
                 else:
                     self.ent(str(grad), GRAD_YEAR)
 
-            def put_loc(prefix: str) -> None:
+            def put_loc(prefix: str, location: str | None = location) -> None:
                 if location:
                     w.text(prefix)
                     self.ent(location, LOCATION)
@@ -1089,8 +1796,15 @@ class _Resume:
                 self.ent(degree, DEGREE)
                 if rng.random() < 0.5:
                     w.text(rng.choice(("; GPA: ", "; CGPA: ", " with ")))
-                    w.text(rng.choice((f"3.{rng.randint(0, 9)}/4.0", f"{rng.randint(6, 9)}.{rng.randint(0, 9)}/10",
-                                       f"{rng.randint(55, 92)}%")))
+                    w.text(
+                        rng.choice(
+                            (
+                                f"3.{rng.randint(0, 9)}/4.0",
+                                f"{rng.randint(6, 9)}.{rng.randint(0, 9)}/10",
+                                f"{rng.randint(55, 92)}%",
+                            )
+                        )
+                    )
                 self.nl()
                 put_year()
                 self.nl()
@@ -1145,7 +1859,7 @@ class _Resume:
             k = max(1, len(tools) // rng.randint(2, 4))
             groups = rng.sample(_SKILL_GROUPS, min(len(_SKILL_GROUPS), (len(tools) + k - 1) // k))
             for g, name in enumerate(groups):
-                chunk = tools[g * k:(g + 1) * k]
+                chunk = tools[g * k : (g + 1) * k]
                 if not chunk:
                     break
                 self.bullet()
@@ -1181,7 +1895,7 @@ class _Resume:
             rng.shuffle(items)
             step = rng.randint(4, 7)
             for j in range(0, len(items), step):
-                self.write_list(items[j:j + step], " | ")
+                self.write_list(items[j : j + step], " | ")
                 self.nl()
             if include_soft:
                 self.write_list(softs, " | ")
@@ -1231,8 +1945,10 @@ class _Resume:
 
     def languages(self) -> None:
         self.heading("languages")
-        items = [((lang + " " + self.rng.choice(_LANGUAGE_LEVELS)).strip(), None)
-                 for lang in self.rng.sample(_LANGUAGES, self.rng.randint(1, 4))]
+        items = [
+            ((lang + " " + self.rng.choice(_LANGUAGE_LEVELS)).strip(), None)
+            for lang in self.rng.sample(_LANGUAGES, self.rng.randint(1, 4))
+        ]
         self.write_list(items)
         self.nl()
 
@@ -1309,10 +2025,21 @@ class _Resume:
         body = ["experience", "education", "skills"]
         optional = {
             _SHORT: (("projects", 0.15), ("certifications", 0.2), ("languages", 0.2), ("hobbies", 0.25)),
-            _MEDIUM: (("projects", 0.35), ("certifications", 0.4), ("languages", 0.3), ("hobbies", 0.3),
-                      ("awards", 0.25)),
-            _LONG: (("projects", 0.8), ("certifications", 0.6), ("languages", 0.4), ("hobbies", 0.4),
-                    ("awards", 0.45), ("additional", 0.3)),
+            _MEDIUM: (
+                ("projects", 0.35),
+                ("certifications", 0.4),
+                ("languages", 0.3),
+                ("hobbies", 0.3),
+                ("awards", 0.25),
+            ),
+            _LONG: (
+                ("projects", 0.8),
+                ("certifications", 0.6),
+                ("languages", 0.4),
+                ("hobbies", 0.4),
+                ("awards", 0.45),
+                ("additional", 0.3),
+            ),
         }[self.size]
         body += [name for name, p in optional if rng.random() < p]
         if self.soft_section:
@@ -1322,15 +2049,25 @@ class _Resume:
             lead = "experience" if rng.random() < 0.7 else "skills"
             body.remove(lead)
             body.insert(0, lead)
-        tail = [name for name, p in (("personal", 0.25), ("references", 0.2), ("declaration", 0.15))
-                if rng.random() < p]
+        tail = [
+            name for name, p in (("personal", 0.25), ("references", 0.2), ("declaration", 0.15)) if rng.random() < p
+        ]
         sections = (["summary"] if rng.random() < 0.88 else []) + body + tail
         writers = {
-            "summary": self.summary, "experience": self.experience, "education": self.education_section,
-            "skills": self.skills_section, "soft": self.soft_skills_section, "projects": self.projects,
-            "certifications": self.certifications, "languages": self.languages, "hobbies": self.hobbies,
-            "awards": self.awards, "additional": self.additional, "personal": self.personal,
-            "references": self.references, "declaration": self.declaration,
+            "summary": self.summary,
+            "experience": self.experience,
+            "education": self.education_section,
+            "skills": self.skills_section,
+            "soft": self.soft_skills_section,
+            "projects": self.projects,
+            "certifications": self.certifications,
+            "languages": self.languages,
+            "hobbies": self.hobbies,
+            "awards": self.awards,
+            "additional": self.additional,
+            "personal": self.personal,
+            "references": self.references,
+            "declaration": self.declaration,
         }
         self.header()
         for name in sections:

@@ -70,7 +70,11 @@ def validate_documents(
     (report.problems if on_duplicate == "error" else report.warnings).extend(duplicates)
     logger.debug(
         "checked %d document(s): %d document problem(s), %d warning(s), %d span(s) trimmed, %d overlap(s) resolved",
-        len(documents), len(report.problems), len(report.warnings), report.trimmed_spans, report.resolved_overlaps,
+        len(documents),
+        len(report.problems),
+        len(report.warnings),
+        report.trimmed_spans,
+        report.resolved_overlaps,
     )
     return report
 
@@ -97,7 +101,7 @@ def _clean_document(
         if label is None:
             message = f"{shown} has unknown label {span.label!r}; known labels: {known} (see data.label_map)"
             report.problems.append(document_problem(document, message))
-        covered = text[span.start:span.end]
+        covered = text[span.start : span.end]
         if not covered.strip():
             report.problems.append(document_problem(document, f"{shown} covers only whitespace {covered!r}"))
             continue
@@ -106,8 +110,7 @@ def _clean_document(
         report.trimmed_spans += (start, end) != (span.start, span.end)
         if label is not None:
             spans.append(Span(start, end, label))
-    return Document(document.id, text, _resolve_overlaps(document, sorted(spans), on_overlap, report),
-                    document.source)
+    return Document(document.id, text, _resolve_overlaps(document, sorted(spans), on_overlap, report), document.source)
 
 
 def _resolve_overlaps(
@@ -128,7 +131,7 @@ def _resolve_overlaps(
         if len(group) == 1:
             kept += group
         elif on_overlap == "error":
-            shown = ", ".join(f"{s.to_list()} {document.text[s.start:s.end]!r}" for s in group)
+            shown = ", ".join(f"{s.to_list()} {document.text[s.start : s.end]!r}" for s in group)
             message = f"overlapping spans {shown} (fix them, or set data.on_overlap=keep-longest)"
             report.problems.append(document_problem(document, message))
         else:
@@ -163,9 +166,7 @@ def _where(document: Document) -> str:
     return document.source or f"document {document.id!r}"
 
 
-def dataset_stats(
-    documents: Iterable[Document], tokenizer: Callable[[str], list[Any]] | None = None
-) -> dict[str, Any]:
+def dataset_stats(documents: Iterable[Document], tokenizer: Callable[[str], list[Any]] | None = None) -> dict[str, Any]:
     """Counts of documents, characters, tokens and entities per type; characters per document.
 
     ``tokenizer`` maps a text to its tokens (e.g. a Hugging Face ``tokenizer.tokenize``); without it tokens

@@ -116,23 +116,22 @@ def build_windows(
             per_doc.setdefault(sample, []).append(i)
         for local, doc in enumerate(batch):
             rows = per_doc.get(local, [])
-            word_offsets: dict[int, list[int]] = {}
+            word_offsets: dict[int, tuple[int, int]] = {}
             for i in rows:
-                for wid, (s, e) in zip(enc.word_ids(i), enc["offset_mapping"][i]):
+                for wid, (s, e) in zip(enc.word_ids(i), enc["offset_mapping"][i], strict=True):
                     if wid is None:
                         continue
-                    span = word_offsets.setdefault(wid, [s, e])
-                    span[0], span[1] = min(span[0], s), max(span[1], e)
+                    span = word_offsets.get(wid)
+                    word_offsets[wid] = (s, e) if span is None else (min(span[0], s), max(span[1], e))
             n_words = max(word_offsets) + 1 if word_offsets else 0
-            offsets = [tuple(word_offsets.get(w, (0, 0))) for w in range(n_words)]
+            offsets = [word_offsets.get(w, (0, 0)) for w in range(n_words)]
             tags = word_tags(offsets, doc.spans)
             words.append(WordTokens(doc.id, doc.text, offsets, tags))
             doc_index = batch_start + local
             for k, i in enumerate(rows):
                 wids = enc.word_ids(i)
                 first = [
-                    wid is not None and enc["offset_mapping"][i][t][0] == offsets[wid][0]
-                    for t, wid in enumerate(wids)
+                    wid is not None and enc["offset_mapping"][i][t][0] == offsets[wid][0] for t, wid in enumerate(wids)
                 ]
                 labels = []
                 for t, wid in enumerate(wids):
@@ -187,6 +186,7 @@ def merge_window_predictions(windowed: WindowedDocuments, window_log_probs: Sequ
             right = float("inf") if window.is_last else hi - t
             distance = min(left, right)
             wid = window.word_ids[t]
+            assert wid is not None  # ``content`` holds only the tokens of a word
             current = best[window.doc_index].get(wid)
             if current is None or distance > current[0]:
                 best[window.doc_index][wid] = (distance, w_index, t)
@@ -198,8 +198,9 @@ def merge_window_predictions(windowed: WindowedDocuments, window_log_probs: Sequ
         window_start.append(window_start[-1] + len(probs))
     missing = len(flat) - 1
     merged = []
-    for doc_words, chosen in zip(windowed.words, best):
-        rows = [window_start[chosen[w][1]] + chosen[w][2] if w in chosen else missing
-                for w in range(len(doc_words.offsets))]
+    for doc_words, chosen in zip(windowed.words, best, strict=True):
+        rows = [
+            window_start[chosen[w][1]] + chosen[w][2] if w in chosen else missing for w in range(len(doc_words.offsets))
+        ]
         merged.append(flat[torch.tensor(rows, dtype=torch.long)])
     return merged

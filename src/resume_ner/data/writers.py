@@ -23,8 +23,13 @@ def render_documents(documents: Sequence[Document], fmt: str) -> str:
         text = "".join(_conll_lines(document, widened) for document in documents)
         if widened:
             shown = ", ".join(f"{doc} ({n})" for doc, n in list(widened.items())[:5])
-            logger.warning("%d span(s) of %d document(s) not on token boundaries were widened to whole tokens: %s%s",
-                           sum(widened.values()), len(widened), shown, " ..." if len(widened) > 5 else "")
+            logger.warning(
+                "%d span(s) of %d document(s) not on token boundaries were widened to whole tokens: %s%s",
+                sum(widened.values()),
+                len(widened),
+                shown,
+                " ..." if len(widened) > 5 else "",
+            )
         return text
     records = (d.to_doccano() for d in documents)
     if fmt == "spanjson":
@@ -41,9 +46,13 @@ def _conll_lines(document: Document, widened_spans: dict[str, int]) -> str:
     """
     bad = [s.label for s in document.spans if re.search(r"\s", s.label)]
     if bad:
-        problem = Problem(document.source or "<documents>", None, document.id,
-                          f"label {bad[0]!r} contains whitespace, which CoNLL columns cannot hold; map it to a type "
-                          "without spaces in data.label_map")
+        problem = Problem(
+            document.source or "<documents>",
+            None,
+            document.id,
+            f"label {bad[0]!r} contains whitespace, which CoNLL columns cannot hold; map it to a type "
+            "without spaces in data.label_map",
+        )
         raise DataValidationError([problem], summary="cannot write CoNLL")
     tokens = list(_TOKEN.finditer(document.text))
     starts, ends = {t.start() for t in tokens}, {t.end() for t in tokens}
@@ -54,7 +63,7 @@ def _conll_lines(document: Document, widened_spans: dict[str, int]) -> str:
     spans = sorted(document.spans)
     index, last_span, previous_end = 0, None, 0
     for token in tokens:
-        if previous_end and "\n" in document.text[previous_end:token.start()]:
+        if previous_end and "\n" in document.text[previous_end : token.start()]:
             lines.append("")
         previous_end = token.end()
         while index < len(spans) and spans[index].end <= token.start():

@@ -52,7 +52,7 @@ def _trial_rows(study: Any) -> list[tuple[str, ...]]:
     in parentheses.
     """
     best = _best_number(study)
-    rows = [("#", "state", "value", "duration", "params", "error")]
+    rows: list[tuple[str, ...]] = [("#", "state", "value", "duration", "params", "error")]
     for trial in study.get_trials(deepcopy=False):
         state = trial.state.name
         value = _format(trial.value)
@@ -63,14 +63,16 @@ def _trial_rows(study: Any) -> list[tuple[str, ...]]:
         elif state == "FAIL":
             error = str(trial.user_attrs.get("error", ""))
         seconds = _seconds(trial)
-        rows.append((
-            f"{'*' if trial.number == best else ' '}{trial.number}",
-            state,
-            value,
-            f"{seconds:.1f}s" if seconds is not None else "",
-            ", ".join(f"{k}={_format(v)}" for k, v in trial.params.items()),
-            error,
-        ))
+        rows.append(
+            (
+                f"{'*' if trial.number == best else ' '}{trial.number}",
+                state,
+                value,
+                f"{seconds:.1f}s" if seconds is not None else "",
+                ", ".join(f"{k}={_format(v)}" for k, v in trial.params.items()),
+                error,
+            )
+        )
     return rows
 
 
@@ -83,7 +85,10 @@ def trials_table(study: Any) -> str:
     header, *trials = _trial_rows(study)
     rows = [(*header[:-1], "note"), *((*row[:-1], row[-1][:NOTE_CHARS]) for row in trials)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1] for row in rows]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True)) + "  " + row[-1]
+        for row in rows
+    ]
     return "\n".join(line.rstrip() for line in lines)
 
 
@@ -91,19 +96,32 @@ def trials_csv(study: Any) -> str:
     """Every trial as CSV: number, state, value, duration, times, one column per param and user attribute."""
     trials = study.get_trials(deepcopy=False)
     param_names = sorted({name for trial in trials for name in trial.params})
-    header = ["number", "state", "value", "duration_s", "datetime_start", "datetime_complete",
-              *(f"params.{name}" for name in param_names), *ATTR_COLUMNS]
+    header = [
+        "number",
+        "state",
+        "value",
+        "duration_s",
+        "datetime_start",
+        "datetime_complete",
+        *(f"params.{name}" for name in param_names),
+        *ATTR_COLUMNS,
+    ]
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(header)
     for trial in trials:
-        writer.writerow([
-            trial.number, trial.state.name, trial.value, _seconds(trial),
-            trial.datetime_start.isoformat() if trial.datetime_start else None,
-            trial.datetime_complete.isoformat() if trial.datetime_complete else None,
-            *(trial.params.get(name) for name in param_names),
-            *(trial.user_attrs.get(name) for name in ATTR_COLUMNS),
-        ])
+        writer.writerow(
+            [
+                trial.number,
+                trial.state.name,
+                trial.value,
+                _seconds(trial),
+                trial.datetime_start.isoformat() if trial.datetime_start else None,
+                trial.datetime_complete.isoformat() if trial.datetime_complete else None,
+                *(trial.params.get(name) for name in param_names),
+                *(trial.user_attrs.get(name) for name in ATTR_COLUMNS),
+            ]
+        )
     return buffer.getvalue()
 
 
@@ -161,8 +179,10 @@ def study_report_html(study: Any) -> str:
         parts.append("<h2>Plots</h2>")
     for plot, png in plots:
         data = base64.b64encode(png).decode("ascii")
-        parts.append(f'<figure><img alt="{esc(plot)}" src="data:image/png;base64,{data}">'
-                     f"<figcaption>{esc(plot)}</figcaption></figure>")
+        parts.append(
+            f'<figure><img alt="{esc(plot)}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{esc(plot)}</figcaption></figure>"
+        )
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 
@@ -205,4 +225,3 @@ def _plots(study: Any) -> list[tuple[str, Any]]:
         if any(t.intermediate_values for t in trials):
             out.append(("intermediate_values", plots.plot_intermediate_values(study)))
     return out
-

@@ -18,12 +18,15 @@ from __future__ import annotations
 import math
 import types
 from dataclasses import dataclass
-from typing import Annotated, Any, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Annotated, Any, Union, cast, get_args, get_origin
 
 from pydantic import TypeAdapter, ValidationError
 
 from resume_ner.config import ResumeNerConfig, config_from_dict
 from resume_ner.errors import ConfigError
+
+if TYPE_CHECKING:
+    from typing_extensions import TypeForm
 
 SPEC_TYPES = ("log_uniform", "uniform", "int", "choice")
 SPEC_KEYS = ("type", "min", "max", "step", "values")
@@ -47,11 +50,18 @@ class ParamSpec:
         """Draw this parameter from an Optuna trial (a fixed value when the trial is enqueued or retried)."""
         if self.type == "choice":
             return trial.suggest_categorical(self.path, list(self.values))
+        low, high = self._bounds()
         if self.type == "int":
-            return trial.suggest_int(self.path, int(self.low), int(self.high), step=int(self.step or 1))
+            return trial.suggest_int(self.path, int(low), int(high), step=int(self.step or 1))
         if self.type == "log_uniform":
-            return trial.suggest_float(self.path, float(self.low), float(self.high), log=True)
-        return trial.suggest_float(self.path, float(self.low), float(self.high), step=self.step)
+            return trial.suggest_float(self.path, float(low), float(high), log=True)
+        return trial.suggest_float(self.path, float(low), float(high), step=self.step)
+
+    def _bounds(self) -> tuple[float | int, float | int]:
+        """``(low, high)`` of a numeric parameter; parsing a spec sets both."""
+        if self.low is None or self.high is None:
+            raise TypeError(f"{self.path}: a {self.type} parameter without min and max")
+        return self.low, self.high
 
 
 @dataclass(frozen=True)
@@ -83,11 +93,14 @@ class SearchSpace:
 def parse_search_space(raw: dict[str, Any], base: ResumeNerConfig) -> SearchSpace:
     """Validate ``raw`` (``HpoConfig.search_space``) against the fields of ``base``; every problem at once."""
     if not isinstance(raw, dict):
-        raise ConfigError(f"hpo.search_space: expected a mapping of dotted config paths to specs, "
-                          f"got {type(raw).__name__}")
+        raise ConfigError(
+            f"hpo.search_space: expected a mapping of dotted config paths to specs, got {type(raw).__name__}"
+        )
     if not raw:
-        raise ConfigError("hpo.search_space is empty: add at least one setting to tune, "
-                          "e.g. training.learning_rate: {type: log_uniform, min: 1.0e-5, max: 3.0e-4}")
+        raise ConfigError(
+            "hpo.search_space is empty: add at least one setting to tune, "
+            "e.g. training.learning_rate: {type: log_uniform, min: 1.0e-5, max: 3.0e-4}"
+        )
     problems: list[str] = []
     specs: list[ParamSpec] = []
     for path, spec in raw.items():
@@ -108,8 +121,10 @@ def apply_params(config: ResumeNerConfig, params: dict[str, Any]) -> ResumeNerCo
         for part in parents:
             child = node.get(part)
             if not isinstance(child, dict):
-                raise ConfigError(f"hpo parameter {path!r}: {part!r} is not a config section; "
-                                  "expected a dotted path like training.learning_rate")
+                raise ConfigError(
+                    f"hpo parameter {path!r}: {part!r} is not a config section; "
+                    "expected a dotted path like training.learning_rate"
+                )
             node = child
         node[name] = value
     return config_from_dict(raw, origin="hpo parameters " + ", ".join(f"{k}={v!r}" for k, v in params.items()))
@@ -122,14 +137,19 @@ def _field_adapter(path: str, base: ResumeNerConfig) -> tuple[TypeAdapter | None
     """(validator of the field's values, its annotation, problem) for a dotted ``section.field`` path."""
     parts = path.split(".")
     if len(parts) != 2 or parts[0] not in TUNABLE_SECTIONS:
-        return None, None, (f"{path}: not a tunable setting; use model.<field> or training.<field>, "
-                            "e.g. training.learning_rate")
+        return (
+            None,
+            None,
+            (f"{path}: not a tunable setting; use model.<field> or training.<field>, e.g. training.learning_rate"),
+        )
     section = getattr(base, parts[0])
     fields = type(section).model_fields
     if parts[1] not in fields:
         return None, None, f"{path}: unknown setting; {parts[0]} has: {', '.join(sorted(fields))}"
     info = fields[parts[1]]
-    return TypeAdapter(Annotated[info.annotation, info]), info.annotation, None
+    # the field's type with its constraints, built at run time: a type form mypy cannot read statically
+    field_type = cast("TypeForm[Any]", Annotated[info.annotation, info])
+    return TypeAdapter(field_type), info.annotation, None
 
 
 def _number_kind(annotation: Any) -> str | None:

@@ -59,8 +59,10 @@ def best_trial_of(study: Any) -> BestTrial:
     if best is None:
         counts = Counter(trial.state.name for trial in study.get_trials(deepcopy=False))
         states = ", ".join(f"{count} {state}" for state, count in sorted(counts.items())) or "no trials"
-        raise ConfigError(f"hpo study {study.study_name!r} has no COMPLETE trial ({states}); run more trials "
-                          "with `resume-ner hpo run` or `hpo worker`, and see `hpo report` for the errors")
+        raise ConfigError(
+            f"hpo study {study.study_name!r} has no COMPLETE trial ({states}); run more trials "
+            "with `resume-ner hpo run` or `hpo worker`, and see `hpo report` for the errors"
+        )
     attrs = study.user_attrs
     return BestTrial(
         study_name=study.study_name,

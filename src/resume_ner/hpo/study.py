@@ -59,7 +59,12 @@ StaleTrialHook = Callable[[Any, Any], None]  # (study, frozen trial) of a trial 
 
 
 def resolve_storage(
-    storage: str | None, output_dir: Path, study_name: str, hpo: HpoConfig, *, create: bool = True,
+    storage: str | None,
+    output_dir: Path,
+    study_name: str,
+    hpo: HpoConfig,
+    *,
+    create: bool = True,
     on_stale: StaleTrialHook | None = None,
 ) -> Any:
     """The Optuna storage named by ``storage`` (see the module doc); ``create=False`` refuses a missing file.
@@ -97,8 +102,9 @@ def _check_exists(path: Path, create: bool) -> None:
         raise ConfigError(f"hpo storage {path}: no such file; give the --storage of an existing study")
 
 
-def _rdb_storage(url: str, hpo: HpoConfig, local_file: Path | None, create: bool,
-                 on_stale: StaleTrialHook | None) -> Any:
+def _rdb_storage(
+    url: str, hpo: HpoConfig, local_file: Path | None, create: bool, on_stale: StaleTrialHook | None
+) -> Any:
     """An ``RDBStorage`` with heartbeats and retries of trials whose worker died (then ``on_stale``)."""
     import optuna
     import sqlalchemy
@@ -117,10 +123,13 @@ def _rdb_storage(url: str, hpo: HpoConfig, local_file: Path | None, create: bool
         callback = retry if on_stale is None else _chained(retry, on_stale)
         while True:
             try:
-                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs,
-                                                  heartbeat_interval=hpo.heartbeat_interval,
-                                                  grace_period=hpo.grace_period,
-                                                  heartbeat_stale_trial_callback=callback)
+                return optuna.storages.RDBStorage(
+                    url,
+                    engine_kwargs=engine_kwargs,
+                    heartbeat_interval=hpo.heartbeat_interval,
+                    grace_period=hpo.grace_period,
+                    heartbeat_stale_trial_callback=callback,
+                )
             except sqlalchemy.exc.DatabaseError as exc:
                 # Workers that start together on a new database race to create its tables: the loser retries.
                 reason = (str(exc).splitlines() or [type(exc).__name__])[0]
@@ -132,8 +141,10 @@ def _rdb_storage(url: str, hpo: HpoConfig, local_file: Path | None, create: bool
             except (ImportError, ValueError) as exc:
                 hint = ""
                 if url.startswith("postgresql://") and "psycopg" in _missing_modules(exc):
-                    hint = ("; SQLAlchemy 2.1 reads postgresql:// with psycopg 3, and the project installs psycopg2:"
-                            " write postgresql+psycopg2://")
+                    hint = (
+                        "; SQLAlchemy 2.1 reads postgresql:// with psycopg 3, and the project installs psycopg2:"
+                        " write postgresql+psycopg2://"
+                    )
                 raise ConfigError(f"hpo storage {redact_credentials(url)}: cannot open it: {exc}{hint}") from exc
 
 
@@ -173,8 +184,7 @@ def create_sampler(hpo: HpoConfig, space: SearchSpace, seed: int | None = None) 
         if hpo.sampler == "grid":
             return optuna.samplers.GridSampler(space.grid(), seed=seed)
         if importlib.util.find_spec("cmaes") is None:
-            raise ConfigError("hpo.sampler=cmaes needs the 'cmaes' package (pip install cmaes), "
-                              "or use hpo.sampler=tpe")
+            raise ConfigError("hpo.sampler=cmaes needs the 'cmaes' package (pip install cmaes), or use hpo.sampler=tpe")
         return optuna.samplers.CmaEsSampler(seed=seed)
 
 
@@ -206,35 +216,54 @@ def create_or_load_study(
 
     expected = METRIC_DIRECTIONS[hpo.metric]
     if hpo.direction != expected:
-        raise ConfigError(f"hpo.direction={hpo.direction} but hpo.metric={hpo.metric} improves when it goes "
-                          f"{'up' if expected == 'maximize' else 'down'}: set hpo.direction={expected}")
+        raise ConfigError(
+            f"hpo.direction={hpo.direction} but hpo.metric={hpo.metric} improves when it goes "
+            f"{'up' if expected == 'maximize' else 'down'}: set hpo.direction={expected}"
+        )
     existing = _trial_count(storage, hpo.study_name)
     sampler = create_sampler(hpo, space, seed=hpo.seed + existing + seed_offset)
     study = optuna.create_study(
-        study_name=hpo.study_name, storage=storage, sampler=sampler, pruner=create_pruner(hpo),
-        direction=hpo.direction, load_if_exists=True,
+        study_name=hpo.study_name,
+        storage=storage,
+        sampler=sampler,
+        pruner=create_pruner(hpo),
+        direction=hpo.direction,
+        load_if_exists=True,
     )
-    wanted = {METRIC_ATTR: hpo.metric, DIRECTION_ATTR: hpo.direction, PRUNING_METRIC_ATTR: hpo.pruning_metric,
-              FINGERPRINT_ATTR: data_fingerprint, SEARCH_SPACE_ATTR: hpo.search_space}
+    wanted = {
+        METRIC_ATTR: hpo.metric,
+        DIRECTION_ATTR: hpo.direction,
+        PRUNING_METRIC_ATTR: hpo.pruning_metric,
+        FINGERPRINT_ATTR: data_fingerprint,
+        SEARCH_SPACE_ATTR: hpo.search_space,
+    }
     attrs = study.user_attrs
     for key, value in wanted.items():  # a new study (or one from before a key existed) records them
         if value is not None and key not in attrs:
             study.set_user_attr(key, value)
     attrs = study.user_attrs  # re-read: a worker that created the study at the same moment may have won
-    changed = [f"{key} {attrs[key]!r} (now {wanted[key]!r})"
-               for key in (METRIC_ATTR, DIRECTION_ATTR, PRUNING_METRIC_ATTR) if attrs.get(key) != wanted[key]]
+    changed = [
+        f"{key} {attrs[key]!r} (now {wanted[key]!r})"
+        for key in (METRIC_ATTR, DIRECTION_ATTR, PRUNING_METRIC_ATTR)
+        if attrs.get(key) != wanted[key]
+    ]
     if not changed and study.direction.name.lower() != hpo.direction:
         changed.append(f"direction {study.direction.name.lower()!r} (now {hpo.direction!r})")
     if changed:
-        raise ConfigError(f"hpo study {hpo.study_name!r} was created with {'; '.join(changed)}: its trials are not "
-                          "comparable; use another hpo.study_name (--study) or the original "
-                          "hpo.metric/direction/pruning_metric")
+        raise ConfigError(
+            f"hpo study {hpo.study_name!r} was created with {'; '.join(changed)}: its trials are not "
+            "comparable; use another hpo.study_name (--study) or the original "
+            "hpo.metric/direction/pruning_metric"
+        )
     known = attrs.get(FINGERPRINT_ATTR)
     if data_fingerprint is not None and known != data_fingerprint:
-        raise ConfigError(f"hpo study {hpo.study_name!r} was run on dataset {known} but this data is "
-                          f"{data_fingerprint}: use another --study, or the study's dataset")
-    log.info("hpo study %r: %d trial(s) so far, sampler %s, pruner %s", hpo.study_name, existing, hpo.sampler,
-             hpo.pruner)
+        raise ConfigError(
+            f"hpo study {hpo.study_name!r} was run on dataset {known} but this data is "
+            f"{data_fingerprint}: use another --study, or the study's dataset"
+        )
+    log.info(
+        "hpo study %r: %d trial(s) so far, sampler %s, pruner %s", hpo.study_name, existing, hpo.sampler, hpo.pruner
+    )
     return study
 
 

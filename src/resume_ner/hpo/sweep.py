@@ -77,16 +77,22 @@ class _Session:
 
 
 def _open_session(
-    config: ResumeNerConfig | dict[str, Any], study_name: str | None, n_trials: int | None, storage: str | None,
-    timeout: float | None, data_path: str | Path | None, output_dir: str | Path, seed_offset: int = 0,
+    config: ResumeNerConfig | dict[str, Any],
+    study_name: str | None,
+    n_trials: int | None,
+    storage: str | None,
+    timeout: float | None,
+    data_path: str | Path | None,
+    output_dir: str | Path,
+    seed_offset: int = 0,
 ) -> _Session:
     """Validate the config and search space, load the dataset, create or load the study."""
     import optuna
 
+    from resume_ner.data.dataset import load_training_data
     from resume_ner.hpo.search_space import parse_search_space
     from resume_ner.hpo.study import create_or_load_study, resolve_storage
     from resume_ner.hpo.trial import end_stale_run
-    from resume_ner.data.dataset import load_training_data
 
     raw = config_from_dict(config).to_dict()
     given = {"study_name": study_name, "n_trials": n_trials, "storage": storage, "timeout": timeout}
@@ -96,10 +102,13 @@ def _open_session(
     space = parse_search_space(hpo.search_space, config)
     path, dataset = load_training_data(config, data_path)
     if not dataset.validation:
-        raise ConfigError(f"{path}: the validation split is empty, and trials are scored on it; set "
-                          "data.validation_fraction above 0 or add a validation.* file")
-    backend = resolve_storage(hpo.storage, Path(output_dir), hpo.study_name, hpo,
-                              on_stale=partial(end_stale_run, config.tracking))
+        raise ConfigError(
+            f"{path}: the validation split is empty, and trials are scored on it; set "
+            "data.validation_fraction above 0 or add a validation.* file"
+        )
+    backend = resolve_storage(
+        hpo.storage, Path(output_dir), hpo.study_name, hpo, on_stale=partial(end_stale_run, config.tracking)
+    )
     study = create_or_load_study(hpo, backend, space, data_fingerprint=dataset.fingerprint, seed_offset=seed_offset)
     heartbeat = isinstance(backend, optuna.storages.RDBStorage)
     return _Session(config, space, dataset, study, heartbeat, Path(output_dir))
@@ -110,11 +119,16 @@ def _claim(trial: Any, n_trials: int) -> None:
     import optuna
 
     states = optuna.trial.TrialState
-    ahead = [t for t in trial.study.get_trials(deepcopy=False, states=(states.COMPLETE, states.PRUNED, states.RUNNING))
-             if t.state != states.RUNNING or t.number < trial.number]
+    ahead = [
+        t
+        for t in trial.study.get_trials(deepcopy=False, states=(states.COMPLETE, states.PRUNED, states.RUNNING))
+        if t.state != states.RUNNING or t.number < trial.number
+    ]
     if len(ahead) >= n_trials:
-        message = (f"not run: the study already had {len(ahead)} finished or running trial(s) of n_trials={n_trials} "
-                   "(another worker started one at the same moment)")
+        message = (
+            f"not run: the study already had {len(ahead)} finished or running trial(s) of n_trials={n_trials} "
+            "(another worker started one at the same moment)"
+        )
         trial.set_user_attr("error", message)
         raise _NotNeeded(message)
 
@@ -148,9 +162,16 @@ def _run_trials(session: _Session, parent_run_id: str | None) -> list[int]:
     def objective(trial: Any) -> float:
         _claim(trial, hpo.n_trials)
         ran.append(trial.number)
-        return run_trial(trial, config=session.config, space=session.space, train_docs=session.dataset.train,
-                         val_docs=session.dataset.validation, output_dir=session.output_dir,
-                         parent_run_id=parent_run_id, data_fingerprint=session.dataset.fingerprint)
+        return run_trial(
+            trial,
+            config=session.config,
+            space=session.space,
+            train_docs=session.dataset.train,
+            val_docs=session.dataset.validation,
+            output_dir=session.output_dir,
+            parent_run_id=parent_run_id,
+            data_fingerprint=session.dataset.fingerprint,
+        )
 
     while True:
         if session.heartbeat:
@@ -158,21 +179,33 @@ def _run_trials(session: _Session, parent_run_id: str | None) -> list[int]:
         counts = _counts(study)
         finished, running = counts["COMPLETE"] + counts["PRUNED"], counts["RUNNING"]
         if finished >= hpo.n_trials:
-            log.info("hpo study %r has %d finished trial(s) (n_trials=%d): done", study.study_name, finished,
-                     hpo.n_trials)
+            log.info(
+                "hpo study %r has %d finished trial(s) (n_trials=%d): done", study.study_name, finished, hpo.n_trials
+            )
             break
         if deadline is not None and time.monotonic() >= deadline:
-            log.warning("hpo study %r: timeout of %.0fs reached with %d of %d finished trial(s)",
-                        study.study_name, hpo.timeout, finished, hpo.n_trials)
+            log.warning(
+                "hpo study %r: timeout of %.0fs reached with %d of %d finished trial(s)",
+                study.study_name,
+                hpo.timeout,
+                finished,
+                hpo.n_trials,
+            )
             break
         if failures >= hpo.n_trials:
-            log.warning("hpo study %r: %d trial(s) failed in this process; stopping with %d of %d finished",
-                        study.study_name, failures, finished, hpo.n_trials)
+            log.warning(
+                "hpo study %r: %d trial(s) failed in this process; stopping with %d of %d finished",
+                study.study_name,
+                failures,
+                finished,
+                hpo.n_trials,
+            )
             break
         if finished + running >= hpo.n_trials:
             if not session.heartbeat:
-                log.info("hpo study %r: the remaining trial(s) are running in other workers; stopping",
-                         study.study_name)
+                log.info(
+                    "hpo study %r: the remaining trial(s) are running in other workers; stopping", study.study_name
+                )
                 break
             log.debug("waiting for %d running trial(s) of other workers", running)
             time.sleep(min(float(hpo.heartbeat_interval), MAX_WAIT_POLL_S))
@@ -190,8 +223,11 @@ def _raise_if_all_failed(study: Any) -> None:
     if not trials or any(trial.state.name != "FAIL" for trial in trials):
         return
     errors = [f"trial {t.number}: {t.user_attrs.get('error', t.state.name)}" for t in trials[:FIRST_ERRORS_SHOWN]]
-    raise ResumeNerError(f"hpo study {study.study_name!r}: all {len(trials)} trial(s) failed; the first:\n  "
-                         + "\n  ".join(errors) + "\nFix the cause and run the sweep again (the study is kept)")
+    raise ResumeNerError(
+        f"hpo study {study.study_name!r}: all {len(trials)} trial(s) failed; the first:\n  "
+        + "\n  ".join(errors)
+        + "\nFix the cause and run the sweep again (the study is kept)"
+    )
 
 
 def _summary(session: _Session, ran: list[int], parent_run_id: str | None) -> WorkerSummary:

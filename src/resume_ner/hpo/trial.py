@@ -62,8 +62,9 @@ class PruningCallback(TrainerCallback):
             self.pruned_epoch = state.epoch
             self.trial.set_user_attr("last_value", value)
             self.trial.set_user_attr("pruned_epoch", state.epoch)
-            raise optuna.TrialPruned(f"pruned after epoch {state.epoch}: validation {self.metric} {observed:.4f} "
-                                     f"(study metric {value:.4f})")
+            raise optuna.TrialPruned(
+                f"pruned after epoch {state.epoch}: validation {self.metric} {observed:.4f} (study metric {value:.4f})"
+            )
 
 
 def trial_config(config: ResumeNerConfig, params: dict[str, Any]) -> ResumeNerConfig:
@@ -123,8 +124,14 @@ def run_trial(
     tags = {"resume_ner.study": study_name, "resume_ner.trial_number": number}
     if retry_of is not None:
         tags["resume_ner.retry_of"] = retry_of
-    tracking = setup_mlflow(config.tracking, nested=True, parent_run_id=parent_run_id, run_name=f"trial-{number}",
-                            output_dir=trial_dir, tags=tags)
+    tracking = setup_mlflow(
+        config.tracking,
+        nested=True,
+        parent_run_id=parent_run_id,
+        run_name=f"trial-{number}",
+        output_dir=trial_dir,
+        tags=tags,
+    )
     trial.set_user_attr("mlflow_run_id", tracking.run_id)  # None without tracking (a retry inherits the dead id)
     trial.set_user_attr("checkpoint", str(trial_dir / MODEL_DIRNAME))
     pruning = PruningCallback(trial, config.hpo.pruning_metric, config.hpo.direction)
@@ -134,8 +141,15 @@ def run_trial(
         tracking.set_tags(standard_tags(data_fingerprint=data_fingerprint, config_hash=config.config_hash()))
         tracking.log_params({f"sampled.{path}": value for path, value in params.items()})
         subset = training_subset(train_docs, config.hpo.train_fraction, config.hpo.seed)
-        result = train_model(config, subset, val_docs, trial_dir, callbacks=[pruning], tracking=tracking,
-                             data_fingerprint=data_fingerprint)
+        result = train_model(
+            config,
+            subset,
+            val_docs,
+            trial_dir,
+            callbacks=[pruning],
+            tracking=tracking,
+            data_fingerprint=data_fingerprint,
+        )
         if result.best_metric is None:
             raise ConfigError(f"trial {number}: no validation metric (the validation split is empty)")
     except optuna.TrialPruned:

@@ -54,8 +54,16 @@ def final_train_on_pytorchjob(
     staged_best = work / "best_trial.json"  # the artifact is in this pod only, as the splits are
     shutil.copyfile(best_path, staged_best)
     namespace = current_namespace()
-    job = final_pytorchjob(config, best_path=staged_best, data_dir=data_dir, work=work, namespace=namespace,
-                           replicas=replicas, gpu_count=gpu_count, pipeline_run_id=pipeline_run_id)
+    job = final_pytorchjob(
+        config,
+        best_path=staged_best,
+        data_dir=data_dir,
+        work=work,
+        namespace=namespace,
+        replicas=replicas,
+        gpu_count=gpu_count,
+        pipeline_run_id=pipeline_run_id,
+    )
     submit_pytorchjob_and_wait(job, namespace=namespace)
     output = work / "output"
     result = json.loads((output / RESULT_FILE).read_text(encoding="utf-8"))
@@ -81,15 +89,35 @@ def final_pytorchjob(
     volume (``ConfigError`` naming the others): nothing else of this pod exists in the job's pods."""
     claim, mount = config.pipeline.volume_claim, config.pipeline.volume_mount_path
     if not claim:
-        raise ConfigError("a PyTorchJob's pods share nothing with this pod but a volume, and pipeline.volume_claim is "
-                          "not set")
+        raise ConfigError(
+            "a PyTorchJob's pods share nothing with this pod but a volume, and pipeline.volume_claim is not set"
+        )
     elsewhere = [str(path) for path in (best_path, data_dir, work) if not is_under(path, mount)]
     if elsewhere:
         raise ConfigError(f"the PyTorchJob's pods see the volume {claim!r} at {mount}, not {', '.join(elsewhere)}")
     config_dir = save_sections(config, work / "config")
-    args = ["final-train", "--config-dir", str(config_dir), "--best-json", str(best_path), "--data", str(data_dir),
-            "--output-dir", str(work / "output"), "--no-register", "--overwrite", "--quiet"]
+    args = [
+        "final-train",
+        "--config-dir",
+        str(config_dir),
+        "--best-json",
+        str(best_path),
+        "--data",
+        str(data_dir),
+        "--output-dir",
+        str(work / "output"),
+        "--no-register",
+        "--overwrite",
+        "--quiet",
+    ]
     name = "resume-ner-final-" + (re.sub(r"[^a-z0-9-]", "", pipeline_run_id.lower())[:24].strip("-") or "run")
-    return build_pytorchjob(config, name=name, namespace=namespace, replicas=replicas,
-                            nproc_per_node=max(gpu_count, 1), gpus_per_replica=gpu_count, args=args,
-                            entrypoint=CLI_MODULE)
+    return build_pytorchjob(
+        config,
+        name=name,
+        namespace=namespace,
+        replicas=replicas,
+        nproc_per_node=max(gpu_count, 1),
+        gpus_per_replica=gpu_count,
+        args=args,
+        entrypoint=CLI_MODULE,
+    )

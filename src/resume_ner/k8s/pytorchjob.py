@@ -30,7 +30,7 @@ import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 import yaml
 
@@ -119,11 +119,20 @@ def build_pytorchjob(
     in the tracking URI, ``env`` or ``args``), which belongs in the Secret ``pipeline.mlflow_secret``.
     """
     gpus = gpus_per_replica if config.pipeline.gpu else 0
-    _check_job_arguments(name=name, namespace=namespace, replicas=replicas, nproc_per_node=nproc_per_node,
-                         gpus_per_replica=gpus_per_replica, gpus=gpus, args=args, elastic=elastic,
-                         backoff_limit=backoff_limit, clean_pod_policy=clean_pod_policy,
-                         ttl_seconds_after_finished=ttl_seconds_after_finished,
-                         env=_environment_values(config, env))
+    _check_job_arguments(
+        name=name,
+        namespace=namespace,
+        replicas=replicas,
+        nproc_per_node=nproc_per_node,
+        gpus_per_replica=gpus_per_replica,
+        gpus=gpus,
+        args=args,
+        elastic=elastic,
+        backoff_limit=backoff_limit,
+        clean_pod_policy=clean_pod_policy,
+        ttl_seconds_after_finished=ttl_seconds_after_finished,
+        env=_environment_values(config, env),
+    )
     if image is None:
         image = resolve_image(config)
     run_policy: dict[str, Any] = {"cleanPodPolicy": clean_pod_policy, "backoffLimit": backoff_limit}
@@ -138,11 +147,18 @@ def build_pytorchjob(
         for replica_type, count in (("Master", 1), ("Worker", replicas - 1))
         if count > 0
     }
-    spec: dict[str, Any] = {"runPolicy": run_policy, "nprocPerNode": str(nproc_per_node),
-                            "pytorchReplicaSpecs": replica_specs}
+    spec: dict[str, Any] = {
+        "runPolicy": run_policy,
+        "nprocPerNode": str(nproc_per_node),
+        "pytorchReplicaSpecs": replica_specs,
+    }
     if elastic is not None:
-        spec["elasticPolicy"] = {"minReplicas": elastic[0], "maxReplicas": elastic[1], "rdzvBackend": "c10d",
-                                 "maxRestarts": backoff_limit}
+        spec["elasticPolicy"] = {
+            "minReplicas": elastic[0],
+            "maxReplicas": elastic[1],
+            "rdzvBackend": "c10d",
+            "maxRestarts": backoff_limit,
+        }
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": KIND,
@@ -188,17 +204,47 @@ def submit_pytorchjob_and_wait(
     Kubernetes client is ``api_client``, else one for ``kube_context``, else the pod's service account inside a
     cluster, else the current kubeconfig context.
     """
-    name = _check_submission(job, namespace=namespace, timeout_s=timeout_s, poll_interval_s=poll_interval_s,
-                             cleanup=cleanup, api_client=api_client, kube_context=kube_context)
-    waiting = {"timeout_s": timeout_s, "poll_interval_s": poll_interval_s, "cleanup": cleanup}
+    name = _check_submission(
+        job,
+        namespace=namespace,
+        timeout_s=timeout_s,
+        poll_interval_s=poll_interval_s,
+        cleanup=cleanup,
+        api_client=api_client,
+        kube_context=kube_context,
+    )
     if api_client is not None:
-        return _create_and_wait(api_client, job, name=name, namespace=namespace, **waiting)
+        return _create_and_wait(
+            api_client,
+            job,
+            name=name,
+            namespace=namespace,
+            timeout_s=timeout_s,
+            poll_interval_s=poll_interval_s,
+            cleanup=cleanup,
+        )
     with _load_api_client(kube_context) as owned_client:
-        return _create_and_wait(owned_client, job, name=name, namespace=namespace, **waiting)
+        return _create_and_wait(
+            owned_client,
+            job,
+            name=name,
+            namespace=namespace,
+            timeout_s=timeout_s,
+            poll_interval_s=poll_interval_s,
+            cleanup=cleanup,
+        )
 
 
-def _create_and_wait(api_client: Any, job: dict[str, Any], *, name: str, namespace: str, timeout_s: float,
-                     poll_interval_s: float, cleanup: str) -> PyTorchJobResult:
+def _create_and_wait(
+    api_client: Any,
+    job: dict[str, Any],
+    *,
+    name: str,
+    namespace: str,
+    timeout_s: float,
+    poll_interval_s: float,
+    cleanup: str,
+) -> PyTorchJobResult:
     """``submit_pytorchjob_and_wait`` with checked arguments and a client."""
     from kubernetes import client
 
@@ -206,8 +252,9 @@ def _create_and_wait(api_client: Any, job: dict[str, Any], *, name: str, namespa
     custom = client.CustomObjectsApi(api_client)
     started = time.monotonic()
     with _kube_call("creating", target):
-        custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, job,
-                                               _request_timeout=REQUEST_TIMEOUT_S)
+        custom.create_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, job, _request_timeout=REQUEST_TIMEOUT_S
+        )
     log.info("%s created at %s", target, target.host)
     current, final = _wait_for_final_condition(custom, target, started + timeout_s, poll_interval_s)
     seconds = time.monotonic() - started
@@ -225,34 +272,58 @@ def _create_and_wait(api_client: Any, job: dict[str, Any], *, name: str, namespa
     log.info("%s succeeded in %.0f s", target, seconds)
     if cleanup != "never":
         _delete(custom, target)
-    return PyTorchJobResult(name=name, namespace=namespace, state=final["type"],
-                            conditions=list(status.get("conditions") or []), failed_replica=None,
-                            message=final.get("message") or "", seconds=seconds)
+    return PyTorchJobResult(
+        name=name,
+        namespace=namespace,
+        state=final["type"],
+        conditions=list(status.get("conditions") or []),
+        failed_replica=None,
+        message=final.get("message") or "",
+        seconds=seconds,
+    )
 
 
-def _check_job_arguments(*, name: str, namespace: str, replicas: int, nproc_per_node: int | str,
-                         gpus_per_replica: int, gpus: int, args: list[str], elastic: tuple[int, int] | None,
-                         backoff_limit: int, clean_pod_policy: str, ttl_seconds_after_finished: int | None,
-                         env: dict[str, str]) -> None:
+def _check_job_arguments(
+    *,
+    name: str,
+    namespace: str,
+    replicas: int,
+    nproc_per_node: int | str,
+    gpus_per_replica: int,
+    gpus: int,
+    args: list[str],
+    elastic: tuple[int, int] | None,
+    backoff_limit: int,
+    clean_pod_policy: str,
+    ttl_seconds_after_finished: int | None,
+    env: dict[str, str],
+) -> None:
     """Raise one ``ConfigError`` listing every invalid argument of ``build_pytorchjob``."""
     problems = []
     if not _is_int(replicas) or replicas < 1:
         problems.append(f"replicas {replicas!r}: must be an integer >= 1 (1 Master + replicas - 1 Workers)")
     problems += _name_problems(name, replicas)
     if not isinstance(namespace, str) or not _DNS1123_LABEL.fullmatch(namespace) or len(namespace) > MAX_NAME_LENGTH:
-        problems.append(f"namespace {namespace!r}: must be a DNS-1123 label (lower-case letters, digits, '-'; at "
-                        f"most {MAX_NAME_LENGTH} characters)")
+        problems.append(
+            f"namespace {namespace!r}: must be a DNS-1123 label (lower-case letters, digits, '-'; at "
+            f"most {MAX_NAME_LENGTH} characters)"
+        )
     if not (_is_int(nproc_per_node) and nproc_per_node >= 1) and nproc_per_node not in NPROC_WORDS:
-        problems.append(f"nproc_per_node {nproc_per_node!r}: must be an integer >= 1 or one of "
-                        f"{', '.join(NPROC_WORDS)}")
+        problems.append(
+            f"nproc_per_node {nproc_per_node!r}: must be an integer >= 1 or one of {', '.join(NPROC_WORDS)}"
+        )
     if not _is_int(gpus_per_replica) or gpus_per_replica < 0:
         problems.append(f"gpus_per_replica {gpus_per_replica!r}: must be an integer >= 0")
     elif nproc_per_node == "gpu" and gpus == 0:
-        problems.append("nproc_per_node 'gpu' starts one process per GPU, but the pods get none (gpus_per_replica "
-                        "is 0 or pipeline.gpu is false); give GPUs or use an integer")
+        problems.append(
+            "nproc_per_node 'gpu' starts one process per GPU, but the pods get none (gpus_per_replica "
+            "is 0 or pipeline.gpu is false); give GPUs or use an integer"
+        )
     elif _is_int(nproc_per_node) and 0 < gpus < nproc_per_node:
-        problems.append(f"nproc_per_node {nproc_per_node} exceeds gpus_per_replica {gpus}: each process needs its "
-                        "own GPU; lower nproc_per_node or use 'gpu'")
+        problems.append(
+            f"nproc_per_node {nproc_per_node} exceeds gpus_per_replica {gpus}: each process needs its "
+            "own GPU; lower nproc_per_node or use 'gpu'"
+        )
     if not isinstance(args, list) or not all(isinstance(arg, str) for arg in args):
         problems.append(f"args {args!r}: must be a list of strings (the arguments of {TRAIN_ENTRYPOINT})")
     if elastic is not None:
@@ -261,8 +332,9 @@ def _check_job_arguments(*, name: str, namespace: str, replicas: int, nproc_per_
         problems.append(f"backoff_limit {backoff_limit!r}: must be an integer >= 0")
     if clean_pod_policy not in CLEAN_POD_POLICIES:
         problems.append(f"clean_pod_policy {clean_pod_policy!r}: must be one of {', '.join(CLEAN_POD_POLICIES)}")
-    if ttl_seconds_after_finished is not None and (not _is_int(ttl_seconds_after_finished)
-                                                   or ttl_seconds_after_finished < 0):
+    if ttl_seconds_after_finished is not None and (
+        not _is_int(ttl_seconds_after_finished) or ttl_seconds_after_finished < 0
+    ):
         problems.append(f"ttl_seconds_after_finished {ttl_seconds_after_finished!r}: must be None or an integer >= 0")
     problems += _credential_problems(env, args if isinstance(args, list) else [])
     if problems:
@@ -271,23 +343,30 @@ def _check_job_arguments(*, name: str, namespace: str, replicas: int, nproc_per_
 
 def _credential_problems(env: dict[str, str], args: list[Any]) -> list[str]:
     """Plain-text environment values and arguments of the job that carry credentials (shown redacted)."""
-    found = [f"env {name}={redact_credentials(str(value))}" for name, value in env.items()
-             if has_credentials(str(value))]
+    found = [
+        f"env {name}={redact_credentials(str(value))}" for name, value in env.items() if has_credentials(str(value))
+    ]
     found += [f"argument {redact_credentials(str(arg))!r}" for arg in args if has_credentials(str(arg))]
-    return [f"{what}: holds a credential, which the manifest would show in plain text; drop it from the URL and "
-            "put it in the Secret of pipeline.mlflow_secret (MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD)"
-            for what in found]
+    return [
+        f"{what}: holds a credential, which the manifest would show in plain text; drop it from the URL and "
+        "put it in the Secret of pipeline.mlflow_secret (MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD)"
+        for what in found
+    ]
 
 
 def _name_problems(name: Any, replicas: Any) -> list[str]:
     """What is wrong with the job's name: the webhook wants a DNS-1035 label, and so do the pods' Service names."""
     if not isinstance(name, str) or not _DNS1035_LABEL.fullmatch(name):
-        return [f"name {name!r}: must be a DNS-1035 label: lower-case letters, digits and '-', starting with a "
-                "letter and ending with a letter or digit, e.g. resume-ner-final-train"]
+        return [
+            f"name {name!r}: must be a DNS-1035 label: lower-case letters, digits and '-', starting with a "
+            "letter and ending with a letter or digit, e.g. resume-ner-final-train"
+        ]
     last_pod = f"{name}-worker-{replicas - 2}" if _is_int(replicas) and replicas > 1 else f"{name}-master-0"
     if len(last_pod) > MAX_NAME_LENGTH:
-        return [f"name {name!r}: too long; the operator names pods and Services <name>-<replica type>-<index> "
-                f"({last_pod!r}), which must fit in {MAX_NAME_LENGTH} characters"]
+        return [
+            f"name {name!r}: too long; the operator names pods and Services <name>-<replica type>-<index> "
+            f"({last_pod!r}), which must fit in {MAX_NAME_LENGTH} characters"
+        ]
     return []
 
 
@@ -305,12 +384,13 @@ def _elastic_problems(elastic: Any, replicas: Any) -> list[str]:
     return []
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _pod_template(config: ResumeNerConfig, *, image: str, args: list[str], gpus: int,
-                  env: dict[str, str] | None) -> dict[str, Any]:
+def _pod_template(
+    config: ResumeNerConfig, *, image: str, args: list[str], gpus: int, env: dict[str, str] | None
+) -> dict[str, Any]:
     """The pod of one replica (``args``: the module torchrun runs, then its arguments); new dicts on every call,
     so no two replicas share an object."""
     settings = config.pipeline
@@ -318,10 +398,16 @@ def _pod_template(config: ResumeNerConfig, *, image: str, args: list[str], gpus:
     limits = {"cpu": resources.cpu_limit, "memory": resources.memory_limit}
     if gpus > 0:
         limits[settings.gpu_accelerator] = str(gpus)
-    volumes: list[dict[str, Any]] = [{"name": "dshm", "emptyDir": {"medium": "Memory"}},
-                                     {"name": "tmp", "emptyDir": {}}, {"name": "home", "emptyDir": {}}]
-    mounts = [{"name": "dshm", "mountPath": "/dev/shm"}, {"name": "tmp", "mountPath": "/tmp"},
-              {"name": "home", "mountPath": HOME}]  # the root file system is read-only; caches go to $HOME
+    volumes: list[dict[str, Any]] = [
+        {"name": "dshm", "emptyDir": {"medium": "Memory"}},
+        {"name": "tmp", "emptyDir": {}},
+        {"name": "home", "emptyDir": {}},
+    ]
+    mounts = [
+        {"name": "dshm", "mountPath": "/dev/shm"},
+        {"name": "tmp", "mountPath": "/tmp"},
+        {"name": "home", "mountPath": HOME},
+    ]  # the root file system is read-only; caches go to $HOME
     if settings.volume_claim:
         volumes.append({"name": "data", "persistentVolumeClaim": {"claimName": settings.volume_claim}})
         mounts.append({"name": "data", "mountPath": settings.volume_mount_path})
@@ -332,33 +418,43 @@ def _pod_template(config: ResumeNerConfig, *, image: str, args: list[str], gpus:
         "args": ["-m", *args],
         "env": _environment(config, env),
         "ports": [{"name": PORT_NAME, "containerPort": PORT, "protocol": "TCP"}],
-        "resources": {"requests": {"cpu": resources.cpu_request, "memory": resources.memory_request},
-                      "limits": limits},
-        "securityContext": {"runAsNonRoot": True, "runAsUser": RUN_AS_USER, "allowPrivilegeEscalation": False,
-                            "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]},
-                            "seccompProfile": {"type": "RuntimeDefault"}},
+        "resources": {"requests": {"cpu": resources.cpu_request, "memory": resources.memory_request}, "limits": limits},
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS_USER,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
         "volumeMounts": mounts,
     }
     pod_spec: dict[str, Any] = {
         # the training needs no Kubernetes API: an account of its own, without a token
         "serviceAccountName": settings.job_service_account,
         "automountServiceAccountToken": False,
-        "securityContext": {"runAsNonRoot": True, "runAsUser": RUN_AS_USER, "fsGroup": RUN_AS_USER,
-                            "seccompProfile": {"type": "RuntimeDefault"}},
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS_USER,
+            "fsGroup": RUN_AS_USER,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
         "containers": [container],
         "volumes": volumes,
     }
     if gpus > 0:
         pod_spec["nodeSelector"] = dict(settings.gpu_node_selector)
         pod_spec["tolerations"] = [dict(toleration) for toleration in settings.gpu_tolerations]
-    return {"metadata": {"labels": dict(LABELS), "annotations": {"sidecar.istio.io/inject": "false"}},
-            "spec": pod_spec}
+    return {"metadata": {"labels": dict(LABELS), "annotations": {"sidecar.istio.io/inject": "false"}}, "spec": pod_spec}
 
 
 def _environment_values(config: ResumeNerConfig, extra: dict[str, str] | None) -> dict[str, str]:
     """The plain-text environment of the pods: tracking URI, offline Hugging Face Hub, then ``extra``."""
-    return {"MLFLOW_TRACKING_URI": config.tracking.tracking_uri or config.pipeline.mlflow_uri, "HF_HUB_OFFLINE": "1",
-            **(extra or {})}
+    return {
+        "MLFLOW_TRACKING_URI": config.tracking.tracking_uri or config.pipeline.mlflow_uri,
+        "HF_HUB_OFFLINE": "1",
+        **(extra or {}),
+    }
 
 
 def _environment(config: ResumeNerConfig, extra: dict[str, str] | None) -> list[dict[str, Any]]:
@@ -367,8 +463,11 @@ def _environment(config: ResumeNerConfig, extra: dict[str, str] | None) -> list[
     entries: list[dict[str, Any]] = [{"name": key, "value": value} for key, value in values.items()]
     secret = config.pipeline.mlflow_secret
     if secret:
-        entries += [{"name": variable, "valueFrom": {"secretKeyRef": {"name": secret, "key": key, "optional": True}}}
-                    for key, variable in config.pipeline.mlflow_secret_env.items() if variable not in values]
+        entries += [
+            {"name": variable, "valueFrom": {"secretKeyRef": {"name": secret, "key": key, "optional": True}}}
+            for key, variable in config.pipeline.mlflow_secret_env.items()
+            if variable not in values
+        ]
     return entries
 
 
@@ -379,8 +478,16 @@ class _NoAliasDumper(yaml.SafeDumper):
         return True
 
 
-def _check_submission(job: dict[str, Any], *, namespace: str, timeout_s: float, poll_interval_s: float,
-                      cleanup: str, api_client: Any | None, kube_context: str | None) -> str:
+def _check_submission(
+    job: dict[str, Any],
+    *,
+    namespace: str,
+    timeout_s: float,
+    poll_interval_s: float,
+    cleanup: str,
+    api_client: Any | None,
+    kube_context: str | None,
+) -> str:
     """The job's name, after one ``ConfigError`` listing every invalid argument of the submission."""
     problems = []
     metadata = job.get("metadata") if isinstance(job, dict) else None
@@ -389,7 +496,7 @@ def _check_submission(job: dict[str, Any], *, namespace: str, timeout_s: float, 
         problems.append(f"job: not a {GROUP}/{VERSION} {KIND} (build it with build_pytorchjob)")
     if not name:
         problems.append("job: metadata.name is missing")
-    elif metadata.get("namespace") not in (None, namespace):
+    elif isinstance(metadata, dict) and metadata.get("namespace") not in (None, namespace):
         problems.append(f"job: metadata.namespace {metadata['namespace']!r} differs from namespace {namespace!r}")
     if cleanup not in CLEANUP_POLICIES:
         problems.append(f"cleanup {cleanup!r}: must be one of {', '.join(CLEANUP_POLICIES)}")
@@ -421,9 +528,11 @@ def _load_api_client(kube_context: str | None) -> Any:
         return kube_config.new_client_from_config(context=kube_context)
     except kube_config.ConfigException as error:
         where = f"kube context {kube_context!r}" if kube_context else "the current kube context"
-        raise ConfigError(f"no Kubernetes credentials for {where}: {str(error).rstrip('.')}. Set $KUBECONFIG or "
-                          "fetch the cluster's credentials (e.g. az aks get-credentials), or run inside the "
-                          "cluster") from None
+        raise ConfigError(
+            f"no Kubernetes credentials for {where}: {str(error).rstrip('.')}. Set $KUBECONFIG or "
+            "fetch the cluster's credentials (e.g. az aks get-credentials), or run inside the "
+            "cluster"
+        ) from None
 
 
 @contextlib.contextmanager
@@ -445,23 +554,33 @@ def _api_error(error: Exception, action: str, target: _Target) -> ResumeNerError
     what = f"{action} {target}"
     if not isinstance(error, ApiException) or not error.status:
         reason = getattr(error, "reason", None) or error
-        return ResumeNerError(f"cannot reach the Kubernetes API server at {target.host} while {what}: {reason}. "
-                              "Check the kube context (--kube-context, $KUBECONFIG) and that the cluster is reachable")
+        return ResumeNerError(
+            f"cannot reach the Kubernetes API server at {target.host} while {what}: {reason}. "
+            "Check the kube context (--kube-context, $KUBECONFIG) and that the cluster is reachable"
+        )
     detail = _status_message(error.body) or error.reason
     answer = f"the Kubernetes API server at {target.host} answered {error.status} {error.reason} while {what}"
     if error.status == 409 and action == "creating":
-        return ResumeNerError(f"{target} already exists: delete it (kubectl delete pytorchjob {target.name} -n "
-                              f"{target.namespace}) or pick another name")
+        return ResumeNerError(
+            f"{target} already exists: delete it (kubectl delete pytorchjob {target.name} -n "
+            f"{target.namespace}) or pick another name"
+        )
     if error.status == 401:
-        return ResumeNerError(f"{answer}: {detail}. The credentials were rejected; refresh them (e.g. az aks "
-                              "get-credentials) or check the kube context")
+        return ResumeNerError(
+            f"{answer}: {detail}. The credentials were rejected; refresh them (e.g. az aks "
+            "get-credentials) or check the kube context"
+        )
     if error.status == 403:
-        return ResumeNerError(f"{answer}: {detail}. RBAC: the ServiceAccount or user needs create, get and delete "
-                              f"on pytorchjobs.kubeflow.org (and list pods, get pods/log) in namespace "
-                              f"{target.namespace}")
+        return ResumeNerError(
+            f"{answer}: {detail}. RBAC: the ServiceAccount or user needs create, get and delete "
+            f"on pytorchjobs.kubeflow.org (and list pods, get pods/log) in namespace "
+            f"{target.namespace}"
+        )
     if error.status == 404 and action == "creating":
-        return ResumeNerError(f"{answer}: {detail}. Is the Kubeflow Training Operator installed (kubectl get crd "
-                              f"pytorchjobs.kubeflow.org) and does namespace {target.namespace} exist?")
+        return ResumeNerError(
+            f"{answer}: {detail}. Is the Kubeflow Training Operator installed (kubectl get crd "
+            f"pytorchjobs.kubeflow.org) and does namespace {target.namespace} exist?"
+        )
     return ResumeNerError(f"{answer}: {detail}")
 
 
@@ -474,8 +593,9 @@ def _status_message(body: Any) -> str | None:
     return status.get("message") if isinstance(status, dict) else None
 
 
-def _wait_for_final_condition(custom: Any, target: _Target, deadline: float,
-                              poll_interval_s: float) -> tuple[dict[str, Any], dict[str, Any] | None]:
+def _wait_for_final_condition(
+    custom: Any, target: _Target, deadline: float, poll_interval_s: float
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """The job and its true Succeeded/Failed condition, polled until one exists; the condition is None at the deadline.
 
     Up to ``MAX_POLL_FAILURES`` consecutive unreachable-server, 429 or 5xx answers are retried: the job runs on
@@ -489,8 +609,9 @@ def _wait_for_final_condition(custom: Any, target: _Target, deadline: float,
     failures = 0
     while True:
         try:
-            current = custom.get_namespaced_custom_object(GROUP, VERSION, target.namespace, PLURAL, target.name,
-                                                          _request_timeout=REQUEST_TIMEOUT_S)
+            current = custom.get_namespaced_custom_object(
+                GROUP, VERSION, target.namespace, PLURAL, target.name, _request_timeout=REQUEST_TIMEOUT_S
+            )
             failures = 0
         except (ApiException, urllib3.exceptions.HTTPError) as error:
             failures += 1
@@ -538,8 +659,9 @@ def _replica_summary(status: dict[str, Any]) -> str:
     """``Master: 1 active; Worker: 1 failed`` from ``status.replicaStatuses``."""
     parts = []
     for replica_type, counts in sorted((status.get("replicaStatuses") or {}).items()):
-        numbers = ", ".join(f"{(counts or {})[key]} {key}" for key in ("active", "succeeded", "failed")
-                            if (counts or {}).get(key))
+        numbers = ", ".join(
+            f"{(counts or {})[key]} {key}" for key in ("active", "succeeded", "failed") if (counts or {}).get(key)
+        )
         if numbers:
             parts.append(f"{replica_type}: {numbers}")
     return "; ".join(parts)
@@ -547,8 +669,11 @@ def _replica_summary(status: dict[str, Any]) -> str:
 
 def _failed_replica(status: dict[str, Any], message: str) -> str | None:
     """The replica type with failed pods, else the one the operator's message names."""
-    failed = [replica_type for replica_type, counts in sorted((status.get("replicaStatuses") or {}).items())
-              if (counts or {}).get("failed", 0) > 0]
+    failed = [
+        replica_type
+        for replica_type, counts in sorted((status.get("replicaStatuses") or {}).items())
+        if (counts or {}).get("failed", 0) > 0
+    ]
     if failed:
         return failed[0]
     named = re.search(r"\b(Master|Worker)\b", message)
@@ -564,13 +689,19 @@ def _log_tail(api_client: Any, target: _Target, replica: str) -> tuple[str, str]
     core = client.CoreV1Api(api_client)
     selector = f"{JOB_NAME_LABEL}={target.name},{REPLICA_TYPE_LABEL}={replica.lower()}"
     try:
-        pods = core.list_namespaced_pod(target.namespace, label_selector=selector,
-                                        _request_timeout=REQUEST_TIMEOUT_S).items
+        pods = core.list_namespaced_pod(
+            target.namespace, label_selector=selector, _request_timeout=REQUEST_TIMEOUT_S
+        ).items
         if not pods:
             return None
         pod = next((p for p in pods if p.status is not None and p.status.phase == "Failed"), pods[0])
-        text = core.read_namespaced_pod_log(pod.metadata.name, target.namespace, container=CONTAINER_NAME,
-                                            tail_lines=LOG_TAIL_LINES, _request_timeout=REQUEST_TIMEOUT_S)
+        text = core.read_namespaced_pod_log(
+            pod.metadata.name,
+            target.namespace,
+            container=CONTAINER_NAME,
+            tail_lines=LOG_TAIL_LINES,
+            _request_timeout=REQUEST_TIMEOUT_S,
+        )
     except (ApiException, urllib3.exceptions.HTTPError) as error:
         log.warning("%s: cannot read the log of replica %s: %s", target, replica, getattr(error, "reason", error))
         return None
@@ -583,16 +714,24 @@ def _delete(custom: Any, target: _Target) -> None:
     from kubernetes.client.exceptions import ApiException
 
     try:
-        custom.delete_namespaced_custom_object(GROUP, VERSION, target.namespace, PLURAL, target.name,
-                                               propagation_policy="Background", _request_timeout=REQUEST_TIMEOUT_S)
+        custom.delete_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            target.namespace,
+            PLURAL,
+            target.name,
+            propagation_policy="Background",
+            _request_timeout=REQUEST_TIMEOUT_S,
+        )
     except (ApiException, urllib3.exceptions.HTTPError) as error:
         log.warning("%s", _api_error(error, "deleting", target))
         return
     log.info("%s deleted", target)
 
 
-def _failure_message(target: _Target, replica: str | None, condition: dict[str, Any],
-                     tail: tuple[str, str] | None, cleanup: str) -> str:
+def _failure_message(
+    target: _Target, replica: str | None, condition: dict[str, Any], tail: tuple[str, str] | None, cleanup: str
+) -> str:
     message = condition.get("message") or condition.get("reason") or "no message"
     lines = [f"{target} failed" + (f": replica {replica} failed" if replica else "") + f": {message}"]
     if tail is not None:
@@ -600,8 +739,10 @@ def _failure_message(target: _Target, replica: str | None, condition: dict[str, 
         lines.append(f"last {LOG_TAIL_LINES} log lines of pod {pod}:")
         lines += [f"  {line}" for line in text.rstrip().splitlines()]
     if cleanup != "always":
-        lines.append(f"inspect it: kubectl describe pytorchjob {target.name} -n {target.namespace}; kubectl logs -n "
-                     f"{target.namespace} -l {JOB_NAME_LABEL}={target.name} --prefix --tail=-1")
+        lines.append(
+            f"inspect it: kubectl describe pytorchjob {target.name} -n {target.namespace}; kubectl logs -n "
+            f"{target.namespace} -l {JOB_NAME_LABEL}={target.name} --prefix --tail=-1"
+        )
     return "\n".join(lines)
 
 
@@ -609,5 +750,7 @@ def _timeout_message(target: _Target, timeout_s: float, state: str, cleanup: str
     what = f"{target} did not finish within {timeout_s:g} s (last state: {state})"
     if cleanup == "always":
         return f"{what}; it was deleted"
-    return (f"{what}; it keeps running: follow it with `kubectl get pytorchjob {target.name} -n {target.namespace} "
-            f"-w`, stop it with `kubectl delete pytorchjob {target.name} -n {target.namespace}`")
+    return (
+        f"{what}; it keeps running: follow it with `kubectl get pytorchjob {target.name} -n {target.namespace} "
+        f"-w`, stop it with `kubectl delete pytorchjob {target.name} -n {target.namespace}`"
+    )

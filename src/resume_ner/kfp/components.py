@@ -6,7 +6,8 @@ component installs anything. ``build_components(image)`` turns the functions bel
 that base image (``pipeline.image`` or ``$RESUME_NER_IMAGE``, chosen at compile time).
 
 The functions are compiled from their source: every import is inside the body, and this module must not
-use ``from __future__ import annotations`` (KFP reads the annotations as types).
+use ``from __future__ import annotations`` (KFP reads the annotations as types). Their KFP annotations are
+types to KFP but not to mypy, hence the ``type: ignore`` of each ``NamedTuple("...", [...])`` output.
 """
 
 from typing import Callable, Dict, List, NamedTuple, Optional
@@ -38,11 +39,13 @@ def load_data(
     from resume_ner.workflows.steps import pipeline_config, prepare_data
 
     outputs = {"train": train_data.path, "validation": validation_data.path, "test": test_data.path}
-    prepared = prepare_data(data.path if data is not None else data_uri, pipeline_config(overrides or []),
-                            outputs=outputs)
+    prepared = prepare_data(
+        data.path if data is not None else data_uri, pipeline_config(overrides or []), outputs=outputs
+    )
     for split, artifact in (("train", train_data), ("validation", validation_data), ("test", test_data)):
-        artifact.metadata.update({"fingerprint": prepared.fingerprint, "documents": prepared.documents[split],
-                                  "format": "doccano"})
+        artifact.metadata.update(
+            {"fingerprint": prepared.fingerprint, "documents": prepared.documents[split], "format": "doccano"}
+        )
     for split, count in prepared.documents.items():
         data_metrics.log_metric(f"documents_{split}", count)
     for label, count in prepared.entities_per_type.items():
@@ -80,12 +83,23 @@ def hpo_trial(
     """
     from resume_ner.workflows.steps import pipeline_config, run_hpo_worker_step
 
-    config = pipeline_config(overrides or [], backbone=backbone, epochs=epochs, n_trials=n_trials,
-                             study_name=study_name, mlflow_uri=mlflow_uri, gpu_count=gpu_count,
-                             pipeline_run_id=pipeline_run_id)
+    config = pipeline_config(
+        overrides or [],
+        backbone=backbone,
+        epochs=epochs,
+        n_trials=n_trials,
+        study_name=study_name,
+        mlflow_uri=mlflow_uri,
+        gpu_count=gpu_count,
+        pipeline_run_id=pipeline_run_id,
+    )
     summary = run_hpo_worker_step(
-        config, splits={"train": train_data.path, "validation": validation_data.path, "test": test_data.path},
-        storage=optuna_storage, worker=worker, workspace=workspace, pipeline_run_id=pipeline_run_id,
+        config,
+        splits={"train": train_data.path, "validation": validation_data.path, "test": test_data.path},
+        storage=optuna_storage,
+        worker=worker,
+        workspace=workspace,
+        pipeline_run_id=pipeline_run_id,
     )
     trial_metrics.log_metric("trials_run_by_worker", len(summary.trials_run))
     for state, count in summary.states.items():
@@ -103,19 +117,19 @@ def select_best(
     study_name: str = "",
     overrides: Optional[List[str]] = None,
     pipeline_run_id: str = "",
-) -> NamedTuple("SelectBestOutputs", [("best_value", float), ("best_trial", int)]):
+) -> NamedTuple("SelectBestOutputs", [("best_value", float), ("best_trial", int)]):  # type: ignore[valid-type]
     """Pick the best COMPLETE trial of the study: its settings as JSON, and an HTML report of every trial."""
     from collections import namedtuple
 
     from resume_ner.workflows.steps import pipeline_config, select_best_step
 
     config = pipeline_config(overrides or [], study_name=study_name, pipeline_run_id=pipeline_run_id)
-    best = select_best_step(config, storage=optuna_storage, best_path=best_config.path,
-                            report_path=study_report.path)
-    best_config.metadata.update({"study_name": best.study_name, "trial": best.number, "metric": best.metric,
-                                 "value": best.value})
-    outputs = namedtuple("SelectBestOutputs", ["best_value", "best_trial"])
-    return outputs(best.value, best.number)
+    best = select_best_step(config, storage=optuna_storage, best_path=best_config.path, report_path=study_report.path)
+    best_config.metadata.update(
+        {"study_name": best.study_name, "trial": best.number, "metric": best.metric, "value": best.value}
+    )
+    SelectBestOutputs = namedtuple("SelectBestOutputs", ["best_value", "best_trial"])
+    return SelectBestOutputs(best.value, best.number)
 
 
 def final_train(
@@ -145,18 +159,38 @@ def final_train(
     from resume_ner.k8s.final import final_train_on_pytorchjob
     from resume_ner.workflows.steps import final_train_step, pipeline_config
 
-    config = pipeline_config(overrides or [], backbone=backbone, epochs=epochs, mlflow_uri=mlflow_uri,
-                             model_name=model_name, gpu_count=gpu_count)
+    config = pipeline_config(
+        overrides or [],
+        backbone=backbone,
+        epochs=epochs,
+        mlflow_uri=mlflow_uri,
+        model_name=model_name,
+        gpu_count=gpu_count,
+    )
     splits = {"train": train_data.path, "validation": validation_data.path, "test": test_data.path}
     if replicas > 1:
-        result = final_train_on_pytorchjob(config, best_path=best_config.path, splits=splits, model_path=model.path,
-                                           replicas=replicas, gpu_count=gpu_count, workspace=workspace,
-                                           pipeline_run_id=pipeline_run_id)
+        result = final_train_on_pytorchjob(
+            config,
+            best_path=best_config.path,
+            splits=splits,
+            model_path=model.path,
+            replicas=replicas,
+            gpu_count=gpu_count,
+            workspace=workspace,
+            pipeline_run_id=pipeline_run_id,
+        )
     else:
-        result = final_train_step(config, best_path=best_config.path, splits=splits, model_path=model.path,
-                                  workspace=workspace, pipeline_run_id=pipeline_run_id)
-    model.metadata.update({"mlflow_run_id": result.run_id or "", "framework": "transformers",
-                           "task": "token-classification"})
+        result = final_train_step(
+            config,
+            best_path=best_config.path,
+            splits=splits,
+            model_path=model.path,
+            workspace=workspace,
+            pipeline_run_id=pipeline_run_id,
+        )
+    model.metadata.update(
+        {"mlflow_run_id": result.run_id or "", "framework": "transformers", "task": "token-classification"}
+    )
     for key in ("f1_micro", "f1_macro", "span_f1_micro", "span_f1_macro", "precision_micro", "recall_micro"):
         if key in result.test_metrics:
             test_metrics.log_metric(f"test_{key}", result.test_metrics[key])
@@ -180,8 +214,14 @@ def register_lineage(
 
     config = pipeline_config(overrides or [], mlflow_uri=mlflow_uri, model_name=model_name)
     registered, found = register_step(config, run_id=final_run_id, lineage_path=lineage.path, promote=promote or None)
-    lineage.metadata.update({"model_uri": registered.model_uri, "aliases": registered.aliases,
-                             "study_name": found.study_name, "best_trial": found.best_trial_number})
+    lineage.metadata.update(
+        {
+            "model_uri": registered.model_uri,
+            "aliases": registered.aliases,
+            "study_name": found.study_name,
+            "best_trial": found.best_trial_number,
+        }
+    )
     return registered.model_uri
 
 
@@ -189,14 +229,15 @@ def start_pipeline_run(
     pipeline_run_id: str,
     mlflow_uri: str = "",
     overrides: Optional[List[str]] = None,
-) -> NamedTuple("StartOutputs", [("mlflow_run_id", str)]):
+) -> NamedTuple("StartOutputs", [("mlflow_run_id", str)]):  # type: ignore[valid-type]
     """Open the MLflow run of this pipeline run (the parent of its sweep and final runs); its id."""
     from collections import namedtuple
 
     from resume_ner.workflows.steps import pipeline_config, start_pipeline_step
 
-    run_id = start_pipeline_step(pipeline_config(overrides or [], mlflow_uri=mlflow_uri),
-                                 pipeline_run_id=pipeline_run_id)
+    run_id = start_pipeline_step(
+        pipeline_config(overrides or [], mlflow_uri=mlflow_uri), pipeline_run_id=pipeline_run_id
+    )
     return namedtuple("StartOutputs", ["mlflow_run_id"])(run_id)
 
 
@@ -207,12 +248,23 @@ def plan_run(
     replicas: int,
     workspace: str = "",
     overrides: Optional[List[str]] = None,
-) -> NamedTuple("PlanOutputs", [
-    ("Output", List[int]), ("data_digest", str),
-    ("trial_gpus", str), ("trial_node_selector", Dict[str, str]), ("trial_tolerations", List[dict]),
-    ("final_gpus", str), ("final_node_selector", Dict[str, str]), ("final_tolerations", List[dict]),
-    ("final_cpu_request", str), ("final_cpu_limit", str), ("final_memory_request", str), ("final_memory_limit", str),
-]):
+) -> NamedTuple(  # type: ignore[valid-type]
+    "PlanOutputs",
+    [
+        ("Output", List[int]),
+        ("data_digest", str),
+        ("trial_gpus", str),
+        ("trial_node_selector", Dict[str, str]),
+        ("trial_tolerations", List[dict]),
+        ("final_gpus", str),
+        ("final_node_selector", Dict[str, str]),
+        ("final_tolerations", List[dict]),
+        ("final_cpu_request", str),
+        ("final_cpu_limit", str),
+        ("final_memory_request", str),
+        ("final_memory_limit", str),
+    ],
+):
     """Check every run parameter before anything trains, then plan the run.
 
     Output: the HPO worker numbers 0..parallelism-1 the ParallelFor fans out over (named Output because kfp.local
@@ -224,14 +276,29 @@ def plan_run(
 
     from resume_ner.workflows.steps import pipeline_config, plan_run_step
 
-    plan = plan_run_step(pipeline_config(overrides or []), data_uri=data_uri, parallelism=parallelism,
-                         gpu_count=gpu_count, replicas=replicas, workspace=workspace)
-    outputs = {"Output": plan.workers, "data_digest": plan.data_digest}
+    plan = plan_run_step(
+        pipeline_config(overrides or []),
+        data_uri=data_uri,
+        parallelism=parallelism,
+        gpu_count=gpu_count,
+        replicas=replicas,
+        workspace=workspace,
+    )
+    outputs: dict[str, object] = {"Output": plan.workers, "data_digest": plan.data_digest}
     for task, placement in (("trial", plan.trial), ("final", plan.final)):
-        outputs.update({f"{task}_gpus": placement.gpus, f"{task}_node_selector": placement.node_selector,
-                        f"{task}_tolerations": placement.tolerations})
-    outputs.update({f"final_{key}": getattr(plan.final, key)
-                    for key in ("cpu_request", "cpu_limit", "memory_request", "memory_limit")})
+        outputs.update(
+            {
+                f"{task}_gpus": placement.gpus,
+                f"{task}_node_selector": placement.node_selector,
+                f"{task}_tolerations": placement.tolerations,
+            }
+        )
+    outputs.update(
+        {
+            f"final_{key}": getattr(plan.final, key)
+            for key in ("cpu_request", "cpu_limit", "memory_request", "memory_limit")
+        }
+    )
     print(f"run plan: {plan.to_dict()}")
     return namedtuple("PlanOutputs", list(outputs))(**outputs)
 
@@ -246,8 +313,9 @@ def end_pipeline_run(
     from resume_ner.workflows.steps import end_pipeline_step, pipeline_config
 
     status = {"state": pipeline_status.state, "error_message": pipeline_status.error_message}
-    ended = end_pipeline_step(pipeline_config(overrides or [], mlflow_uri=mlflow_uri),
-                              pipeline_run_id=pipeline_run_id, final_status=status)
+    ended = end_pipeline_step(
+        pipeline_config(overrides or [], mlflow_uri=mlflow_uri), pipeline_run_id=pipeline_run_id, final_status=status
+    )
     print(f"pipeline {pipeline_status.state}: ended MLflow run(s) {ended}")
 
 
@@ -267,5 +335,7 @@ PLUMBING: Dict[str, Callable] = {
 
 def build_components(image: str) -> Dict[str, "dsl.component"]:
     """Every component of this module (reusable and plumbing) by name, with ``image`` as its base image."""
-    return {name: dsl.component(func, base_image=image, install_kfp_package=False)
-            for name, func in {**REUSABLE, **PLUMBING}.items()}
+    return {
+        name: dsl.component(func, base_image=image, install_kfp_package=False)
+        for name, func in {**REUSABLE, **PLUMBING}.items()
+    }

@@ -37,8 +37,10 @@ def check_component_image(image: str, client: Any | None = None) -> None:
     try:
         attrs = client.images.get(image).attrs
     except docker.errors.ImageNotFound:
-        raise ConfigError(f"image {image!r} is not in the Docker engine ({client.api.base_url}): build it with "
-                          "`make image` (images/README.md), or set $RESUME_NER_IMAGE to the image you built") from None
+        raise ConfigError(
+            f"image {image!r} is not in the Docker engine ({client.api.base_url}): build it with "
+            "`make image` (images/README.md), or set $RESUME_NER_IMAGE to the image you built"
+        ) from None
     entrypoint = attrs.get("Config", {}).get("Entrypoint")
     try:
         client.containers.run(image, COMPONENT_PROBE, remove=True, network_mode="none", stdout=False, stderr=True)
@@ -64,8 +66,9 @@ def container_tracking_uri(tracking: TrackingConfig, output_dir: Path) -> str:
     return f"sqlite:///{output_dir / 'mlruns' / 'mlflow.db'}"
 
 
-def container_runner(config: ResumeNerConfig, *, data_uri: str | Path, output_dir: Path,
-                     tracking_uri: str) -> kfp.local.DockerRunner:
+def container_runner(
+    config: ResumeNerConfig, *, data_uri: str | Path, output_dir: Path, tracking_uri: str
+) -> kfp.local.DockerRunner:
     """A ``DockerRunner`` for a local run of ``config``'s pipeline writing to ``output_dir`` (absolute), after
     ``check_component_image`` of the image the pipeline is compiled with."""
     import docker
@@ -86,9 +89,11 @@ def container_runner(config: ResumeNerConfig, *, data_uri: str | Path, output_di
     if os.getuid() == 0:  # the image's user writes: hand it the output directory, and only that
         elsewhere = [str(path) for path, read_only in paths if not read_only and path != output_dir]
         if elsewhere:
-            raise ConfigError(f"as root, the containers run as the image's user {IMAGE_USER}, who may write only in "
-                              f"the output directory {output_dir}, not {', '.join(elsewhere)}: use an MLflow server "
-                              "(http://...) or a store in the output directory")
+            raise ConfigError(
+                f"as root, the containers run as the image's user {IMAGE_USER}, who may write only in "
+                f"the output directory {output_dir}, not {', '.join(elsewhere)}: use an MLflow server "
+                "(http://...) or a store in the output directory"
+            )
         for path in (output_dir, *output_dir.rglob("*")):
             os.chown(path, IMAGE_USER, IMAGE_USER, follow_symlinks=False)
     else:
@@ -96,8 +101,9 @@ def container_runner(config: ResumeNerConfig, *, data_uri: str | Path, output_di
     return kfp.local.DockerRunner(**arguments)
 
 
-def _host_paths(config: ResumeNerConfig, data_uri: str | Path, output_dir: Path,
-                tracking_uri: str) -> list[tuple[Path, bool]]:
+def _host_paths(
+    config: ResumeNerConfig, data_uri: str | Path, output_dir: Path, tracking_uri: str
+) -> list[tuple[Path, bool]]:
     """(host directory, read-only) of every path a run uses, the output directory first, none inside another."""
     wanted: list[tuple[Path, bool]] = [(output_dir, False)]
     data = Path(data_uri).resolve()
@@ -119,7 +125,7 @@ def _local_store(tracking_uri: str) -> Path | None:
     """The host directory of a local MLflow store (a sqlite database's directory, a file store), None for a
     server; ``ConfigError`` for a relative one, which a container would look for in its own working directory."""
     if tracking_uri.startswith("sqlite:///"):
-        directory = Path(tracking_uri[len("sqlite:///"):].split("?", 1)[0]).parent
+        directory = Path(tracking_uri[len("sqlite:///") :].split("?", 1)[0]).parent
     elif tracking_uri.startswith("file:"):
         directory = Path(urlparse(tracking_uri).path)
     elif tracking_uri and "://" not in tracking_uri:
@@ -127,7 +133,9 @@ def _local_store(tracking_uri: str) -> Path | None:
     else:
         return None
     if not directory.is_absolute():
-        raise ConfigError(f"MLflow store {tracking_uri!r} is relative to this directory, which the containers do "
-                          "not share: give its absolute path (sqlite:////ABSOLUTE/PATH/mlflow.db)")
+        raise ConfigError(
+            f"MLflow store {tracking_uri!r} is relative to this directory, which the containers do "
+            "not share: give its absolute path (sqlite:////ABSOLUTE/PATH/mlflow.db)"
+        )
     directory.mkdir(parents=True, exist_ok=True)
     return directory

@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TextIO
+from typing import TextIO, cast
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 TASK_STARTED = re.compile(r"Executing task '([^']+)'")
@@ -108,8 +108,9 @@ def local_console(log_path: Path, *, verbose: bool = False) -> Iterator[Path]:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     console_out, console_err, console_print = sys.stdout, sys.stderr, builtins.print
     with open(log_path, "a", encoding="utf-8") as log:
-        stream: TextIO = _Tee(console_out, log) if verbose else ConsoleFilter(console_out, log)
-        sys.stdout = sys.stderr = stream
+        stream: _Tee | ConsoleFilter = _Tee(console_out, log) if verbose else ConsoleFilter(console_out, log)
+        # both are io.TextIOBase streams with the writing half of TextIO, all that print and logging use
+        sys.stdout = sys.stderr = cast(TextIO, stream)
         try:
             yield log_path
         finally:

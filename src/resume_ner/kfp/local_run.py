@@ -112,13 +112,22 @@ def run_local(
         with local_console(log_path, verbose=verbose), warnings.catch_warnings():
             # Kubernetes settings (resources, image) have no effect here, as kfp.local says for every task.
             warnings.filterwarnings("ignore", message=".*(no effect in the current local runner|non-Python base image)")
-            pipeline(data_uri=str(data_uri), parallelism=parallelism, mlflow_uri=tracking_uri, optuna_storage=storage,
-                     workspace=str(output_dir / "work"), gpu_count=0, overrides=_threads_override(config, parallelism))
+            pipeline(
+                data_uri=str(data_uri),
+                parallelism=parallelism,
+                mlflow_uri=tracking_uri,
+                optuna_storage=storage,
+                workspace=str(output_dir / "work"),
+                gpu_count=0,
+                overrides=_threads_override(config, parallelism),
+            )
     except RuntimeError as exc:
         if "finished with status" not in str(exc):
             raise
-        raise ResumeNerError(f"local pipeline run failed: {exc} (the end of the task's output is above, all of it in "
-                             f"{log_path}; artifacts in {root})") from None
+        raise ResumeNerError(
+            f"local pipeline run failed: {exc} (the end of the task's output is above, all of it in "
+            f"{log_path}; artifacts in {root})"
+        ) from None
     wall = time.monotonic() - started
     new = sorted(set(root.iterdir()) - before, key=lambda p: p.stat().st_mtime)
     run_dirs = [p for p in new if p.name.startswith(PIPELINE_NAME)]

@@ -29,7 +29,6 @@ No ``from __future__ import annotations`` here: KFP reads the pipeline function'
 
 import json
 import logging
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -79,8 +78,12 @@ def compiled_config(config: ResumeNerConfig) -> ResumeNerConfig:
         value = getattr(getattr(compiled, section), key)
         if value and has_credentials(value):
             setattr(getattr(compiled, section), key, None)
-            log.warning("%s.%s holds a credential: left out of the compiled pipeline, whose tasks take it from %s",
-                        section, key, SECRET_BACKED[(section, key)])
+            log.warning(
+                "%s.%s holds a credential: left out of the compiled pipeline, whose tasks take it from %s",
+                section,
+                key,
+                SECRET_BACKED[(section, key)],
+            )
     return compiled
 
 
@@ -100,13 +103,15 @@ def _platform(name: str, task: Any, config: ResumeNerConfig, plan: Any) -> None:
     task.set_env_variable(PIPELINE_CONFIG_ENV, json.dumps(config.to_dict(), sort_keys=True))
     resources = settings.resources.get(name, settings.resources["pipeline_plumbing"])
     if name == "final_train":  # with replicas > 1 it only waits for its PyTorchJob: plan_run says what it gets
-        channels = [plan.outputs[f"final_{key}"] for key in ("cpu_request", "cpu_limit", "memory_request",
-                                                             "memory_limit")]
+        channels = [
+            plan.outputs[f"final_{key}"] for key in ("cpu_request", "cpu_limit", "memory_request", "memory_limit")
+        ]
         _set_resources(task, *channels)
         task.register_pipeline_channels(channels)
     else:
-        _set_resources(task, resources.cpu_request, resources.cpu_limit, resources.memory_request,
-                       resources.memory_limit)
+        _set_resources(
+            task, resources.cpu_request, resources.cpu_limit, resources.memory_request, resources.memory_limit
+        )
     if name in GPU_TASKS and settings.gpu:
         prefix = PLACEMENT_OUTPUTS[name]
         gpus = plan.outputs[f"{prefix}_gpus"]
@@ -115,11 +120,13 @@ def _platform(name: str, task: Any, config: ResumeNerConfig, plan: Any) -> None:
         kubernetes.add_node_selector_json(task, plan.outputs[f"{prefix}_node_selector"])
         kubernetes.add_toleration_json(task, plan.outputs[f"{prefix}_tolerations"])
     if name in MLFLOW_TASKS and settings.mlflow_secret:
-        kubernetes.use_secret_as_env(task, settings.mlflow_secret, secret_key_to_env=settings.mlflow_secret_env,
-                                     optional=True)
+        kubernetes.use_secret_as_env(
+            task, settings.mlflow_secret, secret_key_to_env=settings.mlflow_secret_env, optional=True
+        )
     if name in OPTUNA_TASKS and settings.optuna_secret:
-        kubernetes.use_secret_as_env(task, settings.optuna_secret, secret_key_to_env={"url": OPTUNA_STORAGE_ENV},
-                                     optional=True)
+        kubernetes.use_secret_as_env(
+            task, settings.optuna_secret, secret_key_to_env={"url": OPTUNA_STORAGE_ENV}, optional=True
+        )
     if settings.volume_claim:
         kubernetes.mount_pvc(task, pvc_name=settings.volume_claim, mount_path=settings.volume_mount_path)
 
@@ -127,7 +134,6 @@ def _platform(name: str, task: Any, config: ResumeNerConfig, plan: Any) -> None:
 def build_pipeline(config: ResumeNerConfig) -> Any:
     """The ``resume-ner-training`` pipeline with the compile-time settings of ``config``; parameter defaults
     come from its sections (backbone, n_trials, epochs, model name, pipeline.*)."""
-    from typing import List
 
     from kfp import dsl
     from kfp.dsl import Dataset
@@ -142,7 +148,7 @@ def build_pipeline(config: ResumeNerConfig) -> Any:
     @dsl.pipeline(
         name=PIPELINE_NAME,
         description="Resume NER: validate and split data, Optuna HPO with parallel workers on one study, final "
-                    "training with the best trial, MLflow registration with lineage.",
+        "training with the best trial, MLflow registration with lineage.",
     )
     def resume_ner_training(
         data_uri: str,
@@ -158,7 +164,7 @@ def build_pipeline(config: ResumeNerConfig) -> Any:
         workspace: str = default_workspace,
         promote: bool = config.final.promote,
         replicas: int = 1,
-        overrides: List[str] = [],  # noqa: B006 - a KFP list parameter default
+        overrides: list[str] = [],  # noqa: B006 - a KFP list parameter default
     ):
         run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
         plan = None
@@ -171,8 +177,15 @@ def build_pipeline(config: ResumeNerConfig) -> Any:
 
         exit_task = task("end_pipeline_run", pipeline_run_id=run_id, mlflow_uri=mlflow_uri, overrides=overrides)
         with dsl.ExitHandler(exit_task, name="training"):
-            plan = task("plan_run", data_uri=data_uri, parallelism=parallelism, gpu_count=gpu_count,
-                        replicas=replicas, workspace=workspace, overrides=overrides)
+            plan = task(
+                "plan_run",
+                data_uri=data_uri,
+                parallelism=parallelism,
+                gpu_count=gpu_count,
+                replicas=replicas,
+                workspace=workspace,
+                overrides=overrides,
+            )
             start = task("start_pipeline_run", pipeline_run_id=run_id, mlflow_uri=mlflow_uri, overrides=overrides)
             if settings.data_source == "object_store":
                 # KFP keys its cache by artifact id: a new artifact every run (reimport) never serves stale splits
@@ -180,24 +193,58 @@ def build_pipeline(config: ResumeNerConfig) -> Any:
                 imported.set_display_name("import data")
                 data = task("load_data", data=imported.output, overrides=overrides)
             else:
-                data = task("load_data", data_uri=data_uri, data_digest=plan.outputs["data_digest"],
-                            overrides=overrides)
+                data = task(
+                    "load_data", data_uri=data_uri, data_digest=plan.outputs["data_digest"], overrides=overrides
+                )
             splits = {key: data.outputs[key] for key in ("train_data", "validation_data", "test_data")}
             # Only pipeline parameters, artifacts and plan_run's placement enter the loop: kfp.local (2.17) replaces
             # every task-output parameter of a ParallelFor body with the loop item, so workers find the pipeline's
             # MLflow run by the pipeline run id instead of taking start_pipeline_run's output.
             with dsl.ParallelFor(plan.outputs["Output"], name="hpo-workers") as worker:
-                trials = task("hpo_trial", **splits, optuna_storage=optuna_storage, study_name=study_name,
-                              n_trials=n_trials, backbone=backbone, epochs=epochs, mlflow_uri=mlflow_uri,
-                              overrides=overrides, worker=worker, gpu_count=gpu_count, workspace=workspace,
-                              pipeline_run_id=run_id).after(start)
-            best = task("select_best", optuna_storage=optuna_storage, study_name=study_name, overrides=overrides,
-                        pipeline_run_id=run_id).after(trials)
-            final = task("final_train", best_config=best.outputs["best_config"], **splits, backbone=backbone,
-                         epochs=epochs, mlflow_uri=mlflow_uri, model_name=model_name, overrides=overrides,
-                         replicas=replicas, gpu_count=gpu_count, workspace=workspace, pipeline_run_id=run_id)
-            task("register_lineage", final_run_id=final.outputs["Output"], mlflow_uri=mlflow_uri,
-                 model_name=model_name, promote=promote, overrides=overrides)
+                trials = task(
+                    "hpo_trial",
+                    **splits,
+                    optuna_storage=optuna_storage,
+                    study_name=study_name,
+                    n_trials=n_trials,
+                    backbone=backbone,
+                    epochs=epochs,
+                    mlflow_uri=mlflow_uri,
+                    overrides=overrides,
+                    worker=worker,
+                    gpu_count=gpu_count,
+                    workspace=workspace,
+                    pipeline_run_id=run_id,
+                ).after(start)
+            best = task(
+                "select_best",
+                optuna_storage=optuna_storage,
+                study_name=study_name,
+                overrides=overrides,
+                pipeline_run_id=run_id,
+            ).after(trials)
+            final = task(
+                "final_train",
+                best_config=best.outputs["best_config"],
+                **splits,
+                backbone=backbone,
+                epochs=epochs,
+                mlflow_uri=mlflow_uri,
+                model_name=model_name,
+                overrides=overrides,
+                replicas=replicas,
+                gpu_count=gpu_count,
+                workspace=workspace,
+                pipeline_run_id=run_id,
+            )
+            task(
+                "register_lineage",
+                final_run_id=final.outputs["Output"],
+                mlflow_uri=mlflow_uri,
+                model_name=model_name,
+                promote=promote,
+                overrides=overrides,
+            )
 
     return resume_ner_training
 
@@ -232,23 +279,33 @@ def check_cluster_target(config: ResumeNerConfig, *, force: bool = False) -> Non
     image, settings = resolve_image(config), config.pipeline
     problems = []
     if not _REGISTRY_IMAGE.match(image):
-        problems.append(f"image {image!r} names no registry, so no node can pull it: push it (make image; docker push) "
-                        f"and set ${IMAGE_ENV}=REGISTRY/resume-ner:TAG, e.g. myacr.azurecr.io/resume-ner:TAG-cuda")
+        problems.append(
+            f"image {image!r} names no registry, so no node can pull it: push it (make image; docker push) "
+            f"and set ${IMAGE_ENV}=REGISTRY/resume-ner:TAG, e.g. myacr.azurecr.io/resume-ner:TAG-cuda"
+        )
     tag = image.rpartition("/")[2].partition(":")[2]
     if settings.gpu and "cuda" not in tag and not force:
-        problems.append(f"image {image!r} is the CPU image while the GPU tasks request GPUs (pipeline.gpu): use the "
-                        "-cuda image (make image-cuda), compile with --set pipeline.gpu=false, or pass --force")
+        problems.append(
+            f"image {image!r} is the CPU image while the GPU tasks request GPUs (pipeline.gpu): use the "
+            "-cuda image (make image-cuda), compile with --set pipeline.gpu=false, or pass --force"
+        )
     if settings.data_source == "volume" and not settings.volume_claim:
-        problems.append("pipeline.data_source is 'volume' but no volume is mounted: set pipeline.volume_claim (the "
-                        "PersistentVolumeClaim of manifests/) or pipeline.data_source=object_store")
+        problems.append(
+            "pipeline.data_source is 'volume' but no volume is mounted: set pipeline.volume_claim (the "
+            "PersistentVolumeClaim of manifests/) or pipeline.data_source=object_store"
+        )
     if not settings.mlflow_uri.startswith(("http://", "https://")):
-        problems.append(f"pipeline.mlflow_uri {redact_credentials(settings.mlflow_uri)!r}: every pod needs the same "
-                        "MLflow server (http:// or https://), not a store of its own")
+        problems.append(
+            f"pipeline.mlflow_uri {redact_credentials(settings.mlflow_uri)!r}: every pod needs the same "
+            "MLflow server (http:// or https://), not a store of its own"
+        )
     if problems:
         raise ConfigError("not compiled for a cluster:\n  " + "\n  ".join(problems))
 
 
-def compile_all(out_root: str | Path, config: ResumeNerConfig, *, cluster: bool = False, force: bool = False) -> list[Path]:
+def compile_all(
+    out_root: str | Path, config: ResumeNerConfig, *, cluster: bool = False, force: bool = False
+) -> list[Path]:
     """Write ``components/<name>.yaml`` for the five reusable components and ``pipelines/resume_ner_training.yaml``
     under ``out_root``; the files written. A compile-time setting holding a credential is a ``ConfigError``; so is,
     with ``cluster``, what ``check_cluster_target`` refuses."""

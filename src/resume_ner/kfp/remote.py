@@ -33,7 +33,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -189,8 +189,10 @@ def upload_pipeline(
             pipeline_id = client.upload_pipeline(path, pipeline_name=pipeline_name, description=description).pipeline_id
             versions = client.list_pipeline_versions(pipeline_id, page_size=1, sort_by="created_at desc")
             if not versions.pipeline_versions:
-                raise ResumeNerError(f"the KFP server created pipeline {pipeline_name!r} ({pipeline_id}) with no "
-                                     "version; delete it in the KFP UI and upload again")
+                raise ResumeNerError(
+                    f"the KFP server created pipeline {pipeline_name!r} ({pipeline_id}) with no "
+                    "version; delete it in the KFP UI and upload again"
+                )
             version = versions.pipeline_versions[0]
             return UploadResult(pipeline_id, version.pipeline_version_id, pipeline_name, version.display_name, True)
         name = version_name or f"{pipeline_name}-{_utc_stamp()}"
@@ -278,12 +280,14 @@ def schedule_run(
             enable_caching=enable_caching,
             service_account=service_account,
         )
-    return ScheduleResult(job.recurring_run_id, job.display_name or job_name, experiment_id, cron, max_concurrency,
-                          catchup)
+    return ScheduleResult(
+        job.recurring_run_id, job.display_name or job_name, experiment_id, cron, max_concurrency, catchup
+    )
 
 
-def check_schedule(cron: str, max_concurrency: int = 1, *, start_time: str | None = None,
-                   end_time: str | None = None) -> None:
+def check_schedule(
+    cron: str, max_concurrency: int = 1, *, start_time: str | None = None, end_time: str | None = None
+) -> None:
     """``ConfigError`` for a schedule KFP would refuse or misread (``schedule_run`` runs it before any request)."""
     _check_cron(cron)
     if not 1 <= max_concurrency <= MAX_CONCURRENCY:
@@ -327,19 +331,25 @@ def _load_pipeline_spec(package_path: str | Path) -> dict[str, Any]:
     """The first YAML document of a compiled pipeline package (its PipelineSpec), checked to be one."""
     path = Path(package_path)
     if path.suffix.lower() not in (".yaml", ".yml"):
-        raise ConfigError(f"pipeline package {path}: expected the .yaml file the KFP compiler writes "
-                          "(e.g. pipelines/resume_ner_training.yaml)")
+        raise ConfigError(
+            f"pipeline package {path}: expected the .yaml file the KFP compiler writes "
+            "(e.g. pipelines/resume_ner_training.yaml)"
+        )
     try:
         spec = next(yaml.safe_load_all(path.read_text(encoding="utf-8")), None)
     except FileNotFoundError:
-        raise ConfigError(f"pipeline package {path} not found; compile the pipeline first: `resume-ner pipeline "
-                          "compile` (or `make compile`) writes pipelines/resume_ner_training.yaml, `resume-ner pipeline "
-                          "compile --cluster --out-root DIR` DIR/pipelines/resume_ner_training.yaml") from None
+        raise ConfigError(
+            f"pipeline package {path} not found; compile the pipeline first: `resume-ner pipeline "
+            "compile` (or `make compile`) writes pipelines/resume_ner_training.yaml, `resume-ner pipeline "
+            "compile --cluster --out-root DIR` DIR/pipelines/resume_ner_training.yaml"
+        ) from None
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
         raise ConfigError(f"pipeline package {path} cannot be read as YAML: {error}") from None
     if not isinstance(spec, dict) or "pipelineInfo" not in spec or not isinstance(spec.get("root"), dict):
-        raise ConfigError(f"{path} is not a compiled KFP pipeline (no pipelineInfo and root at its top); pass the "
-                          "YAML written by kfp.compiler.Compiler")
+        raise ConfigError(
+            f"{path} is not a compiled KFP pipeline (no pipelineInfo and root at its top); pass the "
+            "YAML written by kfp.compiler.Compiler"
+        )
     return spec
 
 
@@ -361,8 +371,10 @@ def _check_parameter_names(
 ) -> None:
     unknown = [name for name in names if name not in parameters]
     if unknown:
-        raise ConfigError(f"unknown run parameter(s) {', '.join(map(repr, unknown))} for pipeline {package_path}; "
-                          f"its parameters are: {', '.join(sorted(parameters)) or '(none)'}")
+        raise ConfigError(
+            f"unknown run parameter(s) {', '.join(map(repr, unknown))} for pipeline {package_path}; "
+            f"its parameters are: {', '.join(sorted(parameters)) or '(none)'}"
+        )
 
 
 def _check_cron(cron: str) -> None:
@@ -371,10 +383,14 @@ def _check_cron(cron: str) -> None:
         return
     form = " ".join(CRON_FIELDS)
     if len(fields) == 5:
-        raise ConfigError(f"cron {cron!r} has 5 fields, but KFP schedules take 6 ({form}): a 5-field crontab would "
-                          f"be read from seconds on; for the same schedule pass '0 {' '.join(fields)}'")
-    raise ConfigError(f"cron {cron!r} has {len(fields)} fields; KFP schedules take 6 ({form}), "
-                      "e.g. '0 0 2 * * 1' for Mondays at 02:00")
+        raise ConfigError(
+            f"cron {cron!r} has 5 fields, but KFP schedules take 6 ({form}): a 5-field crontab would "
+            f"be read from seconds on; for the same schedule pass '0 {' '.join(fields)}'"
+        )
+    raise ConfigError(
+        f"cron {cron!r} has {len(fields)} fields; KFP schedules take 6 ({form}), "
+        "e.g. '0 0 2 * * 1' for Mondays at 02:00"
+    )
 
 
 def _check_rfc3339(label: str, value: str | None) -> None:
@@ -395,8 +411,10 @@ def _check_kube_context(name: str) -> None:
     try:
         contexts, _ = kube_config.list_kube_config_contexts()
     except kube_config.ConfigException as error:
-        raise ConfigError(f"--kube-context {name!r}: no usable kubeconfig ({error}); set $KUBECONFIG or fetch "
-                          "the cluster's credentials (e.g. az aks get-credentials)") from None
+        raise ConfigError(
+            f"--kube-context {name!r}: no usable kubeconfig ({error}); set $KUBECONFIG or fetch "
+            "the cluster's credentials (e.g. az aks get-credentials)"
+        ) from None
     known = sorted(context["name"] for context in contexts)
     if name not in known:
         raise ConfigError(f"--kube-context {name!r} is not in the kubeconfig; its contexts: {', '.join(known)}")
@@ -443,8 +461,10 @@ def _wait_for_run(client: kfp.Client, run_id: str, name: str, timeout_s: float, 
             return run
         left = deadline - time.monotonic()
         if left <= 0:
-            raise ResumeNerError(f"run {name!r} ({run_id}) is still {run.state} after {timeout_s:g} s of waiting and "
-                                 f"keeps running on the server: follow it at {url or 'the KFP UI'}, or wait longer")
+            raise ResumeNerError(
+                f"run {name!r} ({run_id}) is still {run.state} after {timeout_s:g} s of waiting and "
+                f"keeps running on the server: follow it at {url or 'the KFP UI'}, or wait longer"
+            )
         log.info("run %s is %s; next check in %.0f s", run_id, run.state, min(RUN_POLL_S, left))
         time.sleep(min(RUN_POLL_S, left))
 
@@ -456,7 +476,7 @@ def _ui_url(client: kfp.Client, fragment: str) -> str | None:
 
 
 def _utc_stamp() -> str:
-    return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
 
 
 @contextlib.contextmanager
@@ -483,12 +503,16 @@ def _kfp_call(action: str, where: str = "the KFP server") -> Iterator[None]:
 def _api_error(error: Any, action: str, where: str) -> ResumeNerError:
     """A ``ResumeNerError`` for an HTTP error answer (or, status 0, a TLS failure) of the KFP API."""
     if not error.status:
-        return ResumeNerError(f"TLS failure talking to {where} while {action}: {error.reason}; pass the server's CA "
-                              "bundle with --ssl-ca-cert")
+        return ResumeNerError(
+            f"TLS failure talking to {where} while {action}: {error.reason}; pass the server's CA "
+            "bundle with --ssl-ca-cert"
+        )
     detail = _server_message(error.body) or error.reason
     if error.status in (401, 403):
-        return ResumeNerError(f"authentication failed at {where} while {action}: {error.status} {error.reason}: "
-                              f"{detail}; pass a token in ${TOKEN_ENV} or --kube-context")
+        return ResumeNerError(
+            f"authentication failed at {where} while {action}: {error.status} {error.reason}: "
+            f"{detail}; pass a token in ${TOKEN_ENV} or --kube-context"
+        )
     return ResumeNerError(f"the KFP API at {where} answered {error.status} {error.reason} while {action}: {detail}")
 
 

@@ -66,8 +66,18 @@ TRIAL_STATE_TAG = "resume_ner.trial_state"
 MAX_TRIAL_RUNS = 1000
 
 # Tags of the final run copied onto its registered version.
-VERSION_TAGS = (STAGE_TAG, STUDY_TAG, TRIAL_NUMBER_TAG, TRIAL_RUN_TAG, SWEEP_PARENT_TAG, DATA_FINGERPRINT_TAG,
-                CONFIG_HASH_TAG, CODE_VERSION_TAG, GIT_COMMIT_TAG, PIPELINE_RUN_TAG)
+VERSION_TAGS = (
+    STAGE_TAG,
+    STUDY_TAG,
+    TRIAL_NUMBER_TAG,
+    TRIAL_RUN_TAG,
+    SWEEP_PARENT_TAG,
+    DATA_FINGERPRINT_TAG,
+    CONFIG_HASH_TAG,
+    CODE_VERSION_TAG,
+    GIT_COMMIT_TAG,
+    PIPELINE_RUN_TAG,
+)
 # Artifacts a logged checkpoint directory must hold to be registered.
 CHECKPOINT_ARTIFACTS = ("model.safetensors", "config.json", "resume_ner.json")
 # Params of the final run summarised in its lineage.
@@ -217,8 +227,9 @@ def _check_checkpoint_logged(client: Any, run: Any, artifact_path: str, uri: str
     a run trained with ``model.head: crf``)."""
 
     run_id = run.info.run_id
-    listed = _registry_call(uri, f"list the artifacts of run {run_id}",
-                            lambda: client.list_artifacts(run_id, artifact_path))
+    listed = _registry_call(
+        uri, f"list the artifacts of run {run_id}", lambda: client.list_artifacts(run_id, artifact_path)
+    )
     present = {Path(item.path).name for item in listed}
     required = CHECKPOINT_ARTIFACTS + ((CRF_FILE,) if run.data.params.get("model.head") == "crf" else ())
     missing = [name for name in required if name not in present]
@@ -252,7 +263,10 @@ def _promotion(champion: Any | None, score: float, test_data_fingerprint: str, p
             "pass --promote to replace it"
         )
     if score > theirs:
-        return True, f"test {PROMOTION_METRIC} {score:.4f} beats {CHAMPION_ALIAS} version {champion.version}'s {theirs:.4f}"
+        return (
+            True,
+            f"test {PROMOTION_METRIC} {score:.4f} beats {CHAMPION_ALIAS} version {champion.version}'s {theirs:.4f}",
+        )
     return False, (
         f"test {PROMOTION_METRIC} {score:.4f} does not beat {CHAMPION_ALIAS} version {champion.version}'s "
         f"{theirs:.4f} on the same test documents"
@@ -298,24 +312,47 @@ def register_model(
     tags = {key: run.data.tags[key] for key in VERSION_TAGS if run.data.tags.get(key)}
     tags.update({TEST_FINGERPRINT_TAG: test_data_fingerprint, TEST_METRIC_TAG: repr(score)})
     source = f"runs:/{run_id}/{model_dir_artifact_path}"
-    created = _registry_call(uri, f"create a version of {name!r} from {source}",
-                             lambda: client.create_model_version(name, source, run_id=run_id, tags=tags))
+    created = _registry_call(
+        uri,
+        f"create a version of {name!r} from {source}",
+        lambda: client.create_model_version(name, source, run_id=run_id, tags=tags),
+    )
     version = str(created.version)
-    champion = _lookup(uri, f"{name}@{CHAMPION_ALIAS}",
-                       lambda: client.get_model_version_by_alias(name, CHAMPION_ALIAS))
+    champion = _lookup(uri, f"{name}@{CHAMPION_ALIAS}", lambda: client.get_model_version_by_alias(name, CHAMPION_ALIAS))
     promoted, reason = _promotion(champion, score, test_data_fingerprint, promote)
-    _registry_call(uri, f"set alias {name}@{CANDIDATE_ALIAS}",
-                   lambda: client.set_registered_model_alias(name, CANDIDATE_ALIAS, version))
+    _registry_call(
+        uri,
+        f"set alias {name}@{CANDIDATE_ALIAS}",
+        lambda: client.set_registered_model_alias(name, CANDIDATE_ALIAS, version),
+    )
     aliases = [CANDIDATE_ALIAS]
     if promoted:
-        _registry_call(uri, f"set alias {name}@{CHAMPION_ALIAS}",
-                       lambda: client.set_registered_model_alias(name, CHAMPION_ALIAS, version))
+        _registry_call(
+            uri,
+            f"set alias {name}@{CHAMPION_ALIAS}",
+            lambda: client.set_registered_model_alias(name, CHAMPION_ALIAS, version),
+        )
         aliases.append(CHAMPION_ALIAS)
-    log.info("registered %s version %s from %s (aliases: %s); %s %s: %s", name, version, source, ", ".join(aliases),
-             CHAMPION_ALIAS, "moved" if promoted else "unchanged", reason)
-    return RegisteredVersion(name=name, version=version, source=source, run_id=run_id, aliases=aliases,
-                             promoted=promoted, reason=reason,
-                             previous_champion=str(champion.version) if champion is not None else None)
+    log.info(
+        "registered %s version %s from %s (aliases: %s); %s %s: %s",
+        name,
+        version,
+        source,
+        ", ".join(aliases),
+        CHAMPION_ALIAS,
+        "moved" if promoted else "unchanged",
+        reason,
+    )
+    return RegisteredVersion(
+        name=name,
+        version=version,
+        source=source,
+        run_id=run_id,
+        aliases=aliases,
+        promoted=promoted,
+        reason=reason,
+        previous_champion=str(champion.version) if champion is not None else None,
+    )
 
 
 # --- lineage -----------------------------------------------------------------------------------------------
@@ -374,8 +411,11 @@ class Lineage:
         if self.trials:
             states = Counter(str(trial.get("state")) for trial in self.trials)
             numbers = ", ".join(f"#{trial['number']}" for trial in self.trials)
-            lines.append(f"     trials of the sweep: {numbers} ("
-                         + ", ".join(f"{n} {state}" for state, n in sorted(states.items())) + ")")
+            lines.append(
+                f"     trials of the sweep: {numbers} ("
+                + ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
+                + ")"
+            )
         if self.pipeline_run_id:
             lines.append(f"     pipeline run {self.pipeline_run_id}")
         lines += [f"warning: {w}" for w in self.warnings]
@@ -386,7 +426,7 @@ def _parse_model(model: str) -> tuple[str, str | None, str | None]:
     """``name``, ``name@alias``, ``name/version`` (optionally prefixed ``models:/``) -> (name, alias, version)."""
     spec = model.strip()
     if spec.startswith(MODEL_URI_PREFIX):
-        spec = spec[len(MODEL_URI_PREFIX):]
+        spec = spec[len(MODEL_URI_PREFIX) :]
     if "@" in spec:
         name, alias = spec.rsplit("@", 1)
         if name and alias:
@@ -426,8 +466,11 @@ def _model_version(client: Any, model: str, uri: str) -> Any:
 def _trial_params(final: Any, trial: Any, where: str, warnings: list[str]) -> dict[str, str]:
     """The searched params (``best_trial.*`` of the final run) with the values the trial run logged
     (``sampled.<path>``, else the ``<path>`` of its whole config)."""
-    applied = {key[len(BEST_TRIAL_PARAM_PREFIX):]: value for key, value in final.data.params.items()
-               if key.startswith(BEST_TRIAL_PARAM_PREFIX)}
+    applied = {
+        key[len(BEST_TRIAL_PARAM_PREFIX) :]: value
+        for key, value in final.data.params.items()
+        if key.startswith(BEST_TRIAL_PARAM_PREFIX)
+    }
     params = {}
     for key, value in applied.items():
         logged = trial.data.params.get(f"{SAMPLED_PARAM_PREFIX}{key}", trial.data.params.get(key))
@@ -450,26 +493,37 @@ def extract_lineage_from_best_model(model: str, tracking_uri: str | None = None)
     where = f"{version.name} version {version.version}"
     final = _linked_run(client, version.run_id, "version -> final run", where, uri)
     tags = final.data.tags
-    trial = _linked_run(client, _required_tag(final, TRIAL_RUN_TAG, "final run -> best trial run", where),
-                        "final run -> best trial run", where, uri)
+    trial = _linked_run(
+        client,
+        _required_tag(final, TRIAL_RUN_TAG, "final run -> best trial run", where),
+        "final run -> best trial run",
+        where,
+        uri,
+    )
     parent_id = _required_tag(final, SWEEP_PARENT_TAG, "final run -> sweep parent run", where)
     parent = _linked_run(client, parent_id, "final run -> sweep parent run", where, uri)
     warnings: list[str] = []
     trial_params = _trial_params(final, trial, where, warnings)
-    expected = {MLFLOW_PARENT_TAG: parent.info.run_id, STUDY_TAG: tags.get(STUDY_TAG),
-                TRIAL_RUN_NUMBER_TAG: tags.get(TRIAL_NUMBER_TAG)}
+    expected = {
+        MLFLOW_PARENT_TAG: parent.info.run_id,
+        STUDY_TAG: tags.get(STUDY_TAG),
+        TRIAL_RUN_NUMBER_TAG: tags.get(TRIAL_NUMBER_TAG),
+    }
     for tag, value in expected.items():
         logged = trial.data.tags.get(tag)
         if logged is not None and logged != value:
-            warnings.append(f"{where}: best trial run {trial.info.run_id} has {tag}={logged}, "
-                            f"but the final run names {value}")
+            warnings.append(
+                f"{where}: best trial run {trial.info.run_id} has {tag}={logged}, but the final run names {value}"
+            )
     for message in warnings:
         log.warning("%s", message)
     version_tags = version.tags or {}
     children = f"tags.`{MLFLOW_PARENT_TAG}` = '{parent.info.run_id}'"
-    trial_runs = _registry_call(uri, f"list the trial runs of sweep parent run {parent.info.run_id}",
-                                lambda: client.search_runs([parent.info.experiment_id], filter_string=children,
-                                                           max_results=MAX_TRIAL_RUNS))
+    trial_runs = _registry_call(
+        uri,
+        f"list the trial runs of sweep parent run {parent.info.run_id}",
+        lambda: client.search_runs([parent.info.experiment_id], filter_string=children, max_results=MAX_TRIAL_RUNS),
+    )
     return Lineage(
         model_name=version.name,
         version=str(version.version),
@@ -503,8 +557,13 @@ def _trial_summaries(runs: list[Any]) -> list[dict[str, Any]]:
         number = run.data.tags.get(TRIAL_RUN_NUMBER_TAG)
         if number is None or not number.lstrip("-").isdigit():
             continue
-        out.append({"number": int(number), "state": run.data.tags.get(TRIAL_STATE_TAG, run.info.status),
-                    "run_id": run.info.run_id})
+        out.append(
+            {
+                "number": int(number),
+                "state": run.data.tags.get(TRIAL_STATE_TAG, run.info.status),
+                "run_id": run.info.run_id,
+            }
+        )
     return sorted(out, key=lambda trial: (trial["number"], trial["run_id"]))
 
 

@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from resume_ner import __version__
 from resume_ner.config import TrackingConfig
@@ -186,7 +186,7 @@ _HTTP_ENV = _HttpEnv()
 _OPEN_RUNS = threading.local()  # .stack: TrackingRuns started and not yet ended by this thread
 
 
-def _open_stack() -> list["TrackingRun"]:
+def _open_stack() -> list[TrackingRun]:
     if not hasattr(_OPEN_RUNS, "stack"):
         _OPEN_RUNS.stack = []
     return _OPEN_RUNS.stack
@@ -389,12 +389,12 @@ class TrackingRun:
             _open_stack().append(self)
 
     @classmethod
-    def disabled(cls, lost: list[str] | None = None) -> "TrackingRun":
+    def disabled(cls, lost: list[str] | None = None) -> TrackingRun:
         """A run that logs nothing (tracking off, or setup failed: then ``lost`` says why)."""
         return cls(lost=lost)
 
     @classmethod
-    def attach(cls, run_id: str, tracking_uri: str) -> "TrackingRun":
+    def attach(cls, run_id: str, tracking_uri: str) -> TrackingRun:
         """A ``TrackingRun`` logging into the existing run ``run_id`` (another process started it)."""
         from mlflow import MlflowClient
 
@@ -428,10 +428,10 @@ class TrackingRun:
             f"tracking_uri={redact_credentials(self.tracking_uri or '')!r}, status={self.status or 'RUNNING'})"
         )
 
-    def __enter__(self) -> "TrackingRun":
+    def __enter__(self) -> TrackingRun:
         return self
 
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> Literal[False]:
         if exc_type is None:
             self.end("FINISHED")
         elif issubclass(exc_type, KeyboardInterrupt):
@@ -538,8 +538,11 @@ class TrackingRun:
             if error is not None:
                 self._lose(call.what, error, 1)
             sent += 1
-        logger.info("MLflow tracking at %s is reachable again: %d queued call(s) sent",
-                    redact_credentials(self.tracking_uri or ""), sent)
+        logger.info(
+            "MLflow tracking at %s is reachable again: %d queued call(s) sent",
+            redact_credentials(self.tracking_uri or ""),
+            sent,
+        )
 
     def flush(self, drain_s: float | None = None) -> None:
         """Send the queued calls now, retrying for up to ``drain_s`` seconds (default ``retry.drain_s``) while
@@ -571,8 +574,13 @@ class TrackingRun:
             left = [f"{call.what}: {_describe(error)}" for call in self._queue]
             self._queue.clear()
             self.lost.extend(left)
-            logger.warning("MLflow tracking at %s still unreachable after %.0fs: %d queued call(s) lost: %s",
-                           uri, budget, len(left), summarize_lost(left))
+            logger.warning(
+                "MLflow tracking at %s still unreachable after %.0fs: %d queued call(s) lost: %s",
+                uri,
+                budget,
+                len(left),
+                summarize_lost(left),
+            )
 
     # -- logging -------------------------------------------------------------------------------------------
 
@@ -616,7 +624,8 @@ class TrackingRun:
         entries = [Metric(key, value, timestamp, int(step or 0)) for key, value in prepare_metrics(metrics).items()]
         label = f"metrics step {step}" if step is not None else "metrics"
         for batch in _chunks(entries, MAX_METRICS_PER_BATCH):
-            self._log(_Call(label, lambda batch=batch: self._client.log_batch(self.run_id, metrics=batch, synchronous=True)))
+            send = lambda batch=batch: self._client.log_batch(self.run_id, metrics=batch, synchronous=True)  # noqa: E731
+            self._log(_Call(label, send))
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         """Set run tags (values as strings, cut to MLflow's 8000 characters)."""
@@ -626,18 +635,20 @@ class TrackingRun:
 
         entries = [RunTag(key, value) for key, value in prepare_tags(tags).items()]
         for batch in _chunks(entries, MAX_PARAMS_TAGS_PER_BATCH):
-            self._log(_Call(
-                f"tags ({', '.join(t.key for t in batch[:5])})",
-                lambda batch=batch: self._client.log_batch(self.run_id, tags=batch, synchronous=True),
-            ))
+            send = lambda batch=batch: self._client.log_batch(self.run_id, tags=batch, synchronous=True)  # noqa: E731
+            self._log(_Call(f"tags ({', '.join(t.key for t in batch[:5])})", send))
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         """Upload one file under ``artifact_path`` (the run's artifact root when None)."""
         if not self.active:
             return
-        self._log(_Call(
-            f"artifact {path}", lambda: self._client.log_artifact(self.run_id, str(path), artifact_path), transfer=True
-        ))
+        self._log(
+            _Call(
+                f"artifact {path}",
+                lambda: self._client.log_artifact(self.run_id, str(path), artifact_path),
+                transfer=True,
+            )
+        )
 
     def log_artifacts(self, local_dir: str | Path, artifact_path: str | None = None) -> None:
         """Upload the files of ``local_dir`` (recursively) under ``artifact_path``."""
@@ -647,11 +658,13 @@ class TrackingRun:
             self.lost.append(f"artifacts {local_dir}: not a directory")
             logger.warning("MLflow: artifacts %s not logged: not a directory", local_dir)
             return
-        self._log(_Call(
-            f"artifacts {local_dir}",
-            lambda: self._client.log_artifacts(self.run_id, str(local_dir), artifact_path),
-            transfer=True,
-        ))
+        self._log(
+            _Call(
+                f"artifacts {local_dir}",
+                lambda: self._client.log_artifacts(self.run_id, str(local_dir), artifact_path),
+                transfer=True,
+            )
+        )
 
     def log_dict(self, obj: Any, name: str) -> None:
         """Store ``obj`` as the artifact file ``name`` (JSON, or YAML when ``name`` ends in .yaml/.yml), credentials
@@ -691,9 +704,17 @@ def call_with_retry(
     return value  # type: ignore[return-value]
 
 
-_LOST_KINDS = {"setup": "the run (never created)", "param": "params", "params": "params", "tags": "tags",
-               "metrics": "metrics", "artifact": "artifacts", "artifacts": "artifacts", "dict": "artifacts",
-               "end": "run end"}
+_LOST_KINDS = {
+    "setup": "the run (never created)",
+    "param": "params",
+    "params": "params",
+    "tags": "tags",
+    "metrics": "metrics",
+    "artifact": "artifacts",
+    "artifacts": "artifacts",
+    "dict": "artifacts",
+    "end": "run end",
+}
 
 
 def summarize_lost(lost: Sequence[str]) -> str:

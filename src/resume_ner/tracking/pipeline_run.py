@@ -60,8 +60,13 @@ def find_pipeline_run(tracking: TrackingConfig, pipeline_run_id: str) -> str | N
     try:
         client = MlflowClient(tracking_uri=resolve_tracking_uri(None, tracking))
         experiment = client.get_experiment_by_name(tracking.experiment_name)
-        found = [] if experiment is None else _runs_of(
-            client, experiment.experiment_id, pipeline_run_id, f" and tags.`{STAGE_TAG}` = '{PIPELINE_STAGE}'")
+        found = (
+            []
+            if experiment is None
+            else _runs_of(
+                client, experiment.experiment_id, pipeline_run_id, f" and tags.`{STAGE_TAG}` = '{PIPELINE_STAGE}'"
+            )
+        )
     except Exception as exc:  # noqa: BLE001 - the step's own tracking reports an unreachable server
         log.warning("MLflow: cannot look up the run of pipeline run %s: %s", pipeline_run_id, exc)
         return None
@@ -99,8 +104,11 @@ def end_pipeline_run(
     client = MlflowClient(tracking_uri=resolve_tracking_uri(None, tracking))
     experiment = client.get_experiment_by_name(tracking.experiment_name)
     if experiment is None:
-        log.warning("MLflow experiment %r does not exist: no run of pipeline run %s to end",
-                    tracking.experiment_name, pipeline_run_id)
+        log.warning(
+            "MLflow experiment %r does not exist: no run of pipeline run %s to end",
+            tracking.experiment_name,
+            pipeline_run_id,
+        )
         return []
     status_tags = {PIPELINE_STATUS_TAG: "SUCCEEDED" if succeeded else "FAILED"}
     if error:
@@ -115,6 +123,11 @@ def end_pipeline_run(
         status = "FINISHED" if succeeded and is_pipeline else "FAILED"
         client.set_terminated(run.info.run_id, status)
         ended.append(run.info.run_id)
-        log.info("MLflow run %s (%s) of pipeline run %s ended %s", run.info.run_id, run.info.run_name,
-                 pipeline_run_id, status)
+        log.info(
+            "MLflow run %s (%s) of pipeline run %s ended %s",
+            run.info.run_id,
+            run.info.run_name,
+            pipeline_run_id,
+            status,
+        )
     return ended

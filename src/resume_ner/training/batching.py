@@ -8,7 +8,6 @@ from typing import Any
 
 from resume_ner.data.windows import IGNORE_INDEX, Window
 
-
 MEGABATCH_BATCHES = 50  # batches per megabatch of ``length_grouped`` (as transformers' LengthGroupedSampler)
 # Training batches are padded to a multiple of this many tokens: length-grouped batches of short windows
 # would otherwise come in every width, and each new shape grows the CPU kernels' caches (resident memory
@@ -56,8 +55,14 @@ def collate_windows(windows: Sequence[Window], pad_token_id: int, pad_to_multipl
 
 
 def predict_windows(
-    model: Any, windows: Sequence[Window], pad_token_id: int, batch_size: int, device: Any, bf16: bool = False,
-    crf: Any = None, on_batch: Callable[[int], None] | None = None,
+    model: Any,
+    windows: Sequence[Window],
+    pad_token_id: int,
+    batch_size: int,
+    device: Any,
+    bf16: bool = False,
+    crf: Any = None,
+    on_batch: Callable[[int], None] | None = None,
 ) -> tuple[list[Any], float]:
     """Label log-probabilities of every token of every window (a CPU float tensor ``(tokens, labels)`` each),
     and the mean loss over labelled tokens: cross-entropy, or with ``crf`` (a CRF head) its negative

@@ -29,7 +29,7 @@ class TrainerState:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TrainerState":
+    def from_dict(cls, data: dict[str, Any]) -> TrainerState:
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
 

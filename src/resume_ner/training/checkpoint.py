@@ -21,7 +21,7 @@ import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
 from resume_ner.errors import CheckpointError, describe_os_error
 from resume_ner.io import replace_dir_atomic, write_json_atomic
@@ -64,9 +64,11 @@ def use_safetensors() -> bool | None:
 
 
 def _pickle_refusal(directory: Path, pickled: list[str]) -> str:
-    return (f"{directory} holds pickle weights only ({', '.join(pickled)}), and resume-ner loads safetensors only "
-            "(unpickling can run arbitrary code). Convert them with model.save_pretrained(DIR, "
-            f"safe_serialization=True), or, for files you trust, set {ALLOW_PICKLE_ENV}=1")
+    return (
+        f"{directory} holds pickle weights only ({', '.join(pickled)}), and resume-ner loads safetensors only "
+        "(unpickling can run arbitrary code). Convert them with model.save_pretrained(DIR, "
+        f"safe_serialization=True), or, for files you trust, set {ALLOW_PICKLE_ENV}=1"
+    )
 
 
 def pickle_only_refusal(directory: Path) -> str | None:
@@ -112,7 +114,7 @@ class _RecordingWriter:
         view = memoryview(data).cast("B")
         try:
             while view:
-                view = view[self.handle.write(view):]
+                view = view[self.handle.write(view) :]
         except OSError as exc:
             self.error = exc
             raise
@@ -129,7 +131,7 @@ def _torch_save(obj: Any, path: Path) -> None:
     with open(path, "wb", buffering=0) as handle:
         writer = _RecordingWriter(handle)
         try:
-            torch.save(obj, writer)
+            torch.save(obj, cast(IO[bytes], writer))  # torch.save calls only write and flush on a file object
         except RuntimeError:
             if writer.error is None:
                 raise
@@ -156,9 +158,11 @@ def _staged(target: Path, what: str) -> Iterator[Path]:
         if os_error is None:
             raise
         shutil.rmtree(staging, ignore_errors=True)
-        raise CheckpointError(f"cannot write the {what} {target}: {describe_os_error(os_error)}; nothing was "
-                              "replaced, the earlier checkpoints are intact (free space or fix the permissions, "
-                              "then continue with --resume)") from exc
+        raise CheckpointError(
+            f"cannot write the {what} {target}: {describe_os_error(os_error)}; nothing was "
+            "replaced, the earlier checkpoints are intact (free space or fix the permissions, "
+            "then continue with --resume)"
+        ) from exc
 
 
 def _write_model_files(staging: Path, model: Any, tokenizer: Any, metadata: dict[str, Any], crf: Any) -> None:
@@ -261,7 +265,9 @@ def read_metadata(directory: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise CheckpointError(f"checkpoint {directory}: {METADATA_FILE} is missing (not a resume-ner model directory)") from None
+        raise CheckpointError(
+            f"checkpoint {directory}: {METADATA_FILE} is missing (not a resume-ner model directory)"
+        ) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"checkpoint {directory}: {METADATA_FILE} is truncated or not JSON ({exc})") from None
 
@@ -287,8 +293,9 @@ def validate_checkpoint(directory: str | Path, *, training_state: bool = False) 
     metadata = read_metadata(directory)
     crf_file = directory / CRF_FILE
     if metadata.get("head") == "crf" and (not crf_file.is_file() or crf_file.stat().st_size == 0):
-        raise CheckpointError(f"checkpoint {directory}: {CRF_FILE} is missing or empty (the model was trained with "
-                              "a CRF head)")
+        raise CheckpointError(
+            f"checkpoint {directory}: {CRF_FILE} is missing or empty (the model was trained with a CRF head)"
+        )
     for name in ("config.json", "tokenizer.json", "tokenizer_config.json") + ((STATE_FILE,) if training_state else ()):
         try:
             json.loads((directory / name).read_text(encoding="utf-8"))
@@ -335,8 +342,9 @@ def load_model_checkpoint(directory: str | Path, device: str = "cpu") -> tuple[A
 
     directory = Path(directory)
     metadata = validate_checkpoint(directory)
-    model = AutoModelForTokenClassification.from_pretrained(directory, use_safetensors=use_safetensors(),
-                                                            weights_only=True, trust_remote_code=False)
+    model = AutoModelForTokenClassification.from_pretrained(
+        directory, use_safetensors=use_safetensors(), weights_only=True, trust_remote_code=False
+    )
     tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=False)
     model.to(device).eval()
     return model, tokenizer, metadata

@@ -98,8 +98,9 @@ def load_crf_scores(directory: str | Path, scheme: LabelScheme) -> dict[str, tor
     try:
         scores = load_file(str(path))
     except FileNotFoundError:
-        raise CheckpointError(f"checkpoint {directory}: {CRF_FILE} is missing (the model was trained with a CRF "
-                              "head)") from None
+        raise CheckpointError(
+            f"checkpoint {directory}: {CRF_FILE} is missing (the model was trained with a CRF head)"
+        ) from None
     except (SafetensorError, OSError) as exc:
         raise CheckpointError(f"checkpoint {directory}: {CRF_FILE} is truncated or corrupt ({exc})") from None
     n = len(scheme.labels)
@@ -107,8 +108,9 @@ def load_crf_scores(directory: str | Path, scheme: LabelScheme) -> dict[str, tor
     for name, shape in shapes.items():
         if name not in scores or tuple(scores[name].shape) != shape:
             found = tuple(scores[name].shape) if name in scores else "missing"
-            raise CheckpointError(f"checkpoint {directory}: {CRF_FILE} {name} should have shape {shape} for "
-                                  f"{n} labels, found {found}")
+            raise CheckpointError(
+                f"checkpoint {directory}: {CRF_FILE} {name} should have shape {shape} for {n} labels, found {found}"
+            )
     return scores
 
 

@@ -62,7 +62,9 @@ def iob2_transitions(scheme: LabelScheme, learned: Mapping[str, Any] | None = No
 
 
 def decode_tags(
-    word_log_probs: Sequence[Any], scheme: LabelScheme, decoding: Decoding = "viterbi",
+    word_log_probs: Sequence[Any],
+    scheme: LabelScheme,
+    decoding: Decoding = "viterbi",
     transitions: Mapping[str, Any] | None = None,
 ) -> list[tuple[list[str], list[float]]]:
     """Per document, the tag of every word and the probability of that tag.
@@ -88,10 +90,10 @@ def decode_tags(
                 mask = torch.zeros(emissions.shape[:2], dtype=torch.bool)
                 for r, row in enumerate(rows):
                     mask[r, : len(row)] = True
-                for d, path in zip(group, crf.decode(emissions, mask)):
+                for d, path in zip(group, crf.decode(emissions, mask), strict=True):
                     chosen[d] = path
     decoded = []
-    for ids, rows in zip(chosen, word_log_probs):
+    for ids, rows in zip(chosen, word_log_probs, strict=True):
         index = torch.tensor(ids, dtype=torch.long).unsqueeze(-1)
         probs = rows.float().gather(-1, index).squeeze(-1).exp().tolist() if ids else []
         decoded.append(([scheme.labels[i] for i in ids], probs))

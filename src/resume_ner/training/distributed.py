@@ -88,12 +88,20 @@ def init_distributed(device: str = "auto") -> tuple[DistributedContext, Any]:
             torch.cuda.set_device(torch_device)
         for name in ("MASTER_ADDR", "MASTER_PORT"):
             if not os.environ.get(name):
-                raise ConfigError(f"WORLD_SIZE={context.world_size} but ${name} is not set: start the processes "
-                                  "with torchrun (or `resume-ner train --nproc-per-node N`)")
-        dist.init_process_group(backend, rank=context.rank, world_size=context.world_size,
-                                timeout=PROCESS_GROUP_TIMEOUT)
-        log.info("rank %d of %d joined the %s process group (device %s)", context.rank, context.world_size,
-                 backend, torch_device)
+                raise ConfigError(
+                    f"WORLD_SIZE={context.world_size} but ${name} is not set: start the processes "
+                    "with torchrun (or `resume-ner train --nproc-per-node N`)"
+                )
+        dist.init_process_group(
+            backend, rank=context.rank, world_size=context.world_size, timeout=PROCESS_GROUP_TIMEOUT
+        )
+        log.info(
+            "rank %d of %d joined the %s process group (device %s)",
+            context.rank,
+            context.world_size,
+            backend,
+            torch_device,
+        )
     return context, torch_device
 
 
@@ -115,8 +123,7 @@ def all_reduce_sum(values: Sequence[float], context: DistributedContext) -> list
     import torch
     import torch.distributed as dist
 
-    tensor = torch.tensor(list(values), dtype=torch.float64,
-                          device="cuda" if dist.get_backend() == "nccl" else "cpu")
+    tensor = torch.tensor(list(values), dtype=torch.float64, device="cuda" if dist.get_backend() == "nccl" else "cpu")
     dist.all_reduce(tensor)
     return tensor.cpu().tolist()
 
@@ -164,7 +171,15 @@ def launch_torchrun(nproc_per_node: int, argv: Sequence[str]) -> int:
     (a free rendezvous port, one host); the exit status of the job."""
     if nproc_per_node < 1:
         raise ConfigError(f"--nproc-per-node must be at least 1, got {nproc_per_node}")
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc_per_node}",
-               "-m", "resume_ner.cli.main", *argv]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={nproc_per_node}",
+        "-m",
+        "resume_ner.cli.main",
+        *argv,
+    ]
     log.info("launching %d processes: %s", nproc_per_node, " ".join(command))
     return subprocess.run(command, check=False).returncode

@@ -19,11 +19,13 @@ from resume_ner.training.metrics import compute_metrics, entity_type_confusion, 
 log = logging.getLogger(__name__)
 
 
-def predicted_spans(windowed: WindowedDocuments, merged: Sequence[tuple[list[str], list[float]]]) -> list[list[tuple[Span, float]]]:
+def predicted_spans(
+    windowed: WindowedDocuments, merged: Sequence[tuple[list[str], list[float]]]
+) -> list[list[tuple[Span, float]]]:
     """Character spans of each document with a score: the mean probability of the span's words (the words a
     span overlaps are found by bisection: words are in text order and do not overlap)."""
     out = []
-    for words, (tags, scores) in zip(windowed.words, merged):
+    for words, (tags, scores) in zip(windowed.words, merged, strict=True):
         starts = [start for start, _ in words.offsets]
         ends = [end for _, end in words.offsets]
         scored = []
@@ -55,8 +57,9 @@ def evaluate_windowed(
     """
     from resume_ner.training.crf import crf_scores
 
-    log_probs, loss = predict_windows(model, windowed.windows, pad_token_id, batch_size, device, crf=crf,
-                                      on_batch=on_windows)
+    log_probs, loss = predict_windows(
+        model, windowed.windows, pad_token_id, batch_size, device, crf=crf, on_batch=on_windows
+    )
     transitions = crf_scores(crf) if crf is not None else None
     merged = decode_tags(merge_window_predictions(windowed, log_probs), windowed.scheme, decoding, transitions)
     gold_tags = [w.tags for w in windowed.words]
@@ -95,12 +98,16 @@ def evaluate_model(
     model, tokenizer, metadata = load_model_checkpoint(model_dir, device=str(torch_device))
     scheme = LabelScheme.from_dict(metadata["label_scheme"])
     window = metadata["windows"]
-    windowed = build_windows(
-        documents, tokenizer, scheme, max_length=window["max_length"], stride=window["stride"]
-    )
+    windowed = build_windows(documents, tokenizer, scheme, max_length=window["max_length"], stride=window["stride"])
     metrics = evaluate_windowed(
-        model, windowed, documents, pad_token_id=tokenizer.pad_token_id, batch_size=batch_size, device=torch_device,
-        decoding=decoding or model_decoding(metadata), crf=model_crf(model_dir, metadata, scheme),
+        model,
+        windowed,
+        documents,
+        pad_token_id=tokenizer.pad_token_id,
+        batch_size=batch_size,
+        device=torch_device,
+        decoding=decoding or model_decoding(metadata),
+        crf=model_crf(model_dir, metadata, scheme),
         on_windows=on_windows,
     )
     metrics["model_dir"] = str(model_dir)

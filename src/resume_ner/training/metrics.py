@@ -46,7 +46,7 @@ def _split_tag(tag: str, where: str) -> tuple[str, str | None]:
 def _check_tag_sequences(true_tags: Sequence[Sequence[str]], pred_tags: Sequence[Sequence[str]]) -> None:
     if len(true_tags) != len(pred_tags):
         raise ValueError(f"{len(true_tags)} gold sequences but {len(pred_tags)} predicted sequences")
-    for i, (gold, pred) in enumerate(zip(true_tags, pred_tags)):
+    for i, (gold, pred) in enumerate(zip(true_tags, pred_tags, strict=True)):
         if len(gold) != len(pred):
             raise ValueError(f"sequence {i}: {len(gold)} gold tags but {len(pred)} predicted tags")
         for tag in gold:
@@ -100,7 +100,7 @@ def compute_metrics(true_tags: list[list[str]], pred_tags: list[list[str]]) -> d
         result[f"recall_{avg}"] = _float(r)
         result[f"f1_{avg}"] = _float(f)
     ps, rs, fs, ss = precision_recall_fscore_support(true_lists, pred_lists, average=None, **common)
-    for etype, p, r, f, s in zip(types, ps, rs, fs, ss):
+    for etype, p, r, f, s in zip(types, ps, rs, fs, ss, strict=True):
         result["per_type"][etype] = {"precision": _float(p), "recall": _float(r), "f1": _float(f), "support": int(s)}
     return result
 
@@ -123,7 +123,7 @@ def span_metrics(gold: list[list[Span]], pred: list[list[Span]]) -> dict[str, An
     support: Counter[str] = Counter()
     predicted: Counter[str] = Counter()
     correct: Counter[str] = Counter()
-    for doc_gold, doc_pred in zip(gold, pred):
+    for doc_gold, doc_pred in zip(gold, pred, strict=True):
         gold_counts = Counter((s.start, s.end, s.label) for s in doc_gold)
         pred_counts = Counter((s.start, s.end, s.label) for s in doc_pred)
         for (_, _, label), n in gold_counts.items():
@@ -190,7 +190,7 @@ def entity_type_confusion(gold: list[list[Span]], pred: list[list[Span]]) -> dic
     labels = [*types, OUTSIDE]
     index = {label: i for i, label in enumerate(labels)}
     matrix = [[0] * len(labels) for _ in labels]
-    for doc_gold, doc_pred in zip(gold, pred):
+    for doc_gold, doc_pred in zip(gold, pred, strict=True):
         candidates = sorted(
             (-_overlap(g, p), g.start, g.end, gi, p.start, p.end, pj)
             for gi, g in enumerate(doc_gold)
@@ -242,7 +242,7 @@ def tags_to_spans(tags: list[str], offsets: list[tuple[int, int]], text: str) ->
         if any(char.isalnum() for char in text[start:end]):
             spans.append(Span(start, end, etype))
 
-    for i, (tag, (start, end)) in enumerate(zip(tags, offsets)):
+    for i, (tag, (start, end)) in enumerate(zip(tags, offsets, strict=True)):
         prefix, etype = _split_tag(tag, f"word {i}")
         if prefix == OUTSIDE:
             _close()
@@ -288,9 +288,7 @@ def format_metrics_table(metrics: dict[str, Any]) -> str:
         tok = per_type.get(etype, {})
         span = span_per_type.get(etype, {})
         support = tok.get("support", span.get("support"))
-        lines.append(
-            _row(etype, tok.get("precision"), tok.get("recall"), tok.get("f1"), support, span.get("f1"))
-        )
+        lines.append(_row(etype, tok.get("precision"), tok.get("recall"), tok.get("f1"), support, span.get("f1")))
     lines.append("-" * len(header))
     total_support = sum(int(v.get("support", 0)) for v in per_type.values()) if per_type else None
     for avg in _AVERAGES:

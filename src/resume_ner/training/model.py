@@ -114,8 +114,12 @@ def create_model_and_tokenizer(model_config: ModelConfig, scheme: LabelScheme) -
         )
     except (OSError, ValueError) as exc:
         raise _load_error(model_config.backbone, "weights", exc) from exc
-    log.info("backbone %s: %d labels, %.1fM parameters", model_config.backbone, len(scheme.labels),
-             sum(p.numel() for p in model.parameters()) / 1e6)
+    log.info(
+        "backbone %s: %d labels, %.1fM parameters",
+        model_config.backbone,
+        len(scheme.labels),
+        sum(p.numel() for p in model.parameters()) / 1e6,
+    )
     return model, tokenizer
 
 
@@ -129,6 +133,7 @@ def training_attention(model: Any, device: Any) -> str:
     """
     config = model.config
     current = config._attn_implementation
-    dropout = max(float(getattr(config, name, 0.0) or 0.0) for name in ("attention_probs_dropout_prob",
-                                                                         "attention_dropout"))
+    dropout = max(
+        float(getattr(config, name, 0.0) or 0.0) for name in ("attention_probs_dropout_prob", "attention_dropout")
+    )
     return "eager" if device.type == "cpu" and current == "sdpa" and dropout > 0 else current

@@ -36,9 +36,10 @@ from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
-from resume_ner.config import ResumeNerConfig, config_from_dict, save as save_config
+from resume_ner.config import ResumeNerConfig, config_from_dict
+from resume_ner.config import save as save_config
 from resume_ner.data.document import Document
 from resume_ner.data.labels import scheme_for
 from resume_ner.errors import CheckpointError, ConfigError, ResumeNerError, describe_os_error
@@ -50,6 +51,13 @@ from resume_ner.training.callbacks import EarlyStopping, TrainerCallback, Traine
 log = logging.getLogger(__name__)
 
 PROGRESS_LOG_SECONDS = 60.0  # without a progress bar (not a TTY), log progress this often
+
+
+class _WindowArgs(TypedDict):
+    """How documents are cut into windows (``build_windows``'s arguments), as the model's metadata keeps it."""
+
+    max_length: int
+    stride: int
 
 
 @dataclass
@@ -101,7 +109,7 @@ def _rng_state() -> dict[str, Any]:
     """This process's torch RNG states (CPU and, when present, CUDA)."""
     import torch
 
-    state = {"torch": torch.get_rng_state()}
+    state: dict[str, torch.Tensor | list[torch.Tensor]] = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -124,7 +132,8 @@ def _optimizer(model: Any, crf: Any, config: ResumeNerConfig) -> Any:
     rate, no decay)."""
     import torch
 
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
@@ -238,21 +247,26 @@ def _check_start(
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise CheckpointError(f"cannot create the output directory {output_dir}: {describe_os_error(exc)}; "
-                              f"{fix}") from exc
+        raise CheckpointError(
+            f"cannot create the output directory {output_dir}: {describe_os_error(exc)}; {fix}"
+        ) from exc
     try:
         tempfile.TemporaryFile(dir=output_dir).close()
     except OSError as exc:
-        raise CheckpointError(f"cannot write in the output directory {output_dir} ({exc.strerror or exc}); "
-                              f"{fix}") from exc
+        raise CheckpointError(
+            f"cannot write in the output directory {output_dir} ({exc.strerror or exc}); {fix}"
+        ) from exc
     recover_dir(output_dir / MODEL_DIRNAME)  # a crash mid-replace of the best model leaves it aside
     checkpoints_dir = output_dir / CHECKPOINTS_DIRNAME
     earlier = any(path.exists() for path in (output_dir / MODEL_DIRNAME, result_file)) or bool(
-        list_training_states(checkpoints_dir))
+        list_training_states(checkpoints_dir)
+    )
     if not resume:
         if earlier and not overwrite:
-            raise ConfigError(f"{output_dir} already holds a trained model or checkpoints: continue it with --resume, "
-                              "replace it with --overwrite, or choose another --output-dir")
+            raise ConfigError(
+                f"{output_dir} already holds a trained model or checkpoints: continue it with --resume, "
+                "replace it with --overwrite, or choose another --output-dir"
+            )
         return TrainingStart(replaces_earlier=earlier)
     resume_from = latest_training_state(checkpoints_dir)
     if resume_from is None:
@@ -275,8 +289,10 @@ def _read_result(path: Path) -> TrainResult:
     try:
         return TrainResult(**json.loads(path.read_text(encoding="utf-8")))
     except (OSError, UnicodeDecodeError, ValueError, TypeError) as exc:
-        raise CheckpointError(f"{path} cannot be read as a training result ({exc}); train again from scratch with "
-                              "--overwrite instead of --resume, or into another --output-dir") from exc
+        raise CheckpointError(
+            f"{path} cannot be read as a training result ({exc}); train again from scratch with "
+            "--overwrite instead of --resume, or into another --output-dir"
+        ) from exc
 
 
 def _check_same_training(where: Path, saved: dict[str, Any], config: ResumeNerConfig, fingerprint: str) -> None:
@@ -288,19 +304,26 @@ def _check_same_training(where: Path, saved: dict[str, Any], config: ResumeNerCo
         differs = "dataset"
     else:
         return
-    raise CheckpointError(f"cannot resume from {where}: it was written with a different {differs}; use a new "
-                          "output directory or the original settings")
+    raise CheckpointError(
+        f"cannot resume from {where}: it was written with a different {differs}; use a new "
+        "output directory or the original settings"
+    )
 
 
 def describe_finished_training(output_dir: str | Path, result: TrainResult, epochs: int) -> str:
     """The line saying that the training in ``output_dir`` (``result``, of ``epochs`` epochs) had finished, when
     asked to resume it."""
     stopped = f", {result.stop_reason}" if result.stop_reason else ""
-    best = (f"{result.best_metric:.4f} at epoch {result.best_epoch}" if result.best_metric is not None
-            else "n/a (no validation split)")
-    return (f"{output_dir}: training already finished (epoch {result.epochs_completed} of {epochs}{stopped}; best "
-            f"validation {result.metric} {best}); nothing to resume. To train again from scratch, pass --overwrite "
-            "instead of --resume")
+    best = (
+        f"{result.best_metric:.4f} at epoch {result.best_epoch}"
+        if result.best_metric is not None
+        else "n/a (no validation split)"
+    )
+    return (
+        f"{output_dir}: training already finished (epoch {result.epochs_completed} of {epochs}{stopped}; best "
+        f"validation {result.metric} {best}); nothing to resume. To train again from scratch, pass --overwrite "
+        "instead of --resume"
+    )
 
 
 def train_model(
@@ -339,6 +362,7 @@ def train_model(
         save_training_state,
         use_safetensors,
     )
+    from resume_ner.training.crf import CrfTokenClassifier, load_crf, new_crf
     from resume_ner.training.distributed import (
         all_gather_object,
         all_reduce_sum,
@@ -347,7 +371,6 @@ def train_model(
         init_distributed,
         shard_indices,
     )
-    from resume_ner.training.crf import CrfTokenClassifier, load_crf, new_crf
     from resume_ner.training.evaluator import evaluate_windowed
     from resume_ner.training.model import create_model_and_tokenizer, training_attention
     from resume_ner.training.precision import autocast, use_bf16
@@ -362,8 +385,9 @@ def train_model(
     train_docs = _as_documents(train_data, config)
     val_docs = _as_documents(val_data, config)
     fingerprint = data_fingerprint or fingerprint_documents(train_docs + val_docs)
-    start = check_training_start(config, train_docs, val_docs, output_dir, fingerprint, resume=resume,
-                                 overwrite=overwrite)
+    start = check_training_start(
+        config, train_docs, val_docs, output_dir, fingerprint, resume=resume, overwrite=overwrite
+    )
     if start.finished is not None:
         log.info(describe_finished_training(output_dir, start.finished, tcfg.epochs))
         return start.finished
@@ -388,8 +412,9 @@ def train_model(
 
         restored = load_training_state(resume_from)
         state = TrainerState.from_dict(restored["trainer_state"]["state"])
-        model = AutoModelForTokenClassification.from_pretrained(resume_from, use_safetensors=use_safetensors(),
-                                                                weights_only=True, trust_remote_code=False)
+        model = AutoModelForTokenClassification.from_pretrained(
+            resume_from, use_safetensors=use_safetensors(), weights_only=True, trust_remote_code=False
+        )
         if mcfg.head == "crf":
             crf = load_crf(resume_from, scheme)
         log.info("resuming from %s (epoch %d, step %d)", resume_from, state.epoch, state.global_step)
@@ -403,12 +428,15 @@ def train_model(
     if main:
         save_config(config_from_dict(settings, origin="resolved config"), output_dir / CONFIG_FILE)
     forward_model = trained  # under DDP a wrapper that averages gradients; ``model`` (and ``crf``) are saved
+    ddp_model: torch.nn.parallel.DistributedDataParallel | None = None  # that wrapper, None without DDP
     if ddp.enabled:
         from torch.nn.parallel import DistributedDataParallel
 
-        forward_model = DistributedDataParallel(trained, device_ids=[device.index] if device.type == "cuda" else None)
+        forward_model = ddp_model = DistributedDataParallel(
+            trained, device_ids=[device.index] if device.type == "cuda" else None
+        )
 
-    window_args = dict(max_length=mcfg.max_length, stride=mcfg.stride)
+    window_args = _WindowArgs(max_length=mcfg.max_length, stride=mcfg.stride)
     train_windows = build_windows(train_docs, tokenizer, scheme, label_all_tokens=mcfg.label_all_tokens, **window_args)
     val_windows = build_windows(val_docs, tokenizer, scheme, **window_args) if val_docs else None
     n_windows = len(train_windows.windows)
@@ -422,9 +450,17 @@ def train_model(
         log.info(
             "training on %d documents -> %d windows (%d multi-window documents); %d optimizer steps; "
             "effective batch %d (%d per device x %d process(es) x %d accumulation); %s forward passes, %s "
-            "attention", len(train_docs), n_windows, train_windows.stats["multi_window_documents"], total_steps,
-            effective_batch, tcfg.batch_size, ddp.world_size, tcfg.gradient_accumulation_steps,
-            "bf16 autocast" if bf16 else "fp32", train_attention,
+            "attention",
+            len(train_docs),
+            n_windows,
+            train_windows.stats["multi_window_documents"],
+            total_steps,
+            effective_batch,
+            tcfg.batch_size,
+            ddp.world_size,
+            tcfg.gradient_accumulation_steps,
+            "bf16 autocast" if bf16 else "fp32",
+            train_attention,
         )
 
     from transformers import get_linear_schedule_with_warmup
@@ -462,9 +498,16 @@ def train_model(
     elif resume_from is not None:
         tracking.set_tags({"resume_ner.resumed_from": str(resume_from)})
     tracking.log_params({**config.to_dict(), "data": {**config.to_dict()["data"], "fingerprint": fingerprint}})
-    derived = {"train_documents": len(train_docs), "train_windows": n_windows, "val_documents": len(val_docs),
-               "total_steps": total_steps, "effective_batch_size": effective_batch, "world_size": ddp.world_size,
-               "precision": "bf16" if bf16 else "fp32", "train_attention": train_attention}
+    derived = {
+        "train_documents": len(train_docs),
+        "train_windows": n_windows,
+        "val_documents": len(val_docs),
+        "total_steps": total_steps,
+        "effective_batch_size": effective_batch,
+        "world_size": ddp.world_size,
+        "precision": "bf16" if bf16 else "fp32",
+        "train_attention": train_attention,
+    }
     tracking.log_params({"derived": derived})
 
     def checkpoint_state() -> None:
@@ -472,11 +515,23 @@ def train_model(
         if ddp.enabled:
             rng = {**rng, "per_rank": all_gather_object(rng, ddp)}
         if main:
-            trainer_state = {"state": state.to_dict(), "config_hash": config.config_hash(),
-                             "data_fingerprint": fingerprint}
+            trainer_state = {
+                "state": state.to_dict(),
+                "config_hash": config.config_hash(),
+                "data_fingerprint": fingerprint,
+            }
             target = checkpoints_dir / f"checkpoint-{state.global_step:08d}"
-            save_training_state(target, model, tokenizer, {**metadata, "trainer": state.to_dict()}, optimizer,
-                                scheduler, rng, trainer_state, crf=crf)
+            save_training_state(
+                target,
+                model,
+                tokenizer,
+                {**metadata, "trainer": state.to_dict()},
+                optimizer,
+                scheduler,
+                rng,
+                trainer_state,
+                crf=crf,
+            )
             prune_training_states(checkpoints_dir, tcfg.keep_checkpoints)
         barrier(ddp)
 
@@ -502,7 +557,7 @@ def train_model(
                 state.tokens_seen += int(batch["attention_mask"].sum())
                 batch = {k: v.to(device) for k, v in batch.items()}
                 boundary = (micro + 1) % tcfg.gradient_accumulation_steps == 0 or micro + 1 == micro_per_epoch
-                with nullcontext() if boundary or not ddp.enabled else forward_model.no_sync():  # sync on steps only
+                with nullcontext() if boundary or ddp_model is None else ddp_model.no_sync():  # sync on steps only
                     with autocast(device, bf16):
                         loss = forward_model(**batch).loss
                     (loss / tcfg.gradient_accumulation_steps).backward()
@@ -518,21 +573,35 @@ def train_model(
                 optimizer.zero_grad(set_to_none=True)
                 state.global_step += 1
                 elapsed = max(time.perf_counter() - started, 1e-9)
-                logs = {"train_loss": state.epoch_loss_sum / state.step_in_epoch, "learning_rate": scheduler.get_last_lr()[0],
-                        "tokens_per_second": (state.tokens_seen - tokens_at_start) / elapsed}
+                logs = {
+                    "train_loss": state.epoch_loss_sum / state.step_in_epoch,
+                    "learning_rate": scheduler.get_last_lr()[0],
+                    "tokens_per_second": (state.tokens_seen - tokens_at_start) / elapsed,
+                }
                 progress.set_postfix(loss=f"{logs['train_loss']:.4f}", tok_s=f"{logs['tokens_per_second']:.0f}")
                 if main and progress.disable and time.perf_counter() - last_progress_log >= PROGRESS_LOG_SECONDS:
                     last_progress_log = time.perf_counter()
-                    log.info("epoch %d/%d, batch %d/%d, step %d/%d: loss %.4f, %.0f tokens/s", state.epoch + 1,
-                             tcfg.epochs, state.step_in_epoch, micro_per_epoch, state.global_step, total_steps,
-                             logs["train_loss"], logs["tokens_per_second"])
+                    log.info(
+                        "epoch %d/%d, batch %d/%d, step %d/%d: loss %.4f, %.0f tokens/s",
+                        state.epoch + 1,
+                        tcfg.epochs,
+                        state.step_in_epoch,
+                        micro_per_epoch,
+                        state.global_step,
+                        total_steps,
+                        logs["train_loss"],
+                        logs["tokens_per_second"],
+                    )
                 if state.global_step % tcfg.log_every_steps == 0:
                     tracking.log_metrics(logs, step=state.global_step)
                     log.debug("step %d: %s", state.global_step, logs)
                 for callback in all_callbacks:
                     callback.on_step_end(state, logs)
-                if tcfg.save_every_steps and state.global_step % tcfg.save_every_steps == 0 \
-                        and state.step_in_epoch < micro_per_epoch:
+                if (
+                    tcfg.save_every_steps
+                    and state.global_step % tcfg.save_every_steps == 0
+                    and state.step_in_epoch < micro_per_epoch
+                ):
                     checkpoint_state()
             progress.close()
             loss_sum, loss_count = all_reduce_sum([state.epoch_loss_sum, max(state.step_in_epoch, 1)], ddp)
@@ -545,30 +614,57 @@ def train_model(
             model.set_attn_implementation(eval_attention)
             if val_windows is not None:
                 if main:  # rank 0 validates the whole split; the others wait for its metrics
-                    metrics = evaluate_windowed(model, val_windows, val_docs,
-                                                pad_token_id=tokenizer.pad_token_id, batch_size=tcfg.eval_batch_size,
-                                                device=device, decoding=mcfg.decoding, crf=crf)
+                    metrics = evaluate_windowed(
+                        model,
+                        val_windows,
+                        val_docs,
+                        pad_token_id=tokenizer.pad_token_id,
+                        batch_size=tcfg.eval_batch_size,
+                        device=device,
+                        decoding=mcfg.decoding,
+                        crf=crf,
+                    )
                 metrics = broadcast_object(metrics, ddp)
                 value = _metric_value(metrics, tcfg.metric)
-            entry = {"epoch": state.epoch, "step": state.global_step, "train_loss": epoch_loss,
-                     **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}}
+            entry = {
+                "epoch": state.epoch,
+                "step": state.global_step,
+                "train_loss": epoch_loss,
+                **{k: v for k, v in metrics.items() if isinstance(v, (int, float))},
+            }
             state.history.append(entry)
-            tracking.log_metrics({"epoch": state.epoch, "train_loss_epoch": epoch_loss,
-                                  **{f"val_{k}": v for k, v in metrics.items() if isinstance(v, (int, float))},
-                                  "val": {"per_type": metrics.get("per_type", {})}}, step=state.global_step)
+            tracking.log_metrics(
+                {
+                    "epoch": state.epoch,
+                    "train_loss_epoch": epoch_loss,
+                    **{f"val_{k}": v for k, v in metrics.items() if isinstance(v, (int, float))},
+                    "val": {"per_type": metrics.get("per_type", {})},
+                },
+                step=state.global_step,
+            )
             if value is None or _improved(value, state.best_metric, tcfg.metric):
                 state.best_metric, state.best_epoch = value, state.epoch
                 state.epochs_without_improvement = 0
                 if main:
-                    save_model_checkpoint(output_dir / MODEL_DIRNAME, model, tokenizer,
-                                          {**metadata, "metrics": metrics, "epoch": state.epoch,
-                                           "global_step": state.global_step}, crf=crf)
+                    save_model_checkpoint(
+                        output_dir / MODEL_DIRNAME,
+                        model,
+                        tokenizer,
+                        {**metadata, "metrics": metrics, "epoch": state.epoch, "global_step": state.global_step},
+                        crf=crf,
+                    )
             else:
                 state.epochs_without_improvement += 1
             if main:
-                log.info("epoch %d: train loss %.4f, val %s %s (best %s at epoch %s)", state.epoch, epoch_loss,
-                         tcfg.metric, f"{value:.4f}" if value is not None else "n/a",
-                         f"{state.best_metric:.4f}" if state.best_metric is not None else "n/a", state.best_epoch)
+                log.info(
+                    "epoch %d: train loss %.4f, val %s %s (best %s at epoch %s)",
+                    state.epoch,
+                    epoch_loss,
+                    tcfg.metric,
+                    f"{value:.4f}" if value is not None else "n/a",
+                    f"{state.best_metric:.4f}" if state.best_metric is not None else "n/a",
+                    state.best_epoch,
+                )
             for callback in all_callbacks:
                 callback.on_evaluate(state, metrics, value)
             checkpoint_state()

@@ -81,7 +81,8 @@ def build_final_training_config(
         best_config = best_config.to_dict()
     if not isinstance(best_config, Mapping):
         raise ConfigError(
-            f"best configuration: expected a dict of dotted params or of config sections, got {type(best_config).__name__}"
+            "best configuration: expected a dict of dotted params or of config sections, got "
+            f"{type(best_config).__name__}"
         )
     nested = {key: value for key, value in best_config.items() if "." not in key and key not in RUN_SECTIONS}
     dotted = {key: value for key, value in best_config.items() if "." in key}
@@ -91,15 +92,18 @@ def build_final_training_config(
 
         config = apply_params(config, dotted)
     if random_seed is not None:
-        config = config_from_dict(_merge(config.to_dict(), {"training": {"random_seed": random_seed}}),
-                                  origin="random_seed")
+        config = config_from_dict(
+            _merge(config.to_dict(), {"training": {"random_seed": random_seed}}), origin="random_seed"
+        )
     return config
 
 
 def _best_trial(best: Any, study_name: str | None, storage: str | None, config: ResumeNerConfig) -> dict[str, Any]:
     """``best`` as a ``BestTrial`` dict, or the best trial of the study (``select_best``)."""
     if best is not None and (study_name or storage):
-        raise ConfigError("final training: pass either the best trial (--best-json) or a study (--study/--storage), not both")
+        raise ConfigError(
+            "final training: pass either the best trial (--best-json) or a study (--study/--storage), not both"
+        )
     if best is None:
         storage = storage or config.hpo.storage
         if not storage:
@@ -111,8 +115,10 @@ def _best_trial(best: Any, study_name: str | None, storage: str | None, config: 
 
         best = select_best(storage, study_name or config.hpo.study_name)
     raw = best.to_dict() if hasattr(best, "to_dict") else best
-    if not isinstance(raw, Mapping) or not isinstance(raw.get("params"), Mapping) or any(
-        raw.get(key) is None for key in BEST_TRIAL_KEYS
+    if (
+        not isinstance(raw, Mapping)
+        or not isinstance(raw.get("params"), Mapping)
+        or any(raw.get(key) is None for key in BEST_TRIAL_KEYS)
     ):
         raise ConfigError(
             f"best trial: expected a mapping with {', '.join(BEST_TRIAL_KEYS)} (params: dotted config path -> value), "
@@ -124,7 +130,9 @@ def _best_trial(best: Any, study_name: str | None, storage: str | None, config: 
 
 def _check_registrable(config: ResumeNerConfig) -> None:
     if not config.tracking.enabled:
-        raise ConfigError("cannot register the final model with tracking.enabled=false: enable tracking, or pass --no-register")
+        raise ConfigError(
+            "cannot register the final model with tracking.enabled=false: enable tracking, or pass --no-register"
+        )
     if not config.tracking.log_checkpoint:
         raise ConfigError(
             "cannot register the final model with tracking.log_checkpoint=false (the registry points at the "
@@ -163,13 +171,13 @@ def run_final_training_workflow(
     split, the sweep's runs readable at the tracking URI). If MLflow calls are lost during the run, the model
     is not registered and ``tracking_lost`` says why.
     """
+    from resume_ner.data.dataset import load_training_data
     from resume_ner.data.splits import fingerprint_documents
     from resume_ner.tracking.lineage import check_best_trial_runs, final_run_tags
     from resume_ner.tracking.mlflow import TrackingRun, resolve_tracking_uri, setup_mlflow, standard_tags
     from resume_ner.training.checkpoint import validate_checkpoint
     from resume_ner.training.distributed import init_distributed
     from resume_ner.training.trainer import check_training_start, train_model
-    from resume_ner.data.dataset import load_training_data
     from resume_ner.workflows.training import evaluate_test_split
 
     base = config_from_dict(config)
@@ -192,33 +200,58 @@ def run_final_training_workflow(
         )
     train_documents = dataset.train + dataset.validation if on_validation else dataset.train
     test_fingerprint = fingerprint_documents(dataset.test) if dataset.test else None
-    log.info("final training of study %r trial #%s on %d documents (%s): %s", best_trial["study_name"],
-             best_trial["number"], len(train_documents), final_config.final.train_on,
-             ", ".join(f"{k}={v}" for k, v in best_trial["params"].items()) or "no searched params")
+    log.info(
+        "final training of study %r trial #%s on %d documents (%s): %s",
+        best_trial["study_name"],
+        best_trial["number"],
+        len(train_documents),
+        final_config.final.train_on,
+        ", ".join(f"{k}={v}" for k, v in best_trial["params"].items()) or "no searched params",
+    )
 
-    tags = {**standard_tags(data_fingerprint=dataset.fingerprint, config_hash=final_config.config_hash()),
-            **final_run_tags(best_trial, test_data_fingerprint=test_fingerprint), "resume_ner.data_path": str(path)}
+    tags = {
+        **standard_tags(data_fingerprint=dataset.fingerprint, config_hash=final_config.config_hash()),
+        **final_run_tags(best_trial, test_data_fingerprint=test_fingerprint),
+        "resume_ner.data_path": str(path),
+    }
     registered = lineage = lineage_path = test_metrics = None
     ddp, _ = init_distributed(final_config.training.device)
     # every check train_model makes first, before the run is opened: a refused training leaves no FAILED run
-    check_training_start(final_config, train_documents, dataset.validation, output_dir, dataset.fingerprint,
-                         overwrite=overwrite)
-    run = (setup_mlflow(final_config.tracking, tracking_uri=uri, run_name=run_name, output_dir=output_dir, tags=tags)
-           if ddp.is_main else TrackingRun.disabled())  # under torchrun, rank 0 tracks, tests and registers
+    check_training_start(
+        final_config, train_documents, dataset.validation, output_dir, dataset.fingerprint, overwrite=overwrite
+    )
+    run = (
+        setup_mlflow(final_config.tracking, tracking_uri=uri, run_name=run_name, output_dir=output_dir, tags=tags)
+        if ddp.is_main
+        else TrackingRun.disabled()
+    )  # under torchrun, rank 0 tracks, tests and registers
     with run:
         run.log_params({f"best_trial.{key}": value for key, value in best_trial["params"].items()})
-        result = train_model(final_config, train_documents, dataset.validation, output_dir, tracking=run,
-                             data_fingerprint=dataset.fingerprint, quiet=quiet, overwrite=overwrite)
+        result = train_model(
+            final_config,
+            train_documents,
+            dataset.validation,
+            output_dir,
+            tracking=run,
+            data_fingerprint=dataset.fingerprint,
+            quiet=quiet,
+            overwrite=overwrite,
+        )
         if ddp.is_main:
             validate_checkpoint(result.model_dir)
             test_metrics = evaluate_test_split(final_config, result.model_dir, dataset, output_dir, run)
             run.flush()  # logging queued during a tracking outage is sent, or in run.lost
             if register and (not run.enabled or run.lost):
-                log.warning("final model not registered: %d MLflow call(s) were lost (%s); the model is in %s",
-                            len(run.lost), "; ".join(run.lost[:3]), result.model_dir)
+                log.warning(
+                    "final model not registered: %d MLflow call(s) were lost (%s); the model is in %s",
+                    len(run.lost),
+                    "; ".join(run.lost[:3]),
+                    result.model_dir,
+                )
             elif register:
                 registered, lineage, lineage_path = register_final_model(
-                    run, name=final_config.tracking.registered_model_name,
+                    run,
+                    name=final_config.tracking.registered_model_name,
                     promote=final_config.final.promote if promote is None else promote,
                     lineage_path=output_dir / LINEAGE_FILE,
                 )
@@ -257,6 +290,7 @@ def register_final_model(
     )
 
     logged = run.client.get_run(run.run_id).data
+    assert run.run_id is not None  # the client found the run
     metric = f"test_{PROMOTION_METRIC}"
     if metric not in logged.metrics or not logged.tags.get(TEST_FINGERPRINT_TAG):
         raise TrackingError(
@@ -264,8 +298,13 @@ def register_final_model(
             "final training run tested on a test split can be registered"
         )
     registered = register_model(
-        run.run_id, MODEL_DIRNAME, name=name, test_metrics={PROMOTION_METRIC: logged.metrics[metric]},
-        test_data_fingerprint=logged.tags[TEST_FINGERPRINT_TAG], promote=promote, tracking_uri=run.tracking_uri,
+        run.run_id,
+        MODEL_DIRNAME,
+        name=name,
+        test_metrics={PROMOTION_METRIC: logged.metrics[metric]},
+        test_data_fingerprint=logged.tags[TEST_FINGERPRINT_TAG],
+        promote=promote,
+        tracking_uri=run.tracking_uri,
     )
     run.set_tags({REGISTERED_MODEL_TAG: registered.model_uri})
     lineage = extract_lineage_from_best_model(registered.model_uri, tracking_uri=run.tracking_uri)

@@ -13,8 +13,9 @@ tracking URI), ``test_metrics.json`` and ``model/``. ``relog_output_dir`` logs t
   later relog finds it;
 
 and the run ends FINISHED, tagged ``resume_ner.relogged_from`` (the directory) when anything was added.
-Relogging again adds nothing (idempotent). A recorded run that ended FAILED or KILLED is refused. The directory does not keep the per-step training metrics (``train_loss`` every
-``training.log_every_steps``) nor each epoch's per-type validation metrics, so those are not relogged.
+Relogging again adds nothing (idempotent). A recorded run that ended FAILED or KILLED is refused. The directory
+does not keep the per-step training metrics (``train_loss`` every ``training.log_every_steps``) nor each
+epoch's per-type validation metrics, so those are not relogged.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import shlex
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -72,8 +74,10 @@ def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.strerror or exc}); pass the output directory of a finished "
-                          "training (`resume-ner train --output-dir DIR`)") from None
+        raise ConfigError(
+            f"{path}: cannot read ({exc.strerror or exc}); pass the output directory of a finished "
+            "training (`resume-ner train --output-dir DIR`)"
+        ) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not JSON ({exc})") from None
 
@@ -95,10 +99,15 @@ def _read_output_dir(directory: Path) -> _Finished:
     from resume_ner.config import config_from_dict
 
     result = _read_json(directory / RESULT_FILE)
-    if not isinstance(result, dict) or not isinstance(result.get("history"), list) \
-            or not all(result.get(key) for key in ("data_fingerprint", "config_hash")):
-        raise ConfigError(f"{directory / RESULT_FILE}: not the TrainResult of a finished training (it needs "
-                          "history, data_fingerprint and config_hash)")
+    if (
+        not isinstance(result, dict)
+        or not isinstance(result.get("history"), list)
+        or not all(result.get(key) for key in ("data_fingerprint", "config_hash"))
+    ):
+        raise ConfigError(
+            f"{directory / RESULT_FILE}: not the TrainResult of a finished training (it needs "
+            "history, data_fingerprint and config_hash)"
+        )
     try:
         raw = yaml.safe_load((directory / CONFIG_FILE).read_text(encoding="utf-8"))
     except OSError as exc:
@@ -133,14 +142,21 @@ def _metrics(done: _Finished) -> dict[tuple[str, int], float]:
     values: dict[tuple[str, int], float] = {}
     for entry in done.result["history"]:
         scores = {key: value for key, value in entry.items() if key not in ("epoch", "step", "train_loss")}
-        epoch = prepare_metrics({"epoch": entry["epoch"], "train_loss_epoch": entry["train_loss"],
-                                 **{f"val_{key}": value for key, value in _numbers(scores).items()}})
+        epoch = prepare_metrics(
+            {
+                "epoch": entry["epoch"],
+                "train_loss_epoch": entry["train_loss"],
+                **{f"val_{key}": value for key, value in _numbers(scores).items()},
+            }
+        )
         values.update({(key, int(entry["step"])): value for key, value in epoch.items()})
     final = {f"best_val_{key}": value for key, value in _numbers(done.result.get("metrics") or {}).items()}
     if done.test_metrics is not None:
         final.update({f"test_{key}": value for key, value in _numbers(done.test_metrics).items()})
-        final["test"] = {"per_type": done.test_metrics.get("per_type", {}),
-                         "span_per_type": done.test_metrics.get("span_per_type", {})}
+        final["test"] = {
+            "per_type": done.test_metrics.get("per_type", {}),
+            "span_per_type": done.test_metrics.get("span_per_type", {}),
+        }
     values.update({(key, 0): value for key, value in prepare_metrics(final).items()})
     return values
 
@@ -149,8 +165,13 @@ def _tags(done: _Finished) -> dict[str, str]:
     """``tracking.tags``, the data fingerprint and the config hash."""
     from resume_ner.tracking.mlflow import prepare_tags
 
-    return prepare_tags({**done.config.tracking.tags, "resume_ner.data_fingerprint": done.result["data_fingerprint"],
-                         "resume_ner.config_hash": done.result["config_hash"]})
+    return prepare_tags(
+        {
+            **done.config.tracking.tags,
+            "resume_ner.data_fingerprint": done.result["data_fingerprint"],
+            "resume_ner.config_hash": done.result["config_hash"],
+        }
+    )
 
 
 def _batches(items: list[Any], size: int) -> list[list[Any]]:
@@ -216,26 +237,33 @@ def _missing(client: Any, run: Any, done: _Finished, retry: Retry) -> _Missing:
     """What ``run`` lacks: ``TrackingError`` when it holds other values of this training's params."""
     from mlflow.entities import Metric, Param, RunTag
 
-
     run_id, params, logged = run.info.run_id, _params(done), run.data.params
     conflicts = [key for key, value in params.items() if key in logged and logged[key] != value]
     if conflicts:
         shown = ", ".join(f"{key}={logged[key]!r} (directory: {params[key]!r})" for key in conflicts[:3])
-        raise TrackingError(f"MLflow run {run_id} holds other values of {len(conflicts)} param(s) than "
-                            f"{done.directory}: {shown}; it is another training's run")
+        raise TrackingError(
+            f"MLflow run {run_id} holds other values of {len(conflicts)} param(s) than "
+            f"{done.directory}: {shown}; it is another training's run"
+        )
     metrics = _metrics(done)
     steps: dict[str, set[int]] = {}
     for key in sorted({key for key, _ in metrics if key in run.data.metrics}):
-        steps[key] = {m.step for m in retry(f"read metric {key}", lambda key=key: client.get_metric_history(run_id, key))}
+        steps[key] = {
+            m.step for m in retry(f"read metric {key}", lambda key=key: client.get_metric_history(run_id, key))
+        }
     now = int(time.time() * 1000)
     remote = retry("list artifacts", lambda: _remote_files(client, run_id))
     return _Missing(
         params=[Param(key, value) for key, value in params.items() if key not in logged],
         tags=[RunTag(key, value) for key, value in _tags(done).items() if run.data.tags.get(key) != value],
-        metrics=[Metric(key, value, now, step) for (key, step), value in metrics.items()
-                 if step not in steps.get(key, set())],
-        files=[name for name in (RESULT_FILE, CONFIG_FILE, TEST_METRICS_FILE)
-               if (done.directory / name).exists() and name not in remote],
+        metrics=[
+            Metric(key, value, now, step) for (key, step), value in metrics.items() if step not in steps.get(key, set())
+        ],
+        files=[
+            name
+            for name in (RESULT_FILE, CONFIG_FILE, TEST_METRICS_FILE)
+            if (done.directory / name).exists() and name not in remote
+        ],
         model=done.config.tracking.log_checkpoint
         and not _local_files(done.directory / MODEL_DIRNAME, MODEL_DIRNAME) <= remote,
     )
@@ -289,26 +317,29 @@ def relog_output_dir(
         title = run_name or done.config.tracking.run_name or directory.resolve().name
         tags = {**_tags(done), **relogged}
         run = retry("create a run", lambda: client.create_run(experiment_id, run_name=title, tags=tags))
-        write_json_atomic(directory / RESULT_FILE,
-                          {**done.result, "run_id": run.info.run_id, "tracking_uri": redact_credentials(uri)})
-        log.info("new MLflow run %r (%s) in experiment %r at %s", title, run.info.run_id, name,
-                 redact_credentials(uri))
+        write_json_atomic(
+            directory / RESULT_FILE, {**done.result, "run_id": run.info.run_id, "tracking_uri": redact_credentials(uri)}
+        )
+        log.info("new MLflow run %r (%s) in experiment %r at %s", title, run.info.run_id, name, redact_credentials(uri))
     run_id = run.info.run_id
     outcome = RelogResult(run_id, redact_credentials(uri), created=run_id != done.result.get("run_id"))
     missing = _missing(client, run, done, retry)
     if missing and RELOGGED_TAG not in run.data.tags:
         missing.tags.append(RunTag(RELOGGED_TAG, relogged[RELOGGED_TAG]))
     for batch in _batches(missing.params, MAX_PARAMS_TAGS_PER_BATCH):
-        retry("log params", lambda batch=batch: client.log_batch(run_id, params=batch, synchronous=True))
+        retry("log params", partial(client.log_batch, run_id, params=batch, synchronous=True))
     for batch in _batches(missing.tags, MAX_PARAMS_TAGS_PER_BATCH):
-        retry("set tags", lambda batch=batch: client.log_batch(run_id, tags=batch, synchronous=True))
+        retry("set tags", partial(client.log_batch, run_id, tags=batch, synchronous=True))
     for batch in _batches(missing.metrics, MAX_METRICS_PER_BATCH):
-        retry("log metrics", lambda batch=batch: client.log_batch(run_id, metrics=batch, synchronous=True))
+        retry("log metrics", partial(client.log_batch, run_id, metrics=batch, synchronous=True))
     for name in missing.files:
-        retry(f"upload {name}", lambda name=name: client.log_artifact(run_id, str(directory / name)), transfer=True)
+        retry(f"upload {name}", partial(client.log_artifact, run_id, str(directory / name)), transfer=True)
     if missing.model:
-        retry(f"upload {MODEL_DIRNAME}/", lambda: client.log_artifacts(run_id, str(directory / MODEL_DIRNAME),
-                                                                       MODEL_DIRNAME), transfer=True)
+        retry(
+            f"upload {MODEL_DIRNAME}/",
+            lambda: client.log_artifacts(run_id, str(directory / MODEL_DIRNAME), MODEL_DIRNAME),
+            transfer=True,
+        )
     if run.info.status != "FINISHED":
         retry("end the run", lambda: client.set_terminated(run_id, "FINISHED"))
     outcome.params, outcome.tags, outcome.metrics = len(missing.params), len(missing.tags), len(missing.metrics)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -165,8 +164,10 @@ def _placement(config: ResumeNerConfig, task: str, gpus: int, *, waits: bool = F
         gpus=str(gpus) if on_gpus else "",
         node_selector=dict(settings.gpu_node_selector) if on_gpus else {},
         tolerations=[dict(t) for t in settings.gpu_tolerations] if on_gpus else [],
-        cpu_request=resources.cpu_request, cpu_limit=resources.cpu_limit,
-        memory_request=resources.memory_request, memory_limit=resources.memory_limit,
+        cpu_request=resources.cpu_request,
+        cpu_limit=resources.cpu_limit,
+        memory_request=resources.memory_request,
+        memory_limit=resources.memory_limit,
     )
 
 
@@ -177,8 +178,10 @@ def multi_node_problems(config: ResumeNerConfig, replicas: int, workspace: str) 
         return []
     mount = config.pipeline.volume_mount_path
     if not config.pipeline.volume_claim:
-        return [f"replicas={replicas} trains as a PyTorchJob whose pods share the data and the model through a "
-                "volume: compile the pipeline with pipeline.volume_claim (a ReadWriteMany PersistentVolumeClaim)"]
+        return [
+            f"replicas={replicas} trains as a PyTorchJob whose pods share the data and the model through a "
+            "volume: compile the pipeline with pipeline.volume_claim (a ReadWriteMany PersistentVolumeClaim)"
+        ]
     if not workspace or not is_under(workspace, mount):
         return [f"replicas={replicas}: workspace {workspace!r} must lie on the shared volume, under {mount}"]
     return []
@@ -206,11 +209,15 @@ def plan_run_step(
     if gpu_count < 0:
         problems.append(f"gpu_count must be 0 or more, got {gpu_count}")
     elif gpu_count > 0 and not settings.gpu:
-        problems.append(f"gpu_count={gpu_count}, but the pipeline was compiled without GPU settings (pipeline.gpu: "
-                        "false): recompile it with pipeline.gpu=true, or run with gpu_count=0")
+        problems.append(
+            f"gpu_count={gpu_count}, but the pipeline was compiled without GPU settings (pipeline.gpu: "
+            "false): recompile it with pipeline.gpu=true, or run with gpu_count=0"
+        )
     elif settings.gpu_node_vm_size and gpu_count > GPU_NODE_SIZES[settings.gpu_node_vm_size].gpus:
-        problems.append(f"gpu_count={gpu_count}: a {settings.gpu_node_vm_size} node has "
-                        f"{GPU_NODE_SIZES[settings.gpu_node_vm_size].gpus} GPU(s), so the pod would never be scheduled")
+        problems.append(
+            f"gpu_count={gpu_count}: a {settings.gpu_node_vm_size} node has "
+            f"{GPU_NODE_SIZES[settings.gpu_node_vm_size].gpus} GPU(s), so the pod would never be scheduled"
+        )
     if replicas < 1:
         problems.append(f"replicas must be at least 1, got {replicas}")
     problems += multi_node_problems(config, replicas, workspace)
@@ -224,9 +231,12 @@ def plan_run_step(
         problems.append(str(exc))
     if problems:
         raise ConfigError("the pipeline run cannot start:\n  " + "\n  ".join(problems))
-    return RunPlan(workers=list(range(parallelism)), data_digest=digest,
-                   trial=_placement(config, "hpo_trial", gpu_count),
-                   final=_placement(config, "final_train", gpu_count, waits=replicas > 1))
+    return RunPlan(
+        workers=list(range(parallelism)),
+        data_digest=digest,
+        trial=_placement(config, "hpo_trial", gpu_count),
+        final=_placement(config, "final_train", gpu_count, waits=replicas > 1),
+    )
 
 
 def object_store_uri(uri: str) -> str:
@@ -236,15 +246,21 @@ def object_store_uri(uri: str) -> str:
     if parsed.scheme in OBJECT_STORE_SCHEMES and parsed.netloc and parsed.path.strip("/"):
         return uri.strip()
     if parsed.netloc.endswith(AZURE_STORAGE_HOSTS) or parsed.scheme in ("az", "abfs", "abfss", "wasb", "wasbs"):
-        hint = ("KFP 2.17 reads no Azure Blob URI: serve the container through an S3-compatible gateway configured "
-                "in the kfp-launcher ConfigMap and pass its s3:// URI, or compile with pipeline.data_source=volume "
-                "and copy the data onto the volume")
+        hint = (
+            "KFP 2.17 reads no Azure Blob URI: serve the container through an S3-compatible gateway configured "
+            "in the kfp-launcher ConfigMap and pass its s3:// URI, or compile with pipeline.data_source=volume "
+            "and copy the data onto the volume"
+        )
     else:
-        hint = ("pass s3://BUCKET/KEY, minio://BUCKET/KEY or gs://BUCKET/KEY (a file or a prefix), in the bucket of "
-                "the pipeline root so the launcher reuses its credentials")
-    raise ConfigError(f"data URI {uri!r}: the pipeline was compiled for object-store data (pipeline.data_source: "
-                      f"object_store), which the KFP launcher downloads from {', '.join(OBJECT_STORE_SCHEMES)} URIs "
-                      f"only; {hint}")
+        hint = (
+            "pass s3://BUCKET/KEY, minio://BUCKET/KEY or gs://BUCKET/KEY (a file or a prefix), in the bucket of "
+            "the pipeline root so the launcher reuses its credentials"
+        )
+    raise ConfigError(
+        f"data URI {uri!r}: the pipeline was compiled for object-store data (pipeline.data_source: "
+        f"object_store), which the KFP launcher downloads from {', '.join(OBJECT_STORE_SCHEMES)} URIs "
+        f"only; {hint}"
+    )
 
 
 # --- load_data -----------------------------------------------------------------------------------------------
@@ -265,12 +281,17 @@ class PreparedData:
 
 
 def _data_report(source: str, documents: Mapping[str, int], stats: Mapping[str, Any], fingerprint: str) -> str:
-    lines = [f"# Dataset `{source}`", "", f"Fingerprint `{fingerprint}`", "",
-             "| split | documents |", "|---|---:|"]
+    lines = [f"# Dataset `{source}`", "", f"Fingerprint `{fingerprint}`", "", "| split | documents |", "|---|---:|"]
     lines += [f"| {split} | {count} |" for split, count in documents.items()]
-    lines += ["", f"{stats['entities']} entities of {stats['entity_types']} types, {stats['characters']} characters "
-              f"(median {stats['chars_per_document']['median']} per document, max "
-              f"{stats['chars_per_document']['max']}).", "", "| entity type | count |", "|---|---:|"]
+    lines += [
+        "",
+        f"{stats['entities']} entities of {stats['entity_types']} types, {stats['characters']} characters "
+        f"(median {stats['chars_per_document']['median']} per document, max "
+        f"{stats['chars_per_document']['max']}).",
+        "",
+        "| entity type | count |",
+        "|---|---:|",
+    ]
     lines += [f"| {label} | {count} |" for label, count in stats["entities_per_type"].items()]
     return "\n".join(lines) + "\n"
 
@@ -292,8 +313,12 @@ def prepare_data(data_uri: str, config: ResumeNerConfig, *, outputs: Mapping[str
     stats = dataset_stats(dataset.train + dataset.validation + dataset.test)
     documents = {split: len(docs) for split, docs in splits.items()}
     log.info("%s: %s document(s), fingerprint %s", data_uri, documents, dataset.fingerprint)
-    return PreparedData(dataset.fingerprint, documents, dict(stats["entities_per_type"]),
-                        _data_report(data_uri, documents, stats, dataset.fingerprint))
+    return PreparedData(
+        dataset.fingerprint,
+        documents,
+        dict(stats["entities_per_type"]),
+        _data_report(data_uri, documents, stats, dataset.fingerprint),
+    )
 
 
 # --- shared by the training steps -----------------------------------------------------------------------------
@@ -364,8 +389,15 @@ def run_hpo_worker_step(
     config = with_pipeline_tracking(config, pipeline_run_id)
     work = pipeline_workspace(workspace, pipeline_run_id, f"hpo-worker-{worker}")
     data_dir = stage_splits(splits, work / "data")
-    return run_hpo_worker(config, study_name=config.hpo.study_name, storage=resolve_optuna_storage(storage),
-                          n_trials=config.hpo.n_trials, data_path=data_dir, output_dir=work, worker=worker)
+    return run_hpo_worker(
+        config,
+        study_name=config.hpo.study_name,
+        storage=resolve_optuna_storage(storage),
+        n_trials=config.hpo.n_trials,
+        data_path=data_dir,
+        output_dir=work,
+        worker=worker,
+    )
 
 
 def select_best_step(config: ResumeNerConfig, *, storage: str, best_path: str | Path, report_path: str | Path) -> Any:
@@ -417,11 +449,15 @@ def final_train_step(
     data_dir = stage_splits(splits, work / "data")
     output = work / "output"
     best = json.loads(Path(best_path).read_text(encoding="utf-8"))
-    outcome = run_final_training_workflow(config, output, data_path=data_dir, best=best, register=False,
-                                          quiet=True, overwrite=True)
+    outcome = run_final_training_workflow(
+        config, output, data_path=data_dir, best=best, register=False, quiet=True, overwrite=True
+    )
     if outcome.tracking_lost:
-        raise TrackingError("final training finished, but MLflow calls were lost, so it cannot be registered: "
-                            + "; ".join(outcome.tracking_lost[:3]) + f". The model is in {output}")
+        raise TrackingError(
+            "final training finished, but MLflow calls were lost, so it cannot be registered: "
+            + "; ".join(outcome.tracking_lost[:3])
+            + f". The model is in {output}"
+        )
     model = keep_model(Path(outcome.train_result.model_dir), model_path)
     return FinalStepResult(outcome.run_id, config.tracking.tracking_uri, outcome.test_metrics or {}, model)
 
@@ -436,7 +472,11 @@ def keep_model(model_dir: Path, model_path: str | Path) -> Path:
 
 
 def register_step(
-    config: ResumeNerConfig, *, run_id: str, lineage_path: str | Path, promote: bool | None = None,
+    config: ResumeNerConfig,
+    *,
+    run_id: str,
+    lineage_path: str | Path,
+    promote: bool | None = None,
     tracking_uri: str | None = None,
 ) -> tuple[Any, Any]:
     """Register the checkpoint of the final training run ``run_id`` as a new version of
@@ -449,8 +489,10 @@ def register_step(
         raise ConfigError("register: the final training step has no MLflow run (was tracking off?)")
     run = TrackingRun.attach(run_id, resolve_tracking_uri(tracking_uri, config.tracking))
     registered, lineage, _ = register_final_model(
-        run, name=config.tracking.registered_model_name,
-        promote=config.final.promote if promote is None else promote, lineage_path=lineage_path,
+        run,
+        name=config.tracking.registered_model_name,
+        promote=config.final.promote if promote is None else promote,
+        lineage_path=lineage_path,
     )
     return registered, lineage
 
@@ -466,7 +508,7 @@ def start_pipeline_step(config: ResumeNerConfig, *, pipeline_run_id: str) -> str
     run = open_pipeline_run(config.tracking, pipeline_run_id, PIPELINE_NAME)
     if run.enabled:
         run.log_params({"pipeline_run_id": pipeline_run_id, **config.to_dict()})
-    return run.run_id if run.enabled else ""
+    return run.run_id if run.enabled and run.run_id is not None else ""  # an enabled run has an id
 
 
 # --- exit handler ---------------------------------------------------------------------------------------------

@@ -21,7 +21,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-
 @dataclass
 class TrainingOutcome:
     """A finished training workflow: the train result, test metrics and any tracking that was lost."""
@@ -63,25 +62,48 @@ def run_training_workflow(
     ddp, _ = init_distributed(config.training.device)
     output_dir = Path(output_dir)
     path, dataset = load_training_data(config, data_path)
-    start = check_training_start(config, dataset.train, dataset.validation, output_dir, dataset.fingerprint,
-                                 resume=resume, overwrite=overwrite)
+    start = check_training_start(
+        config, dataset.train, dataset.validation, output_dir, dataset.fingerprint, resume=resume, overwrite=overwrite
+    )
     if start.finished is not None:
         test_file = output_dir / TEST_METRICS_FILE
         test_metrics = json.loads(test_file.read_text(encoding="utf-8")) if test_file.is_file() else None
-        return TrainingOutcome(start.finished, test_metrics, start.finished.run_id,
-                               tracking_uri=start.finished.tracking_uri, already_finished=True)
+        return TrainingOutcome(
+            start.finished,
+            test_metrics,
+            start.finished.run_id,
+            tracking_uri=start.finished.tracking_uri,
+            already_finished=True,
+        )
     tags = standard_tags(data_fingerprint=dataset.fingerprint, config_hash=config.config_hash())
     tags["resume_ner.data_path"] = str(path)
-    tracking = (setup_mlflow(config.tracking, tracking_uri=tracking_uri, run_name=run_name, output_dir=output_dir,
-                             tags=tags) if ddp.is_main else TrackingRun.disabled())
+    tracking = (
+        setup_mlflow(config.tracking, tracking_uri=tracking_uri, run_name=run_name, output_dir=output_dir, tags=tags)
+        if ddp.is_main
+        else TrackingRun.disabled()
+    )
     with tracking:
-        result = train_model(config, dataset.train, dataset.validation, output_dir, resume=resume,
-                             tracking=tracking, data_fingerprint=dataset.fingerprint, quiet=quiet,
-                             overwrite=overwrite)
-        test_metrics = (evaluate_test_split(config, result.model_dir, dataset, output_dir, tracking)
-                        if ddp.is_main else None)
-    return TrainingOutcome(result, test_metrics, getattr(tracking, "run_id", None), list(getattr(tracking, "lost", [])),
-                           getattr(tracking, "tracking_uri", None))
+        result = train_model(
+            config,
+            dataset.train,
+            dataset.validation,
+            output_dir,
+            resume=resume,
+            tracking=tracking,
+            data_fingerprint=dataset.fingerprint,
+            quiet=quiet,
+            overwrite=overwrite,
+        )
+        test_metrics = (
+            evaluate_test_split(config, result.model_dir, dataset, output_dir, tracking) if ddp.is_main else None
+        )
+    return TrainingOutcome(
+        result,
+        test_metrics,
+        getattr(tracking, "run_id", None),
+        list(getattr(tracking, "lost", [])),
+        getattr(tracking, "tracking_uri", None),
+    )
 
 
 def evaluate_test_split(
@@ -98,13 +120,15 @@ def evaluate_test_split(
 
     if not dataset.test:
         return None
-    test_metrics = evaluate_model(model_dir, dataset.test, batch_size=config.training.eval_batch_size,
-                                  device=config.training.device)
+    test_metrics = evaluate_model(
+        model_dir, dataset.test, batch_size=config.training.eval_batch_size, device=config.training.device
+    )
     test_metrics["data_fingerprint"] = dataset.fingerprint
     test_metrics["test_data_fingerprint"] = fingerprint_documents(dataset.test)
     write_json_atomic(output_dir / TEST_METRICS_FILE, test_metrics)
     tracking.log_metrics({f"test_{k}": v for k, v in test_metrics.items() if isinstance(v, (int, float))})
-    tracking.log_metrics({"test": {"per_type": test_metrics.get("per_type", {}),
-                                   "span_per_type": test_metrics.get("span_per_type", {})}})
+    tracking.log_metrics(
+        {"test": {"per_type": test_metrics.get("per_type", {}), "span_per_type": test_metrics.get("span_per_type", {})}}
+    )
     tracking.log_artifact(output_dir / TEST_METRICS_FILE)
     return test_metrics

@@ -14,7 +14,7 @@ import pytest
 from azure.ai.ml import load_job
 from azure.ai.ml.entities import Command
 
-from fake_ml_client import FakeMLClient
+from support.fake_ml_client import FakeMLClient
 from resume_ner.azureml import create_final_training_job, submit
 from resume_ner.cli import azureml_commands
 from resume_ner.cli.main import common_parent, main

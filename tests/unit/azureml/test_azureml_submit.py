@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from fake_ml_client import FakeMLClient, finish
+from support.fake_ml_client import FakeMLClient, finish
 from resume_ner.azureml import (
     create_final_training_job,
     create_hpo_sweep_job_for_backbone,

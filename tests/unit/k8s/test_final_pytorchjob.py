@@ -1,6 +1,6 @@
 """The pipeline's final_train with replicas > 1: a PyTorchJob with the GPU settings of the pipeline parameters,
 run on the shared volume with everything it reads staged there, waited for (against the FAKE Kubernetes API of
-fake_k8s_api.py), its model returned."""
+support/fake_k8s_api.py), its model returned."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from fake_k8s_api import FakeKubernetesApi
+from support.fake_k8s_api import FakeKubernetesApi
 from kubernetes import client
-from test_pytorchjob import assert_valid
+from support.pytorchjob_schema import assert_valid
 
 from resume_ner.config import load
 from resume_ner.errors import ConfigError

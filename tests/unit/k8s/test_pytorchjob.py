@@ -1,6 +1,6 @@
 """The PyTorchJob of multi-node final training: the manifest is valid for the Training Operator (strict JSON Schema
 of the kubeflow.org/v1 CRD, pod templates strict against Kubernetes core/v1), carries the pipeline settings and no
-secret value; submission against the FAKE Kubernetes API (fake_k8s_api.py) succeeds, fails and times out the way
+secret value; submission against the FAKE Kubernetes API (support/fake_k8s_api.py) succeeds, fails and times out the way
 a user reads it; ``resume-ner k8s pytorchjob render`` prints such a manifest."""
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
-import kubernetes_validate
 import pytest
 import yaml
-from fake_k8s_api import JOBS, FakeKubernetesApi
 from kubernetes import client
+from support.fake_k8s_api import JOBS, FakeKubernetesApi
+from support.pytorchjob_schema import SCHEMA, assert_valid
 
 from resume_ner.cli import k8s_commands
 from resume_ner.cli.main import common_parent
@@ -24,8 +24,6 @@ from resume_ner.config import load
 from resume_ner.errors import ConfigError, ResumeNerError
 from resume_ner.k8s.pytorchjob import build_pytorchjob, render_pytorchjob_yaml, submit_pytorchjob_and_wait
 
-K8S_VERSION = "1.34.0"  # an AKS-supported version; the manifests are validated against the same
-SCHEMA = json.loads((Path(__file__).parent / "pytorchjob_schema.json").read_text())
 ARGS = ["--data-asset", "/mnt/resume-ner/data", "--output-dir", "/mnt/resume-ner/runs/final"]
 NAMESPACE = "resume-ner"
 network = pytest.mark.network
@@ -38,15 +36,6 @@ def _config(*overrides: str):
 def _job(config=None, **kwargs: Any) -> dict[str, Any]:
     settings = {"name": "resume-ner-final-train", "namespace": NAMESPACE, "replicas": 3, "args": ARGS} | kwargs
     return build_pytorchjob(config or _config(), **settings)
-
-
-def assert_valid(job: dict[str, Any]) -> None:
-    """The job passes the strict CRD schema, and each pod template the strict Kubernetes core/v1 schema."""
-    jsonschema.Draft202012Validator(SCHEMA).validate(job)
-    for spec in job["spec"]["pytorchReplicaSpecs"].values():
-        pod_template = {"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "x"},
-                        "template": spec["template"]}
-        kubernetes_validate.validate(pod_template, K8S_VERSION, strict=True)
 
 
 def _pod(job: dict[str, Any], replica: str = "Master") -> dict[str, Any]:

@@ -8,7 +8,6 @@ pods' resources, GPUs, node selectors, tolerations, environment and volumes, and
 No ``from __future__ import annotations`` here: the KFP compiler reads a test pipeline's annotations as types.
 """
 
-import inspect
 import json
 import re
 from pathlib import Path
@@ -31,25 +30,17 @@ from resume_ner.k8s.final import final_pytorchjob
 from resume_ner.layout import PIPELINE_CONFIG_ENV
 from resume_ner.workflows.steps import plan_run_step
 
-from kfp_backend_emulation import EmulatedDriverError, cache_key_parameters, pod_fields, task_inputs
+from support.kfp_backend_emulation import EmulatedDriverError, cache_key_parameters, pod_fields, task_inputs
+from support.pipeline_pods import BODY, PLAN, TRIAL, emulated_run, python_arguments, read_compiled
 
 REPO = Path(__file__).resolve().parents[3]
 COMMITTED = REPO / PIPELINES_DIR / PIPELINE_FILE
 DOCS = REPO / "docs" / "pipelines.md"
-BODY = "exit-handler-1"
-PLAN, LOAD, FINAL = [BODY, "plan-run"], [BODY, "load-data"], [BODY, "final-train"]
-TRIAL = [BODY, "for-loop-2", "hpo-trial"]
+LOAD, FINAL = [BODY, "load-data"], [BODY, "final-train"]
 GPU = "nvidia.com/gpu"
 AKS_GPU_SELECTOR = {"kubernetes.azure.com/accelerator": "nvidia"}
 AKS_GPU_TOLERATION = {"key": "sku", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"}
 PLACEHOLDER = re.compile(r"\{\{\$\.inputs\.parameters\['(?P<name>[^']+)'\]\}\}")
-
-
-def _read(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(pipeline spec, Kubernetes executor configs) of a compiled file."""
-    documents = [doc for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")) if doc]
-    platform = documents[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"] if len(documents) > 1 else {}
-    return documents[0], platform
 
 
 @pytest.fixture
@@ -62,7 +53,7 @@ def compiled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
             monkeypatch.delenv("RESUME_NER_IMAGE", raising=False)
         out = tmp_path / f"compiled-{len(list(tmp_path.glob('compiled-*')))}"
         compile_all(out, load(REPO / "config", list(overrides)))
-        return _read(out / PIPELINES_DIR / PIPELINE_FILE)
+        return read_compiled(out / PIPELINES_DIR / PIPELINE_FILE)
     return compile_with
 
 
@@ -121,42 +112,13 @@ def _resource_placeholder_problems(spec: dict[str, Any]) -> list[str]:
     return problems
 
 
-def _python_arguments(function: Any, inputs: dict[str, Any]) -> dict[str, Any]:
-    """The resolved inputs a component function takes, NUMBER_INTEGERs as ints (the SDK executor's conversion)."""
-    parameters = inspect.signature(function).parameters
-    return {name: int(value) if parameters[name].annotation is int else value
-            for name, value in inputs.items() if name in parameters}
-
-
-def _emulated_run(spec: dict[str, Any], platform: dict[str, Any], values: dict[str, Any],
-                  monkeypatch: pytest.MonkeyPatch) -> dict[str, dict[str, Any]]:
-    """Pod fields of every task of a run with ``values`` (an hpo-trial per worker): plan_run's outputs come from
-    running it with the inputs and the environment its pod gets."""
-    plan_pod = pod_fields(spec, platform, PLAN, values)
-    for variable in plan_pod["env"]:
-        if "value" in variable:
-            monkeypatch.setenv(variable["name"], variable["value"])
-    _, inputs = task_inputs(spec, PLAN, values)
-    outputs = {"plan-run": plan_run(**_python_arguments(plan_run, inputs))._asdict()}
-    outputs["final-train"] = {"Output": "final-run-id"}
-    pods = {"plan-run": plan_pod}
-    for name in ("start-pipeline-run", "load-data", "select-best", "final-train", "register-lineage"):
-        pods[name] = pod_fields(spec, platform, [BODY, name], values, outputs)
-    pods["end-pipeline-run"] = pod_fields(spec, platform, ["end-pipeline-run"], values, outputs)
-    for worker in outputs["plan-run"]["Output"]:
-        pods[f"hpo-trial-{worker}"] = pod_fields(spec, platform, TRIAL, values, outputs, loop_item=worker)
-        _, trial_inputs = task_inputs(spec, TRIAL, values, outputs, loop_item=worker)
-        assert trial_inputs["worker"] == worker
-    return pods
-
-
 # --- 1. resource placeholders resolve to strings ----------------------------------------------------------------
 
 
 def test_every_pod_spec_placeholder_of_the_committed_pipeline_reads_a_string():
     """driver/resolve.go:818-831 resolves a resource placeholder with GetStringValue(), "" for a NUMBER input, and
     driver.go:440 then sets no GPU limit at all: every placeholder must read a STRING."""
-    spec, _ = _read(COMMITTED)
+    spec, _ = read_compiled(COMMITTED)
     assert _resource_placeholder_problems(spec) == []
     accelerated = [path for path, task, _ in _tasks(spec) if "accelerator" in
                    spec["deploymentSpec"]["executors"].get(spec["components"][task["componentRef"]["name"]].get(
@@ -188,7 +150,7 @@ def test_the_string_rule_catches_a_number_parameter_in_a_resource(tmp_path: Path
         task.set_accelerator_type(GPU).set_accelerator_limit(gpu_count)
 
     compiler.Compiler().compile(number_in_a_resource, str(tmp_path / "p.yaml"))
-    spec, platform = _read(tmp_path / "p.yaml")
+    spec, platform = read_compiled(tmp_path / "p.yaml")
     assert _resource_placeholder_problems(spec) == [
         "train: accelerator.resourceCount reads pipelinechannel--gpu_count, a NUMBER_INTEGER"]
     pod = pod_fields(spec, platform, ["train"], {"gpu_count": 2})
@@ -199,8 +161,8 @@ def test_the_string_rule_catches_a_number_parameter_in_a_resource(tmp_path: Path
 
 
 def test_default_run_puts_every_trial_and_the_final_training_on_one_gpu_node(compiled, data_file, monkeypatch):
-    spec, platform = _read(COMMITTED)
-    pods = _emulated_run(spec, platform, {"data_uri": str(data_file)}, monkeypatch)
+    spec, platform = read_compiled(COMMITTED)
+    pods = emulated_run(spec, platform, {"data_uri": str(data_file)}, monkeypatch)
     assert sorted(name for name in pods if name.startswith("hpo-trial")) == ["hpo-trial-0", "hpo-trial-1"]
     for name in ("final-train", "hpo-trial-0", "hpo-trial-1"):
         pod = pods[name]
@@ -211,8 +173,8 @@ def test_default_run_puts_every_trial_and_the_final_training_on_one_gpu_node(com
 
 
 def test_gpu_count_zero_keeps_every_task_off_the_gpu_pool(data_file, monkeypatch):
-    spec, platform = _read(COMMITTED)
-    pods = _emulated_run(spec, platform, {"data_uri": str(data_file), "gpu_count": 0}, monkeypatch)
+    spec, platform = read_compiled(COMMITTED)
+    pods = emulated_run(spec, platform, {"data_uri": str(data_file), "gpu_count": 0}, monkeypatch)
     for name, pod in pods.items():
         assert GPU not in pod["resources"]["limits"], name
         assert pod["nodeSelector"] == {} and pod["tolerations"] == [], name
@@ -221,7 +183,7 @@ def test_gpu_count_zero_keeps_every_task_off_the_gpu_pool(data_file, monkeypatch
 
 def test_more_gpus_and_workers_per_run(compiled, data_file, monkeypatch):
     spec, platform = compiled("pipeline.gpu_node_vm_size=Standard_NC12s_v3")
-    pods = _emulated_run(spec, platform, {"data_uri": str(data_file), "gpu_count": 2, "parallelism": 4}, monkeypatch)
+    pods = emulated_run(spec, platform, {"data_uri": str(data_file), "gpu_count": 2, "parallelism": 4}, monkeypatch)
     trials = sorted(name for name in pods if name.startswith("hpo-trial"))
     assert trials == [f"hpo-trial-{i}" for i in range(4)]
     assert {pods[name]["resources"]["limits"][GPU] for name in [*trials, "final-train"]} == {"2"}
@@ -230,7 +192,7 @@ def test_more_gpus_and_workers_per_run(compiled, data_file, monkeypatch):
 def test_multi_node_final_training_waits_without_a_gpu_on_plumbing_resources(compiled, data_file, monkeypatch):
     spec, platform = compiled("pipeline.volume_claim=resume-ner-data")
     values = {"data_uri": str(data_file), "replicas": 3}
-    pods = _emulated_run(spec, platform, values, monkeypatch)
+    pods = emulated_run(spec, platform, values, monkeypatch)
     final = pods["final-train"]
     assert final["resources"] == {"limits": {"cpu": "500m", "memory": "1G"}, "requests": {"cpu": "100m",
                                                                                         "memory": "256M"}}
@@ -239,9 +201,9 @@ def test_multi_node_final_training_waits_without_a_gpu_on_plumbing_resources(com
 
 
 def test_a_run_that_cannot_be_placed_fails_at_plan_run_before_anything_trains(compiled, data_file, monkeypatch):
-    spec, platform = _read(COMMITTED)  # Standard_NC4as_T4_v3: 1 GPU a node; no volume
+    spec, platform = read_compiled(COMMITTED)  # Standard_NC4as_T4_v3: 1 GPU a node; no volume
     with pytest.raises(ConfigError) as raised:
-        _emulated_run(spec, platform, {"data_uri": str(data_file), "gpu_count": 2, "replicas": 2,
+        emulated_run(spec, platform, {"data_uri": str(data_file), "gpu_count": 2, "replicas": 2,
                                        "parallelism": 0}, monkeypatch)
     message = str(raised.value)
     for expected in ("parallelism must be at least 1", "gpu_count=2: a Standard_NC4as_T4_v3 node has 1 GPU",
@@ -276,7 +238,7 @@ def test_gpu_task_requests_must_fit_the_gpu_node_size():
 def test_the_exit_handler_gets_the_exit_handler_dags_final_status():
     """driver/resolve.go:458-493: the exit task's TASK_FINAL_STATUS input is the state of its dependent task, the
     exit-handler DAG."""
-    spec, _ = _read(COMMITTED)
+    spec, _ = read_compiled(COMMITTED)
     exit_task = spec["root"]["dag"]["tasks"]["end-pipeline-run"]
     assert exit_task["dependentTasks"] == [BODY]
     assert exit_task["inputs"]["parameters"]["pipeline_status"] == {"taskFinalStatus": {"producerTask": BODY}}
@@ -328,7 +290,7 @@ def test_the_pods_run_with_the_config_the_pipeline_was_compiled_with(compiled, d
                               image=image)
     monkeypatch.delenv("RESUME_NER_IMAGE")  # the pods do not have it
     monkeypatch.delenv("RESUME_NER_CONFIG_DIR", raising=False)
-    pods = _emulated_run(spec, platform, {"data_uri": str(data_file)}, monkeypatch)
+    pods = emulated_run(spec, platform, {"data_uri": str(data_file)}, monkeypatch)
     assert set(pods) == {"plan-run", "start-pipeline-run", "load-data", "hpo-trial-0", "hpo-trial-1", "select-best",
                          "final-train", "register-lineage", "end-pipeline-run"}
     for name, pod in pods.items():
@@ -414,13 +376,13 @@ def test_object_store_uris_are_checked_before_the_importer_runs(uri: str, accept
 def test_load_datas_cache_key_follows_the_content_of_the_data(data_file, monkeypatch):
     """cacheutils/cache.go:173-229 keys a task by its input values, not by what a path holds: the content digest
     from plan_run is one of load_data's inputs, so new data at the same path is loaded again."""
-    spec, platform = _read(COMMITTED)
+    spec, platform = read_compiled(COMMITTED)
     values = {"data_uri": str(data_file)}
 
     def key() -> str:
-        _emulated_run(spec, platform, values, monkeypatch)  # sets the env plan_run reads
+        emulated_run(spec, platform, values, monkeypatch)  # sets the env plan_run reads
         _, inputs = task_inputs(spec, PLAN, values)
-        outputs = {"plan-run": plan_run(**_python_arguments(plan_run, inputs))._asdict()}
+        outputs = {"plan-run": plan_run(**python_arguments(plan_run, inputs))._asdict()}
         return cache_key_parameters(spec, LOAD, values, outputs)
 
     first = key()
@@ -431,9 +393,9 @@ def test_load_datas_cache_key_follows_the_content_of_the_data(data_file, monkeyp
 
 
 def test_volume_data_that_is_missing_fails_the_run_at_plan_run(tmp_path, monkeypatch):
-    spec, platform = _read(COMMITTED)
+    spec, platform = read_compiled(COMMITTED)
     with pytest.raises(ConfigError, match="does not exist"):
-        _emulated_run(spec, platform, {"data_uri": str(tmp_path / "nowhere.jsonl")}, monkeypatch)
+        emulated_run(spec, platform, {"data_uri": str(tmp_path / "nowhere.jsonl")}, monkeypatch)
 
 
 # --- 8. deployability ------------------------------------------------------------------------------------------
@@ -467,7 +429,7 @@ def _version(text: str) -> tuple[int, ...]:
 
 
 def test_the_documented_minimum_backend_runs_every_feature_of_the_spec():
-    spec, platform = _read(COMMITTED)
+    spec, platform = read_compiled(COMMITTED)
     features = _features(spec, platform)
     assert features == set(BACKEND_FEATURES)
     assert max(_version(BACKEND_FEATURES[f]) for f in features) == _version(MIN_KFP_BACKEND)
@@ -500,7 +462,7 @@ def test_compiling_for_a_cluster_accepts_a_pullable_image(monkeypatch, image, ov
 
 def test_an_emulated_driver_error_is_raised_for_an_empty_quantity():
     """Sanity of the emulation: a resource placeholder resolving to "" fails the task, as driver.go:191 does."""
-    spec, platform = _read(COMMITTED)
+    spec, platform = read_compiled(COMMITTED)
     outputs = {"plan-run": {key: "" for key in plan_run.__annotations__["return"]._fields}}
     with pytest.raises(EmulatedDriverError, match="quantities must match"):
         pod_fields(spec, platform, FINAL, {"data_uri": "x"}, outputs)

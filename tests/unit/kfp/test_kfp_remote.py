@@ -1,4 +1,4 @@
-"""resume_ner.kfp.remote against a FAKE KFP v2beta1 API (fake_kfp_server.py): the requests it sends, the errors.
+"""resume_ner.kfp.remote against a FAKE KFP v2beta1 API (support/fake_kfp_server.py): the requests it sends, the errors.
 
 No ``from __future__ import annotations`` here: the KFP compiler reads the tiny pipeline's annotations as types.
 """
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from fake_kfp_server import API, FakeKfpServer
+from support.fake_kfp_server import API, FakeKfpServer
 
 from resume_ner.errors import ConfigError, ResumeNerError
 from resume_ner.kfp import remote

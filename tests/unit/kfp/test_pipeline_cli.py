@@ -1,5 +1,5 @@
 """``resume-ner pipeline ...`` as a user types it: compile, and upload / submit / schedule of the committed
-pipeline against the FAKE KFP server (fake_kfp_server.py)."""
+pipeline against the FAKE KFP server (support/fake_kfp_server.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from fake_kfp_server import API, FakeKfpServer
+from support.fake_kfp_server import API, FakeKfpServer
 
 from resume_ner.cli.main import main
 

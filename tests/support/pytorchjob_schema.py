@@ -1,6 +1,6 @@
-"""The PyTorchJob CRD (kubeflow.org/v1) the cluster tier installs, built from the project's strict PyTorchJob schema
-(tests/unit/k8s/pytorchjob_schema.json, which follows the Training Operator's Go types), since the operator's own
-manifests cannot be fetched here.
+"""The project's strict schema of the Training Operator's PyTorchJob (pytorchjob_schema.json, which follows the
+operator's Go types): ``assert_valid(job)`` for the unit tests, and ``pytorchjob_crd()``, the CRD (kubeflow.org/v1)
+the cluster tier installs, built from it since the operator's own manifests cannot be fetched here.
 
 An apiextensions.k8s.io/v1 schema must be structural: ``$ref`` is inlined, ``const`` becomes a one-value
 ``enum``, a quantity is ``x-kubernetes-int-or-string``, free-form objects (pod template specs, whose content
@@ -15,14 +15,28 @@ import json
 from pathlib import Path
 from typing import Any
 
-SCHEMA = Path(__file__).resolve().parents[1] / "unit" / "k8s" / "pytorchjob_schema.json"
+import jsonschema
+import kubernetes_validate
+
+SCHEMA_FILE = Path(__file__).with_name("pytorchjob_schema.json")
+SCHEMA = json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
+K8S_VERSION = "1.34.0"  # an AKS-supported version; the manifests are validated against the same
 _KEPT = ("description", "enum", "required", "minimum", "maximum", "pattern", "maxLength", "minProperties")
 _TYPES = {bool: "boolean", int: "integer", float: "number", str: "string"}
 
 
+def assert_valid(job: dict[str, Any]) -> None:
+    """The job passes the strict CRD schema, and each pod template the strict Kubernetes core/v1 schema."""
+    jsonschema.Draft202012Validator(SCHEMA).validate(job)
+    for spec in job["spec"]["pytorchReplicaSpecs"].values():
+        pod_template = {"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "x"},
+                        "template": spec["template"]}
+        kubernetes_validate.validate(pod_template, K8S_VERSION, strict=True)
+
+
 def pytorchjob_crd() -> dict[str, Any]:
     """The CustomResourceDefinition of pytorchjobs.kubeflow.org, version v1, with the status subresource."""
-    schema = json.loads(SCHEMA.read_text(encoding="utf-8"))
+    schema = json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
     definitions = schema["$defs"]
     spec = _structural(schema["properties"]["spec"], definitions)
     root = {"type": "object", "required": ["spec"],

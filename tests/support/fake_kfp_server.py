@@ -37,7 +37,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import yaml
-from local_http_server import LocalHttpServer
+from support.local_http_server import LocalHttpServer
 
 API = "/apis/v2beta1"
 PROXY_PREFIX = re.compile(r"^/api/v1/namespaces/[^/]+/services/ml-pipeline:http/proxy/*")

@@ -32,7 +32,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from local_http_server import LocalHttpServer
+from support.local_http_server import LocalHttpServer
 
 JOBS = "/apis/kubeflow.org/v1/namespaces/(?P<ns>[^/]+)/pytorchjobs"
 PODS = "/api/v1/namespaces/(?P<ns>[^/]+)/pods"
