@@ -35,7 +35,10 @@ def test_the_pipeline_runs_with_every_task_in_a_container(docker_env, image, tmp
     [lineage_file] = (tmp_path / "run" / "pipeline_root").glob("*/register-lineage/lineage")
     lineage = json.loads(lineage_file.read_text())
     assert str(lineage["version"]) == "1" and len(lineage["trials"]) == 4
-    assert "Found image" in out  # kfp.local ran the tasks with the DockerRunner
+    assert len(out.splitlines()) <= 80, out  # a line per task start and end, progress, the summary
+    [log] = (tmp_path / "run" / "logs").glob("pipeline-*.log")
+    assert f"full log: {log}" in out
+    assert "Found image" in log.read_text(encoding="utf-8")  # kfp.local ran the tasks with the DockerRunner
 
 
 @pytest.fixture(scope="module")

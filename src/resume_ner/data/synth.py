@@ -15,7 +15,7 @@ Annotation conventions (the same as the real corpus):
   certificates, awards), numbers, project names, languages, hobbies and boilerplate.
 
 Generation is deterministic: the same ``(n, seed)`` gives byte-identical documents (for one
-installed Faker version).
+installed Faker version). The word lists and sentence templates are packaged data files in ``vocab/``.
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ import json
 import random
 import re
 import unicodedata
+from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from faker import Faker
 
@@ -84,374 +85,36 @@ LOCALES: tuple[str, ...] = ("en_US", "en_GB", "en_IN")
 _LOCALE_WEIGHTS = (0.4, 0.2, 0.4)
 
 # --------------------------------------------------------------------------------------------------
-# Vocabularies, by career track: (designations, job-specific skills, tech tools)
+# Vocabularies: packaged data files in vocab/ (UTF-8; a .txt file holds one item a line, in order)
 # --------------------------------------------------------------------------------------------------
 
-_SOFTWARE = (
-    (
-        "Software Engineer",
-        "Senior Software Engineer",
-        "Software Developer",
-        "Associate Software Engineer",
-        "Java Developer",
-        "Python Developer",
-        "Web Developer",
-        "Front End Developer",
-        "Backend Developer",
-        "Full Stack Developer",
-        "Android Developer",
-        "iOS Developer",
-        "Mobile Developer",
-        "Technical Lead",
-        "Team Lead",
-        "Engineering Manager",
-        "Solutions Architect",
-        "Trainee Engineer",
-        "Programmer Analyst",
-    ),
-    (
-        "Web Development",
-        "REST API Design",
-        "Microservices",
-        "Unit Testing",
-        "Object-Oriented Programming",
-        "Code Review",
-        "Software Development Life Cycle",
-        "Agile",
-        "Scrum",
-        "Mobile App Development",
-        "Front-end Development",
-        "Backend Development",
-        "Design Patterns",
-        "Performance Tuning",
-        "Version Control",
-        "Continuous Integration",
-        "System Design",
-        "Debugging",
-    ),
-    (
-        "Java",
-        "Python",
-        "JavaScript",
-        "TypeScript",
-        "C++",
-        "C#",
-        "Golang",
-        "PHP",
-        "Ruby on Rails",
-        "React",
-        "Angular",
-        "Vue.js",
-        "Node.js",
-        "Django",
-        "Flask",
-        "Spring Boot",
-        ".NET",
-        "HTML5",
-        "CSS3",
-        "Bootstrap",
-        "jQuery",
-        "Hibernate",
-        "Maven",
-        "Gradle",
-        "Git",
-        "GitHub",
-        "GitLab",
-        "Jira",
-        "IntelliJ IDEA",
-        "Eclipse",
-        "Visual Studio",
-        "MySQL",
-        "PostgreSQL",
-        "MongoDB",
-        "Redis",
-        "Docker",
-        "Kotlin",
-        "Swift",
-    ),
-)
-_DATA = (
-    (
-        "Data Scientist",
-        "Data Analyst",
-        "Senior Data Analyst",
-        "Data Engineer",
-        "Senior Data Engineer",
-        "Machine Learning Engineer",
-        "BI Developer",
-        "ETL Developer",
-        "Research Analyst",
-        "Analytics Consultant",
-        "Statistician",
-        "AI Engineer",
-    ),
-    (
-        "Machine Learning",
-        "Deep Learning",
-        "Data Analysis",
-        "Data Visualization",
-        "Natural Language Processing",
-        "Computer Vision",
-        "Statistical Modeling",
-        "Predictive Modeling",
-        "ETL",
-        "Data Warehousing",
-        "Data Mining",
-        "Data Modeling",
-        "A/B Testing",
-        "Big Data",
-        "Feature Engineering",
-        "Time Series Forecasting",
-        "Data Cleaning",
-        "Ad-hoc Reporting",
-    ),
-    (
-        "Python",
-        "R",
-        "SQL",
-        "Pandas",
-        "NumPy",
-        "scikit-learn",
-        "TensorFlow",
-        "PyTorch",
-        "Keras",
-        "Apache Spark",
-        "Hadoop",
-        "Hive",
-        "Airflow",
-        "Kafka",
-        "Tableau",
-        "Power BI",
-        "MS Excel",
-        "Snowflake",
-        "BigQuery",
-        "Databricks",
-        "dbt",
-        "Looker",
-        "Jupyter",
-        "SAS",
-        "SPSS",
-        "MATLAB",
-        "PostgreSQL",
-        "Oracle Database",
-    ),
-)
-_INFRA = (
-    (
-        "DevOps Engineer",
-        "Site Reliability Engineer",
-        "Cloud Engineer",
-        "Cloud Architect",
-        "Network Engineer",
-        "System Administrator",
-        "Linux Administrator",
-        "Database Administrator",
-        "Technical Support Engineer",
-        "IT Support Specialist",
-        "Security Analyst",
-        "IT Manager",
-        "Infrastructure Engineer",
-        "Release Manager",
-    ),
-    (
-        "Cloud Computing",
-        "DevOps",
-        "Continuous Deployment",
-        "Infrastructure as Code",
-        "Network Administration",
-        "System Administration",
-        "Troubleshooting",
-        "Incident Management",
-        "Load Balancing",
-        "Capacity Planning",
-        "Security Auditing",
-        "Penetration Testing",
-        "Disaster Recovery",
-        "Patch Management",
-        "Monitoring",
-        "Backup and Recovery",
-        "Networking",
-    ),
-    (
-        "AWS",
-        "Azure",
-        "Google Cloud Platform",
-        "Docker",
-        "Kubernetes",
-        "Terraform",
-        "Ansible",
-        "Jenkins",
-        "Linux",
-        "Windows Server",
-        "Active Directory",
-        "VMware",
-        "Bash",
-        "PowerShell",
-        "Nagios",
-        "Splunk",
-        "Prometheus",
-        "Grafana",
-        "Wireshark",
-        "Cisco IOS",
-        "ServiceNow",
-        "DNS",
-        "DHCP",
-        "Oracle Database",
-        "MySQL",
-        "Git",
-    ),
-)
-_QA = (
-    (
-        "QA Engineer",
-        "Test Engineer",
-        "Senior QA Analyst",
-        "Automation Test Engineer",
-        "Quality Analyst",
-        "Test Lead",
-        "SDET",
-    ),
-    (
-        "Manual Testing",
-        "Test Automation",
-        "Regression Testing",
-        "Functional Testing",
-        "API Testing",
-        "Performance Testing",
-        "Test Planning",
-        "Defect Tracking",
-        "Quality Assurance",
-        "Agile",
-        "Test Case Design",
-    ),
-    (
-        "Selenium",
-        "JUnit",
-        "TestNG",
-        "Postman",
-        "JMeter",
-        "Cucumber",
-        "Appium",
-        "Jira",
-        "Jenkins",
-        "Java",
-        "Python",
-        "SQL",
-        "Git",
-        "LoadRunner",
-        "HP ALM",
-    ),
-)
-_BUSINESS = (
-    (
-        "Business Analyst",
-        "Project Manager",
-        "Product Manager",
-        "Program Manager",
-        "Scrum Master",
-        "Financial Analyst",
-        "Accountant",
-        "Operations Manager",
-        "Management Trainee",
-        "Consultant",
-        "Senior Consultant",
-        "Associate Consultant",
-        "SAP Consultant",
-        "Procurement Officer",
-    ),
-    (
-        "Requirements Gathering",
-        "Business Analysis",
-        "Project Management",
-        "Stakeholder Management",
-        "Financial Analysis",
-        "Budgeting",
-        "Forecasting",
-        "Accounting",
-        "Bookkeeping",
-        "Vendor Management",
-        "Process Improvement",
-        "Root Cause Analysis",
-        "Risk Management",
-        "Supply Chain Management",
-        "Inventory Management",
-        "Financial Reporting",
-        "Gap Analysis",
-        "Cost Reduction",
-    ),
-    (
-        "MS Excel",
-        "MS Project",
-        "Jira",
-        "Confluence",
-        "SAP",
-        "Tableau",
-        "Power BI",
-        "Salesforce",
-        "QuickBooks",
-        "Tally",
-        "Visio",
-        "SQL",
-        "Oracle ERP",
-        "Trello",
-        "Asana",
-        "MS PowerPoint",
-    ),
-)
-_PEOPLE = (
-    (
-        "Sales Executive",
-        "Marketing Manager",
-        "Digital Marketing Specialist",
-        "HR Executive",
-        "Recruiter",
-        "Customer Service Representative",
-        "Customer Support Executive",
-        "Content Writer",
-        "Account Manager",
-        "Business Development Manager",
-        "Graphic Designer",
-        "UI/UX Designer",
-        "Office Administrator",
-    ),
-    (
-        "Digital Marketing",
-        "SEO",
-        "Content Writing",
-        "Recruitment",
-        "Payroll Processing",
-        "Customer Support",
-        "Sales",
-        "Lead Generation",
-        "Social Media Marketing",
-        "Email Marketing",
-        "Brand Management",
-        "Market Research",
-        "Employee Onboarding",
-        "Graphic Design",
-        "Copywriting",
-        "Account Management",
-    ),
-    (
-        "Salesforce",
-        "HubSpot",
-        "Google Analytics",
-        "MS Excel",
-        "MS Word",
-        "MS PowerPoint",
-        "Photoshop",
-        "Illustrator",
-        "Figma",
-        "Canva",
-        "WordPress",
-        "Zendesk",
-        "Mailchimp",
-        "Workday",
-        "SAP SuccessFactors",
-    ),
-)
-_TRACKS = (_SOFTWARE, _DATA, _INFRA, _QA, _BUSINESS, _PEOPLE)
-_TRACK_WEIGHTS = (0.3, 0.2, 0.17, 0.1, 0.13, 0.1)
+_VOCAB = resources.files("resume_ner.data") / "vocab"
+
+
+@functools.cache
+def _lines(name: str) -> tuple[str, ...]:
+    """The items of ``vocab/<name>``, one a line, in file order (duplicates kept)."""
+    return tuple(_VOCAB.joinpath(name).read_text(encoding="utf-8").splitlines())
+
+
+@functools.cache
+def _json(name: str) -> Any:
+    """The parsed content of ``vocab/<name>``."""
+    return json.loads(_VOCAB.joinpath(name).read_text(encoding="utf-8"))
+
+
+_Track = tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]  # (designations, job-specific skills, tech tools)
+
+
+def _track(name: str) -> _Track:
+    entry = _json("tracks.json")[name]
+    return tuple(entry["designations"]), tuple(entry["skills"]), tuple(entry["tools"])
+
+
+# Career tracks (the keys of tracks.json) and how often each is drawn.
+_TRACK_SHARES = {"software": 0.3, "data": 0.2, "infra": 0.17, "qa": 0.1, "business": 0.13, "people": 0.1}
+_TRACKS: tuple[_Track, ...] = tuple(_track(name) for name in _TRACK_SHARES)
+_TRACK_WEIGHTS = tuple(_TRACK_SHARES.values())
 
 
 def _unique(*groups: tuple[str, ...]) -> tuple[str, ...]:
@@ -462,329 +125,31 @@ DESIGNATIONS: tuple[str, ...] = _unique(*(t[0] for t in _TRACKS))
 JOB_SKILLS: tuple[str, ...] = _unique(*(t[1] for t in _TRACKS))
 TECH_TOOLS: tuple[str, ...] = _unique(*(t[2] for t in _TRACKS))
 
-SOFT_SKILLS: tuple[str, ...] = (
-    "Leadership",
-    "Communication",
-    "Teamwork",
-    "Problem Solving",
-    "Time Management",
-    "Adaptability",
-    "Critical Thinking",
-    "Attention to Detail",
-    "Collaboration",
-    "Creativity",
-    "Work Ethic",
-    "Self-motivated",
-    "Quick Learner",
-    "Team Player",
-    "Conflict Resolution",
-    "Negotiation",
-    "Public Speaking",
-    "Presentation Skills",
-    "Decision Making",
-    "Interpersonal Skills",
-    "Mentoring",
-    "Customer Focus",
-    "Empathy",
-    "Analytical Thinking",
-    "Multitasking",
-    "Flexibility",
-    "Emotional Intelligence",
-    "Active Listening",
-    "Organizational Skills",
-    "Written Communication",
-    "Verbal Communication",
-    "Hard Working",
-    "Positive Attitude",
-    "Accountability",
-    "Patience",
-    "Self Motivated",
-)
+SOFT_SKILLS: tuple[str, ...] = _lines("soft_skills.txt")
 
 _DESIGNATION_PREFIXES = ("Senior", "Sr.", "Junior", "Lead", "Principal", "Associate")
 
-_DEGREE_TYPES: tuple[tuple[str, bool], ...] = (  # (degree, takes a field)
-    ("B.Tech", True),
-    ("Bachelor of Technology", True),
-    ("B.E.", True),
-    ("Bachelor of Engineering", True),
-    ("BE", True),
-    ("B.Sc.", True),
-    ("Bachelor of Science", True),
-    ("B.S.", True),
-    ("BSc", True),
-    ("M.Tech", True),
-    ("Master of Technology", True),
-    ("M.E.", True),
-    ("M.Sc.", True),
-    ("Master of Science", True),
-    ("MS", True),
-    ("MSc", True),
-    ("BA", True),
-    ("Bachelor of Arts", True),
-    ("MA", True),
-    ("Ph.D.", True),
-    ("Diploma", True),
-    ("MBA", True),
-    ("Master of Business Administration", False),
-    ("MCA", False),
-    ("Master of Computer Applications", False),
-    ("BCA", False),
-    ("Bachelor of Computer Applications", False),
-    ("B.Com", False),
-    ("Bachelor of Commerce", False),
-    ("M.Com", False),
-    ("PGDM", False),
-    ("BBA", False),
-)
-_DEGREE_FIELDS = (
-    "Computer Science",
-    "Computer Science and Engineering",
-    "Information Technology",
-    "Electronics and Communication",
-    "Electrical Engineering",
-    "Mechanical Engineering",
-    "Civil Engineering",
-    "Mathematics",
-    "Statistics",
-    "Physics",
-    "Economics",
-    "Finance",
-    "Marketing",
-    "Human Resources",
-    "Data Science",
-    "Business Administration",
-    "Psychology",
-    "English",
-    "Information Systems",
-    "Software Engineering",
-    "Chemistry",
-    "Accounting",
-)
+_DEGREE_TYPES: tuple[tuple[str, bool], ...] = tuple(_json("degrees.json").items())  # (degree, takes a field)
+_DEGREE_FIELDS = _lines("degree_fields.txt")
 DEGREES: tuple[str, ...] = tuple(d for d, _ in _DEGREE_TYPES)
-_SCHOOL_DEGREES = ("HSC", "SSC", "Class XII", "Class X", "Higher Secondary Certificate", "12th", "10th", "CBSE XII")
+_SCHOOL_DEGREES = _lines("school_degrees.txt")
 
-COLLEGE_PATTERNS: tuple[str, ...] = (
-    "{city} Institute of Technology",
-    "University of {city}",
-    "{last} College of Engineering",
-    "{region} State University",
-    "{city} College of Arts and Science",
-    "St. {first}'s College",
-    "{last} University",
-    "Institute of Engineering and Technology, {city}",
-    "{city} School of Business",
-    "National Institute of Technology {city}",
-    "{last} Institute of Management",
-    "Government Engineering College {city}",
-    "{last} Memorial College",
-    "{city} Polytechnic",
-    "{region} University",
-    "{last} Institute of Science",
-    "{city} University",
-    "Royal College of {city}",
-    "{last} School of Engineering",
-    "{city} Community College",
-)
-_SCHOOL_PATTERNS = ("{last} High School", "{city} Public School", "Kendriya Vidyalaya {city}", "St. {first}'s School")
+COLLEGE_PATTERNS: tuple[str, ...] = _lines("college_patterns.txt")  # fields: {city}, {region}, {first}, {last}
+_SCHOOL_PATTERNS = _lines("school_patterns.txt")
 
-COMPANY_SUFFIXES: tuple[str, ...] = (
-    "Technologies",
-    "Solutions",
-    "Systems",
-    "Pvt. Ltd.",
-    "Ltd",
-    "Inc.",
-    "LLC",
-    "Consulting",
-    "Labs",
-    "Software",
-    "Analytics",
-    "Infotech",
-    "Services",
-    "Group",
-    "Corporation",
-    "Global",
-    "Networks",
-    "Digital",
-    "Limited",
-    "Technologies Pvt Ltd",
-    "Corp",
-    "& Co.",
-)
-_COMPANY_WORDS = (
-    "Apex",
-    "Bluewave",
-    "Nimbus",
-    "Crestline",
-    "Vertex",
-    "Pinnacle",
-    "Silverline",
-    "Northstar",
-    "Quantum",
-    "Brightpath",
-    "Ironwood",
-    "Redstone",
-    "Greenfield",
-    "Skyline",
-    "Zenith",
-    "Orbit",
-    "Keystone",
-    "Summit",
-    "Trinity",
-    "Harbor",
-    "Lumen",
-    "Cobalt",
-    "Evergreen",
-    "Falconridge",
-    "Meridian",
-    "Sapphire",
-    "Tidal",
-    "Vantage",
-    "Westbrook",
-    "Aurora",
-    "Helix",
-    "Mosaic",
-)
-_WELL_KNOWN_COMPANIES = (
-    "Infosys",
-    "Accenture",
-    "IBM",
-    "Deloitte",
-    "Tata Consultancy Services",
-    "Wipro",
-    "Capgemini",
-    "Cognizant",
-    "Amazon",
-    "HCL Technologies",
-    "Tech Mahindra",
-    "Ernst & Young",
-    "KPMG",
-    "Barclays",
-    "HSBC",
-    "Vodafone",
-    "Genpact",
-    "Mphasis",
-    "Unilever",
-    "Siemens",
-)
+COMPANY_SUFFIXES: tuple[str, ...] = _lines("company_suffixes.txt")
+_COMPANY_WORDS = _lines("company_words.txt")
+_WELL_KNOWN_COMPANIES = _lines("well_known_companies.txt")
 
-_CITIES = {
-    "en_US": (
-        ("New York", "NY"),
-        ("San Francisco", "CA"),
-        ("Austin", "TX"),
-        ("Seattle", "WA"),
-        ("Chicago", "IL"),
-        ("Boston", "MA"),
-        ("Denver", "CO"),
-        ("Atlanta", "GA"),
-        ("San Jose", "CA"),
-        ("Dallas", "TX"),
-        ("Raleigh", "NC"),
-        ("Phoenix", "AZ"),
-        ("Columbus", "OH"),
-        ("Minneapolis", "MN"),
-        ("Portland", "OR"),
-    ),
-    "en_GB": (
-        ("London", "UK"),
-        ("Manchester", "UK"),
-        ("Birmingham", "UK"),
-        ("Leeds", "United Kingdom"),
-        ("Edinburgh", "Scotland"),
-        ("Glasgow", "Scotland"),
-        ("Bristol", "UK"),
-        ("Cambridge", "UK"),
-        ("Cardiff", "Wales"),
-        ("Reading", "Berkshire"),
-        ("Nottingham", "UK"),
-        ("Sheffield", "UK"),
-    ),
-    "en_IN": (
-        ("Bengaluru", "Karnataka"),
-        ("Bangalore", "Karnataka"),
-        ("Pune", "Maharashtra"),
-        ("Mumbai", "Maharashtra"),
-        ("Hyderabad", "Telangana"),
-        ("Chennai", "Tamil Nadu"),
-        ("Noida", "Uttar Pradesh"),
-        ("Gurgaon", "Haryana"),
-        ("Kolkata", "West Bengal"),
-        ("Ahmedabad", "Gujarat"),
-        ("Kochi", "Kerala"),
-        ("New Delhi", "Delhi"),
-        ("Thane", "Maharashtra"),
-        ("Coimbatore", "Tamil Nadu"),
-        ("Indore", "Madhya Pradesh"),
-    ),
+_CITIES: dict[str, tuple[tuple[str, str], ...]] = {  # locale -> (city, region) pairs
+    locale: tuple((city, region) for city, region in pairs) for locale, pairs in _json("cities.json").items()
 }
 
 # --------------------------------------------------------------------------------------------------
 # Layout vocabularies
 # --------------------------------------------------------------------------------------------------
 
-_HEADINGS = {
-    "summary": (
-        "Summary",
-        "Professional Summary",
-        "Profile",
-        "Career Objective",
-        "Objective",
-        "About Me",
-        "Career Summary",
-        "Profile Summary",
-        "Executive Summary",
-        "Overview",
-    ),
-    "experience": (
-        "Experience",
-        "Work Experience",
-        "Work History",
-        "Professional Experience",
-        "Employment History",
-        "Career History",
-        "Relevant Experience",
-        "Employment",
-        "Experience Details",
-    ),
-    "education": (
-        "Education",
-        "Educational Qualifications",
-        "Academic Background",
-        "Education and Training",
-        "Academic Qualifications",
-        "Qualifications",
-        "Educational Details",
-    ),
-    "skills": (
-        "Skills",
-        "Technical Skills",
-        "Key Skills",
-        "Core Competencies",
-        "Skills & Expertise",
-        "Areas of Expertise",
-        "Skill Set",
-        "IT Skills",
-        "Technical Proficiency",
-    ),
-    "soft": ("Soft Skills", "Personal Traits", "Strengths", "Key Strengths", "Personal Attributes"),
-    "projects": ("Projects", "Key Projects", "Academic Projects", "Personal Projects", "Project Details"),
-    "certifications": (
-        "Certifications",
-        "Certificates",
-        "Licenses & Certifications",
-        "Training & Certifications",
-        "Courses",
-    ),
-    "languages": ("Languages", "Languages Known", "Language Proficiency"),
-    "hobbies": ("Interests", "Hobbies", "Hobbies & Interests", "Extracurricular Activities"),
-    "awards": ("Awards", "Achievements", "Honors & Awards", "Accomplishments"),
-    "personal": ("Personal Details", "Personal Information", "Personal Profile"),
-    "references": ("References", "Referees"),
-    "declaration": ("Declaration",),
-    "additional": ("Additional Information", "Other Information"),
-}
+_HEADINGS: dict[str, tuple[str, ...]] = {kind: tuple(names) for kind, names in _json("headings.json").items()}
 _BULLETS = ("• ", "- ", "* ", "▪ ", "➢ ", "o ", "", "· ", "– ", "> ", "✓ ")
 _MONTHS = (
     "January",
@@ -826,117 +191,14 @@ _NUMBER_WORDS = (
 _PRESENT = ("Present", "Current", "Till Date", "Now", "present", "till date", "Ongoing")
 _RANGE_SEPS = (" - ", " – ", " to ", "-", " — ", " -  ")
 
-_PROJECT_ADJ = (
-    "Smart",
-    "Unified",
-    "Real-time",
-    "Automated",
-    "Secure",
-    "Mobile",
-    "Self-service",
-    "Integrated",
-    "Next-gen",
-    "Online",
-    "Centralised",
-    "Customer",
-)
-_PROJECT_NOUN = (
-    "Billing Platform",
-    "Inventory Tracker",
-    "Claims Portal",
-    "Recommendation Engine",
-    "Fraud Monitor",
-    "Payroll System",
-    "Booking App",
-    "Reporting Hub",
-    "Chatbot",
-    "Document Archive",
-    "Loan Origination",
-    "Attendance System",
-    "Order Management",
-    "Feedback Portal",
-    "Fleet Tracker",
-    "Pricing Engine",
-)
-_CODE_NAMES = (
-    "Phoenix",
-    "Atlas",
-    "Orion",
-    "Falcon",
-    "Neptune",
-    "Zephyr",
-    "Titan",
-    "Polaris",
-    "Everest",
-    "Nova",
-    "Hermes",
-    "Kestrel",
-)
-_METRICS = (
-    "response time",
-    "page load time",
-    "monthly churn",
-    "error rates",
-    "report turnaround time",
-    "processing time",
-    "operational costs",
-    "ticket backlog",
-    "onboarding time",
-    "query latency",
-)
-_AWARDS = (
-    "Employee of the Month",
-    "Star Performer",
-    "Spot Award",
-    "Best Team Award",
-    "Dean's List",
-    "Innovation Award",
-    "Client Appreciation Award",
-    "Rising Star",
-    "Pat on the Back",
-    "Best Outgoing Student",
-)
-_CERTIFICATIONS = (
-    "ITIL Foundation",
-    "Six Sigma Green Belt",
-    "CompTIA Security+",
-    "Certified Ethical Hacker",
-    "CCNA Routing and Switching",
-    "Certified Information Systems Auditor",
-    "Lean Practitioner",
-    "First Aid at Work",
-    "CompTIA A+",
-    "PRINCE2 Foundation",
-    "CFA Level I",
-    "NPTEL Online Course",
-)
-_TOOL_CERT_PATTERNS = (
-    "{tool} Certified Associate",
-    "{tool} Fundamentals",
-    "{tool} Certified Professional",
-    "Advanced {tool} Training",
-    "{tool} Essentials",
-)
-_LANGUAGES = (
-    "English",
-    "Hindi",
-    "Spanish",
-    "French",
-    "German",
-    "Tamil",
-    "Marathi",
-    "Telugu",
-    "Mandarin",
-    "Arabic",
-    "Bengali",
-    "Urdu",
-    "Portuguese",
-    "Italian",
-    "Kannada",
-    "Gujarati",
-    "Welsh",
-    "Polish",
-)
+_PROJECT_ADJ = _lines("project_adjectives.txt")
+_PROJECT_NOUN = _lines("project_nouns.txt")
+_CODE_NAMES = _lines("code_names.txt")
+_METRICS = _lines("metrics.txt")
+_AWARDS = _lines("awards.txt")
+_CERTIFICATIONS = _lines("certifications.txt")
+_TOOL_CERT_PATTERNS = _lines("tool_cert_patterns.txt")
+_LANGUAGES = _lines("languages.txt")
 _LANGUAGE_LEVELS = (
     "(Native)",
     "(Fluent)",
@@ -946,144 +208,22 @@ _LANGUAGE_LEVELS = (
     "- read, write, speak",
     "",
 )
-_HOBBIES = (
-    "Reading",
-    "Chess",
-    "Hiking",
-    "Photography",
-    "Cricket",
-    "Football",
-    "Travelling",
-    "Cooking",
-    "Painting",
-    "Playing guitar",
-    "Cycling",
-    "Swimming",
-    "Blogging",
-    "Volunteering at a local animal shelter",
-    "Badminton",
-    "Yoga",
-    "Running half marathons",
-    "Gardening",
-    "Sketching",
-    "Trekking",
-    "Board games",
-)
-_COURSEWORK = (
-    "Algorithms",
-    "Operating Systems",
-    "Discrete Mathematics",
-    "Compiler Design",
-    "Linear Algebra",
-    "Microeconomics",
-    "Computer Networks",
-    "Probability",
-    "Organisational Behaviour",
-    "Thermodynamics",
-)
+_HOBBIES = _lines("hobbies.txt")
+_COURSEWORK = _lines("coursework.txt")
 _PROFICIENCY = ("(Advanced)", "(Intermediate)", "(Expert)", "(Basic)", "- advanced", "★★★★☆", "★★★☆☆")
-_SKILL_GROUPS = (
-    "Programming Languages",
-    "Languages",
-    "Frameworks",
-    "Databases",
-    "Tools",
-    "Cloud",
-    "Platforms",
-    "Technologies",
-    "Software",
-    "Operating Systems",
-    "Tools & Technologies",
-    "Libraries",
-)
-_SKILL_LABELS = (
-    "Technical Skills",
-    "Functional Skills",
-    "Domain Expertise",
-    "Expertise",
-    "Core Skills",
-    "Key Skills",
-    "Competencies",
-)
+_SKILL_GROUPS = _lines("skill_groups.txt")
+_SKILL_LABELS = _lines("skill_labels.txt")
 _SOFT_LABELS = ("Soft Skills", "Personal Skills", "Strengths", "Traits")
 _ENV_LABELS = ("Environment", "Technologies used", "Tech stack", "Tools used", "Environment & Tools")
 
 # Sentence templates: {slot}s are filled by ``_Resume._slot``; literal text must not name any entity.
-_SUMMARY_TEMPLATES = (
-    "{designation} with {yoe} of experience in {skill}, {skill} and {tool}.",
-    "Results-driven {designation} having {yoe} of hands-on experience delivering solutions with {tool}, {tool}"
-    " and {tool}.",
-    "{yoe} of experience in {skill} and {skill}, with a strong background in {tool} and {tool}.",
-    "Seeking a challenging role as a {designation} where I can apply my {skill} experience and {soft_l}.",
-    "Currently working as {designation} at {company}, {loc}.",
-    "Known for {soft_l}, {soft_l} and a strong sense of ownership.",
-    "Experienced in {skill} across {n} projects for clients in retail, banking and healthcare.",
-    "Total experience of {yoe} in the IT industry.",
-    "A professional with strong {soft_l} and expertise in {skill} and {skill}.",
-    "Proficient in {tool}, {tool} and {tool}; comfortable working with {skill}.",
-    "Looking for opportunities in {loc} or remote.",
-    "{yoe} of progressive experience, most recently as {designation} at {company}.",
-    "Passionate about clean, maintainable work and continuous learning.",
-    "Strong {soft_l} and {soft_l}, with a track record of delivering on time.",
-    "Hands-on with {tool} and {tool}, and certified in {cert}.",
-    "Willing to relocate and travel as required.",
-)
-_BULLET_TEMPLATES = (
-    "Developed and maintained {skill} solutions using {tool} and {tool}.",
-    "Built {project} with {tool}, reducing {metric} by {pct}.",
-    "Led a team of {n} to deliver {project} ahead of schedule.",
-    "Automated {skill} workflows with {tool}, saving {n} hours per week.",
-    "Worked closely with clients to gather needs and provide {skill}.",
-    "Designed dashboards in {tool} used by {n} business units.",
-    "Migrated legacy systems to {tool}, cutting costs by {money} per year.",
-    "Handled {n}+ tickets per month related to {skill} and {tool}.",
-    "Mentored {n} junior colleagues; recognised for {soft_l} and {soft_l}.",
-    "Implemented {skill} practices using {tool} across {n} services.",
-    "Performed {skill} and {skill} for {project}.",
-    "Received the {award} in {year} for {soft_l}.",
-    "Managed a budget of {money} for {project}.",
-    "Improved {metric} by {pct} through {skill}.",
-    "Coordinated with onsite teams in {loc} for the {project} rollout.",
-    "Conducted training sessions on {tool} for {n} colleagues.",
-    "Prepared weekly status reports for senior management.",
-    "Participated in daily stand-ups, sprint planning and retrospectives.",
-    "Wrote technical documentation and runbooks for {project}.",
-    "Integrated {tool} with {tool} to streamline {skill}.",
-    "Promoted to {designation} within {n} months.",
-    "Reviewed pull requests and enforced coding standards on {project}.",
-    "Served {n}+ customers across {n} regions with {pct} satisfaction.",
-    "Resolved critical production issues within SLA, demonstrating {soft_l}.",
-    "Optimised {tool} queries, improving {metric} by {pct}.",
-    "Owned end-to-end {skill} for {project} (ticket #{ticket}).",
-)
-_PROJECT_TEMPLATES = (
-    "Built {skill} features using {tool} and {tool}.",
-    "Team of {n}; responsible for {skill} and {skill}.",
-    "Used {tool} for storage and {tool} for the interface.",
-    "Reduced {metric} by {pct} for {n} users.",
-    "Delivered a working prototype in {n} weeks.",
-)
+_SUMMARY_TEMPLATES = _lines("summary_templates.txt")
+_BULLET_TEMPLATES = _lines("bullet_templates.txt")
+_PROJECT_TEMPLATES = _lines("project_templates.txt")
 
-_REFERENCE_LINES = (
-    "Available upon request.",
-    "Furnished on request.",
-    "References available on request.",
-    "Will be provided upon request.",
-)
-_DECLARATION = (
-    "I hereby declare that the information furnished above is true to the best of my knowledge.",
-    "I hereby declare that all the details mentioned above are correct and complete.",
-)
-_EXTRA_LINES = (
-    "Willing to relocate: Anywhere",
-    "Notice period: {n} days",
-    "Availability: Immediate",
-    "Open to remote and hybrid roles",
-    "Driving licence: Full, clean",
-    "Current CTC: {n} LPA",
-    "Expected CTC: negotiable",
-    "Work authorisation: eligible to work without sponsorship",
-)
+_REFERENCE_LINES = _lines("reference_lines.txt")
+_DECLARATION = _lines("declarations.txt")
+_EXTRA_LINES = _lines("extra_lines.txt")
 
 _SLOT_RE = re.compile(r"\{(\w+)\}")
 _WORD_RE = re.compile(r"[A-Za-z]{5,}")

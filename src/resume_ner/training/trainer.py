@@ -36,17 +36,23 @@ from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from resume_ner.config import ResumeNerConfig, config_from_dict
 from resume_ner.config import save as save_config
 from resume_ner.data.document import Document
-from resume_ner.data.labels import scheme_for
+from resume_ner.data.labels import LabelScheme, scheme_for
 from resume_ner.errors import CheckpointError, ConfigError, ResumeNerError, describe_os_error
 from resume_ner.io import recover_dir, write_json_atomic
 from resume_ner.layout import CHECKPOINTS_DIRNAME, CONFIG_FILE, METADATA_FILE, MODEL_DIRNAME, RESULT_FILE
 from resume_ner.redaction import redact_credentials, redact_settings
 from resume_ner.training.callbacks import EarlyStopping, TrainerCallback, TrainerState
+
+if TYPE_CHECKING:
+    import torch
+
+    from resume_ner.data.windows import WindowedDocuments
+    from resume_ner.training.distributed import DistributedContext
 
 log = logging.getLogger(__name__)
 
@@ -326,6 +332,63 @@ def describe_finished_training(output_dir: str | Path, result: TrainResult, epoc
     )
 
 
+@dataclass(eq=False)
+class _TrainingLoop:
+    """What ``train_model``'s steps share: the run's inputs, then (set by the set-up steps) the model, windows,
+    optimizer, scheduler, callbacks and tracking, and the state the loop updates."""
+
+    config: ResumeNerConfig
+    ddp: DistributedContext
+    device: torch.device
+    output_dir: Path
+    fingerprint: str
+    train_docs: list[Document]
+    val_docs: list[Document]
+    quiet: bool
+    # _set_up_model
+    scheme: LabelScheme = field(init=False)
+    model: Any = field(init=False)  # what is saved, with ``crf``
+    tokenizer: Any = field(init=False)
+    crf: Any = field(init=False)  # the CRF head, None without one
+    state: TrainerState = field(init=False)
+    trained: Any = field(init=False)  # what the loss comes from: the model, with its CRF head if any
+    forward_model: Any = field(init=False)  # ``trained``, under DDP wrapped to average gradients
+    ddp_model: torch.nn.parallel.DistributedDataParallel | None = field(init=False)  # that wrapper, None without DDP
+    bf16: bool = field(init=False)
+    eval_attention: str = field(init=False)
+    train_attention: str = field(init=False)
+    settings: dict[str, Any] = field(init=False)  # the resolved configuration, credentials redacted
+    # _set_up_windows
+    window_args: _WindowArgs = field(init=False)
+    train_windows: WindowedDocuments = field(init=False)
+    val_windows: WindowedDocuments | None = field(init=False)
+    n_windows: int = field(init=False)
+    window_lengths: list[int] = field(init=False)
+    pad_multiple: int = field(init=False)
+    micro_per_epoch: int = field(init=False)
+    total_steps: int = field(init=False)
+    effective_batch: int = field(init=False)
+    # _set_up_optimizer
+    optimizer: Any = field(init=False)
+    scheduler: Any = field(init=False)
+    # train_model
+    callbacks: list[TrainerCallback] = field(init=False)
+    metadata: dict[str, Any] = field(init=False)  # written beside every checkpoint
+    # _start_tracking
+    tracking: Any = field(init=False)
+    own_tracking: bool = field(init=False)  # started here, so ended here
+    derived: dict[str, Any] = field(init=False)
+    # _train
+    started: float = field(init=False)
+    tokens_at_start: int = field(init=False)
+    last_progress_log: float = field(init=False)
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        """Where the resumable training states go."""
+        return self.output_dir / CHECKPOINTS_DIRNAME
+
+
 def train_model(
     config: ResumeNerConfig | dict[str, Any],
     train_data: Sequence[Document] | str | Path,
@@ -350,108 +413,155 @@ def train_model(
     checkpoints and result (its best model is replaced after the first epoch). ``check_training_start`` makes
     the checks, before anything is trained.
     """
-    import torch
-
-    from resume_ner.data.splits import fingerprint_documents
-    from resume_ner.data.windows import build_windows
-    from resume_ner.training.batching import TRAIN_PAD_MULTIPLE, collate_windows, length_grouped
-    from resume_ner.training.checkpoint import (
-        load_training_state,
-        prune_training_states,
-        save_model_checkpoint,
-        save_training_state,
-        use_safetensors,
-    )
-    from resume_ner.training.crf import CrfTokenClassifier, load_crf, new_crf
-    from resume_ner.training.distributed import (
-        all_gather_object,
-        all_reduce_sum,
-        barrier,
-        broadcast_object,
-        init_distributed,
-        shard_indices,
-    )
-    from resume_ner.training.evaluator import evaluate_windowed
-    from resume_ner.training.model import create_model_and_tokenizer, training_attention
-    from resume_ner.training.precision import autocast, use_bf16
+    from resume_ner.training.distributed import init_distributed
 
     config = config_from_dict(config)
-    tcfg, mcfg = config.training, config.model
-    ddp, device = init_distributed(tcfg.device)
-    main = ddp.is_main
-    quiet = quiet or not main
+    ddp, device = init_distributed(config.training.device)
     output_dir = Path(output_dir)
-    checkpoints_dir = output_dir / CHECKPOINTS_DIRNAME
-    train_docs = _as_documents(train_data, config)
-    val_docs = _as_documents(val_data, config)
-    fingerprint = data_fingerprint or fingerprint_documents(train_docs + val_docs)
+    train_docs, val_docs, fingerprint = _load_data(config, train_data, val_data, data_fingerprint)
     start = check_training_start(
         config, train_docs, val_docs, output_dir, fingerprint, resume=resume, overwrite=overwrite
     )
     if start.finished is not None:
-        log.info(describe_finished_training(output_dir, start.finished, tcfg.epochs))
+        log.info(describe_finished_training(output_dir, start.finished, config.training.epochs))
         return start.finished
-    if main and start.replaces_earlier:
-        log.warning("overwriting the earlier training in %s", output_dir)
-        shutil.rmtree(checkpoints_dir, ignore_errors=True)
-        (output_dir / RESULT_FILE).unlink(missing_ok=True)  # else a --resume would take this training as finished
+    if ddp.is_main and start.replaces_earlier:
+        _remove_earlier_training(output_dir)
 
+    loop = _TrainingLoop(config, ddp, device, output_dir, fingerprint, train_docs, val_docs, quiet or not ddp.is_main)
+    restored = _set_up_model(loop, start.resume_from)
+    _set_up_windows(loop)
+    _set_up_optimizer(loop, restored)
+    loop.callbacks = [EarlyStopping(config.training.early_stopping_patience), *callbacks]
+    loop.metadata = _checkpoint_metadata(loop)
+    _start_tracking(loop, tracking, start.resume_from)
+    _train(loop)
+    return _finish(loop)
+
+
+def _load_data(
+    config: ResumeNerConfig,
+    train_data: Sequence[Document] | str | Path,
+    val_data: Sequence[Document] | str | Path,
+    data_fingerprint: str | None,
+) -> tuple[list[Document], list[Document], str]:
+    """The training and validation documents and their fingerprint (``data_fingerprint`` when given)."""
+    from resume_ner.data.splits import fingerprint_documents
+
+    train_docs = _as_documents(train_data, config)
+    val_docs = _as_documents(val_data, config)
+    fingerprint = data_fingerprint or fingerprint_documents(train_docs + val_docs)
+    return train_docs, val_docs, fingerprint
+
+
+def _remove_earlier_training(output_dir: Path) -> None:
+    """Remove the checkpoints and result of the training that ``overwrite`` replaces."""
+    log.warning("overwriting the earlier training in %s", output_dir)
+    shutil.rmtree(output_dir / CHECKPOINTS_DIRNAME, ignore_errors=True)
+    (output_dir / RESULT_FILE).unlink(missing_ok=True)  # else a --resume would take this training as finished
+
+
+def _set_up_model(loop: _TrainingLoop, resume_from: Path | None) -> dict[str, Any] | None:
+    """Seed, create (or resume) the model, put it on the device, write config.yaml and wrap the model for DDP.
+
+    Returns the training state restored from ``resume_from`` (None for a fresh start)."""
+    import torch
+
+    from resume_ner.training.crf import CrfTokenClassifier
+    from resume_ner.training.model import training_attention
+    from resume_ner.training.precision import use_bf16
+
+    config, ddp, device = loop.config, loop.ddp, loop.device
+    tcfg = config.training
     if tcfg.num_threads:
         torch.set_num_threads(tcfg.num_threads)
     _seed_everything(tcfg.random_seed)  # the same initial weights on every rank
 
-    scheme = scheme_for(config.data.label_map, (s.label for d in train_docs + val_docs for s in d.spans))
-    model, tokenizer = create_model_and_tokenizer(mcfg, scheme)
-    crf = new_crf(scheme) if mcfg.head == "crf" else None  # replaced by the checkpoint's on resume
+    restored = _create_or_resume_model(loop, resume_from)
+    model, crf = loop.model, loop.crf
+    model.to(device)
+    loop.trained = model if crf is None else CrfTokenClassifier(model, crf.to(device))  # what the loss comes from
+    loop.bf16 = use_bf16(tcfg.precision, device)
+    loop.eval_attention, loop.train_attention = model.config._attn_implementation, training_attention(model, device)
+    if ddp.enabled:
+        _seed_everything(tcfg.random_seed + ddp.rank)  # dropout differs between ranks
+    loop.settings = settings = redact_settings(config.to_dict())  # what is written beside the model: no credentials
+    if ddp.is_main:
+        save_config(config_from_dict(settings, origin="resolved config"), loop.output_dir / CONFIG_FILE)
+    loop.forward_model, loop.ddp_model = _wrap_for_ddp(loop.trained, ddp, device)
+    return restored
 
-    state = TrainerState()
-    resume_from = start.resume_from
+
+def _create_or_resume_model(loop: _TrainingLoop, resume_from: Path | None) -> dict[str, Any] | None:
+    """The label scheme, a new model, tokenizer, CRF head and trainer state, or those of ``resume_from``.
+
+    Returns the training state restored from ``resume_from`` (None for a fresh start)."""
+    from resume_ner.training.checkpoint import load_training_state, use_safetensors
+    from resume_ner.training.crf import load_crf, new_crf
+    from resume_ner.training.model import create_model_and_tokenizer
+
+    config, mcfg = loop.config, loop.config.model
+    docs = loop.train_docs + loop.val_docs
+    loop.scheme = scheme = scheme_for(config.data.label_map, (s.label for d in docs for s in d.spans))
+    loop.model, loop.tokenizer = create_model_and_tokenizer(mcfg, scheme)
+    loop.crf = new_crf(scheme) if mcfg.head == "crf" else None  # replaced by the checkpoint's on resume
+
+    loop.state = TrainerState()
     restored: dict[str, Any] | None = None
     if resume_from is not None:
         from transformers import AutoModelForTokenClassification
 
         restored = load_training_state(resume_from)
-        state = TrainerState.from_dict(restored["trainer_state"]["state"])
-        model = AutoModelForTokenClassification.from_pretrained(
+        loop.state = state = TrainerState.from_dict(restored["trainer_state"]["state"])
+        loop.model = AutoModelForTokenClassification.from_pretrained(
             resume_from, use_safetensors=use_safetensors(), weights_only=True, trust_remote_code=False
         )
         if mcfg.head == "crf":
-            crf = load_crf(resume_from, scheme)
+            loop.crf = load_crf(resume_from, scheme)
         log.info("resuming from %s (epoch %d, step %d)", resume_from, state.epoch, state.global_step)
-    model.to(device)
-    trained = model if crf is None else CrfTokenClassifier(model, crf.to(device))  # what the loss comes from
-    bf16 = use_bf16(tcfg.precision, device)
-    eval_attention, train_attention = model.config._attn_implementation, training_attention(model, device)
-    if ddp.enabled:
-        _seed_everything(tcfg.random_seed + ddp.rank)  # dropout differs between ranks
-    settings = redact_settings(config.to_dict())  # what is written beside the model: no credentials
-    if main:
-        save_config(config_from_dict(settings, origin="resolved config"), output_dir / CONFIG_FILE)
-    forward_model = trained  # under DDP a wrapper that averages gradients; ``model`` (and ``crf``) are saved
-    ddp_model: torch.nn.parallel.DistributedDataParallel | None = None  # that wrapper, None without DDP
+    return restored
+
+
+def _wrap_for_ddp(
+    trained: Any, ddp: DistributedContext, device: torch.device
+) -> tuple[Any, torch.nn.parallel.DistributedDataParallel | None]:
+    """What the forward passes go through (under DDP a wrapper that averages gradients), and that wrapper (None
+    without DDP); ``model`` (and ``crf``) are what is saved."""
+    forward_model = trained
+    ddp_model: torch.nn.parallel.DistributedDataParallel | None = None
     if ddp.enabled:
         from torch.nn.parallel import DistributedDataParallel
 
         forward_model = ddp_model = DistributedDataParallel(
             trained, device_ids=[device.index] if device.type == "cuda" else None
         )
+    return forward_model, ddp_model
 
-    window_args = _WindowArgs(max_length=mcfg.max_length, stride=mcfg.stride)
-    train_windows = build_windows(train_docs, tokenizer, scheme, label_all_tokens=mcfg.label_all_tokens, **window_args)
-    val_windows = build_windows(val_docs, tokenizer, scheme, **window_args) if val_docs else None
-    n_windows = len(train_windows.windows)
-    window_lengths = [len(window) for window in train_windows.windows]
-    pad_multiple = TRAIN_PAD_MULTIPLE if mcfg.max_length % TRAIN_PAD_MULTIPLE == 0 else 1  # never past max_length
-    micro_per_epoch = math.ceil(math.ceil(n_windows / ddp.world_size) / tcfg.batch_size)
+
+def _set_up_windows(loop: _TrainingLoop) -> None:
+    """Cut the documents into windows, size the epochs and steps, and log the plan (rank 0)."""
+    from resume_ner.data.windows import build_windows
+    from resume_ner.training.batching import TRAIN_PAD_MULTIPLE
+
+    tcfg, mcfg, ddp, tokenizer, scheme = loop.config.training, loop.config.model, loop.ddp, loop.tokenizer, loop.scheme
+    loop.window_args = window_args = _WindowArgs(max_length=mcfg.max_length, stride=mcfg.stride)
+    loop.train_windows = train_windows = build_windows(
+        loop.train_docs, tokenizer, scheme, label_all_tokens=mcfg.label_all_tokens, **window_args
+    )
+    loop.val_windows = build_windows(loop.val_docs, tokenizer, scheme, **window_args) if loop.val_docs else None
+    loop.n_windows = n_windows = len(train_windows.windows)
+    loop.window_lengths = [len(window) for window in train_windows.windows]
+    loop.pad_multiple = TRAIN_PAD_MULTIPLE if mcfg.max_length % TRAIN_PAD_MULTIPLE == 0 else 1  # never past max_length
+    loop.micro_per_epoch = micro_per_epoch = math.ceil(math.ceil(n_windows / ddp.world_size) / tcfg.batch_size)
     steps_per_epoch = math.ceil(micro_per_epoch / tcfg.gradient_accumulation_steps)
-    total_steps = steps_per_epoch * tcfg.epochs
-    effective_batch = tcfg.batch_size * ddp.world_size * tcfg.gradient_accumulation_steps
-    if main:
+    loop.total_steps = total_steps = steps_per_epoch * tcfg.epochs
+    loop.effective_batch = effective_batch = tcfg.batch_size * ddp.world_size * tcfg.gradient_accumulation_steps
+    if ddp.is_main:
         log.info(
             "training on %d documents -> %d windows (%d multi-window documents); %d optimizer steps; "
             "effective batch %d (%d per device x %d process(es) x %d accumulation); %s forward passes, %s "
             "attention",
-            len(train_docs),
+            len(loop.train_docs),
             n_windows,
             train_windows.stats["multi_window_documents"],
             total_steps,
@@ -459,32 +569,47 @@ def train_model(
             tcfg.batch_size,
             ddp.world_size,
             tcfg.gradient_accumulation_steps,
-            "bf16 autocast" if bf16 else "fp32",
-            train_attention,
+            "bf16 autocast" if loop.bf16 else "fp32",
+            loop.train_attention,
         )
 
+
+def _set_up_optimizer(loop: _TrainingLoop, restored: dict[str, Any] | None) -> None:
+    """AdamW and its linear warmup and decay; on resume their states and the RNG's as they were saved."""
     from transformers import get_linear_schedule_with_warmup
 
-    optimizer = _optimizer(model, crf, config)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(tcfg.warmup_ratio * total_steps), total_steps)
+    tcfg = loop.config.training
+    loop.optimizer = optimizer = _optimizer(loop.model, loop.crf, loop.config)
+    loop.scheduler = scheduler = get_linear_schedule_with_warmup(
+        optimizer, int(tcfg.warmup_ratio * loop.total_steps), loop.total_steps
+    )
     if restored is not None:
         optimizer.load_state_dict(restored["optimizer"])
         scheduler.load_state_dict(restored["scheduler"])
-        _restore_rng(restored["rng"], ddp.rank)
+        _restore_rng(restored["rng"], loop.ddp.rank)
 
-    all_callbacks: list[TrainerCallback] = [EarlyStopping(tcfg.early_stopping_patience), *callbacks]
-    metadata = {
-        "label_scheme": scheme.to_dict(),
-        "windows": {**window_args, "label_all_tokens": mcfg.label_all_tokens},
+
+def _checkpoint_metadata(loop: _TrainingLoop) -> dict[str, Any]:
+    """What is written beside every checkpoint (``resume_ner.json``): how to cut, decode and label, and what was
+    trained on."""
+    config, mcfg = loop.config, loop.config.model
+    return {
+        "label_scheme": loop.scheme.to_dict(),
+        "windows": {**loop.window_args, "label_all_tokens": mcfg.label_all_tokens},
         "decoding": mcfg.decoding,
         "head": mcfg.head,
         "backbone": mcfg.backbone,
-        "config": settings,
+        "config": loop.settings,
         "config_hash": config.config_hash(),
-        "data_fingerprint": fingerprint,
+        "data_fingerprint": loop.fingerprint,
     }
+
+
+def _start_tracking(loop: _TrainingLoop, tracking: Any, resume_from: Path | None) -> None:
+    """Use the caller's tracking run or start one (rank 0; the other ranks log nowhere), and log the parameters."""
+    config, fingerprint = loop.config, loop.fingerprint
     own_tracking = tracking is None
-    if not main:
+    if not loop.ddp.is_main:
         from resume_ner.tracking.mlflow import TrackingRun
 
         tracking, own_tracking = TrackingRun.disabled(), False  # rank 0 logs for the job
@@ -494,202 +619,292 @@ def train_model(
         tags = standard_tags(data_fingerprint=fingerprint, config_hash=config.config_hash())
         if resume_from is not None:
             tags["resume_ner.resumed_from"] = str(resume_from)
-        tracking = setup_mlflow(config.tracking, output_dir=output_dir, tags=tags)
+        tracking = setup_mlflow(config.tracking, output_dir=loop.output_dir, tags=tags)
     elif resume_from is not None:
         tracking.set_tags({"resume_ner.resumed_from": str(resume_from)})
+    loop.tracking, loop.own_tracking = tracking, own_tracking
     tracking.log_params({**config.to_dict(), "data": {**config.to_dict()["data"], "fingerprint": fingerprint}})
-    derived = {
-        "train_documents": len(train_docs),
-        "train_windows": n_windows,
-        "val_documents": len(val_docs),
-        "total_steps": total_steps,
-        "effective_batch_size": effective_batch,
-        "world_size": ddp.world_size,
-        "precision": "bf16" if bf16 else "fp32",
-        "train_attention": train_attention,
+    loop.derived = derived = {
+        "train_documents": len(loop.train_docs),
+        "train_windows": loop.n_windows,
+        "val_documents": len(loop.val_docs),
+        "total_steps": loop.total_steps,
+        "effective_batch_size": loop.effective_batch,
+        "world_size": loop.ddp.world_size,
+        "precision": "bf16" if loop.bf16 else "fp32",
+        "train_attention": loop.train_attention,
     }
     tracking.log_params({"derived": derived})
 
-    def checkpoint_state() -> None:
-        rng = _rng_state()
-        if ddp.enabled:
-            rng = {**rng, "per_rank": all_gather_object(rng, ddp)}
-        if main:
-            trainer_state = {
-                "state": state.to_dict(),
-                "config_hash": config.config_hash(),
-                "data_fingerprint": fingerprint,
-            }
-            target = checkpoints_dir / f"checkpoint-{state.global_step:08d}"
-            save_training_state(
-                target,
-                model,
-                tokenizer,
-                {**metadata, "trainer": state.to_dict()},
-                optimizer,
-                scheduler,
-                rng,
-                trainer_state,
-                crf=crf,
-            )
-            prune_training_states(checkpoints_dir, tcfg.keep_checkpoints)
-        barrier(ddp)
 
-    started = time.perf_counter()
-    tokens_at_start = state.tokens_seen
-    last_progress_log = started
+def _train(loop: _TrainingLoop) -> None:
+    """Train and validate epoch by epoch until the last one or an early stop, with the callbacks' begin and end;
+    a tracking run started here ends FAILED (or KILLED) when training does not finish."""
+    state, tcfg = loop.state, loop.config.training
+    loop.started = time.perf_counter()
+    loop.tokens_at_start = state.tokens_seen
+    loop.last_progress_log = loop.started
     status = "FAILED"
     try:
-        for callback in all_callbacks:
+        for callback in loop.callbacks:
             callback.on_train_begin(state)
-        model.train()
+        loop.model.train()
         while state.epoch < tcfg.epochs and not state.should_stop:
-            model.set_attn_implementation(train_attention)
-            order = _epoch_order(n_windows, tcfg.random_seed, state.epoch)
-            if tcfg.group_by_length:  # consecutive batches of every rank together: one group
-                order = length_grouped(order, window_lengths, tcfg.batch_size * ddp.world_size)
-            order = shard_indices(order, ddp)
-            progress = _progress(micro_per_epoch, state.step_in_epoch, f"epoch {state.epoch + 1}/{tcfg.epochs}", quiet)
-            optimizer.zero_grad(set_to_none=True)
-            for micro in range(state.step_in_epoch, micro_per_epoch):
-                idx = order[micro * tcfg.batch_size : (micro + 1) * tcfg.batch_size]
-                batch = collate_windows([train_windows.windows[i] for i in idx], tokenizer.pad_token_id, pad_multiple)
-                state.tokens_seen += int(batch["attention_mask"].sum())
-                batch = {k: v.to(device) for k, v in batch.items()}
-                boundary = (micro + 1) % tcfg.gradient_accumulation_steps == 0 or micro + 1 == micro_per_epoch
-                with nullcontext() if boundary or ddp_model is None else ddp_model.no_sync():  # sync on steps only
-                    with autocast(device, bf16):
-                        loss = forward_model(**batch).loss
-                    (loss / tcfg.gradient_accumulation_steps).backward()
-                state.epoch_loss_sum += float(loss.detach())
-                state.step_in_epoch = micro + 1
-                progress.update(1)
-                if not boundary:
-                    continue
-                if tcfg.max_grad_norm > 0:
-                    torch.nn.utils.clip_grad_norm_(trained.parameters(), tcfg.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                state.global_step += 1
-                elapsed = max(time.perf_counter() - started, 1e-9)
-                logs = {
-                    "train_loss": state.epoch_loss_sum / state.step_in_epoch,
-                    "learning_rate": scheduler.get_last_lr()[0],
-                    "tokens_per_second": (state.tokens_seen - tokens_at_start) / elapsed,
-                }
-                progress.set_postfix(loss=f"{logs['train_loss']:.4f}", tok_s=f"{logs['tokens_per_second']:.0f}")
-                if main and progress.disable and time.perf_counter() - last_progress_log >= PROGRESS_LOG_SECONDS:
-                    last_progress_log = time.perf_counter()
-                    log.info(
-                        "epoch %d/%d, batch %d/%d, step %d/%d: loss %.4f, %.0f tokens/s",
-                        state.epoch + 1,
-                        tcfg.epochs,
-                        state.step_in_epoch,
-                        micro_per_epoch,
-                        state.global_step,
-                        total_steps,
-                        logs["train_loss"],
-                        logs["tokens_per_second"],
-                    )
-                if state.global_step % tcfg.log_every_steps == 0:
-                    tracking.log_metrics(logs, step=state.global_step)
-                    log.debug("step %d: %s", state.global_step, logs)
-                for callback in all_callbacks:
-                    callback.on_step_end(state, logs)
-                if (
-                    tcfg.save_every_steps
-                    and state.global_step % tcfg.save_every_steps == 0
-                    and state.step_in_epoch < micro_per_epoch
-                ):
-                    checkpoint_state()
-            progress.close()
-            loss_sum, loss_count = all_reduce_sum([state.epoch_loss_sum, max(state.step_in_epoch, 1)], ddp)
-            epoch_loss = loss_sum / loss_count
-            state.epoch += 1
-            state.step_in_epoch = 0
-            state.epoch_loss_sum = 0.0
-            metrics: dict[str, Any] = {}
-            value: float | None = None
-            model.set_attn_implementation(eval_attention)
-            if val_windows is not None:
-                if main:  # rank 0 validates the whole split; the others wait for its metrics
-                    metrics = evaluate_windowed(
-                        model,
-                        val_windows,
-                        val_docs,
-                        pad_token_id=tokenizer.pad_token_id,
-                        batch_size=tcfg.eval_batch_size,
-                        device=device,
-                        decoding=mcfg.decoding,
-                        crf=crf,
-                    )
-                metrics = broadcast_object(metrics, ddp)
-                value = _metric_value(metrics, tcfg.metric)
-            entry = {
-                "epoch": state.epoch,
-                "step": state.global_step,
-                "train_loss": epoch_loss,
-                **{k: v for k, v in metrics.items() if isinstance(v, (int, float))},
-            }
-            state.history.append(entry)
-            tracking.log_metrics(
-                {
-                    "epoch": state.epoch,
-                    "train_loss_epoch": epoch_loss,
-                    **{f"val_{k}": v for k, v in metrics.items() if isinstance(v, (int, float))},
-                    "val": {"per_type": metrics.get("per_type", {})},
-                },
-                step=state.global_step,
-            )
-            if value is None or _improved(value, state.best_metric, tcfg.metric):
-                state.best_metric, state.best_epoch = value, state.epoch
-                state.epochs_without_improvement = 0
-                if main:
-                    save_model_checkpoint(
-                        output_dir / MODEL_DIRNAME,
-                        model,
-                        tokenizer,
-                        {**metadata, "metrics": metrics, "epoch": state.epoch, "global_step": state.global_step},
-                        crf=crf,
-                    )
-            else:
-                state.epochs_without_improvement += 1
-            if main:
-                log.info(
-                    "epoch %d: train loss %.4f, val %s %s (best %s at epoch %s)",
-                    state.epoch,
-                    epoch_loss,
-                    tcfg.metric,
-                    f"{value:.4f}" if value is not None else "n/a",
-                    f"{state.best_metric:.4f}" if state.best_metric is not None else "n/a",
-                    state.best_epoch,
-                )
-            for callback in all_callbacks:
-                callback.on_evaluate(state, metrics, value)
-            checkpoint_state()
+            epoch_loss = _train_epoch(loop)
+            _validate_and_checkpoint(loop, epoch_loss)
         if state.epoch >= tcfg.epochs and state.stop_reason is None:
             state.stop_reason = "completed all epochs"
-        for callback in all_callbacks:
+        for callback in loop.callbacks:
             callback.on_train_end(state)
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
         raise
     finally:
-        if own_tracking and status != "FINISHED":
-            tracking.end(status)
+        if loop.own_tracking and status != "FINISHED":
+            loop.tracking.end(status)
 
+
+def _train_epoch(loop: _TrainingLoop) -> float:
+    """Train the current epoch from ``state.step_in_epoch`` on (a resumed one continues where it stopped), saving
+    a training state every ``save_every_steps``; returns the epoch's mean training loss over all ranks."""
+    from resume_ner.training.batching import length_grouped
+    from resume_ner.training.distributed import all_reduce_sum, shard_indices
+
+    state, tcfg, ddp = loop.state, loop.config.training, loop.ddp
+    loop.model.set_attn_implementation(loop.train_attention)
+    order = _epoch_order(loop.n_windows, tcfg.random_seed, state.epoch)
+    if tcfg.group_by_length:  # consecutive batches of every rank together: one group
+        order = length_grouped(order, loop.window_lengths, tcfg.batch_size * ddp.world_size)
+    order = shard_indices(order, ddp)
+    progress = _progress(
+        loop.micro_per_epoch, state.step_in_epoch, f"epoch {state.epoch + 1}/{tcfg.epochs}", loop.quiet
+    )
+    loop.optimizer.zero_grad(set_to_none=True)
+    for micro in range(state.step_in_epoch, loop.micro_per_epoch):
+        boundary = _forward_backward(loop, order, micro)
+        progress.update(1)
+        if not boundary:
+            continue
+        logs = _optimizer_step(loop)
+        _log_step(loop, logs, progress)
+        for callback in loop.callbacks:
+            callback.on_step_end(state, logs)
+        if (
+            tcfg.save_every_steps
+            and state.global_step % tcfg.save_every_steps == 0
+            and state.step_in_epoch < loop.micro_per_epoch
+        ):
+            _save_training_state(loop)
+    progress.close()
+    loss_sum, loss_count = all_reduce_sum([state.epoch_loss_sum, max(state.step_in_epoch, 1)], ddp)
+    epoch_loss = loss_sum / loss_count
+    state.epoch += 1
+    state.step_in_epoch = 0
+    state.epoch_loss_sum = 0.0
+    return epoch_loss
+
+
+def _forward_backward(loop: _TrainingLoop, order: list[int], micro: int) -> bool:
+    """Forward and backward pass of micro-batch ``micro`` of the epoch's window ``order``; whether an optimizer
+    step follows it (under DDP gradients are only averaged then)."""
+    from resume_ner.training.batching import collate_windows
+    from resume_ner.training.precision import autocast
+
+    state, tcfg, ddp_model = loop.state, loop.config.training, loop.ddp_model
+    idx = order[micro * tcfg.batch_size : (micro + 1) * tcfg.batch_size]
+    batch = collate_windows(
+        [loop.train_windows.windows[i] for i in idx], loop.tokenizer.pad_token_id, loop.pad_multiple
+    )
+    state.tokens_seen += int(batch["attention_mask"].sum())
+    batch = {k: v.to(loop.device) for k, v in batch.items()}
+    boundary = (micro + 1) % tcfg.gradient_accumulation_steps == 0 or micro + 1 == loop.micro_per_epoch
+    with nullcontext() if boundary or ddp_model is None else ddp_model.no_sync():  # sync on steps only
+        with autocast(loop.device, loop.bf16):
+            loss = loop.forward_model(**batch).loss
+        (loss / tcfg.gradient_accumulation_steps).backward()
+    state.epoch_loss_sum += float(loss.detach())
+    state.step_in_epoch = micro + 1
+    return boundary
+
+
+def _optimizer_step(loop: _TrainingLoop) -> dict[str, Any]:
+    """Clip the accumulated gradients, step the optimizer and the scheduler; returns the step's logs."""
+    import torch
+
+    state, tcfg = loop.state, loop.config.training
+    if tcfg.max_grad_norm > 0:
+        torch.nn.utils.clip_grad_norm_(loop.trained.parameters(), tcfg.max_grad_norm)
+    loop.optimizer.step()
+    loop.scheduler.step()
+    loop.optimizer.zero_grad(set_to_none=True)
+    state.global_step += 1
+    elapsed = max(time.perf_counter() - loop.started, 1e-9)
+    return {
+        "train_loss": state.epoch_loss_sum / state.step_in_epoch,
+        "learning_rate": loop.scheduler.get_last_lr()[0],
+        "tokens_per_second": (state.tokens_seen - loop.tokens_at_start) / elapsed,
+    }
+
+
+def _log_step(loop: _TrainingLoop, logs: dict[str, Any], progress: Any) -> None:
+    """Show a step's ``logs`` on the progress bar (without one, in the log every ``PROGRESS_LOG_SECONDS``), and
+    log them to tracking every ``log_every_steps``."""
+    state, tcfg = loop.state, loop.config.training
+    progress.set_postfix(loss=f"{logs['train_loss']:.4f}", tok_s=f"{logs['tokens_per_second']:.0f}")
+    if loop.ddp.is_main and progress.disable and time.perf_counter() - loop.last_progress_log >= PROGRESS_LOG_SECONDS:
+        loop.last_progress_log = time.perf_counter()
+        log.info(
+            "epoch %d/%d, batch %d/%d, step %d/%d: loss %.4f, %.0f tokens/s",
+            state.epoch + 1,
+            tcfg.epochs,
+            state.step_in_epoch,
+            loop.micro_per_epoch,
+            state.global_step,
+            loop.total_steps,
+            logs["train_loss"],
+            logs["tokens_per_second"],
+        )
+    if state.global_step % tcfg.log_every_steps == 0:
+        loop.tracking.log_metrics(logs, step=state.global_step)
+        log.debug("step %d: %s", state.global_step, logs)
+
+
+def _validate_and_checkpoint(loop: _TrainingLoop, epoch_loss: float) -> None:
+    """After an epoch: validate, record and log the epoch, keep the model if it is the best so far, run the
+    callbacks' ``on_evaluate`` (early stopping among them) and save the training state."""
+    state, tcfg = loop.state, loop.config.training
+    metrics, value = _validate(loop)
+    _record_epoch(loop, epoch_loss, metrics)
+    _keep_if_best(loop, metrics, value)
+    if loop.ddp.is_main:
+        log.info(
+            "epoch %d: train loss %.4f, val %s %s (best %s at epoch %s)",
+            state.epoch,
+            epoch_loss,
+            tcfg.metric,
+            f"{value:.4f}" if value is not None else "n/a",
+            f"{state.best_metric:.4f}" if state.best_metric is not None else "n/a",
+            state.best_epoch,
+        )
+    for callback in loop.callbacks:
+        callback.on_evaluate(state, metrics, value)
+    _save_training_state(loop)
+
+
+def _validate(loop: _TrainingLoop) -> tuple[dict[str, Any], float | None]:
+    """The validation metrics (rank 0 evaluates the whole split and broadcasts them) and the value of
+    ``training.metric``; ``{}`` and None without a validation split."""
+    from resume_ner.training.distributed import broadcast_object
+    from resume_ner.training.evaluator import evaluate_windowed
+
+    tcfg = loop.config.training
+    metrics: dict[str, Any] = {}
+    value: float | None = None
+    loop.model.set_attn_implementation(loop.eval_attention)
+    if loop.val_windows is not None:
+        if loop.ddp.is_main:  # rank 0 validates the whole split; the others wait for its metrics
+            metrics = evaluate_windowed(
+                loop.model,
+                loop.val_windows,
+                loop.val_docs,
+                pad_token_id=loop.tokenizer.pad_token_id,
+                batch_size=tcfg.eval_batch_size,
+                device=loop.device,
+                decoding=loop.config.model.decoding,
+                crf=loop.crf,
+            )
+        metrics = broadcast_object(metrics, loop.ddp)
+        value = _metric_value(metrics, tcfg.metric)
+    return metrics, value
+
+
+def _record_epoch(loop: _TrainingLoop, epoch_loss: float, metrics: dict[str, Any]) -> None:
+    """Add the epoch to the history and log its metrics to tracking."""
+    state = loop.state
+    entry = {
+        "epoch": state.epoch,
+        "step": state.global_step,
+        "train_loss": epoch_loss,
+        **{k: v for k, v in metrics.items() if isinstance(v, (int, float))},
+    }
+    state.history.append(entry)
+    loop.tracking.log_metrics(
+        {
+            "epoch": state.epoch,
+            "train_loss_epoch": epoch_loss,
+            **{f"val_{k}": v for k, v in metrics.items() if isinstance(v, (int, float))},
+            "val": {"per_type": metrics.get("per_type", {})},
+        },
+        step=state.global_step,
+    )
+
+
+def _keep_if_best(loop: _TrainingLoop, metrics: dict[str, Any], value: float | None) -> None:
+    """Track the best metric; when it improved (or without validation), rank 0 saves the model to ``model/``."""
+    from resume_ner.training.checkpoint import save_model_checkpoint
+
+    state = loop.state
+    if value is None or _improved(value, state.best_metric, loop.config.training.metric):
+        state.best_metric, state.best_epoch = value, state.epoch
+        state.epochs_without_improvement = 0
+        if loop.ddp.is_main:
+            save_model_checkpoint(
+                loop.output_dir / MODEL_DIRNAME,
+                loop.model,
+                loop.tokenizer,
+                {**loop.metadata, "metrics": metrics, "epoch": state.epoch, "global_step": state.global_step},
+                crf=loop.crf,
+            )
+    else:
+        state.epochs_without_improvement += 1
+
+
+def _save_training_state(loop: _TrainingLoop) -> None:
+    """Save a resumable training state (rank 0, with every rank's RNG state) and prune the old ones."""
+    from resume_ner.training.checkpoint import prune_training_states, save_training_state
+    from resume_ner.training.distributed import all_gather_object, barrier
+
+    ddp, state, config = loop.ddp, loop.state, loop.config
+    rng = _rng_state()
+    if ddp.enabled:
+        rng = {**rng, "per_rank": all_gather_object(rng, ddp)}
+    if ddp.is_main:
+        trainer_state = {
+            "state": state.to_dict(),
+            "config_hash": config.config_hash(),
+            "data_fingerprint": loop.fingerprint,
+        }
+        target = loop.checkpoints_dir / f"checkpoint-{state.global_step:08d}"
+        save_training_state(
+            target,
+            loop.model,
+            loop.tokenizer,
+            {**loop.metadata, "trainer": state.to_dict()},
+            loop.optimizer,
+            loop.scheduler,
+            rng,
+            trainer_state,
+            crf=loop.crf,
+        )
+        prune_training_states(loop.checkpoints_dir, config.training.keep_checkpoints)
+    barrier(ddp)
+
+
+def _finish(loop: _TrainingLoop) -> TrainResult:
+    """The ``TrainResult`` (on every rank); rank 0 also writes and logs it (``_publish_result``)."""
     from resume_ner.training.checkpoint import read_metadata
+    from resume_ner.training.distributed import all_reduce_sum, barrier
 
+    ddp, state, output_dir, tracking = loop.ddp, loop.state, loop.output_dir, loop.tracking
     barrier(ddp)  # rank 0 has written the best model
     best_metrics = read_metadata(output_dir / MODEL_DIRNAME).get("metrics", {})
-    elapsed = time.perf_counter() - started
-    tokens = all_reduce_sum([state.tokens_seen - tokens_at_start], ddp)[0]
+    elapsed = time.perf_counter() - loop.started
+    tokens = all_reduce_sum([state.tokens_seen - loop.tokens_at_start], ddp)[0]
     result = TrainResult(
         output_dir=str(output_dir),
         model_dir=str(output_dir / MODEL_DIRNAME),
-        metric=tcfg.metric,
+        metric=loop.config.training.metric,
         best_metric=state.best_metric,
         best_epoch=state.best_epoch,
         metrics=best_metrics,
@@ -697,22 +912,29 @@ def train_model(
         global_step=state.global_step,
         epochs_completed=state.epoch,
         stop_reason=state.stop_reason,
-        data_fingerprint=fingerprint,
-        config_hash=config.config_hash(),
+        data_fingerprint=loop.fingerprint,
+        config_hash=loop.config.config_hash(),
         train_seconds=elapsed,
         tokens_per_second=tokens / max(elapsed, 1e-9),
         run_id=getattr(tracking, "run_id", None),
         tracking_uri=redact_credentials(tracking.tracking_uri) if getattr(tracking, "tracking_uri", None) else None,
-        derived=derived,
+        derived=loop.derived,
     )
-    if not main:
+    if not ddp.is_main:
         return result
+    _publish_result(loop, result, best_metrics)
+    return result
+
+
+def _publish_result(loop: _TrainingLoop, result: TrainResult, best_metrics: dict[str, Any]) -> None:
+    """Write train_result.json (last: it marks a finished training), log it, the configuration and the best
+    metrics (and model) to tracking, and end a tracking run started here."""
+    output_dir, tracking = loop.output_dir, loop.tracking
     write_json_atomic(output_dir / RESULT_FILE, result.to_dict())
     tracking.log_metrics({f"best_val_{k}": v for k, v in best_metrics.items() if isinstance(v, (int, float))})
     tracking.log_artifact(output_dir / RESULT_FILE)
     tracking.log_artifact(output_dir / CONFIG_FILE)
-    if config.tracking.log_checkpoint:
+    if loop.config.tracking.log_checkpoint:
         tracking.log_artifacts(output_dir / MODEL_DIRNAME, artifact_path=MODEL_DIRNAME)
-    if own_tracking:
+    if loop.own_tracking:
         tracking.end("FINISHED")
-    return result
