@@ -213,19 +213,11 @@ def submit_pytorchjob_and_wait(
         api_client=api_client,
         kube_context=kube_context,
     )
-    if api_client is not None:
+    # a given client stays open for its owner; one loaded here is closed
+    client_context = contextlib.nullcontext(api_client) if api_client is not None else _load_api_client(kube_context)
+    with client_context as client:
         return _create_and_wait(
-            api_client,
-            job,
-            name=name,
-            namespace=namespace,
-            timeout_s=timeout_s,
-            poll_interval_s=poll_interval_s,
-            cleanup=cleanup,
-        )
-    with _load_api_client(kube_context) as owned_client:
-        return _create_and_wait(
-            owned_client,
+            client,
             job,
             name=name,
             namespace=namespace,
