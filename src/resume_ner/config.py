@@ -26,7 +26,7 @@ from pydantic_core import ErrorDetails
 from resume_ner import __version__
 from resume_ner.errors import ConfigError
 from resume_ner.gpu_nodes import GPU_NODE_SIZES, cpu_millicores, memory_mebibytes, request_problems
-from resume_ner.layout import IMAGE_ENV
+from resume_ner.layout import IMAGE_ENV, TRACKING_URI_ENV
 
 PACKAGED_BACKBONE = "packaged:all-MiniLM-L6-v2"
 
@@ -174,7 +174,9 @@ class TrackingConfig(_Section):
 
     enabled: bool = Field(True, description="Log runs to MLflow.")
     tracking_uri: str | None = Field(
-        None, description="MLflow URI; MLFLOW_TRACKING_URI wins over this; default sqlite:///mlruns/mlflow.db."
+        None,
+        description="MLflow URI; MLFLOW_TRACKING_URI wins over this file, --set and --tracking-uri over both; "
+        "default sqlite:///mlruns/mlflow.db.",
     )
     experiment_name: str = Field("resume-ner", description="MLflow experiment.")
     run_name: str | None = Field(None, description="MLflow run name (default: derived from the output dir).")
@@ -713,7 +715,12 @@ def load_dict(raw: dict[str, Any], overrides: list[str] | None, origin: str) -> 
 def _with_overrides(
     raw: dict[str, Any], overrides: list[str] | None, origin_of: Callable[[str], str], problems: list[str]
 ) -> ResumeNerConfig:
-    """``raw`` with the ``--set`` items of ``overrides`` applied, validated; every problem of both in one error."""
+    """``raw`` with ``$MLFLOW_TRACKING_URI`` as ``tracking.tracking_uri``, then the ``--set`` items of ``overrides``
+    applied, validated; every problem of both in one error. The environment is the run's: it wins over the files,
+    and what is typed for the run (``--set``, a pipeline parameter) wins over it."""
+    environment_uri = os.environ.get(TRACKING_URI_ENV, "").strip()
+    if environment_uri and isinstance(raw.get("tracking", {}), dict):
+        raw.setdefault("tracking", {})["tracking_uri"] = environment_uri
     parsed = []
     for item in overrides or []:
         try:

@@ -19,6 +19,7 @@ IMAGE_ENV = "RESUME_NER_IMAGE"  # the image of the pipeline's components and job
 CONFIG_DIR_ENV = "RESUME_NER_CONFIG_DIR"  # the default of --config-dir and of a component's config
 PIPELINE_CONFIG_ENV = "RESUME_NER_PIPELINE_CONFIG"  # the compile-time config, as JSON, in every pipeline task
 OPTUNA_STORAGE_ENV = "RESUME_NER_OPTUNA_STORAGE"  # the study storage (the Secret of pipeline.optuna_secret)
+TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"  # MLflow's own; config.load sets tracking.tracking_uri from it
 
 TRAIN_ENTRYPOINT = "resume_ner.cli.train"  # python -m / torchrun -m of containers and remote jobs
 PIPELINE_NAME = "resume-ner-training"  # the training pipeline, in KFP, AzureML and MLflow

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 from typing import Any
 
 from resume_ner.cli.model_commands import load_config_from_args
@@ -13,12 +12,12 @@ _DESTINATION = ("tracking_uri", "experiment_name", "run_name")  # where a relog 
 
 def _destination(args: argparse.Namespace) -> tuple[str | None, str | None, str | None]:
     """Tracking URI, experiment and run name of a relog: the options, else what ``--config-dir`` / ``--set`` give
-    of ``tracking.{tracking_uri,experiment_name,run_name}`` (a URI after ``$MLFLOW_TRACKING_URI``), else None
+    of ``tracking.{tracking_uri,experiment_name,run_name}`` (a URI: ``--set``, else ``$MLFLOW_TRACKING_URI``, else the
+    files), else None
     (relog's defaults, from the output directory). ``ConfigError`` for a ``--set`` of another setting: what is
     logged is the training that the output directory's config.yaml records."""
     from resume_ner.config import parse_override
     from resume_ner.errors import ConfigError
-    from resume_ner.tracking.mlflow import ENV_TRACKING_URI
 
     tracking = load_config_from_args(args).tracking
     settable = [["tracking", name] for name in _DESTINATION]
@@ -34,7 +33,7 @@ def _destination(args: argparse.Namespace) -> tuple[str | None, str | None, str 
             )
         )
     given = {name: getattr(tracking, name) for name in _DESTINATION if name in tracking.model_fields_set}
-    uri = args.tracking_uri or (None if os.environ.get(ENV_TRACKING_URI) else given.get("tracking_uri"))
+    uri = args.tracking_uri or given.get("tracking_uri")
     return uri, args.experiment or given.get("experiment_name"), args.run_name or given.get("run_name")
 
 

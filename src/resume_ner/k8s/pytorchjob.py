@@ -36,8 +36,9 @@ import yaml
 
 from resume_ner.config import ResumeNerConfig, resolve_image
 from resume_ner.errors import ConfigError, ResumeNerError
-from resume_ner.layout import TRAIN_ENTRYPOINT
+from resume_ner.layout import TRACKING_URI_ENV, TRAIN_ENTRYPOINT
 from resume_ner.redaction import has_credentials, redact_credentials
+from resume_ner.tracking.mlflow import given_tracking_uri
 
 log = logging.getLogger(__name__)
 
@@ -441,9 +442,10 @@ def _pod_template(
 
 
 def _environment_values(config: ResumeNerConfig, extra: dict[str, str] | None) -> dict[str, str]:
-    """The plain-text environment of the pods: tracking URI, offline Hugging Face Hub, then ``extra``."""
+    """The plain-text environment of the pods: the tracking URI given (``given_tracking_uri``, else the pipeline's
+    default ``pipeline.mlflow_uri``), offline Hugging Face Hub, then ``extra``."""
     return {
-        "MLFLOW_TRACKING_URI": config.tracking.tracking_uri or config.pipeline.mlflow_uri,
+        TRACKING_URI_ENV: given_tracking_uri(None, config.tracking) or config.pipeline.mlflow_uri,
         "HF_HUB_OFFLINE": "1",
         **(extra or {}),
     }

@@ -55,13 +55,13 @@ def check_component_image(image: str, client: Any | None = None) -> None:
 
 
 def container_tracking_uri(tracking: TrackingConfig, output_dir: Path) -> str:
-    """The MLflow URI of a run in containers: the one given (``$MLFLOW_TRACKING_URI``, ``tracking.tracking_uri``),
-    else a sqlite store in ``output_dir``, which the containers' user can write (not the working directory's)."""
-    from resume_ner.tracking.mlflow import resolve_tracking_uri
+    """The MLflow URI of a run in containers: the one given (``given_tracking_uri``), else a sqlite store in
+    ``output_dir``, which the containers' user can write (not the working directory's)."""
+    from resume_ner.tracking.mlflow import given_tracking_uri
 
-    given = os.environ.get("MLFLOW_TRACKING_URI") or tracking.tracking_uri
+    given = given_tracking_uri(None, tracking)
     if given:
-        return resolve_tracking_uri(given, tracking)
+        return given
     (output_dir / "mlruns").mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{output_dir / 'mlruns' / 'mlflow.db'}"
 

@@ -74,7 +74,7 @@ def run_local(
     compile-time config (as on a cluster). With ``containers`` each task runs in a container of the pipeline's
     image (``container_runner``: kfp.local's DockerRunner), else as a subprocess of this Python.
 
-    The MLflow URI is ``tracking.tracking_uri`` / ``$MLFLOW_TRACKING_URI`` / the local default (in containers:
+    The MLflow URI is ``resolve_tracking_uri``'s (in containers, its default is
     ``<output_dir>/mlruns/mlflow.db``, which they can write); the Optuna
     storage ``hpo.storage`` or ``<output_dir>/hpo/optuna.db`` (one study per pipeline run). What kfp.local and
     the tasks print goes to ``<output_dir>/logs/pipeline-<timestamp>.log``; the console shows each task's start

@@ -50,10 +50,7 @@ MLFLOW_TASKS = ("start_pipeline_run", "hpo_trial", "final_train", "register_line
 OPTUNA_TASKS = ("hpo_trial", "select_best")
 PLACEMENT_OUTPUTS = {"hpo_trial": "trial", "final_train": "final"}  # the task -> plan_run's output prefix
 # Settings the pods take from a pipeline parameter or a Secret instead: never compiled with a credential in them.
-SECRET_BACKED = {
-    ("tracking", "tracking_uri"): "the mlflow_uri parameter, with the Secret of pipeline.mlflow_secret",
-    ("hpo", "storage"): "the optuna_storage parameter, or the Secret of pipeline.optuna_secret",
-}
+SECRET_BACKED = {("hpo", "storage"): "the optuna_storage parameter, or the Secret of pipeline.optuna_secret"}
 DISPLAY_NAMES = {
     "plan_run": "plan the run",
     "start_pipeline_run": "start MLflow run",
@@ -69,11 +66,19 @@ _REGISTRY_IMAGE = re.compile(r"^(?:[a-z0-9-]+(?:\.[a-z0-9-]+)+(?::\d+)?|[a-z0-9-
 
 
 def compiled_config(config: ResumeNerConfig) -> ResumeNerConfig:
-    """``config`` as the pipeline's pods get it: with the image it is compiled with (``resolve_image``), and
-    without a tracking URI or Optuna storage that holds a credential (logged): the tasks take those from the
-    pipeline's parameters and Secrets (``SECRET_BACKED``)."""
+    """``config`` as the pipeline's pods get it: with the image it is compiled with (``resolve_image``), without a
+    tracking URI (the tasks log to the ``mlflow_uri`` parameter, whose default is ``pipeline.mlflow_uri``; a URI of
+    the compiling machine, e.g. its ``$MLFLOW_TRACKING_URI``, means nothing in a pod), and without an Optuna storage
+    that holds a credential (``SECRET_BACKED``); what is left out is logged, redacted."""
     compiled = config.model_copy(deep=True)
     compiled.pipeline.image = resolve_image(config)
+    if compiled.tracking.tracking_uri:
+        log.info(
+            "tracking.tracking_uri %s is not compiled: the tasks log to the mlflow_uri parameter (default %s)",
+            redact_credentials(compiled.tracking.tracking_uri),
+            redact_credentials(compiled.pipeline.mlflow_uri),
+        )
+        compiled.tracking.tracking_uri = None
     for section, key in SECRET_BACKED:
         value = getattr(getattr(compiled, section), key)
         if value and has_credentials(value):

@@ -38,6 +38,7 @@ from typing import Any, Literal, TypeVar
 from resume_ner import __version__
 from resume_ner.config import TrackingConfig
 from resume_ner.errors import TrackingError
+from resume_ner.layout import TRACKING_URI_ENV
 from resume_ner.redaction import redact_credentials, redact_settings
 
 __all__ = [
@@ -47,6 +48,7 @@ __all__ = [
     "ensure_experiment",
     "prepare_metrics",
     "prepare_params",
+    "given_tracking_uri",
     "prepare_tags",
     "resolve_tracking_uri",
     "setup_mlflow",
@@ -58,7 +60,6 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-ENV_TRACKING_URI = "MLFLOW_TRACKING_URI"
 ENV_RUN_ID = "MLFLOW_RUN_ID"  # the run a job launcher opened for this process (AzureML jobs set it)
 LOCAL_DIR = "mlruns"
 LOCAL_DB = "mlflow.db"
@@ -201,16 +202,24 @@ def _local_default_uri() -> str:
     return f"sqlite:///{(root / LOCAL_DB).as_posix()}"
 
 
-def resolve_tracking_uri(explicit: str | None, config: TrackingConfig) -> str:
-    """The tracking URI: ``explicit`` > env ``MLFLOW_TRACKING_URI`` > ``config.tracking_uri`` > local default.
+def given_tracking_uri(explicit: str | None, config: TrackingConfig) -> str | None:
+    """The tracking URI given for a run, by the project's one rule: ``explicit`` (``--tracking-uri``) >
+    ``config.tracking_uri`` > ``$MLFLOW_TRACKING_URI``; None when none is.
 
-    The local default is ``sqlite:///<cwd>/mlruns/mlflow.db`` (absolute; ``mlruns/`` is created), whose
-    experiments keep their artifacts in ``<cwd>/mlruns/artifacts``.
+    ``config.load`` sets ``tracking.tracking_uri`` from ``--set`` (the pipeline's ``mlflow_uri`` parameter is one),
+    else from ``$MLFLOW_TRACKING_URI``, else from the config files, so the environment is read here only for a
+    config made in code.
     """
-    for candidate in (explicit, os.environ.get(ENV_TRACKING_URI), config.tracking_uri):
+    for candidate in (explicit, config.tracking_uri, os.environ.get(TRACKING_URI_ENV)):
         if candidate and candidate.strip():
             return candidate.strip()
-    return _local_default_uri()
+    return None
+
+
+def resolve_tracking_uri(explicit: str | None, config: TrackingConfig) -> str:
+    """``given_tracking_uri``, else the local default: ``sqlite:///<cwd>/mlruns/mlflow.db`` (absolute; ``mlruns/``
+    is created), whose experiments keep their artifacts in ``<cwd>/mlruns/artifacts``."""
+    return given_tracking_uri(explicit, config) or _local_default_uri()
 
 
 def _sqlite_artifact_location(uri: str) -> str | None:
@@ -842,7 +851,7 @@ def setup_mlflow(
         if required:
             raise TrackingError(
                 f"cannot start an MLflow run at {redact_credentials(uri)}: {probe.lost[-1]}. Start the tracking "
-                f"server or fix tracking.tracking_uri / ${ENV_TRACKING_URI}, or set tracking.enabled=false."
+                f"server or fix tracking.tracking_uri / ${TRACKING_URI_ENV}, or set tracking.enabled=false."
             )
         return TrackingRun(tracking_uri=uri, lost=probe.lost)  # disabled: no run
     client, experiment_id, created = started

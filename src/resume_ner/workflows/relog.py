@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from resume_ner.errors import ConfigError, TrackingError
-from resume_ner.layout import CONFIG_FILE, MODEL_DIRNAME, RESULT_FILE, TEST_METRICS_FILE
+from resume_ner.layout import CONFIG_FILE, MODEL_DIRNAME, RESULT_FILE, TEST_METRICS_FILE, TRACKING_URI_ENV
 from resume_ner.redaction import redact_credentials
 from resume_ner.training.checkpoint import validate_checkpoint
 
@@ -290,7 +290,6 @@ def relog_output_dir(
     from resume_ner.io import write_json_atomic
     from resume_ner.redaction import REDACTED
     from resume_ner.tracking.mlflow import (
-        ENV_TRACKING_URI,
         MAX_METRICS_PER_BATCH,
         MAX_PARAMS_TAGS_PER_BATCH,
         call_with_retry,
@@ -301,9 +300,9 @@ def relog_output_dir(
     directory = Path(output_dir)
     done = _read_output_dir(directory)
     recorded = done.result.get("tracking_uri")
-    if tracking_uri is None and not os.environ.get(ENV_TRACKING_URI) and recorded and REDACTED not in recorded:
-        tracking_uri = recorded
-    uri = resolve_tracking_uri(tracking_uri, done.config.tracking)
+    usable = recorded if recorded and REDACTED not in recorded else None
+    environment = os.environ.get(TRACKING_URI_ENV, "").strip()  # config.yaml is a config file: it wins over neither
+    uri = resolve_tracking_uri(tracking_uri or environment or usable, done.config.tracking)
     client = MlflowClient(tracking_uri=uri)
 
     def retry(what: str, call: Callable[[], Any], transfer: bool = False) -> Any:

@@ -135,6 +135,19 @@ def test_secrets_are_references_never_values(monkeypatch):
     assert names["MLFLOW_TRACKING_URI"]["value"] == "http://mlflow:5000"
 
 
+def test_the_pods_log_where_the_launching_step_logs(monkeypatch):
+    """The pods' MLFLOW_TRACKING_URI follows the launching step's rule (given_tracking_uri): a --set (the pipeline's
+    mlflow_uri parameter) > the environment > the config files > pipeline.mlflow_uri."""
+
+    def pod_uri(config) -> str:
+        return {entry["name"]: entry for entry in _container(_job(config))["env"]}["MLFLOW_TRACKING_URI"]["value"]
+
+    assert pod_uri(_config()) == "http://mlflow.resume-ner.svc.cluster.local:5000"  # the pipeline's default
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://from-env:5000")
+    assert pod_uri(_config()) == "http://from-env:5000"
+    assert pod_uri(_config("tracking.tracking_uri=http://typed:5000")) == "http://typed:5000"
+
+
 def test_pods_run_unprivileged_with_shared_memory_tmp_and_the_volume():
     job = _job(_config("pipeline.volume_claim=resume-ner-data"))
     assert_valid(job)

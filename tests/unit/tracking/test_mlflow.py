@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from resume_ner import __version__
-from resume_ner.config import TrackingConfig
+from resume_ner.config import TrackingConfig, load
 from resume_ner.errors import TrackingError
 from resume_ner.tracking import RetryPolicy, TrackingRun, resolve_tracking_uri, setup_mlflow, standard_tags
-from resume_ner.tracking.mlflow import summarize_lost
+from resume_ner.tracking.mlflow import given_tracking_uri, summarize_lost
 
 NO_WAIT = RetryPolicy(attempts=3, backoff_s=0.0)
 
@@ -39,14 +39,17 @@ def _config(**kwargs) -> TrackingConfig:
 # --- URI resolution ------------------------------------------------------------------------------------
 
 
-def test_uri_precedence_argument_env_config_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_uri_precedence_argument_config_env_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One rule: what is given for the run > the config's URI > the environment (for a config made in code; a loaded
+    config already holds it, see the next test) > the local default."""
     monkeypatch.chdir(tmp_path)
     configured = TrackingConfig(tracking_uri="sqlite:///from-config.db")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://from-env:5000")
     assert resolve_tracking_uri("http://explicit:5000", configured) == "http://explicit:5000"
-    assert resolve_tracking_uri(None, configured) == "http://from-env:5000"
-    monkeypatch.delenv("MLFLOW_TRACKING_URI")
     assert resolve_tracking_uri(None, configured) == "sqlite:///from-config.db"
+    assert resolve_tracking_uri(None, TrackingConfig()) == "http://from-env:5000"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    assert given_tracking_uri(None, TrackingConfig()) is None
     assert not (tmp_path / "mlruns").exists()
     default = resolve_tracking_uri(None, TrackingConfig())
     assert default == f"sqlite:///{(tmp_path.resolve() / 'mlruns' / 'mlflow.db').as_posix()}"
@@ -54,14 +57,37 @@ def test_uri_precedence_argument_env_config_default(tmp_path: Path, monkeypatch:
     assert (tmp_path / "mlruns").is_dir()
 
 
+def test_a_loaded_config_puts_the_environment_between_the_files_and_the_overrides(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config_dir = tmp_path / "config"
+    config_dir.mkdir()
+    (config_dir / "tracking.yaml").write_text("tracking_uri: sqlite:///from-file.db\n", encoding="utf-8")
+    assert load(config_dir).tracking.tracking_uri == "sqlite:///from-file.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", " http://from-env:5000 ")
+    assert resolve_tracking_uri(None, load(config_dir).tracking) == "http://from-env:5000"  # wins over the file
+    assert load(None).tracking.tracking_uri == "http://from-env:5000"  # and over the defaults
+    typed = load(config_dir, ["tracking.tracking_uri=http://typed:5000"])  # --set, a pipeline parameter
+    assert resolve_tracking_uri(None, typed.tracking) == "http://typed:5000"
+    assert resolve_tracking_uri("http://flag:5000", typed.tracking) == "http://flag:5000"  # --tracking-uri
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "  ")  # blank: not set
+    assert load(config_dir).tracking.tracking_uri == "sqlite:///from-file.db"
+
+
 def test_empty_env_var_is_ignored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "")
-    assert resolve_tracking_uri(None, TrackingConfig(tracking_uri="sqlite:///x.db")) == "sqlite:///x.db"
+    assert given_tracking_uri(None, TrackingConfig()) is None
 
 
-def test_env_var_wins_over_config_in_setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store: str) -> None:
+def test_the_environment_wins_over_the_config_files_in_setup(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store: str
+) -> None:
+    config_dir = tmp_path / "config"
+    config_dir.mkdir()
+    (config_dir / "tracking.yaml").write_text(f"tracking_uri: sqlite:///{tmp_path}/unused.db\n", encoding="utf-8")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
-    with setup_mlflow(_config(tracking_uri=f"sqlite:///{tmp_path}/unused.db"), run_name="env") as run:
+    with setup_mlflow(load(config_dir).tracking, run_name="env") as run:
         assert run.tracking_uri == store
     assert not (tmp_path / "unused.db").exists()
 

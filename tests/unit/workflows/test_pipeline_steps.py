@@ -15,6 +15,7 @@ from resume_ner.data.synth import write_synthetic_resumes
 from resume_ner.errors import ConfigError, DataValidationError
 from resume_ner.io import content_digest
 from resume_ner.k8s.final import final_train_on_pytorchjob
+from resume_ner.tracking.mlflow import resolve_tracking_uri
 from resume_ner.workflows.steps import (
     PIPELINE_CONFIG_ENV,
     SPLITS,
@@ -59,6 +60,21 @@ def test_named_parameters_win_over_overrides_and_empty_ones_leave_the_config():
     assert named.hpo.n_trials == 4
     assert named.tracking.tracking_uri == "http://mlflow:5000"
     assert named.tracking.registered_model_name == "resume-ner-prod"
+
+
+def test_the_mlflow_uri_typed_into_the_pipeline_wins_over_the_pods_environment(monkeypatch: pytest.MonkeyPatch):
+    """The compiling machine's URI is not compiled in; a pod's MLFLOW_TRACKING_URI (a PodDefault, an image's ENV) is
+    the run's environment, and the pipeline's mlflow_uri parameter, typed for the run, wins over it."""
+    from resume_ner.kfp.pipelines import compiled_config
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://compiling-machine:5000")
+    compiled = compiled_config(load(None, ["tracking.tracking_uri=http://from-the-files:5000"]))
+    assert compiled.tracking.tracking_uri is None
+    monkeypatch.setenv(PIPELINE_CONFIG_ENV, json.dumps(compiled.to_dict()))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://from-the-pod:5000")
+    typed = pipeline_config(mlflow_uri="http://typed:5000")
+    assert resolve_tracking_uri(None, typed.tracking) == "http://typed:5000"
+    assert resolve_tracking_uri(None, pipeline_config().tracking) == "http://from-the-pod:5000"
 
 
 def test_a_task_given_gpus_trains_on_cuda():

@@ -181,3 +181,26 @@ def test_relog_takes_where_to_log_from_config_dir_and_set(copy, tmp_path, capsys
     assert "--set training.epochs=3" in err and "--set tracking.tags.a=b" in err
     assert main(["tracking", "relog", str(copy), "--set", "tracking.experiment_nme=x"]) == 1
     assert "did you mean tracking.experiment_name?" in capsys.readouterr().err
+
+
+def test_relog_logs_where_the_rule_says(trained, copy, tmp_path, monkeypatch, capsys) -> None:
+    """--tracking-uri / --set > $MLFLOW_TRACKING_URI > the URI train_result.json records > config.yaml's."""
+    from mlflow import MlflowClient
+
+    from resume_ner.cli.main import main
+
+    _, store, original_id = trained
+    from_env, typed = _store(tmp_path, "from-env"), _store(tmp_path, "typed")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", from_env)
+    assert main(["tracking", "relog", str(copy), "--set", f"tracking.tracking_uri={typed}", "-q"]) == 0
+    assert f"at {typed} (created)" in capsys.readouterr().out
+    shutil.rmtree(copy)
+    shutil.copytree(trained[0], copy)
+    outcome = relog_output_dir(copy)
+    assert outcome.created and outcome.tracking_uri == from_env  # the environment wins over the recorded URI
+    assert MlflowClient(from_env).get_run(outcome.run_id).info.status == "FINISHED"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    shutil.rmtree(copy)
+    shutil.copytree(trained[0], copy)
+    outcome = relog_output_dir(copy)
+    assert outcome.tracking_uri == store and outcome.run_id == original_id and not outcome.changed
