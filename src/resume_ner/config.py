@@ -26,6 +26,7 @@ from pydantic_core import ErrorDetails
 from resume_ner import __version__
 from resume_ner.errors import ConfigError
 from resume_ner.gpu_nodes import GPU_NODE_SIZES, cpu_millicores, memory_mebibytes, request_problems
+from resume_ner.io import write_text_atomic
 from resume_ner.layout import IMAGE_ENV, TRACKING_URI_ENV
 
 PACKAGED_BACKBONE = "packaged:all-MiniLM-L6-v2"
@@ -734,8 +735,6 @@ def _with_overrides(
 
 def save_sections(config: ResumeNerConfig, directory: str | Path) -> Path:
     """Write the resolved config as one YAML file per section (``config/`` layout, for ``--config-dir``)."""
-    from resume_ner.io import write_text_atomic
-
     settings = config.to_dict()
     for section, name in SECTION_FILES.items():
         write_text_atomic(Path(directory) / name, yaml.safe_dump(settings[section], sort_keys=False))
@@ -744,7 +743,5 @@ def save_sections(config: ResumeNerConfig, directory: str | Path) -> Path:
 
 def save(config: ResumeNerConfig, path: str | Path) -> Path:
     """Write the resolved config as YAML, atomically."""
-    from resume_ner.io import write_text_atomic
-
     text = yaml.safe_dump(config.to_dict(), sort_keys=False)
     return write_text_atomic(Path(path), text)

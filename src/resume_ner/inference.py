@@ -14,8 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from resume_ner.data.document import Document
-from resume_ner.training.decoding import Decoding
-from resume_ner.training.precision import Precision
+from resume_ner.data.labels import LabelScheme
+from resume_ner.data.windows import build_windows, merge_window_predictions
+from resume_ner.training.batching import predict_windows
+from resume_ner.training.checkpoint import load_model_checkpoint
+from resume_ner.training.decoding import Decoding, decode_tags, model_decoding
+from resume_ner.training.distributed import resolve_device
+from resume_ner.training.evaluator import predicted_spans
+from resume_ner.training.precision import Precision, use_bf16
 
 
 @dataclass(frozen=True)
@@ -54,12 +60,7 @@ class Predictor:
         decoding: Decoding | None = None,
         on_windows: Callable[[int], None] | None = None,
     ) -> None:
-        from resume_ner.data.labels import LabelScheme
-        from resume_ner.training.checkpoint import load_model_checkpoint
         from resume_ner.training.crf import crf_scores, model_crf
-        from resume_ner.training.decoding import model_decoding
-        from resume_ner.training.distributed import resolve_device
-        from resume_ner.training.precision import use_bf16
 
         self.device = resolve_device(device)
         self.bf16 = use_bf16(precision, self.device)
@@ -75,11 +76,6 @@ class Predictor:
 
     def predict(self, texts: Sequence[str]) -> list[list[Entity]]:
         """Entities of each text, in text order."""
-        from resume_ner.data.windows import build_windows, merge_window_predictions
-        from resume_ner.training.batching import predict_windows
-        from resume_ner.training.decoding import decode_tags
-        from resume_ner.training.evaluator import predicted_spans
-
         documents = [Document(id=str(i), text=text) for i, text in enumerate(texts)]
         windowed = build_windows(documents, self.tokenizer, self.scheme, max_length=self.max_length, stride=self.stride)
         log_probs, _ = predict_windows(

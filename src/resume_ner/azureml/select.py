@@ -29,7 +29,7 @@ from resume_ner.errors import ConfigError, TrackingError
 from resume_ner.hpo.select import BestTrial
 from resume_ner.io import write_json_atomic
 from resume_ner.layout import CONFIG_FILE, MODEL_DIRNAME, RESULT_FILE
-from resume_ner.tracking.mlflow import PARENT_RUN_TAG
+from resume_ner.tracking.mlflow import PARENT_RUN_TAG, resolve_tracking_uri
 from resume_ner.workflows.final import build_final_training_config
 
 log = logging.getLogger(__name__)
@@ -107,8 +107,6 @@ def select_best_trial_config(
         )
     if client is None:
         from mlflow import MlflowClient
-
-        from resume_ner.tracking.mlflow import resolve_tracking_uri
 
         client = MlflowClient(tracking_uri=resolve_tracking_uri(None, base.tracking))
     sweep_run_id = sweep_parent_run_id(str(run_id), client)

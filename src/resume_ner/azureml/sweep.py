@@ -59,6 +59,7 @@ from resume_ner.azureml.jobs import (
 from resume_ner.config import HpoConfig, ResumeNerConfig, config_from_dict
 from resume_ner.errors import ConfigError
 from resume_ner.hpo.search_space import ParamSpec, SearchSpace, apply_params, parse_search_space
+from resume_ner.hpo.trial import trial_config
 from resume_ner.layout import TRAIN_ENTRYPOINT
 
 log = logging.getLogger(__name__)
@@ -277,7 +278,6 @@ def sweep_trial(
     early_termination = _early_termination(hpo, problems)
     if problems:
         raise ConfigError(f"the hpo section cannot run as an AzureML sweep of {backbone}:\n  " + "\n  ".join(problems))
-    from resume_ner.hpo.trial import trial_config
 
     overrides = settings_overrides(trial_config(config, {}), experiment_name=aml_experiment_name, exclude=space.paths)
     searched = {spec.path: input_name(spec.path) for spec in space.params}

@@ -14,8 +14,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from resume_ner.cli.lineage_commands import read_best_json
 from resume_ner.cli.model_commands import load_config_from_args
 from resume_ner.errors import ConfigError
+from resume_ner.io import check_outputs, write_text_atomic
 
 KINDS = ("final", "sweep", "dry-run", "pipeline")
 # What --help prints: plain text (the docstrings here are for developers and may carry markup).
@@ -75,7 +77,6 @@ def _tags(items: list[str]) -> dict[str, str]:
 
 def _final_config(args: argparse.Namespace, config: Any) -> Any:
     """The config with the best trial's params of ``--best-json`` (a ``BestTrial`` dict, or the params alone)."""
-    from resume_ner.cli.lineage_commands import read_best_json
     from resume_ner.workflows.final import build_final_training_config
 
     config = build_final_training_config({"model": {"backbone": args.backbone}}, config) if args.backbone else config
@@ -137,8 +138,6 @@ def build_job(args: argparse.Namespace) -> Any:
 
 def cmd_build(args: argparse.Namespace) -> int:
     """Write the YAML of an AzureML job: final training, sweep, sweep dry run or pipeline (no Azure access)."""
-    from resume_ner.io import check_outputs, write_text_atomic
-
     _quiet_sdk_notices(args)
     check_outputs([args.output], overwrite=args.overwrite)
     job = build_job(args)

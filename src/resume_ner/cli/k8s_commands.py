@@ -7,12 +7,12 @@ import argparse
 import sys
 from typing import Any
 
+from resume_ner.cli.model_commands import load_config_from_args
 from resume_ner.errors import ConfigError
 
 
 def cmd_render(args: argparse.Namespace) -> int:
     """Print the PyTorchJob (kubeflow.org/v1) of a multi-node final training as YAML."""
-    from resume_ner.cli.model_commands import load_config_from_args
     from resume_ner.k8s.pytorchjob import build_pytorchjob, render_pytorchjob_yaml
 
     config = load_config_from_args(args)

@@ -13,12 +13,13 @@ from resume_ner.cli.model_commands import (
     relaunch_under_torchrun,
     report_tracking_loss,
 )
+from resume_ner.errors import ConfigError
+from resume_ner.training.distributed import context_from_env, shutdown_distributed
+from resume_ner.training.metrics import format_metrics_table
 
 
 def read_best_json(path: str) -> dict[str, Any]:
     """The best trial JSON of ``--best-json`` (``BestTrial.to_dict()``); ``ConfigError`` naming the file."""
-    from resume_ner.errors import ConfigError
-
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
@@ -31,8 +32,6 @@ def read_best_json(path: str) -> dict[str, Any]:
 
 def cmd_final_train(args: argparse.Namespace) -> int:
     """Train the best trial's settings, test the model, and register it with its lineage."""
-    from resume_ner.training.distributed import context_from_env, shutdown_distributed
-    from resume_ner.training.metrics import format_metrics_table
     from resume_ner.workflows.final import run_final_training_workflow
 
     launched = relaunch_under_torchrun(args)

@@ -9,6 +9,17 @@ import sys
 from collections.abc import Sequence
 
 from resume_ner import __version__
+from resume_ner.cli import (
+    azureml_commands,
+    data_commands,
+    hpo_commands,
+    k8s_commands,
+    lineage_commands,
+    model_commands,
+    pipeline_commands,
+    register_command,
+    tracking_commands,
+)
 from resume_ner.errors import ResumeNerError, describe_os_error
 from resume_ner.layout import CONFIG_DIR_ENV
 
@@ -50,18 +61,6 @@ def common_parent() -> argparse.ArgumentParser:
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser of ``resume-ner``."""
-    from resume_ner.cli import (
-        azureml_commands,
-        data_commands,
-        hpo_commands,
-        k8s_commands,
-        lineage_commands,
-        model_commands,
-        pipeline_commands,
-        register_command,
-        tracking_commands,
-    )
-
     parser = argparse.ArgumentParser(
         prog="resume-ner",
         description="Train, evaluate and use named-entity recognition models for resumes.",

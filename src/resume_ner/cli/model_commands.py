@@ -6,6 +6,7 @@ import argparse
 import itertools
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -13,10 +14,17 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from resume_ner.errors import DataValidationError, Problem
+from resume_ner.errors import ConfigError, DataValidationError, Problem
+from resume_ner.inference import Predictor
+from resume_ner.io import check_outputs, open_atomic, write_json_atomic
 from resume_ner.layout import METADATA_FILE, MODEL_DIRNAME
+from resume_ner.training.allocator import reuse_freed_memory
 from resume_ner.training.decoding import DECODINGS
+from resume_ner.training.distributed import context_from_env, launch_torchrun, shutdown_distributed
+from resume_ner.training.evaluator import evaluate_model
+from resume_ner.training.metrics import format_metrics_table
 from resume_ner.training.precision import PRECISIONS
+from resume_ner.workflows.relog import relog_command
 
 log = logging.getLogger(__name__)
 
@@ -77,11 +85,8 @@ def add_launch_options(parser: argparse.ArgumentParser) -> None:
 def relaunch_under_torchrun(args: argparse.Namespace) -> int | None:
     """The exit status of this command re-run in ``--nproc-per-node`` processes by torchrun, or None when it
     should run here (one process, or already a torchrun worker)."""
-    import os
-
     if args.nproc_per_node <= 1 or "WORLD_SIZE" in os.environ:
         return None
-    from resume_ner.training.distributed import launch_torchrun
 
     argv, skip = [], False
     for item in args.argv:
@@ -97,10 +102,7 @@ def relaunch_under_torchrun(args: argparse.Namespace) -> int | None:
 def cmd_train(args: argparse.Namespace) -> int:
     """Train on a dataset, evaluate the best checkpoint on its test split. With --resume, a training that has
     already finished in --output-dir is left as it is, which is said in one line (exit status 0)."""
-    from resume_ner.training.distributed import context_from_env, shutdown_distributed
-    from resume_ner.training.metrics import format_metrics_table
     from resume_ner.training.trainer import describe_finished_training
-    from resume_ner.workflows.relog import relog_command
     from resume_ner.workflows.training import run_training_workflow
 
     launched = relaunch_under_torchrun(args)
@@ -146,10 +148,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Evaluate a checkpoint on a file or on one split of a dataset."""
     from resume_ner.data.dataset import load_dataset, load_documents
-    from resume_ner.io import check_outputs, write_json_atomic
-    from resume_ner.training.allocator import reuse_freed_memory
-    from resume_ner.training.evaluator import evaluate_model
-    from resume_ner.training.metrics import format_metrics_table
 
     model_dir = checked_model_dir(args.model)
     path = Path(args.data)
@@ -192,8 +190,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def checked_model_dir(model: str) -> Path:
     """``model`` when it is a model directory; a ``ConfigError`` that points at its ``model/`` when it is a
     training's output directory, or says what a model directory holds."""
-    from resume_ner.errors import ConfigError
-
     path = Path(model)
     if (path / METADATA_FILE).is_file():
         return path
@@ -291,10 +287,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
     old file (or none), never half of one. The output is never one of the inputs, and an existing one is
     replaced only with --overwrite.
     """
-    from resume_ner.inference import Predictor
-    from resume_ner.io import check_outputs, open_atomic
-    from resume_ner.training.allocator import reuse_freed_memory
-
     model_dir = checked_model_dir(args.model)
     if args.output:
         check_outputs([args.output], inputs=[*args.files, model_dir], overwrite=args.overwrite)

@@ -11,7 +11,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from resume_ner.cli.model_commands import load_config_from_args
 from resume_ner.errors import ConfigError
+from resume_ner.inference import Predictor
 from resume_ner.layout import PIPELINE_NAME
 
 DEFAULT_PACKAGE = Path("pipelines") / "resume_ner_training.yaml"
@@ -34,7 +36,6 @@ DEMO_SETTINGS = [
 
 def cmd_compile(args: argparse.Namespace) -> int:
     """Write components/<name>.yaml and pipelines/resume_ner_training.yaml."""
-    from resume_ner.cli.model_commands import load_config_from_args
     from resume_ner.config import resolve_image
     from resume_ner.kfp.pipelines import compile_all
 
@@ -109,7 +110,6 @@ def _print_summary(summary: Any, *, show_entities: bool, seed: int) -> None:
     print(Lineage(**lineage).render())
     if show_entities:
         from resume_ner.data.synth import generate_resumes
-        from resume_ner.inference import Predictor
 
         entities = Predictor(summary.model_dir).predict([generate_resumes(1, seed + 10_000)[0].text])[0]
         print(f"\nentities extracted from a new synthetic resume ({len(entities)}; `resume-ner predict` gives all):")

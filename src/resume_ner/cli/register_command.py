@@ -8,14 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from resume_ner.cli.model_commands import load_config_from_args
+from resume_ner.errors import ConfigError
 from resume_ner.layout import LINEAGE_FILE, RESULT_FILE
 
 
 def final_run_id(output_dir: Path) -> str:
     """The MLflow run id of the final training in ``output_dir`` (its ``train_result.json``); ``ConfigError``
     when the file or the run id is missing."""
-    from resume_ner.errors import ConfigError
-
     path = output_dir / RESULT_FILE
     try:
         result = json.loads(path.read_text(encoding="utf-8"))

@@ -6,6 +6,8 @@ import argparse
 from typing import Any
 
 from resume_ner.cli.model_commands import load_config_from_args
+from resume_ner.errors import ConfigError
+from resume_ner.workflows.relog import relog_output_dir
 
 _DESTINATION = ("tracking_uri", "experiment_name", "run_name")  # where a relog logs: what it takes of the config
 
@@ -17,7 +19,6 @@ def _destination(args: argparse.Namespace) -> tuple[str | None, str | None, str 
     (relog's defaults, from the output directory). ``ConfigError`` for a ``--set`` of another setting: what is
     logged is the training that the output directory's config.yaml records."""
     from resume_ner.config import parse_override
-    from resume_ner.errors import ConfigError
 
     tracking = load_config_from_args(args).tracking
     settable = [["tracking", name] for name in _DESTINATION]
@@ -44,8 +45,6 @@ def cmd_relog(args: argparse.Namespace) -> int:
     comes from OUTPUT_DIR (config.yaml, train_result.json, model/); --config-dir and --set give only where it is
     logged: tracking.tracking_uri, tracking.experiment_name and tracking.run_name (as defaults of --tracking-uri,
     --experiment and --run-name)."""
-    from resume_ner.workflows.relog import relog_output_dir
-
     tracking_uri, experiment, run_name = _destination(args)
     outcome = relog_output_dir(args.output_dir, tracking_uri=tracking_uri, experiment=experiment, run_name=run_name)
     where = f"MLflow run {outcome.run_id} at {outcome.tracking_uri}"

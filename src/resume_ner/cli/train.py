@@ -11,6 +11,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from resume_ner.cli.main import main as cli_main
+
 
 def build_parser() -> argparse.ArgumentParser:
     """Arguments of the training entrypoint."""
@@ -32,8 +34,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments and run the training command."""
-    from resume_ner.cli.main import main as cli_main
-
     args = build_parser().parse_args(argv)
     forwarded = ["train", "--data", args.data_asset, "--output-dir", args.output_dir]
     if args.config_dir:

@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from resume_ner.config import ResumeNerConfig
+from resume_ner.hpo.select import best_frozen_trial, best_trial_of
 from resume_ner.hpo.study import FINGERPRINT_ATTR, METRIC_ATTR, PARENT_RUN_ATTR
+from resume_ner.tracking.mlflow import TrackingRun, resolve_tracking_uri, setup_mlflow, standard_tags
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +27,6 @@ def open_parent_run(config: ResumeNerConfig, study: Any, *, create: bool = True)
 
     Disabled when tracking is off, when MLflow cannot be reached, or when none is recorded and not ``create``.
     """
-    from resume_ner.tracking.mlflow import TrackingRun, setup_mlflow, standard_tags
-
     if not config.tracking.enabled:
         return TrackingRun.disabled()
     recorded = study.user_attrs.get(PARENT_RUN_ATTR)
@@ -54,8 +54,6 @@ def open_parent_run(config: ResumeNerConfig, study: Any, *, create: bool = True)
 
 def _reattach(config: ResumeNerConfig, run_id: str) -> Any:
     """A ``TrackingRun`` logging into the existing run ``run_id``."""
-    from resume_ner.tracking.mlflow import TrackingRun, resolve_tracking_uri
-
     uri = resolve_tracking_uri(None, config.tracking)
     log.info("MLflow: trials of this study go under the existing parent run %s at %s", run_id, uri)
     return TrackingRun.attach(run_id, uri)
@@ -65,8 +63,6 @@ def log_study_report(run: Any, study: Any, files: list[Path]) -> None:
     """Log the best value (metric ``best_<metric>``, step = finished trials), the best parameters (tags
     ``best.<path>``, which later reruns may change), ``best_trial.json`` and ``files`` to ``run``."""
     import optuna
-
-    from resume_ner.hpo.select import best_frozen_trial, best_trial_of
 
     if not run.active:
         return

@@ -17,6 +17,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from resume_ner.hpo.select import best_frozen_trial
 from resume_ner.hpo.study import DIRECTION_ATTR, METRIC_ATTR
 from resume_ner.io import write_bytes_atomic, write_text_atomic
 
@@ -38,8 +39,6 @@ def _seconds(trial: Any) -> float | None:
 
 
 def _best_number(study: Any) -> int | None:
-    from resume_ner.hpo.select import best_frozen_trial
-
     best = best_frozen_trial(study)
     return best.number if best is not None else None
 
@@ -143,8 +142,6 @@ def study_report_html(study: Any) -> str:
     (the Kubeflow Pipelines UI shows it in a sandboxed frame). All text from the study is HTML-escaped. A
     study without a COMPLETE trial gets a line saying so instead of the best-trial section.
     """
-    from resume_ner.hpo.select import best_frozen_trial
-
     esc = html.escape
     name = esc(study.study_name)
     metric = esc(str(study.user_attrs.get(METRIC_ATTR, "objective value")))

@@ -34,7 +34,14 @@ from pathlib import Path
 from typing import Any
 
 from resume_ner.config import ResumeNerConfig, config_from_dict
+from resume_ner.data.dataset import load_training_data
 from resume_ner.errors import ConfigError, ResumeNerError
+from resume_ner.hpo.parent_run import log_study_report, open_parent_run
+from resume_ner.hpo.report import write_study_report
+from resume_ner.hpo.search_space import apply_params, parse_search_space
+from resume_ner.hpo.select import best_frozen_trial, best_trial_of
+from resume_ner.hpo.study import create_or_load_study, resolve_storage
+from resume_ner.hpo.trial import end_stale_run, run_trial
 
 log = logging.getLogger(__name__)
 
@@ -88,11 +95,6 @@ def _open_session(
 ) -> _Session:
     """Validate the config and search space, load the dataset, create or load the study."""
     import optuna
-
-    from resume_ner.data.dataset import load_training_data
-    from resume_ner.hpo.search_space import parse_search_space
-    from resume_ner.hpo.study import create_or_load_study, resolve_storage
-    from resume_ner.hpo.trial import end_stale_run
 
     raw = config_from_dict(config).to_dict()
     given = {"study_name": study_name, "n_trials": n_trials, "storage": storage, "timeout": timeout}
@@ -152,8 +154,6 @@ def _fail_stale_trials(study: Any) -> None:
 
 def _run_trials(session: _Session, parent_run_id: str | None) -> list[int]:
     """Run trials until the study has ``hpo.n_trials`` finished ones (or timeout / failure budget); their numbers."""
-    from resume_ner.hpo.trial import run_trial
-
     hpo, study = session.config.hpo, session.study
     deadline = time.monotonic() + hpo.timeout if hpo.timeout else None
     ran: list[int] = []
@@ -231,8 +231,6 @@ def _raise_if_all_failed(study: Any) -> None:
 
 
 def _summary(session: _Session, ran: list[int], parent_run_id: str | None) -> WorkerSummary:
-    from resume_ner.hpo.select import best_frozen_trial
-
     best = best_frozen_trial(session.study)
     return WorkerSummary(
         study_name=session.study.study_name,
@@ -262,8 +260,6 @@ def run_hpo_worker(
     settings, reproducibly (worker 0 samples exactly as ``run_local_hpo_sweep``); without it the offset comes
     from the process id.
     """
-    from resume_ner.hpo.parent_run import open_parent_run
-
     offset = WORKER_SEED_STRIDE * worker if worker is not None else os.getpid()
     session = _open_session(config, study_name, n_trials, storage, timeout, data_path, output_dir, offset)
     with open_parent_run(session.config, session.study) as parent:  # ends FINISHED, FAILED or KILLED
@@ -288,11 +284,6 @@ def run_local_hpo_sweep(
     ``data.path``. The report
     (``trials.csv`` and plots) goes to ``<output_dir>/hpo/<study>/`` and onto the MLflow parent run.
     """
-    from resume_ner.hpo.parent_run import log_study_report, open_parent_run
-    from resume_ner.hpo.report import write_study_report
-    from resume_ner.hpo.search_space import apply_params
-    from resume_ner.hpo.select import best_trial_of
-
     session = _open_session(config, study_name, n_trials, storage, timeout, data_path, output_dir)
     study = session.study
     with open_parent_run(session.config, study) as parent:  # ends FINISHED, FAILED or KILLED

@@ -31,7 +31,9 @@ from resume_ner.errors import ConfigError
 from resume_ner.hpo.search_space import SearchSpace, apply_params
 from resume_ner.hpo.study import METRIC_DIRECTIONS
 from resume_ner.layout import CHECKPOINTS_DIRNAME, MODEL_DIRNAME
+from resume_ner.tracking.mlflow import TrackingRun, resolve_tracking_uri, setup_mlflow, standard_tags
 from resume_ner.training.callbacks import TrainerCallback, TrainerState
+from resume_ner.training.trainer import train_model
 
 log = logging.getLogger(__name__)
 
@@ -111,9 +113,6 @@ def run_trial(
     """Train one trial and return its best validation ``hpo.metric``; raises ``TrialPruned`` or the failure."""
     import optuna
 
-    from resume_ner.tracking.mlflow import setup_mlflow, standard_tags
-    from resume_ner.training.trainer import train_model
-
     number, study_name = trial.number, trial.study.study_name
     trial_dir = Path(output_dir) / "trials" / f"trial-{number:04d}"
     if trial_dir.exists():
@@ -185,8 +184,6 @@ def end_stale_run(tracking: TrackingConfig, study: Any, trial: Any) -> None:
 
     A stale-trial hook of ``resolve_storage`` (bind ``tracking`` first); MLflow errors are logged, not raised.
     """
-    from resume_ner.tracking.mlflow import TrackingRun, resolve_tracking_uri
-
     run_id = trial.user_attrs.get("mlflow_run_id")
     if not tracking.enabled or not run_id:
         return

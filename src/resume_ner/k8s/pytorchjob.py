@@ -26,10 +26,12 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeGuard
 
 import yaml
@@ -170,9 +172,6 @@ def build_pytorchjob(
 
 def current_namespace(default: str = "resume-ner") -> str:
     """The namespace this pod runs in (``$POD_NAMESPACE``, else its service account's), else ``default``."""
-    import os
-    from pathlib import Path
-
     if os.environ.get("POD_NAMESPACE"):
         return os.environ["POD_NAMESPACE"]
     service_account = Path(SERVICE_ACCOUNT_NAMESPACE_FILE)

@@ -19,6 +19,8 @@ from urllib.parse import urlparse
 
 from resume_ner.config import ResumeNerConfig, TrackingConfig
 from resume_ner.errors import ConfigError
+from resume_ner.kfp.pipelines import compiled_config
+from resume_ner.tracking.mlflow import given_tracking_uri
 
 if TYPE_CHECKING:
     import kfp.local
@@ -57,8 +59,6 @@ def check_component_image(image: str, client: Any | None = None) -> None:
 def container_tracking_uri(tracking: TrackingConfig, output_dir: Path) -> str:
     """The MLflow URI of a run in containers: the one given (``given_tracking_uri``), else a sqlite store in
     ``output_dir``, which the containers' user can write (not the working directory's)."""
-    from resume_ner.tracking.mlflow import given_tracking_uri
-
     given = given_tracking_uri(None, tracking)
     if given:
         return given
@@ -74,8 +74,6 @@ def container_runner(
     import docker
     import kfp.local
     from docker.types import Mount
-
-    from resume_ner.kfp.pipelines import compiled_config
 
     image = compiled_config(config).pipeline.image
     client = docker.from_env()

@@ -19,7 +19,11 @@ from typing import Any
 
 from resume_ner.config import ResumeNerConfig
 from resume_ner.errors import ResumeNerError
+from resume_ner.kfp.container_runner import container_runner, container_tracking_uri
+from resume_ner.kfp.local_console import local_console
+from resume_ner.kfp.pipelines import build_pipeline
 from resume_ner.layout import PIPELINE_NAME
+from resume_ner.tracking.mlflow import resolve_tracking_uri
 
 log = logging.getLogger(__name__)
 
@@ -83,10 +87,6 @@ def run_local(
     """
     import kfp.local
 
-    from resume_ner.kfp.local_console import local_console
-    from resume_ner.kfp.pipelines import build_pipeline
-    from resume_ner.tracking.mlflow import resolve_tracking_uri
-
     output_dir = Path(output_dir).resolve()
     root = output_dir / PIPELINE_ROOT_DIRNAME
     root.mkdir(parents=True, exist_ok=True)
@@ -96,8 +96,6 @@ def run_local(
         Path(storage).parent.mkdir(parents=True, exist_ok=True)
     tracking_uri = resolve_tracking_uri(None, config.tracking) if config.tracking.enabled else ""
     if containers:
-        from resume_ner.kfp.container_runner import container_runner, container_tracking_uri
-
         tracking_uri = container_tracking_uri(config.tracking, output_dir) if config.tracking.enabled else ""
         runner = container_runner(config, data_uri=data_uri, output_dir=output_dir, tracking_uri=tracking_uri)
     else:

@@ -20,9 +20,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from resume_ner.config import TrackingConfig
 from resume_ner.errors import TrackingError
+from resume_ner.io import write_json_atomic
 from resume_ner.layout import CRF_FILE
 from resume_ner.redaction import redact_credentials
+from resume_ner.tracking.mlflow import resolve_tracking_uri
 
 __all__ = [
     "CANDIDATE_ALIAS",
@@ -111,9 +114,6 @@ def _client(tracking_uri: str | None) -> tuple[Any, str]:
     """An ``MlflowClient`` on the resolved tracking URI (its registry is on the same store), and that URI as shown
     in messages and lineage (credentials redacted)."""
     from mlflow import MlflowClient
-
-    from resume_ner.config import TrackingConfig
-    from resume_ner.tracking.mlflow import resolve_tracking_uri
 
     uri = resolve_tracking_uri(tracking_uri, TrackingConfig())
     return MlflowClient(tracking_uri=uri), redact_credentials(uri)
@@ -569,6 +569,4 @@ def _trial_summaries(runs: list[Any]) -> list[dict[str, Any]]:
 
 def write_lineage(lineage: Lineage, path: str | Path) -> Path:
     """Write ``lineage`` as JSON to ``path`` atomically."""
-    from resume_ner.io import write_json_atomic
-
     return write_json_atomic(Path(path), lineage.to_dict())

@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from resume_ner.data.windows import IGNORE_INDEX, Window
+from resume_ner.training.precision import autocast
 
 MEGABATCH_BATCHES = 50  # batches per megabatch of ``length_grouped`` (as transformers' LengthGroupedSampler)
 # Training batches are padded to a multiple of this many tokens: length-grouped batches of short windows
@@ -69,8 +70,6 @@ def predict_windows(
     log-likelihood; ``bf16``: the forward passes under bf16 autocast (log-probabilities and loss are computed in
     fp32). ``on_batch`` is called with the number of windows of each batch done (a progress bar's update)."""
     import torch
-
-    from resume_ner.training.precision import autocast
 
     if crf is not None:
         from resume_ner.training.crf import crf_nll

@@ -20,6 +20,7 @@ import re
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
+from importlib import metadata
 from pathlib import Path
 from typing import IO, Any, cast
 
@@ -41,8 +42,6 @@ REQUIRED_MODEL_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json"
 
 def package_versions() -> dict[str, str]:
     """Versions of the packages a checkpoint depends on."""
-    from importlib import metadata
-
     versions = {}
     for name in ("resume-ner", "torch", "transformers", "tokenizers", "safetensors"):
         try:

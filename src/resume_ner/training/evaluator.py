@@ -11,9 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from resume_ner.data.document import Document, Span
-from resume_ner.data.windows import WindowedDocuments, merge_window_predictions
+from resume_ner.data.labels import LabelScheme
+from resume_ner.data.windows import WindowedDocuments, build_windows, merge_window_predictions
 from resume_ner.training.batching import predict_windows
+from resume_ner.training.checkpoint import load_model_checkpoint
 from resume_ner.training.decoding import Decoding, decode_tags, model_decoding
+from resume_ner.training.distributed import resolve_device
 from resume_ner.training.metrics import compute_metrics, entity_type_confusion, span_metrics, tags_to_spans
 
 log = logging.getLogger(__name__)
@@ -88,11 +91,7 @@ def evaluate_model(
     """Load a checkpoint and evaluate it on ``documents`` with the window settings it was trained with, its
     decoding (``decoding`` overrides it) and its CRF head, if it has one; ``on_windows`` as in
     ``evaluate_windowed``."""
-    from resume_ner.data.labels import LabelScheme
-    from resume_ner.data.windows import build_windows
-    from resume_ner.training.checkpoint import load_model_checkpoint
     from resume_ner.training.crf import model_crf
-    from resume_ner.training.distributed import resolve_device
 
     torch_device = resolve_device(device)
     model, tokenizer, metadata = load_model_checkpoint(model_dir, device=str(torch_device))

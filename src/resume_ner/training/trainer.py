@@ -40,13 +40,40 @@ from typing import TYPE_CHECKING, Any, TypedDict
 
 from resume_ner.config import ResumeNerConfig, config_from_dict
 from resume_ner.config import save as save_config
+from resume_ner.data.dataset import load_documents
 from resume_ner.data.document import Document
 from resume_ner.data.labels import LabelScheme, scheme_for
+from resume_ner.data.splits import fingerprint_documents
+from resume_ner.data.windows import build_windows
 from resume_ner.errors import CheckpointError, ConfigError, ResumeNerError, describe_os_error
 from resume_ner.io import recover_dir, write_json_atomic
 from resume_ner.layout import CHECKPOINTS_DIRNAME, CONFIG_FILE, METADATA_FILE, MODEL_DIRNAME, RESULT_FILE
 from resume_ner.redaction import redact_credentials, redact_settings
+from resume_ner.tracking.mlflow import TrackingRun, setup_mlflow, standard_tags
+from resume_ner.training.batching import TRAIN_PAD_MULTIPLE, collate_windows, length_grouped
 from resume_ner.training.callbacks import EarlyStopping, TrainerCallback, TrainerState
+from resume_ner.training.checkpoint import (
+    STATE_FILE,
+    latest_training_state,
+    list_training_states,
+    load_training_state,
+    prune_training_states,
+    read_metadata,
+    save_model_checkpoint,
+    save_training_state,
+    use_safetensors,
+)
+from resume_ner.training.distributed import (
+    all_gather_object,
+    all_reduce_sum,
+    barrier,
+    broadcast_object,
+    init_distributed,
+    shard_indices,
+)
+from resume_ner.training.evaluator import evaluate_windowed
+from resume_ner.training.model import create_model_and_tokenizer, training_attention
+from resume_ner.training.precision import autocast, use_bf16
 
 if TYPE_CHECKING:
     import torch
@@ -168,8 +195,6 @@ def _progress(total: int, initial: int, desc: str, quiet: bool) -> Any:
 
 def _as_documents(data: Sequence[Document] | str | Path, config: ResumeNerConfig) -> list[Document]:
     if isinstance(data, (str, Path)):
-        from resume_ner.data.dataset import load_documents
-
         return load_documents(Path(data), config.data)
     return list(data)
 
@@ -210,8 +235,6 @@ def check_training_start(
     there of another configuration or dataset, a missing best model or an unreadable ``train_result.json``.
     Under torchrun rank 0 checks and every rank gets its answer (or raises its error).
     """
-    from resume_ner.training.distributed import broadcast_object, init_distributed
-
     ddp, _ = init_distributed(config.training.device)
     found: TrainingStart | ResumeNerError | None = None
     if ddp.is_main:
@@ -234,8 +257,6 @@ def _check_start(
     resume: bool,
     overwrite: bool,
 ) -> TrainingStart:
-    from resume_ner.training.checkpoint import STATE_FILE, latest_training_state, list_training_states
-
     if not train_docs:
         raise ConfigError("train_model: the training set is empty")
     scheme = scheme_for(config.data.label_map, (s.label for d in [*train_docs, *val_docs] for s in d.spans))
@@ -413,8 +434,6 @@ def train_model(
     checkpoints and result (its best model is replaced after the first epoch). ``check_training_start`` makes
     the checks, before anything is trained.
     """
-    from resume_ner.training.distributed import init_distributed
-
     config = config_from_dict(config)
     ddp, device = init_distributed(config.training.device)
     output_dir = Path(output_dir)
@@ -446,8 +465,6 @@ def _load_data(
     data_fingerprint: str | None,
 ) -> tuple[list[Document], list[Document], str]:
     """The training and validation documents and their fingerprint (``data_fingerprint`` when given)."""
-    from resume_ner.data.splits import fingerprint_documents
-
     train_docs = _as_documents(train_data, config)
     val_docs = _as_documents(val_data, config)
     fingerprint = data_fingerprint or fingerprint_documents(train_docs + val_docs)
@@ -468,8 +485,6 @@ def _set_up_model(loop: _TrainingLoop, resume_from: Path | None) -> dict[str, An
     import torch
 
     from resume_ner.training.crf import CrfTokenClassifier
-    from resume_ner.training.model import training_attention
-    from resume_ner.training.precision import use_bf16
 
     config, ddp, device = loop.config, loop.ddp, loop.device
     tcfg = config.training
@@ -496,9 +511,7 @@ def _create_or_resume_model(loop: _TrainingLoop, resume_from: Path | None) -> di
     """The label scheme, a new model, tokenizer, CRF head and trainer state, or those of ``resume_from``.
 
     Returns the training state restored from ``resume_from`` (None for a fresh start)."""
-    from resume_ner.training.checkpoint import load_training_state, use_safetensors
     from resume_ner.training.crf import load_crf, new_crf
-    from resume_ner.training.model import create_model_and_tokenizer
 
     config, mcfg = loop.config, loop.config.model
     docs = loop.train_docs + loop.val_docs
@@ -540,9 +553,6 @@ def _wrap_for_ddp(
 
 def _set_up_windows(loop: _TrainingLoop) -> None:
     """Cut the documents into windows, size the epochs and steps, and log the plan (rank 0)."""
-    from resume_ner.data.windows import build_windows
-    from resume_ner.training.batching import TRAIN_PAD_MULTIPLE
-
     tcfg, mcfg, ddp, tokenizer, scheme = loop.config.training, loop.config.model, loop.ddp, loop.tokenizer, loop.scheme
     loop.window_args = window_args = _WindowArgs(max_length=mcfg.max_length, stride=mcfg.stride)
     loop.train_windows = train_windows = build_windows(
@@ -610,12 +620,8 @@ def _start_tracking(loop: _TrainingLoop, tracking: Any, resume_from: Path | None
     config, fingerprint = loop.config, loop.fingerprint
     own_tracking = tracking is None
     if not loop.ddp.is_main:
-        from resume_ner.tracking.mlflow import TrackingRun
-
         tracking, own_tracking = TrackingRun.disabled(), False  # rank 0 logs for the job
     if own_tracking:
-        from resume_ner.tracking.mlflow import setup_mlflow, standard_tags
-
         tags = standard_tags(data_fingerprint=fingerprint, config_hash=config.config_hash())
         if resume_from is not None:
             tags["resume_ner.resumed_from"] = str(resume_from)
@@ -668,9 +674,6 @@ def _train(loop: _TrainingLoop) -> None:
 def _train_epoch(loop: _TrainingLoop) -> float:
     """Train the current epoch from ``state.step_in_epoch`` on (a resumed one continues where it stopped), saving
     a training state every ``save_every_steps``; returns the epoch's mean training loss over all ranks."""
-    from resume_ner.training.batching import length_grouped
-    from resume_ner.training.distributed import all_reduce_sum, shard_indices
-
     state, tcfg, ddp = loop.state, loop.config.training, loop.ddp
     loop.model.set_attn_implementation(loop.train_attention)
     order = _epoch_order(loop.n_windows, tcfg.random_seed, state.epoch)
@@ -708,9 +711,6 @@ def _train_epoch(loop: _TrainingLoop) -> float:
 def _forward_backward(loop: _TrainingLoop, order: list[int], micro: int) -> bool:
     """Forward and backward pass of micro-batch ``micro`` of the epoch's window ``order``; whether an optimizer
     step follows it (under DDP gradients are only averaged then)."""
-    from resume_ner.training.batching import collate_windows
-    from resume_ner.training.precision import autocast
-
     state, tcfg, ddp_model = loop.state, loop.config.training, loop.ddp_model
     idx = order[micro * tcfg.batch_size : (micro + 1) * tcfg.batch_size]
     batch = collate_windows(
@@ -795,9 +795,6 @@ def _validate_and_checkpoint(loop: _TrainingLoop, epoch_loss: float) -> None:
 def _validate(loop: _TrainingLoop) -> tuple[dict[str, Any], float | None]:
     """The validation metrics (rank 0 evaluates the whole split and broadcasts them) and the value of
     ``training.metric``; ``{}`` and None without a validation split."""
-    from resume_ner.training.distributed import broadcast_object
-    from resume_ner.training.evaluator import evaluate_windowed
-
     tcfg = loop.config.training
     metrics: dict[str, Any] = {}
     value: float | None = None
@@ -842,8 +839,6 @@ def _record_epoch(loop: _TrainingLoop, epoch_loss: float, metrics: dict[str, Any
 
 def _keep_if_best(loop: _TrainingLoop, metrics: dict[str, Any], value: float | None) -> None:
     """Track the best metric; when it improved (or without validation), rank 0 saves the model to ``model/``."""
-    from resume_ner.training.checkpoint import save_model_checkpoint
-
     state = loop.state
     if value is None or _improved(value, state.best_metric, loop.config.training.metric):
         state.best_metric, state.best_epoch = value, state.epoch
@@ -862,9 +857,6 @@ def _keep_if_best(loop: _TrainingLoop, metrics: dict[str, Any], value: float | N
 
 def _save_training_state(loop: _TrainingLoop) -> None:
     """Save a resumable training state (rank 0, with every rank's RNG state) and prune the old ones."""
-    from resume_ner.training.checkpoint import prune_training_states, save_training_state
-    from resume_ner.training.distributed import all_gather_object, barrier
-
     ddp, state, config = loop.ddp, loop.state, loop.config
     rng = _rng_state()
     if ddp.enabled:
@@ -893,9 +885,6 @@ def _save_training_state(loop: _TrainingLoop) -> None:
 
 def _finish(loop: _TrainingLoop) -> TrainResult:
     """The ``TrainResult`` (on every rank); rank 0 also writes and logs it (``_publish_result``)."""
-    from resume_ner.training.checkpoint import read_metadata
-    from resume_ner.training.distributed import all_reduce_sum, barrier
-
     ddp, state, output_dir, tracking = loop.ddp, loop.state, loop.output_dir, loop.tracking
     barrier(ddp)  # rank 0 has written the best model
     best_metrics = read_metadata(output_dir / MODEL_DIRNAME).get("metrics", {})

@@ -18,8 +18,26 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from resume_ner.config import MODEL_SECTIONS, ResumeNerConfig, config_from_dict
-from resume_ner.errors import ConfigError
+from resume_ner.data.dataset import load_training_data
+from resume_ner.data.splits import fingerprint_documents
+from resume_ner.errors import ConfigError, TrackingError
+from resume_ner.hpo.search_space import apply_params
+from resume_ner.hpo.select import select_best
 from resume_ner.layout import LINEAGE_FILE, MODEL_DIRNAME
+from resume_ner.tracking.lineage import (
+    PROMOTION_METRIC,
+    TEST_FINGERPRINT_TAG,
+    check_best_trial_runs,
+    extract_lineage_from_best_model,
+    final_run_tags,
+    register_model,
+    write_lineage,
+)
+from resume_ner.tracking.mlflow import TrackingRun, resolve_tracking_uri, setup_mlflow, standard_tags
+from resume_ner.training.checkpoint import validate_checkpoint
+from resume_ner.training.distributed import init_distributed
+from resume_ner.training.trainer import check_training_start, train_model
+from resume_ner.workflows.training import evaluate_test_split
 
 if TYPE_CHECKING:
     from resume_ner.tracking.lineage import Lineage, RegisteredVersion
@@ -88,8 +106,6 @@ def build_final_training_config(
     dotted = {key: value for key, value in best_config.items() if "." in key}
     config = config_from_dict(_merge(base.to_dict(), nested), origin="best configuration")
     if dotted:
-        from resume_ner.hpo.search_space import apply_params
-
         config = apply_params(config, dotted)
     if random_seed is not None:
         config = config_from_dict(
@@ -111,7 +127,6 @@ def _best_trial(best: Any, study_name: str | None, storage: str | None, config: 
                 "final training needs the best trial of a sweep: pass --study NAME --storage URL (or set "
                 "hpo.study_name and hpo.storage), or --best-json FILE; to train without a sweep use `resume-ner train`"
             )
-        from resume_ner.hpo.select import select_best
 
         best = select_best(storage, study_name or config.hpo.study_name)
     raw = best.to_dict() if hasattr(best, "to_dict") else best
@@ -171,15 +186,6 @@ def run_final_training_workflow(
     split, the sweep's runs readable at the tracking URI). If MLflow calls are lost during the run, the model
     is not registered and ``tracking_lost`` says why.
     """
-    from resume_ner.data.dataset import load_training_data
-    from resume_ner.data.splits import fingerprint_documents
-    from resume_ner.tracking.lineage import check_best_trial_runs, final_run_tags
-    from resume_ner.tracking.mlflow import TrackingRun, resolve_tracking_uri, setup_mlflow, standard_tags
-    from resume_ner.training.checkpoint import validate_checkpoint
-    from resume_ner.training.distributed import init_distributed
-    from resume_ner.training.trainer import check_training_start, train_model
-    from resume_ner.workflows.training import evaluate_test_split
-
     base = config_from_dict(config)
     output_dir = Path(output_dir)
     best_trial = _best_trial(best, study_name, storage, base)
@@ -280,15 +286,6 @@ def register_final_model(
     ``resume_ner.registered_model``; ``lineage_path`` (``lineage.json``) is written and logged to the run.
     ``run`` may be the open run of the training or, in another process, ``TrackingRun.attach(run_id, uri)``.
     """
-    from resume_ner.errors import TrackingError
-    from resume_ner.tracking.lineage import (
-        PROMOTION_METRIC,
-        TEST_FINGERPRINT_TAG,
-        extract_lineage_from_best_model,
-        register_model,
-        write_lineage,
-    )
-
     logged = run.client.get_run(run.run_id).data
     assert run.run_id is not None  # the client found the run
     metric = f"test_{PROMOTION_METRIC}"

@@ -32,8 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from resume_ner.errors import ConfigError, TrackingError
+from resume_ner.io import write_json_atomic
 from resume_ner.layout import CONFIG_FILE, MODEL_DIRNAME, RESULT_FILE, TEST_METRICS_FILE, TRACKING_URI_ENV
-from resume_ner.redaction import redact_credentials
+from resume_ner.redaction import REDACTED, redact_credentials
 from resume_ner.training.checkpoint import validate_checkpoint
 
 __all__ = ["RelogResult", "relog_command", "relog_output_dir"]
@@ -287,8 +288,6 @@ def relog_output_dir(
     from mlflow import MlflowClient
     from mlflow.entities import RunTag
 
-    from resume_ner.io import write_json_atomic
-    from resume_ner.redaction import REDACTED
     from resume_ner.tracking.mlflow import (
         MAX_METRICS_PER_BATCH,
         MAX_PARAMS_TAGS_PER_BATCH,

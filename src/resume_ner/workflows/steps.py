@@ -32,10 +32,20 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from resume_ner.config import ResumeNerConfig, load, load_dict
-from resume_ner.errors import ConfigError
+from resume_ner.data.dataset import load_dataset
+from resume_ner.data.validation import dataset_stats
+from resume_ner.data.writers import render_documents
+from resume_ner.errors import ConfigError, TrackingError
 from resume_ner.gpu_nodes import GPU_NODE_SIZES
+from resume_ner.hpo.report import study_report_html
+from resume_ner.hpo.select import best_trial_of
+from resume_ner.hpo.study import load_existing_study
+from resume_ner.hpo.sweep import run_hpo_worker
 from resume_ner.io import content_digest, is_under, write_json_atomic, write_text_atomic
 from resume_ner.layout import CONFIG_DIR_ENV, OPTUNA_STORAGE_ENV, PIPELINE_CONFIG_ENV, PIPELINE_NAME
+from resume_ner.tracking.mlflow import TrackingRun, resolve_tracking_uri
+from resume_ner.tracking.pipeline_run import end_pipeline_run, open_pipeline_run, with_pipeline_tracking
+from resume_ner.workflows.final import register_final_model, run_final_training_workflow
 
 log = logging.getLogger(__name__)
 
@@ -299,10 +309,6 @@ def _data_report(source: str, documents: Mapping[str, int], stats: Mapping[str, 
 def prepare_data(data_uri: str, config: ResumeNerConfig, *, outputs: Mapping[str, str | Path]) -> PreparedData:
     """Read, validate, split and fingerprint ``data_uri``; write each split of ``outputs`` (train, validation,
     test -> file path) as Doccano JSONL. Bad data raises ``DataValidationError`` listing every problem."""
-    from resume_ner.data.dataset import load_dataset
-    from resume_ner.data.validation import dataset_stats
-    from resume_ner.data.writers import render_documents
-
     missing = set(SPLITS) - set(outputs)
     if missing:
         raise ConfigError(f"prepare_data: no output path for split(s) {sorted(missing)}")
@@ -383,9 +389,6 @@ def run_hpo_worker_step(
 ) -> Any:
     """One worker of the shared study (``hpo.sweep.run_hpo_worker``) on the split files; its ``WorkerSummary``.
     With ``pipeline_run_id`` its runs are tagged with it and nest under the pipeline run's MLflow run."""
-    from resume_ner.hpo.sweep import run_hpo_worker
-    from resume_ner.tracking.pipeline_run import with_pipeline_tracking
-
     config = with_pipeline_tracking(config, pipeline_run_id)
     work = pipeline_workspace(workspace, pipeline_run_id, f"hpo-worker-{worker}")
     data_dir = stage_splits(splits, work / "data")
@@ -403,10 +406,6 @@ def run_hpo_worker_step(
 def select_best_step(config: ResumeNerConfig, *, storage: str, best_path: str | Path, report_path: str | Path) -> Any:
     """The best trial of ``hpo.study_name``: its ``BestTrial`` JSON at ``best_path``, the study's HTML report at
     ``report_path``; returns the ``BestTrial``."""
-    from resume_ner.hpo.report import study_report_html
-    from resume_ner.hpo.select import best_trial_of
-    from resume_ner.hpo.study import load_existing_study
-
     study = load_existing_study(resolve_optuna_storage(storage), config.hpo.study_name)
     write_text_atomic(Path(report_path), study_report_html(study))
     best = best_trial_of(study)
@@ -440,10 +439,6 @@ def final_train_step(
     ``model_path``. Registration is the next step: nothing is registered here, but a lost MLflow call fails
     the step, since the registry would point at an incomplete run. (Across nodes: ``k8s.final``.)
     """
-    from resume_ner.errors import TrackingError
-    from resume_ner.tracking.pipeline_run import with_pipeline_tracking
-    from resume_ner.workflows.final import run_final_training_workflow
-
     config = with_pipeline_tracking(config, pipeline_run_id)
     work = pipeline_workspace(workspace, pipeline_run_id, "final")
     data_dir = stage_splits(splits, work / "data")
@@ -482,9 +477,6 @@ def register_step(
     """Register the checkpoint of the final training run ``run_id`` as a new version of
     ``tracking.registered_model_name`` and write its lineage JSON; returns (``RegisteredVersion``, ``Lineage``).
     The store is ``tracking_uri``, else ``$MLFLOW_TRACKING_URI``, else ``tracking.tracking_uri``."""
-    from resume_ner.tracking.mlflow import TrackingRun, resolve_tracking_uri
-    from resume_ner.workflows.final import register_final_model
-
     if not run_id:
         raise ConfigError("register: the final training step has no MLflow run (was tracking off?)")
     run = TrackingRun.attach(run_id, resolve_tracking_uri(tracking_uri, config.tracking))
@@ -503,8 +495,6 @@ def register_step(
 def start_pipeline_step(config: ResumeNerConfig, *, pipeline_run_id: str) -> str:
     """Open (or, for a retried task, find again) the MLflow run of ``pipeline_run_id``, left RUNNING for the
     exit handler; its id, or "" when tracking is off or unreachable."""
-    from resume_ner.tracking.pipeline_run import open_pipeline_run
-
     run = open_pipeline_run(config.tracking, pipeline_run_id, PIPELINE_NAME)
     if run.enabled:
         run.log_params({"pipeline_run_id": pipeline_run_id, **config.to_dict()})
@@ -518,8 +508,6 @@ def end_pipeline_step(config: ResumeNerConfig, *, pipeline_run_id: str, final_st
     """End the MLflow runs of ``pipeline_run_id`` by the pipeline's final status (KFP's
     ``PipelineTaskFinalStatus``: ``state`` one of ``SUCCESS_STATES`` or a failure, ``error_message``, empty on the
     KFP backend); the ids of the runs ended."""
-    from resume_ner.tracking.pipeline_run import end_pipeline_run
-
     state = str(final_status.get("state") or "").upper()
     succeeded = state in SUCCESS_STATES
     error = None if succeeded else (final_status.get("error_message") or f"pipeline ended {state or 'without a state'}")

@@ -11,8 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 from resume_ner.config import ResumeNerConfig
 from resume_ner.data.dataset import load_training_data
+from resume_ner.data.splits import fingerprint_documents
 from resume_ner.io import write_json_atomic
 from resume_ner.layout import TEST_METRICS_FILE
+from resume_ner.tracking.mlflow import TrackingRun, setup_mlflow, standard_tags
+from resume_ner.training.distributed import init_distributed
+from resume_ner.training.evaluator import evaluate_model
+from resume_ner.training.trainer import check_training_start, train_model
 
 if TYPE_CHECKING:
     from resume_ner.data.document import SplitDataset
@@ -55,10 +60,6 @@ def run_training_workflow(
     Under torchrun every rank trains; rank 0 alone opens the MLflow run and tests the model (the other ranks
     return ``test_metrics`` None).
     """
-    from resume_ner.tracking.mlflow import TrackingRun, setup_mlflow, standard_tags
-    from resume_ner.training.distributed import init_distributed
-    from resume_ner.training.trainer import check_training_start, train_model
-
     ddp, _ = init_distributed(config.training.device)
     output_dir = Path(output_dir)
     path, dataset = load_training_data(config, data_path)
@@ -115,9 +116,6 @@ def evaluate_test_split(
     alone, the key on which registered models are compared); they are logged as ``test_*`` metrics and the
     file as an artifact of ``tracking``.
     """
-    from resume_ner.data.splits import fingerprint_documents
-    from resume_ner.training.evaluator import evaluate_model
-
     if not dataset.test:
         return None
     test_metrics = evaluate_model(
