@@ -9,6 +9,9 @@ CONFIG_FILE = "config.yaml"  # the resolved config of the training
 TEST_METRICS_FILE = "test_metrics.json"  # the test split's metrics (workflows.training)
 LINEAGE_FILE = "lineage.json"  # the lineage of a registered version (workflows.final)
 
+# A final training's MLflow run: the artifact path of the MLflow pyfunc model a registered version points at
+MLFLOW_MODEL_DIRNAME = "mlflow_model"
+
 # A model directory
 METADATA_FILE = "resume_ner.json"  # label scheme, head, metrics, provenance
 WEIGHTS_FILE = "model.safetensors"

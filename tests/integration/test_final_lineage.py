@@ -17,6 +17,8 @@ from resume_ner.workflows.final import run_final_training_workflow
 def test_final_model_of_a_real_sweep_is_registered_with_lineage(mlflow_server, tiny_backbone, tmp_path,
                                                                  monkeypatch):
     import mlflow
+    import mlflow.pyfunc
+    import pandas as pd
     from mlflow import MlflowClient
 
     from resume_ner.data.dataset import load_dataset
@@ -66,7 +68,12 @@ def test_final_model_of_a_real_sweep_is_registered_with_lineage(mlflow_server, t
     lineage_file = client.download_artifacts(outcome.run_id, "lineage.json", str(tmp_path))
     assert json.loads(Path(lineage_file).read_text()) == outcome.lineage.to_dict()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)  # models:/ URIs resolve on the default registry
+    served = mlflow.pyfunc.load_model("models:/resume-ner-server@champion")  # through the server's artifact proxy
+    texts = [document.text for document in test_documents[:3]]
+    expected = Predictor(outcome.train_result.model_dir, device="cpu").predict(texts)
+    predicted = served.predict(pd.DataFrame({"text": texts}))["entities"]
+    assert list(predicted) == [[entity.to_dict() for entity in entities] for entities in expected]
     model_dir = mlflow.artifacts.download_artifacts(artifact_uri="models:/resume-ner-server@champion",
                                                     dst_path=str(tmp_path / "registry"))
-    validate_checkpoint(model_dir)
-    assert isinstance(Predictor(model_dir, device="cpu").predict([test_documents[0].text])[0], list)
+    assert (Path(model_dir) / "MLmodel").is_file()
+    validate_checkpoint(Path(model_dir) / "artifacts" / "model")

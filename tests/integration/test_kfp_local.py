@@ -31,7 +31,7 @@ def _mlflow_runs(uri: str) -> list:
 
 
 @pytest.mark.timeout(900)
-def test_pipeline_run_local_trains_tunes_registers_and_prints_the_summary(tiny_backbone, tmp_path):
+def test_pipeline_run_local_trains_tunes_registers_and_prints_the_summary(tiny_backbone, tmp_path, monkeypatch):
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     command = [sys.executable, "-m", "resume_ner.cli.main", "pipeline", "run", "--local", "--n", "30",
@@ -75,6 +75,20 @@ def test_pipeline_run_local_trains_tunes_registers_and_prints_the_summary(tiny_b
     assert lineage["pipeline_run_id"] == pipeline_id
     assert sorted(trial["number"] for trial in lineage["trials"]) == [0, 1, 2]  # the trials of this run
     assert all(trial["run_id"] in {run.info.run_id for run in runs} for trial in lineage["trials"])
+
+    # the champion is an MLflow pyfunc model that predicts what `resume-ner predict` does with the final checkpoint
+    import mlflow.pyfunc
+    import pandas as pd
+
+    from resume_ner.data.synth import generate_resumes
+    from resume_ner.inference import Predictor
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    champion = mlflow.pyfunc.load_model("models:/resume-ner@champion")
+    [model_dir] = (tmp_path / "run" / "pipeline_root").glob("*/final-train/model")
+    texts = [resume.text for resume in generate_resumes(3, seed=99)]
+    expected = [[entity.to_dict() for entity in found] for found in Predictor(model_dir).predict(texts)]
+    assert list(champion.predict(pd.DataFrame({"text": texts}))["entities"]) == expected
 
     import optuna
 

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from resume_ner.config import TrackingConfig
 from resume_ner.errors import TrackingError
 from resume_ner.io import write_json_atomic
-from resume_ner.layout import CRF_FILE
+from resume_ner.layout import CRF_FILE, MLFLOW_MODEL_DIRNAME, MODEL_DIRNAME
 from resume_ner.redaction import redact_credentials
 from resume_ner.tracking.mlflow import resolve_tracking_uri
 
@@ -273,20 +273,34 @@ def _promotion(champion: Any | None, score: float, test_data_fingerprint: str, p
     )
 
 
+def _check_mlflow_model_logged(client: Any, run_id: str, artifact_path: str, uri: str) -> None:
+    """Refuse a run without an MLflow model (an ``MLmodel`` file) under ``artifact_path``."""
+    listed = _registry_call(
+        uri, f"list the artifacts of run {run_id}", lambda: client.list_artifacts(run_id, artifact_path)
+    )
+    if not any(Path(item.path).name == "MLmodel" for item in listed):
+        raise TrackingError(
+            f"run {run_id} at {uri} has no MLflow model under artifact path {artifact_path!r}: log one first "
+            "(resume_ner.serving.mlflow_model.log_serving_model; resume-ner register and the pipelines do)"
+        )
+
+
 def register_model(
     run_id: str,
-    model_dir_artifact_path: str = "model",
+    model_dir_artifact_path: str = MODEL_DIRNAME,
     *,
+    source_artifact_path: str = MLFLOW_MODEL_DIRNAME,
     name: str,
     test_metrics: Mapping[str, Any],
     test_data_fingerprint: str,
     promote: bool = False,
     tracking_uri: str | None = None,
 ) -> RegisteredVersion:
-    """Register the checkpoint directory logged by run ``run_id`` as a new version of model ``name``.
+    """Register the MLflow model logged by run ``run_id`` as a new version of model ``name``.
 
-    The source is ``runs:/<run_id>/<model_dir_artifact_path>`` (a Hugging Face directory, not an MLflow
-    flavour). The registered model is created when missing. The version gets the run's lineage tags plus
+    The source is ``runs:/<run_id>/<source_artifact_path>``, the MLflow pyfunc model of the checkpoint that the
+    run logged under ``model_dir_artifact_path`` (both must be complete). The registered model is created when
+    missing. The version gets the run's lineage tags plus
     ``resume_ner.test_data_fingerprint`` and ``resume_ner.test_f1_micro``, the alias ``candidate``, and the
     alias ``champion`` when its test f1_micro beats the current champion's on the same test fingerprint,
     when there is no champion, or when ``promote`` is True. Raises ``TrackingError`` when the run or its
@@ -300,10 +314,11 @@ def register_model(
     client, uri = _client(tracking_uri)
     run = _linked_run(client, run_id, "version -> final run", f"model {name!r}", uri)
     _check_checkpoint_logged(client, run, model_dir_artifact_path, uri)
+    _check_mlflow_model_logged(client, run_id, source_artifact_path, uri)
 
     def ensure_registered_model() -> None:
         try:
-            client.create_registered_model(name, description="resume-ner token-classification checkpoints")
+            client.create_registered_model(name, description="resume-ner entity extraction (MLflow pyfunc)")
         except MlflowException as exc:
             if exc.error_code != "RESOURCE_ALREADY_EXISTS":  # else it exists (or another run created it now)
                 raise
@@ -311,7 +326,7 @@ def register_model(
     _registry_call(uri, f"create registered model {name!r}", ensure_registered_model)
     tags = {key: run.data.tags[key] for key in VERSION_TAGS if run.data.tags.get(key)}
     tags.update({TEST_FINGERPRINT_TAG: test_data_fingerprint, TEST_METRIC_TAG: repr(score)})
-    source = f"runs:/{run_id}/{model_dir_artifact_path}"
+    source = f"runs:/{run_id}/{source_artifact_path}"
     created = _registry_call(
         uri,
         f"create a version of {name!r} from {source}",

@@ -24,6 +24,7 @@ from resume_ner.errors import ConfigError, TrackingError
 from resume_ner.hpo.search_space import apply_params
 from resume_ner.hpo.select import select_best
 from resume_ner.layout import LINEAGE_FILE, MODEL_DIRNAME
+from resume_ner.serving.mlflow_model import log_serving_model
 from resume_ner.tracking.lineage import (
     PROMOTION_METRIC,
     TEST_FINGERPRINT_TAG,
@@ -260,6 +261,7 @@ def run_final_training_workflow(
                     name=final_config.tracking.registered_model_name,
                     promote=final_config.final.promote if promote is None else promote,
                     lineage_path=output_dir / LINEAGE_FILE,
+                    checkpoint_dir=result.model_dir,
                 )
     return FinalOutcome(
         train_result=result,
@@ -277,9 +279,10 @@ def run_final_training_workflow(
 
 
 def register_final_model(
-    run: TrackingRun, *, name: str, promote: bool, lineage_path: str | Path
+    run: TrackingRun, *, name: str, promote: bool, lineage_path: str | Path, checkpoint_dir: str | Path | None = None
 ) -> tuple[RegisteredVersion, Lineage, Path]:
-    """Register the checkpoint logged by the final training run ``run`` and write its lineage.
+    """Register the checkpoint logged by the final training run ``run`` as an MLflow pyfunc model (logged to the run
+    under ``mlflow_model`` from ``checkpoint_dir``, else from the run's ``model`` artifacts) and write its lineage.
 
     The run's ``test_f1_micro`` metric and ``resume_ner.test_data_fingerprint`` tag (both logged by the final
     training) decide the champion alias (``tracking.lineage.register_model``). The run gets the tag
@@ -294,6 +297,7 @@ def register_final_model(
             f"run {run.run_id} at {run.tracking_uri} has no {metric} metric or {TEST_FINGERPRINT_TAG} tag: only a "
             "final training run tested on a test split can be registered"
         )
+    log_serving_model(run.run_id, run.tracking_uri, checkpoint_dir)
     registered = register_model(
         run.run_id,
         MODEL_DIRNAME,

@@ -51,7 +51,9 @@ def test_register_makes_version_1_whose_lineage_names_the_best_trial_and_the_swe
     assert _register(str(output), "--lineage-out", str(lineage_file), "--tracking-uri", store,
                      "--set", "tracking.registered_model_name=resume-ner-aml") == 0
     version = MlflowClient(tracking_uri=store).get_model_version("resume-ner-aml", "1")
-    assert version.run_id == run_id and version.source == f"runs:/{run_id}/model"
+    assert version.run_id == run_id and version.source == f"runs:/{run_id}/mlflow_model"  # the pyfunc model
+    logged = MlflowClient(tracking_uri=store).list_artifacts(run_id, "mlflow_model")
+    assert "mlflow_model/MLmodel" in {item.path for item in logged}  # built from the run's model/ artifacts
     lineage = json.loads(lineage_file.read_text())
     assert (lineage["model_name"], lineage["version"], lineage["final_run_id"]) == ("resume-ner-aml", "1", run_id)
     assert lineage["best_trial_run_id"] == best["mlflow_run_id"]

@@ -64,6 +64,10 @@ def _final_run(client, experiment_id: str, best: dict, tmp_path: Path, *, f1: fl
     for name in CHECKPOINT_ARTIFACTS:
         (model_dir / name).write_text("{}")
     client.log_artifacts(run_id, str(model_dir), "model")
+    served = tmp_path / f"mlflow-model-{run_id}"  # what registration looks for; serving tests build real ones
+    served.mkdir()
+    (served / "MLmodel").write_text("flavors: {}\n")
+    client.log_artifacts(run_id, str(served), "mlflow_model")
     client.set_terminated(run_id)
     return run_id
 
@@ -92,7 +96,7 @@ def test_first_version_becomes_candidate_and_champion(client, register, model_na
     assert "no champion" in first.reason
     assert _aliases(client, model_name) == {"candidate": "1", "champion": "1"}
     version = client.get_model_version(model_name, "1")
-    assert version.source == f"runs:/{first.run_id}/model" and version.run_id == first.run_id
+    assert version.source == f"runs:/{first.run_id}/mlflow_model" and version.run_id == first.run_id
     assert version.tags["resume_ner.test_data_fingerprint"] == TEST_FP
     assert float(version.tags["resume_ner.test_f1_micro"]) == 0.6
     run_tags = client.get_run(first.run_id).data.tags
@@ -138,6 +142,16 @@ def test_run_without_logged_checkpoint_is_not_registered(client, experiment_id, 
                        tracking_uri=store)
 
 
+def test_a_run_without_its_mlflow_model_is_not_registered(client, experiment_id, store, logged_sweep, model_name,
+                                                           tmp_path):
+    run_id = _final_run(client, experiment_id, logged_sweep(store, PARAMS), tmp_path, f1=0.5)
+    bare = client.create_run(experiment_id, tags=client.get_run(run_id).data.tags).info.run_id  # a checkpoint only
+    client.log_artifacts(bare, str(tmp_path / f"model-{run_id}"), "model")
+    with pytest.raises(TrackingError, match=r"no MLflow model under artifact path 'mlflow_model'.*log_serving_model"):
+        register_model(bare, name=model_name, test_metrics={"f1_micro": 0.5}, test_data_fingerprint=TEST_FP,
+                       tracking_uri=store)
+
+
 def test_a_crf_run_without_its_logged_crf_scores_is_not_registered(client, experiment_id, store, logged_sweep,
                                                                    model_name, tmp_path):
     run_id = _final_run(client, experiment_id, logged_sweep(store, PARAMS), tmp_path, f1=0.5)
@@ -163,7 +177,7 @@ def test_lineage_walks_version_final_run_trial_and_parent(client, store, registe
     trial = client.get_run(final.data.tags["resume_ner.best_trial_run_id"])
     parent = client.get_run(trial.data.tags["mlflow.parentRunId"])
     assert (lineage.model_name, lineage.version, lineage.aliases) == (model_name, "1", ["champion"])
-    assert lineage.source == version.source == f"runs:/{registered.run_id}/model"
+    assert lineage.source == version.source == f"runs:/{registered.run_id}/mlflow_model"
     assert lineage.final_run_id == final.info.run_id == registered.run_id
     assert lineage.best_trial_run_id == trial.info.run_id == best["mlflow_run_id"]
     assert lineage.sweep_parent_run_id == parent.info.run_id == best["parent_run_id"]

@@ -1,0 +1,73 @@
+"""The MLflow pyfunc model of a checkpoint: saved, loaded with mlflow.pyfunc, it predicts what the Predictor (and so
+`resume-ner predict`) predicts; bad input is refused with the row named; registration registers it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from resume_ner import __version__
+from resume_ner.inference import Predictor
+from resume_ner.serving.mlflow_model import pinned_requirements, save_serving_model
+
+
+@pytest.fixture(scope="module")
+def saved_model(entity_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_serving_model(entity_model_dir, tmp_path_factory.mktemp("pyfunc") / "mlflow_model")
+
+
+def _texts(synth_documents, count: int = 4) -> list[str]:
+    return [document.text for document in synth_documents[44 : 44 + count]]
+
+
+def test_the_saved_model_predicts_what_the_predictor_predicts(saved_model, entity_model_dir, synth_documents):
+    import mlflow.pyfunc
+    import pandas as pd
+
+    texts = _texts(synth_documents)
+    loaded = mlflow.pyfunc.load_model(str(saved_model))
+    predicted = loaded.predict(pd.DataFrame({"text": texts}))
+    expected = [[entity.to_dict() for entity in entities] for entities in Predictor(entity_model_dir).predict(texts)]
+    assert list(predicted.columns) == ["entities"] and list(predicted["entities"]) == expected
+    assert any(expected), "the tiny model extracts nothing: the comparison would be empty"
+    for entities, text in zip(expected, texts, strict=True):
+        assert all(text[entity["start"] : entity["end"]] == entity["text"] for entity in entities)
+
+
+def test_the_saved_model_is_code_and_safetensors_with_a_signature_and_pinned_requirements(saved_model):
+    import yaml
+
+    mlmodel = yaml.safe_load((saved_model / "MLmodel").read_text())
+    flavor = mlmodel["flavors"]["python_function"]
+    assert flavor["loader_module"] == "mlflow.pyfunc.loaders.code_model"  # models from code: nothing unpickled
+    assert not list(saved_model.rglob("*.pkl")) and not list(saved_model.rglob("*.bin"))
+    checkpoint = saved_model / flavor["artifacts"]["checkpoint"]["path"]
+    assert (checkpoint / "model.safetensors").is_file() and (checkpoint / "resume_ner.json").is_file()
+    assert '"name": "text"' in mlmodel["signature"]["inputs"] and '"name": "entities"' in mlmodel["signature"]["outputs"]
+    assert (saved_model / "serving_input_example.json").is_file()
+    requirements = (saved_model / "requirements.txt").read_text().split()
+    assert requirements[0] == f"resume-ner=={__version__}" and requirements == pinned_requirements()
+    assert all("==" in line and "+" not in line for line in requirements)  # pinned, no local build label
+
+
+@pytest.mark.parametrize("frame, message", [
+    ({"txt": ["Jane Doe"]}, "missing inputs ['text']"),
+    ({"text": [3]}, "Incompatible input types for column text"),
+    ({"text": ["Jane Doe", "   "]}, "row 1: text is empty"),
+    ({"text": ["x" * 101]}, "row 0: text has 101 characters, more than the model's max_text_chars (100)"),
+])
+def test_bad_input_is_refused_naming_the_row(saved_model, frame, message):
+    import mlflow.pyfunc
+    import pandas as pd
+    from mlflow.exceptions import MlflowException
+
+    loaded = mlflow.pyfunc.load_model(str(saved_model), model_config={"max_text_chars": 100})
+    with pytest.raises(MlflowException) as caught:
+        loaded.predict(pd.DataFrame(frame))
+    assert message in caught.value.message and caught.value.get_http_status_code() == 400
+
+
+def test_a_directory_without_a_checkpoint_is_refused(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a model directory"):
+        save_serving_model(tmp_path, tmp_path / "out")
