@@ -34,7 +34,7 @@ import math
 import shlex
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -42,6 +42,10 @@ from resume_ner import __version__
 from resume_ner.config import ResumeNerConfig, config_from_dict, resolve_image
 from resume_ner.errors import ConfigError
 from resume_ner.layout import TRAIN_ENTRYPOINT
+
+if TYPE_CHECKING:
+    from azure.ai.ml import Input
+    from azure.ai.ml.entities import Command, CommandJob, Environment
 
 DATA_INPUT = "data"
 MODEL_OUTPUT = "model"
@@ -139,7 +143,7 @@ def default_environment(config: ResumeNerConfig) -> str:
     return resolve_image(config) + AZUREML_IMAGE_SUFFIX
 
 
-def job_environment(environment: str) -> Any:
+def job_environment(environment: str) -> str | Environment:
     """``azureml:NAME:VERSION`` (a registered environment) as is; anything else is a Docker image reference."""
     if environment.startswith(AZUREML_PREFIX):
         return environment
@@ -176,7 +180,7 @@ def command_node(
     instance_count: int = 1,
     process_count_per_instance: int = 1,
     **attributes: Any,
-) -> Any:
+) -> Command:
     """An ``azure.ai.ml`` command (node) with the ``model`` and ``metrics`` outputs, on ``instance_count`` nodes
     of ``process_count_per_instance`` processes (a ``PyTorchDistribution`` when more than one in all)."""
     from azure.ai.ml import Output, PyTorchDistribution
@@ -203,7 +207,7 @@ def command_node(
     )
 
 
-def data_input(data_asset: str | Path) -> Any:
+def data_input(data_asset: str | Path) -> Input:
     """The ``data`` input of a job: a ``uri_folder`` at ``data_asset``."""
     from azure.ai.ml import Input
 
@@ -222,7 +226,7 @@ def create_final_training_job(
     process_count_per_instance: int = 1,
     script_path: str | Path | None = None,
     entrypoint: str = TRAIN_ENTRYPOINT,
-) -> Any:
+) -> CommandJob:
     """The AzureML ``CommandJob`` that trains ``final_config`` (e.g. ``build_final_training_config(best, base)``).
 
     ``environment`` is ``azureml:NAME:VERSION`` or the project's Docker image. Submit it with

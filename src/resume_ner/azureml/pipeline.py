@@ -26,7 +26,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from resume_ner.azureml.jobs import (
     COPY_METRICS,
@@ -46,6 +46,9 @@ from resume_ner.azureml.sweep import project_config, sweep_limits, sweep_trial
 from resume_ner.config import HpoConfig, ResumeNerConfig
 from resume_ner.hpo.search_space import apply_params
 from resume_ner.layout import LINEAGE_FILE, PIPELINE_NAME
+
+if TYPE_CHECKING:
+    from azure.ai.ml.entities import PipelineJob
 
 CLI = "python -m resume_ner.cli.main"  # `resume-ner`, importable from an uploaded code directory too
 SPLITS_OUTPUT = "splits"
@@ -73,7 +76,7 @@ def create_training_pipeline_job(
     max_concurrent_trials: int | None = None,
     trial_timeout: int | None = None,
     script_path: str | Path | None = None,
-) -> Any:
+) -> PipelineJob:
     """The AzureML ``PipelineJob`` load_data -> hpo -> select_best -> final_train -> register_lineage (see the
     module docstring) of ``backbone`` (default ``model.backbone``); every step runs on ``compute_cluster``."""
     from azure.ai.ml import Input, Output, dsl

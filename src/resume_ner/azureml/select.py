@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -31,6 +31,9 @@ from resume_ner.io import write_json_atomic
 from resume_ner.layout import CONFIG_FILE, MODEL_DIRNAME, RESULT_FILE
 from resume_ner.tracking.mlflow import PARENT_RUN_TAG, resolve_tracking_uri
 from resume_ner.workflows.final import build_final_training_config
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +53,7 @@ def _read_trial_file(path: Path) -> Any:
         raise ConfigError(f"{path}: not valid YAML or JSON ({exc})") from None
 
 
-def sweep_parent_run_id(trial_run_id: str, client: Any) -> str:
+def sweep_parent_run_id(trial_run_id: str, client: MlflowClient) -> str:
     """The run id of the sweep that ran the trial run ``trial_run_id``: its ``mlflow.parentRunId`` tag, read with
     ``client`` (an ``MlflowClient`` on the sweep's tracking store); ``TrackingError`` when it cannot be read."""
     from mlflow.exceptions import MlflowException
@@ -80,7 +83,12 @@ def trial_number(trial_run_id: str, sweep_run_id: str) -> int:
 
 
 def select_best_trial_config(
-    trial_dir: str | Path, params: Sequence[str], base: ResumeNerConfig, out_dir: str | Path, *, client: Any = None
+    trial_dir: str | Path,
+    params: Sequence[str],
+    base: ResumeNerConfig,
+    out_dir: str | Path,
+    *,
+    client: MlflowClient | None = None,
 ) -> dict[str, Any]:
     """Write the final training's config directory ``out_dir`` from the best trial's output ``trial_dir`` (see the
     module docstring); returns the ``BestTrial`` dict written to ``best_trial.json``. ``client`` reads the runs

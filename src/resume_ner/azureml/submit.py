@@ -26,11 +26,15 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from resume_ner.azureml.jobs import BACKBONE_TAG, METRICS_OUTPUT, MODEL_OUTPUT
 from resume_ner.errors import ConfigError, ResumeNerError
 from resume_ner.layout import RESULT_FILE, TEST_METRICS_FILE
+
+if TYPE_CHECKING:
+    from azure.ai.ml import MLClient
+    from azure.ai.ml.entities import CommandJob, Job, SweepJob
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +54,7 @@ WORKSPACE_ENV = {
 
 def workspace_client(
     subscription_id: str | None = None, resource_group: str | None = None, workspace_name: str | None = None
-) -> Any:
+) -> MLClient:
     """An ``MLClient`` of the workspace (each value: the argument, else its environment variable) signed in
     with ``DefaultAzureCredential`` (``az login``, a managed identity, ``AZURE_CLIENT_ID``/``..._SECRET``...)."""
     given = {
@@ -72,12 +76,12 @@ def workspace_client(
     return MLClient(DefaultAzureCredential(), **values)
 
 
-def _where(job: Any) -> str:
+def _where(job: Job) -> str:
     url = getattr(job, "studio_url", None)
     return f"AzureML job {job.name}" + (f" ({url})" if url else "")
 
 
-def _job_error(ml_client: Any, job: Any) -> str:
+def _job_error(ml_client: MLClient, job: Job) -> str:
     """The error AzureML recorded on a failed job, as ``ml_client.jobs.stream`` raises it (its log is dropped)."""
     if job.status != "Failed":
         return "canceled"
@@ -90,15 +94,15 @@ def _job_error(ml_client: Any, job: Any) -> str:
 
 
 def submit_and_wait_for_job(
-    ml_client: Any,
-    job: Any,
+    ml_client: MLClient,
+    job: Job,
     *,
     timeout: float = 6 * 3600,
     poll_interval: float = 30.0,
     on_timeout: str = "cancel",
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
-) -> Any:
+) -> Job:
     """Submit ``job`` and poll it every ``poll_interval`` seconds until it completes; the completed job.
 
     Raises ``ResumeNerError`` when it fails or is canceled (with AzureML's error), or after ``timeout`` seconds
@@ -149,7 +153,7 @@ def _raise_problems(what: str, problems: list[str]) -> None:
         raise ResumeNerError(f"{what} is incomplete: {len(problems)} problem(s):\n  " + "\n  ".join(problems))
 
 
-def _finished_problems(job: Any, outputs: tuple[str, ...]) -> list[str]:
+def _finished_problems(job: CommandJob | SweepJob, outputs: tuple[str, ...]) -> list[str]:
     problems = [] if job.status == COMPLETED else [f"status is {job.status}, not {COMPLETED}"]
     present = set(job.outputs or {})
     problems += [f"no {name!r} output" for name in outputs if name not in present]
@@ -157,7 +161,7 @@ def _finished_problems(job: Any, outputs: tuple[str, ...]) -> list[str]:
 
 
 def validate_sweep_job(
-    job: Any, backbone: str, ml_client: Any = None, *, min_completed_trials: int = 1
+    job: SweepJob, backbone: str, ml_client: MLClient | None = None, *, min_completed_trials: int = 1
 ) -> dict[str, Any]:
     """Check a finished sweep of ``backbone``: completed, tagged with that backbone, a best trial with a value
     of the primary metric, a ``model`` output and, with ``ml_client``, at least ``min_completed_trials``
@@ -197,7 +201,7 @@ def _read_result(folder: Path, name: str, problems: list[str], hint: str = "") -
         return {}
 
 
-def validate_final_training_job(job: Any, ml_client: Any = None) -> dict[str, Any]:
+def validate_final_training_job(job: CommandJob, ml_client: MLClient | None = None) -> dict[str, Any]:
     """Check a finished final training: completed, ``model`` and ``metrics`` outputs and, with ``ml_client``
     (their files are downloaded), a best validation metric in ``train_result.json`` and the test metrics in
     ``test_metrics.json``. Returns ``{"metric", "best_metric", "test_f1_micro"}`` (values None without client)."""

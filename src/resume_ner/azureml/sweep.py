@@ -46,7 +46,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from resume_ner.azureml.jobs import (
     DATA_INPUT,
@@ -61,6 +61,19 @@ from resume_ner.errors import ConfigError
 from resume_ner.hpo.search_space import ParamSpec, SearchSpace, apply_params, parse_search_space
 from resume_ner.hpo.trial import trial_config
 from resume_ner.layout import TRAIN_ENTRYPOINT
+
+if TYPE_CHECKING:
+    from azure.ai.ml.sweep import (
+        BanditPolicy,
+        Choice,
+        LogUniform,
+        MedianStoppingPolicy,
+        QUniform,
+        Randint,
+        RandomSamplingAlgorithm,
+        SweepJob,
+        Uniform,
+    )
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +102,9 @@ def _is_multiple(value: float, step: float) -> bool:
     return math.isclose(value / step, round(value / step), abs_tol=1e-9)
 
 
-def _distribution(spec: ParamSpec, sampling: str | None, problems: list[str]) -> Any:
+def _distribution(
+    spec: ParamSpec, sampling: str | None, problems: list[str]
+) -> Choice | LogUniform | Uniform | Randint | QUniform | None:
     """The AzureML distribution of one spec, or None after appending why it cannot be expressed."""
     from azure.ai.ml.sweep import Choice, LogUniform, QUniform, Randint, Uniform
 
@@ -181,7 +196,9 @@ def resolve_sampler(config: ResumeNerConfig) -> tuple[ResumeNerConfig, str | Non
     return apply_params(config, {"hpo.sampler": FALLBACK_SAMPLER}), note
 
 
-def _sampling_algorithm(hpo: HpoConfig, space: SearchSpace, problems: list[str]) -> Any:
+def _sampling_algorithm(
+    hpo: HpoConfig, space: SearchSpace, problems: list[str]
+) -> RandomSamplingAlgorithm | str | None:
     from azure.ai.ml.sweep import RandomSamplingAlgorithm
 
     if hpo.sampler == "cmaes":
@@ -200,7 +217,7 @@ def _sampling_algorithm(hpo: HpoConfig, space: SearchSpace, problems: list[str])
     return SAMPLING_ALGORITHMS[hpo.sampler]
 
 
-def _early_termination(hpo: HpoConfig, problems: list[str]) -> Any:
+def _early_termination(hpo: HpoConfig, problems: list[str]) -> MedianStoppingPolicy | BanditPolicy | None:
     from azure.ai.ml.sweep import BanditPolicy, MedianStoppingPolicy
 
     if hpo.pruner == "none":
@@ -329,7 +346,7 @@ def _sweep_job(
     trial_timeout: int | None,
     script_path: str | Path | None,
     entrypoint: str,
-) -> Any:
+) -> SweepJob:
     from azure.ai.ml import Input
 
     config = project_config(hpo_config)
@@ -369,7 +386,7 @@ def create_hpo_sweep_job_for_backbone(
     trial_timeout: int | None = None,
     script_path: str | Path | None = None,
     entrypoint: str = TRAIN_ENTRYPOINT,
-) -> Any:
+) -> SweepJob:
     """The AzureML ``SweepJob`` of the project's HPO settings for ``backbone`` (see the module docstring).
 
     ``hpo_config`` is an ``HpoConfig`` (the other sections keep their defaults) or the whole project config.
@@ -405,7 +422,7 @@ def create_dry_run_sweep_job_for_backbone(
     trial_timeout: int | None = None,
     script_path: str | Path | None = None,
     entrypoint: str = TRAIN_ENTRYPOINT,
-) -> Any:
+) -> SweepJob:
     """The sweep of ``create_hpo_sweep_job_for_backbone`` on a budget that checks the plumbing (image, data
     mount, entrypoint, the metric the sweep reads, the policy): ``DRY_RUN_TRIALS`` trials at once of
     ``DRY_RUN_EPOCHS`` epoch. The trainer has no data-subset setting, so a trial reads the whole data asset:

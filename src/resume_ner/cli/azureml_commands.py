@@ -12,12 +12,15 @@ import io
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from resume_ner.cli.lineage_commands import read_best_json
 from resume_ner.cli.model_commands import load_config_from_args
 from resume_ner.errors import ConfigError
 from resume_ner.io import check_outputs, write_text_atomic
+
+if TYPE_CHECKING:
+    from azure.ai.ml.entities import CommandJob, Job, PipelineJob, SweepJob
 
 KINDS = ("final", "sweep", "dry-run", "pipeline")
 # What --help prints: plain text (the docstrings here are for developers and may carry markup).
@@ -44,7 +47,7 @@ SELECT_BEST_HELP = (
 SDK_NOTICES_LOGGER = "azure.ai.ml._utils._experimental"
 
 
-def _load_job(path: Path) -> Any:
+def _load_job(path: Path) -> Job:
     """The AzureML job of the YAML at ``path``; a ``ConfigError`` naming the file and what is wrong with it."""
     from azure.ai.ml import load_job
     from azure.ai.ml.exceptions import MlException
@@ -87,7 +90,7 @@ def _final_config(args: argparse.Namespace, config: Any) -> Any:
     return build_final_training_config(params, config)
 
 
-def build_job(args: argparse.Namespace) -> Any:
+def build_job(args: argparse.Namespace) -> CommandJob | PipelineJob | SweepJob:
     """The AzureML job of ``--kind`` from the config and the flags. For a sweep, dry run or pipeline whose sampler
     ``azureml.sweep.resolve_sampler`` replaces (the shipped default, which AzureML cannot run as configured), its
     note is printed as one line on stderr."""
@@ -148,7 +151,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _studio(job: Any) -> str:
+def _studio(job: Job) -> str:
     return f"\n  {job.studio_url}" if job.studio_url else ""
 
 
@@ -178,12 +181,12 @@ def cmd_submit(args: argparse.Namespace) -> int:
         ml_client, job, timeout=args.timeout, poll_interval=args.poll_interval, on_timeout=args.on_timeout
     )
     print(f"{done.name}: {done.status}" + _studio(done))
-    tags = done.tags or {}
+    tags = done.tags or {}  # the kind tag of `azureml build` tells the job's class
     if tags.get(KIND_TAG) == "final":
-        summary = validate_final_training_job(done, ml_client)
+        summary = validate_final_training_job(cast("CommandJob", done), ml_client)
         print(f"  validation {summary['metric']} {summary['best_metric']}, test f1_micro {summary['test_f1_micro']}")
     elif tags.get(KIND_TAG) in ("hpo", "dry-run"):
-        summary = validate_sweep_job(done, tags[BACKBONE_TAG], ml_client)
+        summary = validate_sweep_job(cast("SweepJob", done), tags[BACKBONE_TAG], ml_client)
         print(
             f"  best trial {summary['best_trial']}: {summary['primary_metric']} {summary['score']} "
             f"(trials: {', '.join(f'{n} {s}' for s, n in sorted(summary['trials'].items()))})"
@@ -204,7 +207,9 @@ def cmd_select_best(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
+def register(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser], parents: list[argparse.ArgumentParser]
+) -> None:
     """Add ``azureml build|submit|select-best``."""
     azureml = subparsers.add_parser(
         "azureml",

@@ -96,7 +96,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
+def register(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser], parents: list[argparse.ArgumentParser]
+) -> None:
     """Add ``hpo`` and its subcommands; each sets ``func(args) -> exit code``."""
     hpo = subparsers.add_parser(
         "hpo",

@@ -86,7 +86,9 @@ def _elastic(text: str) -> tuple[int, int]:
     return int(low), int(high)
 
 
-def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
+def register(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser], parents: list[argparse.ArgumentParser]
+) -> None:
     """Add ``k8s pytorchjob render``."""
     k8s = subparsers.add_parser(
         "k8s",

@@ -97,7 +97,9 @@ def cmd_lineage_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
+def register(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser], parents: list[argparse.ArgumentParser]
+) -> None:
     """Add ``final-train`` and ``lineage show``."""
     final = subparsers.add_parser(
         "final-train",

@@ -327,7 +327,9 @@ def add_tracking_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-name", help="MLflow run name")
 
 
-def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
+def register(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser], parents: list[argparse.ArgumentParser]
+) -> None:
     """Add ``train``, ``evaluate`` and ``predict``."""
     train = subparsers.add_parser(
         "train", parents=parents, help="train a model on annotated resumes", description=cmd_train.__doc__

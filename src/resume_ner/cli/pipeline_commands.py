@@ -9,12 +9,15 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from resume_ner.cli.model_commands import load_config_from_args
 from resume_ner.errors import ConfigError
 from resume_ner.inference import Predictor
 from resume_ner.layout import PIPELINE_NAME
+
+if TYPE_CHECKING:
+    import kfp
 
 DEFAULT_PACKAGE = Path("pipelines") / "resume_ner_training.yaml"
 SHOWN_ENTITIES = 15
@@ -117,7 +120,7 @@ def _print_summary(summary: Any, *, show_entities: bool, seed: int) -> None:
             print(f"  {entity.label:<18} {entity.start:>5}-{entity.end:<5} {entity.score:.2f}  {entity.text!r}")
 
 
-def _client(args: argparse.Namespace) -> Any:
+def _client(args: argparse.Namespace) -> kfp.Client:
     from resume_ner.kfp.remote import connect
 
     return connect(args.host, kube_context=args.kube_context, namespace=args.namespace, ssl_ca_cert=args.ssl_ca_cert)
@@ -205,7 +208,9 @@ def _remote_parent() -> argparse.ArgumentParser:
     return parent
 
 
-def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
+def register(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser], parents: list[argparse.ArgumentParser]
+) -> None:
     """Add ``pipeline compile|run|upload|submit|schedule``."""
     pipeline = subparsers.add_parser(
         "pipeline",

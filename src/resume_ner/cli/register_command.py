@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
 
 from resume_ner.cli.model_commands import load_config_from_args
 from resume_ner.errors import ConfigError
@@ -61,7 +60,9 @@ def cmd_register(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
+def register(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser], parents: list[argparse.ArgumentParser]
+) -> None:
     """Add ``register``."""
     command = subparsers.add_parser(
         "register", parents=parents, help="register the model of a final training", description=cmd_register.__doc__

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from resume_ner.cli.model_commands import load_config_from_args
 from resume_ner.errors import ConfigError
@@ -59,7 +58,9 @@ def cmd_relog(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
+def register(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser], parents: list[argparse.ArgumentParser]
+) -> None:
     """Add ``tracking relog``."""
     tracking = subparsers.add_parser(
         "tracking",

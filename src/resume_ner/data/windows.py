@@ -11,10 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from resume_ner.data.document import Document, Span
 from resume_ner.data.labels import OUTSIDE, LabelScheme
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 IGNORE_INDEX = -100
 _TOKENIZE_BATCH = 64
@@ -88,7 +91,7 @@ def _tag_id(tag: str, scheme: LabelScheme, continuation: bool) -> int:
 
 def build_windows(
     documents: Sequence[Document],
-    tokenizer: Any,
+    tokenizer: PreTrainedTokenizerBase,
     scheme: LabelScheme,
     *,
     max_length: int = 256,

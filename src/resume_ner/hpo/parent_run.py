@@ -10,19 +10,22 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from resume_ner.config import ResumeNerConfig
 from resume_ner.hpo.select import best_frozen_trial, best_trial_of
 from resume_ner.hpo.study import FINGERPRINT_ATTR, METRIC_ATTR, PARENT_RUN_ATTR
 from resume_ner.tracking.mlflow import TrackingRun, resolve_tracking_uri, setup_mlflow, standard_tags
 
+if TYPE_CHECKING:
+    import optuna
+
 log = logging.getLogger(__name__)
 
 REPORT_ARTIFACT_DIR = "hpo"
 
 
-def open_parent_run(config: ResumeNerConfig, study: Any, *, create: bool = True) -> Any:
+def open_parent_run(config: ResumeNerConfig, study: optuna.Study, *, create: bool = True) -> TrackingRun:
     """The study's parent ``TrackingRun``: the recorded one, else (``create``) a new one recorded in the study.
 
     Disabled when tracking is off, when MLflow cannot be reached, or when none is recorded and not ``create``.
@@ -52,14 +55,14 @@ def open_parent_run(config: ResumeNerConfig, study: Any, *, create: bool = True)
     return run
 
 
-def _reattach(config: ResumeNerConfig, run_id: str) -> Any:
+def _reattach(config: ResumeNerConfig, run_id: str) -> TrackingRun:
     """A ``TrackingRun`` logging into the existing run ``run_id``."""
     uri = resolve_tracking_uri(None, config.tracking)
     log.info("MLflow: trials of this study go under the existing parent run %s at %s", run_id, uri)
     return TrackingRun.attach(run_id, uri)
 
 
-def log_study_report(run: Any, study: Any, files: list[Path]) -> None:
+def log_study_report(run: TrackingRun, study: optuna.Study, files: list[Path]) -> None:
     """Log the best value (metric ``best_<metric>``, step = finished trials), the best parameters (tags
     ``best.<path>``, which later reruns may change), ``best_trial.json`` and ``files`` to ``run``."""
     import optuna

@@ -15,11 +15,17 @@ import io
 import logging
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from resume_ner.hpo.select import best_frozen_trial
 from resume_ner.hpo.study import DIRECTION_ATTR, METRIC_ATTR
 from resume_ner.io import write_bytes_atomic, write_text_atomic
+
+if TYPE_CHECKING:
+    import optuna
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+    from optuna.trial import FrozenTrial
 
 log = logging.getLogger(__name__)
 
@@ -34,16 +40,16 @@ def _format(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def _seconds(trial: Any) -> float | None:
+def _seconds(trial: FrozenTrial) -> float | None:
     return trial.duration.total_seconds() if trial.duration is not None else None
 
 
-def _best_number(study: Any) -> int | None:
+def _best_number(study: optuna.Study) -> int | None:
     best = best_frozen_trial(study)
     return best.number if best is not None else None
 
 
-def _trial_rows(study: Any) -> list[tuple[str, ...]]:
+def _trial_rows(study: optuna.Study) -> list[tuple[str, ...]]:
     """Header, then one row of display cells per trial: number (``*`` marks the best), state, value,
     duration, params, and the error of a failed trial (whole).
 
@@ -75,7 +81,7 @@ def _trial_rows(study: Any) -> list[tuple[str, ...]]:
     return rows
 
 
-def trials_table(study: Any) -> str:
+def trials_table(study: optuna.Study) -> str:
     """One line per trial: number (``*`` marks the best), state, value, duration, params, and a note.
 
     A pruned trial shows its last reported value in parentheses and the epoch it was stopped after; a failed
@@ -91,7 +97,7 @@ def trials_table(study: Any) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
-def trials_csv(study: Any) -> str:
+def trials_csv(study: optuna.Study) -> str:
     """Every trial as CSV: number, state, value, duration, times, one column per param and user attribute."""
     trials = study.get_trials(deepcopy=False)
     param_names = sorted({name for trial in trials for name in trial.params})
@@ -124,7 +130,7 @@ def trials_csv(study: Any) -> str:
     return buffer.getvalue()
 
 
-def write_study_report(study: Any, out_dir: Path) -> list[Path]:
+def write_study_report(study: optuna.Study, out_dir: Path) -> list[Path]:
     """Write ``trials.csv`` and the PNG plots of ``study`` into ``out_dir``; return the files written."""
     out_dir = Path(out_dir)
     written = [write_text_atomic(out_dir / TRIALS_CSV, trials_csv(study))]
@@ -134,7 +140,7 @@ def write_study_report(study: Any, out_dir: Path) -> list[Path]:
     return written
 
 
-def study_report_html(study: Any) -> str:
+def study_report_html(study: optuna.Study) -> str:
     """One self-contained HTML page of ``study``: metric and direction, best trial, every trial, plots.
 
     The trials table has the cells of ``trials_table`` (a failed trial's error in full); the plots of
@@ -184,7 +190,7 @@ def study_report_html(study: Any) -> str:
     return "\n".join(parts) + "\n"
 
 
-def _plot_pngs(study: Any) -> list[tuple[str, bytes]]:
+def _plot_pngs(study: optuna.Study) -> list[tuple[str, bytes]]:
     """(name, PNG bytes) of each plot of ``_plots``; the figures are closed."""
     plots = _plots(study)
     import matplotlib.pyplot as plt  # after _plots chose the Agg backend
@@ -192,13 +198,14 @@ def _plot_pngs(study: Any) -> list[tuple[str, bytes]]:
     out = []
     for name, axes in plots:
         buffer = io.BytesIO()
-        axes.figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-        plt.close(axes.figure)
+        figure = cast("Figure", axes.figure)  # optuna draws each plot on a figure of its own
+        figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+        plt.close(figure)
         out.append((name, buffer.getvalue()))
     return out
 
 
-def _plots(study: Any) -> list[tuple[str, Any]]:
+def _plots(study: optuna.Study) -> list[tuple[str, Axes]]:
     """(name, matplotlib Axes) of each plot that the study's trials allow."""
     import matplotlib
 

@@ -26,6 +26,7 @@ from resume_ner.config import ResumeNerConfig, config_from_dict
 from resume_ner.errors import ConfigError
 
 if TYPE_CHECKING:
+    import optuna
     from typing_extensions import TypeForm
 
 SPEC_TYPES = ("log_uniform", "uniform", "int", "choice")
@@ -46,7 +47,7 @@ class ParamSpec:
     step: float | int | None = None
     values: tuple[Any, ...] = ()
 
-    def suggest(self, trial: Any) -> Any:
+    def suggest(self, trial: optuna.trial.BaseTrial) -> Any:
         """Draw this parameter from an Optuna trial (a fixed value when the trial is enqueued or retried)."""
         if self.type == "choice":
             return trial.suggest_categorical(self.path, list(self.values))
@@ -75,7 +76,7 @@ class SearchSpace:
         """The dotted config paths tuned by this space."""
         return [spec.path for spec in self.params]
 
-    def suggest(self, trial: Any) -> dict[str, Any]:
+    def suggest(self, trial: optuna.trial.BaseTrial) -> dict[str, Any]:
         """One value per parameter, drawn from ``trial``: ``{dotted path: value}``."""
         return {spec.path: spec.suggest(trial) for spec in self.params}
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from resume_ner.errors import ConfigError
 from resume_ner.hpo.study import (
@@ -18,6 +18,11 @@ from resume_ner.hpo.study import (
     PARENT_RUN_ATTR,
     load_existing_study,
 )
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.storages import BaseStorage
+    from optuna.trial import FrozenTrial
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +47,7 @@ class BestTrial:
         return asdict(self)
 
 
-def best_frozen_trial(study: Any) -> Any:
+def best_frozen_trial(study: optuna.Study) -> FrozenTrial | None:
     """The best COMPLETE ``FrozenTrial`` of ``study`` (ties: the lowest number), or None when none completed."""
     import optuna
 
@@ -50,10 +55,10 @@ def best_frozen_trial(study: Any) -> Any:
     if not complete:
         return None
     sign = -1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
-    return min(complete, key=lambda trial: (sign * trial.value, trial.number))
+    return min(complete, key=lambda trial: (sign * cast(float, trial.value), trial.number))  # COMPLETE: a value
 
 
-def best_trial_of(study: Any) -> BestTrial:
+def best_trial_of(study: optuna.Study) -> BestTrial:
     """``BestTrial`` of a loaded study; ``ConfigError`` with the count of each trial state when none completed."""
     best = best_frozen_trial(study)
     if best is None:
@@ -67,7 +72,7 @@ def best_trial_of(study: Any) -> BestTrial:
     return BestTrial(
         study_name=study.study_name,
         number=best.number,
-        value=float(best.value),
+        value=float(cast(float, best.value)),
         params=dict(best.params),
         metric=attrs.get(METRIC_ATTR, "objective"),
         direction=attrs.get(DIRECTION_ATTR, study.direction.name.lower()),
@@ -78,7 +83,7 @@ def best_trial_of(study: Any) -> BestTrial:
     )
 
 
-def select_best(storage: Any, study_name: str) -> BestTrial:
+def select_best(storage: BaseStorage | str, study_name: str) -> BestTrial:
     """The best trial of study ``study_name`` in ``storage`` (an Optuna storage, or a path or URL)."""
     best = best_trial_of(load_existing_study(storage, study_name))
     log.info("hpo study %r: best trial %d, %s %.4f", study_name, best.number, best.metric, best.value)

@@ -34,12 +34,17 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from resume_ner.config import HpoConfig
 from resume_ner.errors import ConfigError
 from resume_ner.hpo.search_space import SearchSpace
 from resume_ner.redaction import redact_credentials
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.storages import BaseStorage, RDBStorage
+    from optuna.trial import FrozenTrial
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +60,7 @@ SEARCH_SPACE_ATTR = "search_space"
 PARENT_RUN_ATTR = "mlflow_parent_run_id"  # set by the sweep that opened the study's MLflow parent run
 # The direction in which each validation metric improves.
 METRIC_DIRECTIONS = {"f1_micro": "maximize", "f1_macro": "maximize", "span_f1_micro": "maximize", "loss": "minimize"}
-StaleTrialHook = Callable[[Any, Any], None]  # (study, frozen trial) of a trial whose worker died
+StaleTrialHook = Callable[["optuna.Study", "FrozenTrial"], None]  # (study, frozen trial) of a trial whose worker died
 
 
 def resolve_storage(
@@ -66,7 +71,7 @@ def resolve_storage(
     *,
     create: bool = True,
     on_stale: StaleTrialHook | None = None,
-) -> Any:
+) -> BaseStorage:
     """The Optuna storage named by ``storage`` (see the module doc); ``create=False`` refuses a missing file.
 
     ``on_stale`` (RDB storages) is called for each trial of a dead worker that this process marks FAIL.
@@ -104,7 +109,7 @@ def _check_exists(path: Path, create: bool) -> None:
 
 def _rdb_storage(
     url: str, hpo: HpoConfig, local_file: Path | None, create: bool, on_stale: StaleTrialHook | None
-) -> Any:
+) -> RDBStorage:
     """An ``RDBStorage`` with heartbeats and retries of trials whose worker died (then ``on_stale``)."""
     import optuna
     import sqlalchemy
@@ -161,14 +166,14 @@ def _missing_modules(error: BaseException | None) -> set[str]:
 def _chained(first: StaleTrialHook, then: StaleTrialHook) -> StaleTrialHook:
     """A stale-trial callback that calls ``first``, then ``then``."""
 
-    def callback(study: Any, trial: Any) -> None:
+    def callback(study: optuna.Study, trial: FrozenTrial) -> None:
         first(study, trial)
         then(study, trial)
 
     return callback
 
 
-def create_sampler(hpo: HpoConfig, space: SearchSpace, seed: int | None = None) -> Any:
+def create_sampler(hpo: HpoConfig, space: SearchSpace, seed: int | None = None) -> optuna.samplers.BaseSampler:
     """The Optuna sampler of ``hpo.sampler``, seeded with ``seed`` (default ``hpo.seed``)."""
     import optuna
 
@@ -188,7 +193,7 @@ def create_sampler(hpo: HpoConfig, space: SearchSpace, seed: int | None = None) 
         return optuna.samplers.CmaEsSampler(seed=seed)
 
 
-def create_pruner(hpo: HpoConfig) -> Any:
+def create_pruner(hpo: HpoConfig) -> optuna.pruners.BasePruner:
     """The Optuna pruner of ``hpo.pruner``."""
     import optuna
 
@@ -202,8 +207,13 @@ def create_pruner(hpo: HpoConfig) -> Any:
 
 
 def create_or_load_study(
-    hpo: HpoConfig, storage: Any, space: SearchSpace, *, data_fingerprint: str | None = None, seed_offset: int = 0
-) -> Any:
+    hpo: HpoConfig,
+    storage: BaseStorage,
+    space: SearchSpace,
+    *,
+    data_fingerprint: str | None = None,
+    seed_offset: int = 0,
+) -> optuna.Study:
     """Create study ``hpo.study_name`` in ``storage``, or load it; refuse one of another metric or dataset.
 
     The sampler is seeded with ``hpo.seed`` + the study's trial count + ``seed_offset`` (workers that start
@@ -267,7 +277,7 @@ def create_or_load_study(
     return study
 
 
-def _trial_count(storage: Any, study_name: str) -> int:
+def _trial_count(storage: BaseStorage, study_name: str) -> int:
     """Trials of ``study_name`` in ``storage`` (0 when the study does not exist yet)."""
     try:
         study_id = storage.get_study_id_from_name(study_name)
@@ -276,7 +286,7 @@ def _trial_count(storage: Any, study_name: str) -> int:
     return storage.get_n_trials(study_id)
 
 
-def load_existing_study(storage: Any, study_name: str) -> Any:
+def load_existing_study(storage: BaseStorage | str | None, study_name: str) -> optuna.Study:
     """Load study ``study_name`` from an Optuna storage or anything ``resolve_storage`` accepts (no creation)."""
     import optuna
 

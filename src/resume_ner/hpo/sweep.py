@@ -31,7 +31,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from resume_ner.config import ResumeNerConfig, config_from_dict
 from resume_ner.data.dataset import load_training_data
@@ -42,6 +42,9 @@ from resume_ner.hpo.search_space import apply_params, parse_search_space
 from resume_ner.hpo.select import best_frozen_trial, best_trial_of
 from resume_ner.hpo.study import create_or_load_study, resolve_storage
 from resume_ner.hpo.trial import end_stale_run, run_trial
+
+if TYPE_CHECKING:
+    import optuna
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +81,7 @@ class _Session:
     config: ResumeNerConfig
     space: Any
     dataset: Any
-    study: Any
+    study: optuna.Study
     heartbeat: bool
     output_dir: Path
 
@@ -116,7 +119,7 @@ def _open_session(
     return _Session(config, space, dataset, study, heartbeat, Path(output_dir))
 
 
-def _claim(trial: Any, n_trials: int) -> None:
+def _claim(trial: optuna.Trial, n_trials: int) -> None:
     """Raise ``_NotNeeded`` when finished trials plus earlier-numbered running ones already reach ``n_trials``."""
     import optuna
 
@@ -135,15 +138,15 @@ def _claim(trial: Any, n_trials: int) -> None:
         raise _NotNeeded(message)
 
 
-def _counts(study: Any) -> Counter:
+def _counts(study: optuna.Study) -> Counter:
     return Counter(trial.state.name for trial in study.get_trials(deepcopy=False))
 
 
-def _state(study: Any, number: int) -> str:
+def _state(study: optuna.Study, number: int) -> str:
     return next(trial.state.name for trial in study.get_trials(deepcopy=False) if trial.number == number)
 
 
-def _fail_stale_trials(study: Any) -> None:
+def _fail_stale_trials(study: optuna.Study) -> None:
     """Mark trials of dead workers FAIL (the storage's callback re-queues them and ends their MLflow runs)."""
     import optuna
 
@@ -159,7 +162,7 @@ def _run_trials(session: _Session, parent_run_id: str | None) -> list[int]:
     ran: list[int] = []
     failures = 0
 
-    def objective(trial: Any) -> float:
+    def objective(trial: optuna.Trial) -> float:
         _claim(trial, hpo.n_trials)
         ran.append(trial.number)
         return run_trial(
@@ -217,7 +220,7 @@ def _run_trials(session: _Session, parent_run_id: str | None) -> list[int]:
     return ran
 
 
-def _raise_if_all_failed(study: Any) -> None:
+def _raise_if_all_failed(study: optuna.Study) -> None:
     """``ResumeNerError`` with the first errors when the study has trials and every one of them failed."""
     trials = study.get_trials(deepcopy=False)
     if not trials or any(trial.state.name != "FAIL" for trial in trials):

@@ -23,7 +23,7 @@ import shutil
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from resume_ner.config import ResumeNerConfig, TrackingConfig
 from resume_ner.data.document import Document
@@ -34,6 +34,10 @@ from resume_ner.layout import CHECKPOINTS_DIRNAME, MODEL_DIRNAME
 from resume_ner.tracking.mlflow import TrackingRun, resolve_tracking_uri, setup_mlflow, standard_tags
 from resume_ner.training.callbacks import TrainerCallback, TrainerState
 from resume_ner.training.trainer import train_model
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.trial import FrozenTrial
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +51,7 @@ class PruningCallback(TrainerCallback):
     maximising study is reported negated, so that the pruner's "better" is the study's.
     """
 
-    def __init__(self, trial: Any, metric: str, direction: str) -> None:
+    def __init__(self, trial: optuna.Trial, metric: str, direction: str) -> None:
         self.trial = trial
         self.metric = metric
         self.sign = 1.0 if METRIC_DIRECTIONS[metric] == direction else -1.0
@@ -100,7 +104,7 @@ def training_subset(documents: Sequence[Document], fraction: float, seed: int) -
 
 
 def run_trial(
-    trial: Any,
+    trial: optuna.Trial,
     *,
     config: ResumeNerConfig,
     space: SearchSpace,
@@ -168,7 +172,7 @@ def run_trial(
     return float(result.best_metric)
 
 
-def _retried_from(trial: Any) -> int | None:
+def _retried_from(trial: optuna.Trial) -> int | None:
     """The number of the dead trial this one re-runs, or None for a fresh trial."""
     import optuna
     from optuna.storages import RetryHeartbeatStaleTrialCallback
@@ -179,7 +183,7 @@ def _retried_from(trial: Any) -> int | None:
         return RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
 
 
-def end_stale_run(tracking: TrackingConfig, study: Any, trial: Any) -> None:
+def end_stale_run(tracking: TrackingConfig, study: optuna.Study, trial: FrozenTrial) -> None:
     """End the MLflow run of ``trial``, just marked FAIL because its worker died, FAILED (it was left RUNNING).
 
     A stale-trial hook of ``resolve_storage`` (bind ``tracking`` first); MLflow errors are logged, not raised.

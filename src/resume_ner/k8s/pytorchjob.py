@@ -32,7 +32,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeGuard
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import yaml
 
@@ -41,6 +41,9 @@ from resume_ner.errors import ConfigError, ResumeNerError
 from resume_ner.layout import TRACKING_URI_ENV, TRAIN_ENTRYPOINT
 from resume_ner.redaction import has_credentials, redact_credentials
 from resume_ner.tracking.mlflow import given_tracking_uri
+
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient, CustomObjectsApi
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +195,7 @@ def submit_pytorchjob_and_wait(
     timeout_s: float = 6 * 3600,
     poll_interval_s: float = 10,
     cleanup: str = "on-success",
-    api_client: Any | None = None,
+    api_client: ApiClient | None = None,
     kube_context: str | None = None,
 ) -> PyTorchJobResult:
     """Create ``job`` in ``namespace``, wait until it succeeds and return the result.
@@ -228,7 +231,7 @@ def submit_pytorchjob_and_wait(
 
 
 def _create_and_wait(
-    api_client: Any,
+    api_client: ApiClient,
     job: dict[str, Any],
     *,
     name: str,
@@ -478,7 +481,7 @@ def _check_submission(
     timeout_s: float,
     poll_interval_s: float,
     cleanup: str,
-    api_client: Any | None,
+    api_client: ApiClient | None,
     kube_context: str | None,
 ) -> str:
     """The job's name, after one ``ConfigError`` listing every invalid argument of the submission."""
@@ -504,7 +507,7 @@ def _check_submission(
     return str(name)
 
 
-def _load_api_client(kube_context: str | None) -> Any:
+def _load_api_client(kube_context: str | None) -> ApiClient:
     """A Kubernetes ``ApiClient``: of ``kube_context``, else in-cluster, else of the current kubeconfig context."""
     from kubernetes import client
     from kubernetes import config as kube_config
@@ -587,7 +590,7 @@ def _status_message(body: Any) -> str | None:
 
 
 def _wait_for_final_condition(
-    custom: Any, target: _Target, deadline: float, poll_interval_s: float
+    custom: CustomObjectsApi, target: _Target, deadline: float, poll_interval_s: float
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """The job and its true Succeeded/Failed condition, polled until one exists; the condition is None at the deadline.
 
@@ -673,7 +676,7 @@ def _failed_replica(status: dict[str, Any], message: str) -> str | None:
     return named.group(1) if named else None
 
 
-def _log_tail(api_client: Any, target: _Target, replica: str) -> tuple[str, str] | None:
+def _log_tail(api_client: ApiClient, target: _Target, replica: str) -> tuple[str, str] | None:
     """(pod name, last ``LOG_TAIL_LINES`` log lines) of a failed pod of ``replica``; None when none can be read."""
     import urllib3
     from kubernetes import client
@@ -701,7 +704,7 @@ def _log_tail(api_client: Any, target: _Target, replica: str) -> tuple[str, str]
     return pod.metadata.name, str(text)
 
 
-def _delete(custom: Any, target: _Target) -> None:
+def _delete(custom: CustomObjectsApi, target: _Target) -> None:
     """Delete the job and, through their owner references, its pods and Services (a failure is only logged)."""
     import urllib3
     from kubernetes.client.exceptions import ApiException

@@ -23,6 +23,7 @@ from resume_ner.kfp.pipelines import compiled_config
 from resume_ner.tracking.mlflow import given_tracking_uri
 
 if TYPE_CHECKING:
+    import docker
     import kfp.local
 
 IMAGE_USER = 10001  # images/Dockerfile's USER
@@ -30,7 +31,7 @@ IMAGE_USER = 10001  # images/Dockerfile's USER
 COMPONENT_PROBE = ["sh", "-ec", "python3 -c 'import kfp.dsl.executor_main, resume_ner'"]
 
 
-def check_component_image(image: str, client: Any | None = None) -> None:
+def check_component_image(image: str, client: docker.DockerClient | None = None) -> None:
     """``ConfigError`` unless ``image`` is in the Docker engine and runs a KFP component's command under its own
     entrypoint, with kfp and the library importable."""
     import docker

@@ -31,12 +31,16 @@ import json
 import logging
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from resume_ner.config import GPU_TASKS, ResumeNerConfig, resolve_image
 from resume_ner.errors import ConfigError
 from resume_ner.layout import IMAGE_ENV, OPTUNA_STORAGE_ENV, PIPELINE_CONFIG_ENV, PIPELINE_NAME
 from resume_ner.redaction import has_credentials, redact_credentials
+
+if TYPE_CHECKING:  # quoted below: this module's annotations are evaluated
+    from kfp.dsl import PipelineTask
+    from kfp.dsl.graph_component import GraphComponent
 
 log = logging.getLogger(__name__)
 
@@ -92,12 +96,14 @@ def compiled_config(config: ResumeNerConfig) -> ResumeNerConfig:
     return compiled
 
 
-def _set_resources(task: Any, cpu_request: Any, cpu_limit: Any, memory_request: Any, memory_limit: Any) -> None:
+def _set_resources(
+    task: "PipelineTask", cpu_request: Any, cpu_limit: Any, memory_request: Any, memory_limit: Any
+) -> None:
     task.set_cpu_request(cpu_request).set_cpu_limit(cpu_limit)
     task.set_memory_request(memory_request).set_memory_limit(memory_limit)
 
 
-def _platform(name: str, task: Any, config: ResumeNerConfig, plan: Any) -> None:
+def _platform(name: str, task: "PipelineTask", config: ResumeNerConfig, plan: Any) -> None:
     """Display name, caching, environment, resources, GPU placement, Secrets and volume of one task; ``plan`` is the
     ``plan_run`` task whose outputs place the training tasks (None for plan_run itself)."""
     from kfp import kubernetes
@@ -136,7 +142,7 @@ def _platform(name: str, task: Any, config: ResumeNerConfig, plan: Any) -> None:
         kubernetes.mount_pvc(task, pvc_name=settings.volume_claim, mount_path=settings.volume_mount_path)
 
 
-def build_pipeline(config: ResumeNerConfig) -> Any:
+def build_pipeline(config: ResumeNerConfig) -> "GraphComponent":
     """The ``resume-ner-training`` pipeline with the compile-time settings of ``config``; parameter defaults
     come from its sections (backbone, n_trials, epochs, model name, pipeline.*)."""
 
@@ -174,7 +180,7 @@ def build_pipeline(config: ResumeNerConfig) -> Any:
         run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
         plan = None
 
-        def task(name: str, **arguments: Any) -> Any:
+        def task(name: str, **arguments: Any) -> "PipelineTask":
             # platform settings right away: a task's resource channels must exist when its group closes
             created = components[name](**arguments)
             _platform(name, created, config, plan)

@@ -43,6 +43,7 @@ from resume_ner.errors import ConfigError, ResumeNerError
 
 if TYPE_CHECKING:
     import kfp
+    import kfp_server_api
 
 log = logging.getLogger(__name__)
 
@@ -426,11 +427,11 @@ def _client_class() -> type[kfp.Client]:
     import kfp
 
     class Client(kfp.Client):
-        def get_kfp_healthz(self, sleep_duration: int = 5) -> Any:
+        def get_kfp_healthz(self, sleep_duration: int = 5) -> kfp_server_api.V2beta1GetHealthzResponse:
             """The server's health report, in one try (kfp's own, run by its constructor, retries 5 times 5 s apart)."""
             return self.healthzs.healthz_service_get_healthz()
 
-        def _load_config(self, *args: Any, **kwargs: Any) -> Any:
+        def _load_config(self, *args: Any, **kwargs: Any) -> kfp_server_api.Configuration:
             """kfp's configuration, its host kept through credential refreshes.
 
             A kube context's token refresh hook (run before every request) resets the host to the API server's
@@ -441,7 +442,7 @@ def _client_class() -> type[kfp.Client]:
             refresh, host = config.refresh_api_key_hook, config.host
             if refresh is not None:
 
-                def refresh_keeping_host(configuration: Any) -> None:
+                def refresh_keeping_host(configuration: kfp_server_api.Configuration) -> None:
                     refresh(configuration)
                     configuration.host = host
                     configuration.refresh_api_key_hook = refresh_keeping_host
@@ -452,7 +453,9 @@ def _client_class() -> type[kfp.Client]:
     return Client
 
 
-def _wait_for_run(client: kfp.Client, run_id: str, name: str, timeout_s: float, url: str | None) -> Any:
+def _wait_for_run(
+    client: kfp.Client, run_id: str, name: str, timeout_s: float, url: str | None
+) -> kfp_server_api.V2beta1Run:
     """The run once it reaches a final state; ``ResumeNerError`` when it is still going after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -500,7 +503,7 @@ def _kfp_call(action: str, where: str = "the KFP server") -> Iterator[None]:
         raise ResumeNerError(f"{action} at {where} failed: {error}") from error
 
 
-def _api_error(error: Any, action: str, where: str) -> ResumeNerError:
+def _api_error(error: kfp_server_api.ApiException, action: str, where: str) -> ResumeNerError:
     """A ``ResumeNerError`` for an HTTP error answer (or, status 0, a TLS failure) of the KFP API."""
     if not error.status:
         return ResumeNerError(

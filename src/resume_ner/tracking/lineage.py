@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from resume_ner.config import TrackingConfig
 from resume_ner.errors import TrackingError
@@ -26,6 +26,11 @@ from resume_ner.io import write_json_atomic
 from resume_ner.layout import CRF_FILE, MLFLOW_MODEL_DIRNAME, MODEL_DIRNAME
 from resume_ner.redaction import redact_credentials
 from resume_ner.tracking.mlflow import resolve_tracking_uri
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities import Run
+    from mlflow.entities.model_registry import ModelVersion
 
 __all__ = [
     "CANDIDATE_ALIAS",
@@ -110,7 +115,7 @@ def final_run_tags(best: Mapping[str, Any], *, test_data_fingerprint: str | None
 # --- MLflow access -----------------------------------------------------------------------------------------
 
 
-def _client(tracking_uri: str | None) -> tuple[Any, str]:
+def _client(tracking_uri: str | None) -> tuple[MlflowClient, str]:
     """An ``MlflowClient`` on the resolved tracking URI (its registry is on the same store), and that URI as shown
     in messages and lineage (credentials redacted)."""
     from mlflow import MlflowClient
@@ -144,7 +149,7 @@ def _lookup(uri: str, what: str, call: Callable[[], T]) -> T | None:
         raise TrackingError(f"MLflow at {uri}: cannot read {what}: {exc}") from exc
 
 
-def _linked_run(client: Any, run_id: str | None, link: str, where: str, uri: str) -> Any:
+def _linked_run(client: MlflowClient, run_id: str | None, link: str, where: str, uri: str) -> Run:
     """The run ``run_id`` that ``link`` points to, or a ``TrackingError`` saying that link is missing."""
     from mlflow.exceptions import MlflowException
 
@@ -167,7 +172,7 @@ def _linked_run(client: Any, run_id: str | None, link: str, where: str, uri: str
     return run
 
 
-def _required_tag(run: Any, tag: str, link: str, where: str) -> str:
+def _required_tag(run: Run, tag: str, link: str, where: str) -> str:
     value = run.data.tags.get(tag)
     if not value:
         raise TrackingError(
@@ -222,7 +227,7 @@ class RegisteredVersion:
         return {**asdict(self), "model_uri": self.model_uri}
 
 
-def _check_checkpoint_logged(client: Any, run: Any, artifact_path: str, uri: str) -> None:
+def _check_checkpoint_logged(client: MlflowClient, run: Run, artifact_path: str, uri: str) -> None:
     """Refuse a run whose logged checkpoint lacks a file (``CHECKPOINT_ARTIFACTS``, and ``crf.safetensors`` for
     a run trained with ``model.head: crf``)."""
 
@@ -241,7 +246,9 @@ def _check_checkpoint_logged(client: Any, run: Any, artifact_path: str, uri: str
         )
 
 
-def _promotion(champion: Any | None, score: float, test_data_fingerprint: str, promote: bool) -> tuple[bool, str]:
+def _promotion(
+    champion: ModelVersion | None, score: float, test_data_fingerprint: str, promote: bool
+) -> tuple[bool, str]:
     """Whether the new version becomes champion, and why (or why not)."""
     if promote:
         held = f" (replacing version {champion.version})" if champion is not None else ""
@@ -457,7 +464,7 @@ def _parse_model(model: str) -> tuple[str, str | None, str | None]:
     )
 
 
-def _model_version(client: Any, model: str, uri: str) -> Any:
+def _model_version(client: MlflowClient, model: str, uri: str) -> ModelVersion:
     """The registry version ``model`` names; a plain name means ``champion``, else the latest version."""
     name, alias, version = _parse_model(model)
     if version is not None:
@@ -467,7 +474,9 @@ def _model_version(client: Any, model: str, uri: str) -> Any:
     else:
         found = _lookup(uri, model, lambda: client.get_model_version_by_alias(name, CHAMPION_ALIAS))
         if found is None:
-            versions = _lookup(uri, model, lambda: client.search_model_versions(f"name = '{name}'")) or []
+            versions: list[ModelVersion] = (
+                _lookup(uri, model, lambda: client.search_model_versions(f"name = '{name}'")) or []
+            )
             found = max(versions, key=lambda v: int(v.version), default=None)
     if found is None:
         raise TrackingError(
@@ -478,7 +487,7 @@ def _model_version(client: Any, model: str, uri: str) -> Any:
     return found
 
 
-def _trial_params(final: Any, trial: Any, where: str, warnings: list[str]) -> dict[str, str]:
+def _trial_params(final: Run, trial: Run, where: str, warnings: list[str]) -> dict[str, str]:
     """The searched params (``best_trial.*`` of the final run) with the values the trial run logged
     (``sampled.<path>``, else the ``<path>`` of its whole config)."""
     applied = {
@@ -543,7 +552,7 @@ def extract_lineage_from_best_model(model: str, tracking_uri: str | None = None)
         model_name=version.name,
         version=str(version.version),
         aliases=sorted(version.aliases or []),
-        source=version.source,
+        source=cast(str, version.source),  # a version is created from a source
         final_run_id=final.info.run_id,
         final_run_params={k: v for k, v in sorted(final.data.params.items()) if k.startswith(SUMMARY_PARAM_PREFIXES)},
         final_run_metrics={k: v for k, v in sorted(final.data.metrics.items()) if k.startswith("test_")},

@@ -33,13 +33,16 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from resume_ner import __version__
 from resume_ner.config import TrackingConfig
 from resume_ner.errors import TrackingError
 from resume_ner.layout import TRACKING_URI_ENV
 from resume_ner.redaction import redact_credentials, redact_settings
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 __all__ = [
     "RetryPolicy",
@@ -244,7 +247,7 @@ def _run_name(explicit: str | None, config: TrackingConfig, output_dir: Path | N
     return f"{base or 'resume-ner'}-{stamp}"
 
 
-def ensure_experiment(client: Any, name: str, uri: str) -> str:
+def ensure_experiment(client: MlflowClient, name: str, uri: str) -> str:
     """Id of experiment ``name``, created when missing (artifacts beside a sqlite store), restored if deleted."""
     from mlflow.exceptions import MlflowException
 

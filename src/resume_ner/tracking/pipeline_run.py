@@ -11,11 +11,15 @@ run still RUNNING (a task killed by Kubernetes never ends its own runs) is marke
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING
 
 from resume_ner.config import ResumeNerConfig, TrackingConfig, config_from_dict
 from resume_ner.tracking.lineage import PIPELINE_RUN_TAG, STAGE_TAG
 from resume_ner.tracking.mlflow import TrackingRun, resolve_tracking_uri, setup_mlflow
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities import Run
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +43,7 @@ def with_pipeline_tracking(config: ResumeNerConfig, pipeline_run_id: str) -> Res
     return config_from_dict(raw, origin="pipeline tracking")
 
 
-def _runs_of(client: Any, experiment_id: str, pipeline_run_id: str, extra: str = "") -> list[Any]:
+def _runs_of(client: MlflowClient, experiment_id: str, pipeline_run_id: str, extra: str = "") -> list[Run]:
     """Every run of the experiment tagged with ``pipeline_run_id`` (and matching ``extra``), page by page."""
     query = f"tags.`{PIPELINE_RUN_TAG}` = '{pipeline_run_id}'" + extra
     runs, token = [], None

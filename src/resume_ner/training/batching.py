@@ -4,10 +4,14 @@ length-sorted batches."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from resume_ner.data.windows import IGNORE_INDEX, Window
 from resume_ner.training.precision import autocast
+
+if TYPE_CHECKING:
+    import torch
+    from torchcrf import CRF
 
 MEGABATCH_BATCHES = 50  # batches per megabatch of ``length_grouped`` (as transformers' LengthGroupedSampler)
 # Training batches are padded to a multiple of this many tokens: length-grouped batches of short windows
@@ -56,13 +60,13 @@ def collate_windows(windows: Sequence[Window], pad_token_id: int, pad_to_multipl
 
 
 def predict_windows(
-    model: Any,
+    model: torch.nn.Module,
     windows: Sequence[Window],
     pad_token_id: int,
     batch_size: int,
-    device: Any,
+    device: torch.device,
     bf16: bool = False,
-    crf: Any = None,
+    crf: CRF | None = None,
     on_batch: Callable[[int], None] | None = None,
 ) -> tuple[list[Any], float]:
     """Label log-probabilities of every token of every window (a CPU float tensor ``(tokens, labels)`` each),

@@ -22,11 +22,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import IO, TYPE_CHECKING, Any, cast
 
 from resume_ner.errors import CheckpointError, describe_os_error
 from resume_ner.io import replace_dir_atomic, write_json_atomic
 from resume_ner.layout import CRF_FILE, METADATA_FILE, WEIGHTS_FILE
+
+if TYPE_CHECKING:
+    import torch
+    from torchcrf import CRF
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +169,13 @@ def _staged(target: Path, what: str) -> Iterator[Path]:
         ) from exc
 
 
-def _write_model_files(staging: Path, model: Any, tokenizer: Any, metadata: dict[str, Any], crf: Any) -> None:
+def _write_model_files(
+    staging: Path,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    metadata: dict[str, Any],
+    crf: CRF | None,
+) -> None:
     unwrapped = getattr(model, "module", model)
     unwrapped.save_pretrained(staging, safe_serialization=True)
     tokenizer.save_pretrained(staging)
@@ -175,7 +186,13 @@ def _write_model_files(staging: Path, model: Any, tokenizer: Any, metadata: dict
     write_json_atomic(staging / METADATA_FILE, {**metadata, "versions": package_versions()})
 
 
-def save_model_checkpoint(target: Path, model: Any, tokenizer: Any, metadata: dict[str, Any], crf: Any = None) -> Path:
+def save_model_checkpoint(
+    target: Path,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    metadata: dict[str, Any],
+    crf: CRF | None = None,
+) -> Path:
     """Write a loadable model directory to ``target`` atomically (staging directory, then rename), with the
     scores of ``crf`` (a CRF head) as ``crf.safetensors``."""
     target = Path(target)
@@ -186,14 +203,14 @@ def save_model_checkpoint(target: Path, model: Any, tokenizer: Any, metadata: di
 
 def save_training_state(
     target: Path,
-    model: Any,
-    tokenizer: Any,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
     metadata: dict[str, Any],
-    optimizer: Any,
-    scheduler: Any,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
     rng_state: dict[str, Any],
     trainer_state: dict[str, Any],
-    crf: Any = None,
+    crf: CRF | None = None,
 ) -> Path:
     """Write a resumable checkpoint (model files + optimizer, scheduler, RNG, trainer state) atomically."""
     target = Path(target)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torchcrf import CRF
@@ -23,6 +23,10 @@ from resume_ner.data.windows import IGNORE_INDEX
 from resume_ner.errors import CheckpointError
 from resume_ner.layout import CRF_FILE
 from resume_ner.training.decoding import FORBIDDEN, SCORE_NAMES, iob2_forbidden
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+    from transformers.modeling_outputs import TokenClassifierOutput
 
 
 def new_crf(scheme: LabelScheme) -> CRF:
@@ -69,12 +73,12 @@ class CrfTokenClassifier(torch.nn.Module):
     """A token classifier and its CRF as one module (what DDP wraps): ``forward(**batch)`` returns the
     classifier's output with ``loss`` replaced by the CRF's negative log-likelihood per labelled token."""
 
-    def __init__(self, classifier: Any, crf: CRF) -> None:
+    def __init__(self, classifier: PreTrainedModel, crf: CRF) -> None:
         super().__init__()
         self.classifier = classifier
         self.crf = crf
 
-    def forward(self, labels: torch.Tensor, **inputs: Any) -> Any:
+    def forward(self, labels: torch.Tensor, **inputs: Any) -> TokenClassifierOutput:
         output = self.classifier(**inputs)
         nll, tokens = crf_nll(self.crf, output.logits, labels)
         output.loss = nll / max(tokens, 1)

@@ -12,9 +12,12 @@ token-classification pipeline does. On the corpus's test resumes Viterbi raised 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from resume_ner.data.labels import OUTSIDE, LabelScheme
+
+if TYPE_CHECKING:
+    from torchcrf import CRF
 
 Decoding = Literal["viterbi", "argmax"]
 DECODINGS: tuple[str, ...] = ("viterbi", "argmax")
@@ -44,7 +47,7 @@ def iob2_forbidden(scheme: LabelScheme) -> tuple[Any, Any]:
     return first, transition
 
 
-def iob2_transitions(scheme: LabelScheme, learned: Mapping[str, Any] | None = None) -> Any:
+def iob2_transitions(scheme: LabelScheme, learned: Mapping[str, Any] | None = None) -> CRF:
     """A ``torchcrf.CRF`` over ``scheme.labels`` for decoding: start, end and transition scores are
     ``learned`` (a CRF head's ``start_transitions``, ``end_transitions``, ``transitions``) or 0, and
     ``FORBIDDEN`` for the moves IOB2 does not allow."""

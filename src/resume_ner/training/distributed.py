@@ -16,9 +16,12 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from resume_ner.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +66,7 @@ def context_from_env() -> DistributedContext:
     return DistributedContext(rank=rank, local_rank=_int_env("LOCAL_RANK", rank), world_size=world)
 
 
-def resolve_device(device: str = "auto", local_rank: int = 0) -> Any:
+def resolve_device(device: str = "auto", local_rank: int = 0) -> torch.device:
     """``torch.device`` for 'auto' (CUDA when available), 'cpu' or 'cuda'; under DDP the GPU of ``local_rank``."""
     import torch
 
@@ -74,7 +77,7 @@ def resolve_device(device: str = "auto", local_rank: int = 0) -> Any:
     return torch.device("cuda", local_rank % max(torch.cuda.device_count(), 1))
 
 
-def init_distributed(device: str = "auto") -> tuple[DistributedContext, Any]:
+def init_distributed(device: str = "auto") -> tuple[DistributedContext, torch.device]:
     """This process's ``DistributedContext`` and ``torch.device``, joining the process group when
     ``WORLD_SIZE`` > 1 (NCCL for CUDA, gloo for CPU; idempotent)."""
     import torch

@@ -8,7 +8,7 @@ import logging
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from resume_ner.data.document import Document, Span
 from resume_ner.data.labels import LabelScheme
@@ -18,6 +18,10 @@ from resume_ner.training.checkpoint import load_model_checkpoint
 from resume_ner.training.decoding import Decoding, decode_tags, model_decoding
 from resume_ner.training.distributed import resolve_device
 from resume_ner.training.metrics import compute_metrics, entity_type_confusion, span_metrics, tags_to_spans
+
+if TYPE_CHECKING:
+    import torch
+    from torchcrf import CRF
 
 log = logging.getLogger(__name__)
 
@@ -40,15 +44,15 @@ def predicted_spans(
 
 
 def evaluate_windowed(
-    model: Any,
+    model: torch.nn.Module,
     windowed: WindowedDocuments,
     documents: Sequence[Document],
     *,
     pad_token_id: int,
     batch_size: int,
-    device: Any,
+    device: torch.device,
     decoding: Decoding = "viterbi",
-    crf: Any = None,
+    crf: CRF | None = None,
     on_windows: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Entity metrics (seqeval), document span metrics and loss of ``model`` on windowed ``documents``, with

@@ -6,12 +6,16 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, cast
 
 from resume_ner.config import PACKAGED_BACKBONE, ModelConfig
 from resume_ner.data.labels import LabelScheme
 from resume_ner.errors import ModelLoadError
 from resume_ner.training.checkpoint import pickle_only_refusal, use_safetensors
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +66,7 @@ def _load_error(backbone: str, what: str, exc: Exception) -> ModelLoadError:
     return ModelLoadError(f"cannot load the {what} of backbone {backbone!r}: {exc}. {hint}")
 
 
-def load_fast_tokenizer(source: str) -> Any:
+def load_fast_tokenizer(source: str) -> PreTrainedTokenizerFast:
     """The fast tokenizer of ``source``; a slow (Python) tokenizer is refused."""
     from transformers import AutoTokenizer
 
@@ -81,10 +85,12 @@ def load_fast_tokenizer(source: str) -> Any:
             f"the tokenizer of backbone {source!r} has only {len(tokenizer)} tokens: its vocabulary files "
             "(tokenizer.json, vocab.txt, ...) are missing"
         )
-    return tokenizer
+    return cast("PreTrainedTokenizerFast", tokenizer)  # is_fast, checked above
 
 
-def create_model_and_tokenizer(model_config: ModelConfig, scheme: LabelScheme) -> tuple[Any, Any]:
+def create_model_and_tokenizer(
+    model_config: ModelConfig, scheme: LabelScheme
+) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
     """A token-classification model with ``scheme``'s labels on top of the configured backbone, and its
     fast tokenizer. Weights load from safetensors only (pickle ones with ``$RESUME_NER_ALLOW_PICKLE=1``); remote
     code is never trusted."""
@@ -123,7 +129,7 @@ def create_model_and_tokenizer(model_config: ModelConfig, scheme: LabelScheme) -
     return model, tokenizer
 
 
-def training_attention(model: Any, device: Any) -> str:
+def training_attention(model: PreTrainedModel, device: torch.device) -> str:
     """The attention implementation for training steps of ``model`` on ``device``.
 
     ``eager`` on a CPU when the model would run ``sdpa`` with attention dropout: PyTorch's CPU SDPA kernels do

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    import torch
 
 Precision = Literal["auto", "fp32", "bf16"]
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
@@ -29,7 +32,7 @@ def cpu_flags(cpuinfo: Path = CPUINFO) -> frozenset[str]:
     return frozenset()
 
 
-def native_bf16(device: Any) -> bool:
+def native_bf16(device: torch.device) -> bool:
     """Whether ``device`` (a ``torch.device``) runs bf16 matrix products natively."""
     import torch
 
@@ -38,14 +41,14 @@ def native_bf16(device: Any) -> bool:
     return device.type == "cpu" and bool(cpu_flags() & CPU_BF16_FLAGS)
 
 
-def use_bf16(precision: Precision, device: Any) -> bool:
+def use_bf16(precision: Precision, device: torch.device) -> bool:
     """``precision`` resolved for ``device``: ``auto`` is bf16 where it is native, else fp32."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
     return precision == "bf16" or (precision == "auto" and native_bf16(device))
 
 
-def autocast(device: Any, enabled: bool) -> Any:
+def autocast(device: torch.device, enabled: bool) -> torch.autocast | nullcontext[None]:
     """bf16 autocast on ``device`` when ``enabled``, else a no-op context."""
     import torch
 

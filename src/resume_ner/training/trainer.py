@@ -36,7 +36,7 @@ from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 from resume_ner.config import ResumeNerConfig, config_from_dict
 from resume_ner.config import save as save_config
@@ -77,6 +77,9 @@ from resume_ner.training.precision import autocast, use_bf16
 
 if TYPE_CHECKING:
     import torch
+    from torchcrf import CRF
+    from tqdm.auto import tqdm
+    from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
     from resume_ner.data.windows import WindowedDocuments
     from resume_ner.training.distributed import DistributedContext
@@ -160,7 +163,7 @@ def _restore_rng(state: dict[str, Any], rank: int = 0) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _optimizer(model: Any, crf: Any, config: ResumeNerConfig) -> Any:
+def _optimizer(model: torch.nn.Module, crf: CRF | None, config: ResumeNerConfig) -> torch.optim.Optimizer:
     """AdamW over the model (no decay on biases and LayerNorm) and the scores of a CRF head (their own learning
     rate, no decay)."""
     import torch
@@ -187,7 +190,7 @@ def _epoch_order(n: int, seed: int, epoch: int) -> list[int]:
     return torch.randperm(n, generator=generator).tolist()
 
 
-def _progress(total: int, initial: int, desc: str, quiet: bool) -> Any:
+def _progress(total: int, initial: int, desc: str, quiet: bool) -> tqdm:
     from tqdm.auto import tqdm
 
     return tqdm(total=total, initial=initial, desc=desc, disable=quiet or not sys.stderr.isatty(), leave=False)
@@ -368,12 +371,12 @@ class _TrainingLoop:
     quiet: bool
     # _set_up_model
     scheme: LabelScheme = field(init=False)
-    model: Any = field(init=False)  # what is saved, with ``crf``
-    tokenizer: Any = field(init=False)
-    crf: Any = field(init=False)  # the CRF head, None without one
+    model: PreTrainedModel = field(init=False)  # what is saved, with ``crf``
+    tokenizer: PreTrainedTokenizerFast = field(init=False)
+    crf: CRF | None = field(init=False)  # the CRF head, None without one
     state: TrainerState = field(init=False)
-    trained: Any = field(init=False)  # what the loss comes from: the model, with its CRF head if any
-    forward_model: Any = field(init=False)  # ``trained``, under DDP wrapped to average gradients
+    trained: torch.nn.Module = field(init=False)  # what the loss comes from: the model, with its CRF head if any
+    forward_model: torch.nn.Module = field(init=False)  # ``trained``, under DDP wrapped to average gradients
     ddp_model: torch.nn.parallel.DistributedDataParallel | None = field(init=False)  # that wrapper, None without DDP
     bf16: bool = field(init=False)
     eval_attention: str = field(init=False)
@@ -390,13 +393,13 @@ class _TrainingLoop:
     total_steps: int = field(init=False)
     effective_batch: int = field(init=False)
     # _set_up_optimizer
-    optimizer: Any = field(init=False)
-    scheduler: Any = field(init=False)
+    optimizer: torch.optim.Optimizer = field(init=False)
+    scheduler: torch.optim.lr_scheduler.LRScheduler = field(init=False)
     # train_model
     callbacks: list[TrainerCallback] = field(init=False)
     metadata: dict[str, Any] = field(init=False)  # written beside every checkpoint
     # _start_tracking
-    tracking: Any = field(init=False)
+    tracking: TrackingRun = field(init=False)
     own_tracking: bool = field(init=False)  # started here, so ended here
     derived: dict[str, Any] = field(init=False)
     # _train
@@ -418,7 +421,7 @@ def train_model(
     *,
     resume: bool = False,
     callbacks: Sequence[TrainerCallback] = (),
-    tracking: Any = None,
+    tracking: TrackingRun | None = None,
     data_fingerprint: str | None = None,
     quiet: bool = False,
     overwrite: bool = False,
@@ -494,7 +497,7 @@ def _set_up_model(loop: _TrainingLoop, resume_from: Path | None) -> dict[str, An
 
     restored = _create_or_resume_model(loop, resume_from)
     model, crf = loop.model, loop.crf
-    model.to(device)
+    model.to(device)  # type: ignore[arg-type]  # transformers' @wraps(nn.Module.to) shows mypy an unbound `to`
     loop.trained = model if crf is None else CrfTokenClassifier(model, crf.to(device))  # what the loss comes from
     loop.bf16 = use_bf16(tcfg.precision, device)
     loop.eval_attention, loop.train_attention = model.config._attn_implementation, training_attention(model, device)
@@ -536,8 +539,8 @@ def _create_or_resume_model(loop: _TrainingLoop, resume_from: Path | None) -> di
 
 
 def _wrap_for_ddp(
-    trained: Any, ddp: DistributedContext, device: torch.device
-) -> tuple[Any, torch.nn.parallel.DistributedDataParallel | None]:
+    trained: torch.nn.Module, ddp: DistributedContext, device: torch.device
+) -> tuple[torch.nn.Module, torch.nn.parallel.DistributedDataParallel | None]:
     """What the forward passes go through (under DDP a wrapper that averages gradients), and that wrapper (None
     without DDP); ``model`` (and ``crf``) are what is saved."""
     forward_model = trained
@@ -747,7 +750,7 @@ def _optimizer_step(loop: _TrainingLoop) -> dict[str, Any]:
     }
 
 
-def _log_step(loop: _TrainingLoop, logs: dict[str, Any], progress: Any) -> None:
+def _log_step(loop: _TrainingLoop, logs: dict[str, Any], progress: tqdm) -> None:
     """Show a step's ``logs`` on the progress bar (without one, in the log every ``PROGRESS_LOG_SECONDS``), and
     log them to tracking every ``log_every_steps``."""
     state, tcfg = loop.state, loop.config.training
@@ -906,7 +909,9 @@ def _finish(loop: _TrainingLoop) -> TrainResult:
         train_seconds=elapsed,
         tokens_per_second=tokens / max(elapsed, 1e-9),
         run_id=getattr(tracking, "run_id", None),
-        tracking_uri=redact_credentials(tracking.tracking_uri) if getattr(tracking, "tracking_uri", None) else None,
+        tracking_uri=redact_credentials(cast(str, tracking.tracking_uri))
+        if getattr(tracking, "tracking_uri", None)
+        else None,
         derived=loop.derived,
     )
     if not ddp.is_main:

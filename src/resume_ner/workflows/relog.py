@@ -29,13 +29,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from resume_ner.errors import ConfigError, TrackingError
 from resume_ner.io import write_json_atomic
 from resume_ner.layout import CONFIG_FILE, MODEL_DIRNAME, RESULT_FILE, TEST_METRICS_FILE, TRACKING_URI_ENV
 from resume_ner.redaction import REDACTED, redact_credentials
 from resume_ner.training.checkpoint import validate_checkpoint
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, Param, Run, RunTag
 
 __all__ = ["RelogResult", "relog_command", "relog_output_dir"]
 
@@ -179,7 +183,7 @@ def _batches(items: list[Any], size: int) -> list[list[Any]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-def _remote_files(client: Any, run_id: str, path: str | None = None) -> set[str]:
+def _remote_files(client: MlflowClient, run_id: str, path: str | None = None) -> set[str]:
     """Paths of the files under ``path`` in the run's artifacts (recursively)."""
     files: set[str] = set()
     for info in client.list_artifacts(run_id, path):
@@ -194,7 +198,7 @@ def _local_files(directory: Path, prefix: str) -> set[str]:
 Retry = Callable[..., Any]  # call_with_retry bound to the tracking URI: (what, call, transfer=False) -> value
 
 
-def _recorded_run(client: Any, done: _Finished, uri: str, retry: Retry) -> Any:
+def _recorded_run(client: MlflowClient, done: _Finished, uri: str, retry: Retry) -> Run | None:
     """The MLflow run recorded in ``train_result.json`` when it exists at ``uri``, else None; ``TrackingError``
     when it ended FAILED or KILLED."""
     from mlflow.exceptions import MlflowException
@@ -203,7 +207,7 @@ def _recorded_run(client: Any, done: _Finished, uri: str, retry: Retry) -> Any:
     if not run_id:
         return None
 
-    def get_run() -> Any:
+    def get_run() -> Run | None:
         try:
             return client.get_run(run_id)
         except MlflowException as exc:
@@ -224,9 +228,9 @@ def _recorded_run(client: Any, done: _Finished, uri: str, retry: Retry) -> Any:
 class _Missing:
     """What a run lacks of a finished training."""
 
-    params: list[Any]  # mlflow.entities.Param
-    tags: list[Any]  # RunTag
-    metrics: list[Any]  # Metric
+    params: list[Param]
+    tags: list[RunTag]
+    metrics: list[Metric]
     files: list[str]  # top-level artifact files
     model: bool  # the model/ artifacts (some or all)
 
@@ -234,7 +238,7 @@ class _Missing:
         return bool(self.params or self.tags or self.metrics or self.files or self.model)
 
 
-def _missing(client: Any, run: Any, done: _Finished, retry: Retry) -> _Missing:
+def _missing(client: MlflowClient, run: Run, done: _Finished, retry: Retry) -> _Missing:
     """What ``run`` lacks: ``TrackingError`` when it holds other values of this training's params."""
     from mlflow.entities import Metric, Param, RunTag
 
