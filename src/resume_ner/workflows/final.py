@@ -290,7 +290,7 @@ def register_final_model(
     ``run`` may be the open run of the training or, in another process, ``TrackingRun.attach(run_id, uri)``.
     """
     logged = run.client.get_run(run.run_id).data
-    assert run.run_id is not None  # the client found the run
+    assert run.run_id is not None and run.tracking_uri is not None  # the client found the run
     metric = f"test_{PROMOTION_METRIC}"
     if metric not in logged.metrics or not logged.tags.get(TEST_FINGERPRINT_TAG):
         raise TrackingError(
