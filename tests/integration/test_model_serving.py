@@ -102,3 +102,23 @@ def test_a_bounded_load_has_no_error_and_flat_memory(served, synth_documents):
     assert report.p50_ms > 0 and report.p95_ms >= report.p50_ms and report.requests_per_s > 0
     assert after <= before * 1.10 + 32, f"resident memory grew from {before:.0f} to {after:.0f} MiB under load"
     assert served.ping()
+
+
+@pytest.mark.network
+@pytest.mark.timeout(300)
+def test_load_test_command_reports_and_fails_on_errors(served, synth_documents, tmp_path, capsys):
+    from resume_ner.cli.main import main
+
+    data = tmp_path / "resumes.jsonl"
+    data.write_text("".join(json.dumps({"text": document.text}) + "\n" for document in synth_documents[:8]))
+    assert main(["load-test", "--url", served.url, "--data", str(data), "--requests", "16", "--concurrency", "4",
+                 "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["requests"], report["errors"], report["concurrency"]) == (16, 0, 4) and report["p95_ms"] > 0
+    (tmp_path / "empty.txt").write_text("\n\n")
+    assert main(["load-test", "--url", served.url, "--data", str(tmp_path / "empty.txt")]) == 1
+    assert "no texts" in capsys.readouterr().err
+    blank = tmp_path / "blank.jsonl"
+    blank.write_text(json.dumps({"text": " "}) + "\n")
+    assert main(["load-test", "--url", served.url, "--data", str(blank), "--requests", "2"]) == 1
+    assert "row 0: text is empty" in capsys.readouterr().err

@@ -18,6 +18,7 @@ from resume_ner.cli import (
     model_commands,
     pipeline_commands,
     register_command,
+    serve_commands,
     tracking_commands,
 )
 from resume_ner.errors import ResumeNerError, describe_os_error
@@ -77,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     k8s_commands.register(subparsers, parents)
     azureml_commands.register(subparsers, parents)
     tracking_commands.register(subparsers, parents)
+    serve_commands.register(subparsers, parents)
     return parser
 
 

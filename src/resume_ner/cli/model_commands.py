@@ -18,6 +18,7 @@ from resume_ner.errors import ConfigError, DataValidationError, Problem
 from resume_ner.inference import Predictor
 from resume_ner.io import check_outputs, open_atomic, write_json_atomic
 from resume_ner.layout import METADATA_FILE, MODEL_DIRNAME
+from resume_ner.serving.mlflow_model import served_checkpoint
 from resume_ner.training.allocator import reuse_freed_memory
 from resume_ner.training.decoding import DECODINGS
 from resume_ner.training.distributed import context_from_env, launch_torchrun, shutdown_distributed
@@ -188,11 +189,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def checked_model_dir(model: str) -> Path:
-    """``model`` when it is a model directory; a ``ConfigError`` that points at its ``model/`` when it is a
-    training's output directory, or says what a model directory holds."""
+    """``model`` when it is a model directory, the checkpoint inside it when it is this project's MLflow model (a
+    registered version, downloaded); a ``ConfigError`` that points at its ``model/`` when it is a training's output
+    directory, or says what a model directory holds."""
     path = Path(model)
     if (path / METADATA_FILE).is_file():
         return path
+    served = served_checkpoint(path)
+    if served is not None:
+        return served
     if (path / MODEL_DIRNAME / METADATA_FILE).is_file():
         raise ConfigError(
             f"--model {path} is a training's output directory; its model is {path / MODEL_DIRNAME}: "
@@ -345,7 +350,9 @@ def register(
     evaluate = subparsers.add_parser(
         "evaluate", parents=parents, help="evaluate a checkpoint on annotated resumes", description=cmd_evaluate.__doc__
     )
-    evaluate.add_argument("--model", required=True, help="model directory (e.g. RUN/model)")
+    evaluate.add_argument(
+        "--model", required=True, help="model directory (e.g. RUN/model), or a downloaded registered version"
+    )
     evaluate.add_argument("--data", required=True, help="annotated file, or dataset directory (see --split)")
     evaluate.add_argument(
         "--split",
@@ -363,7 +370,11 @@ def register(
     predict = subparsers.add_parser(
         "predict", parents=parents, help="extract entities from resumes (JSON lines)", description=cmd_predict.__doc__
     )
-    predict.add_argument("--model", required=True, help="model directory")
+    predict.add_argument(
+        "--model",
+        required=True,
+        help="model directory (e.g. RUN/model), or a downloaded registered version (its MLmodel)",
+    )
     predict.add_argument("files", nargs="+", metavar="FILE", help="plain text files, or .jsonl files with 'text'")
     predict.add_argument("--output", help="write JSON lines here instead of stdout (never one of the inputs)")
     predict.add_argument("--overwrite", action="store_true", help="replace an existing --output file")

@@ -79,6 +79,21 @@ def save_serving_model(checkpoint_dir: str | Path, path: str | Path) -> Path:
     return Path(path)
 
 
+def served_checkpoint(mlflow_model_dir: str | Path) -> Path | None:
+    """The checkpoint directory inside a saved (or downloaded) pyfunc model of this project; None when
+    ``mlflow_model_dir`` is not one."""
+    import yaml
+
+    mlmodel = Path(mlflow_model_dir) / "MLmodel"
+    if not mlmodel.is_file():
+        return None
+    flavor = (yaml.safe_load(mlmodel.read_text(encoding="utf-8")) or {}).get("flavors", {}).get("python_function", {})
+    relative = (flavor.get("artifacts") or {}).get(CHECKPOINT_ARTIFACT, {}).get("path")
+    if not relative or not (Path(mlflow_model_dir) / relative / METADATA_FILE).is_file():
+        return None
+    return Path(mlflow_model_dir) / relative
+
+
 def log_serving_model(run_id: str, tracking_uri: str, checkpoint_dir: str | Path | None = None) -> str:
     """Log run ``run_id``'s checkpoint as an MLflow pyfunc model under the artifact path ``mlflow_model``; its
     ``runs:/`` URI. The checkpoint is ``checkpoint_dir``, else the run's ``model`` artifacts (downloaded). A model

@@ -71,3 +71,41 @@ def test_bad_input_is_refused_naming_the_row(saved_model, frame, message):
 def test_a_directory_without_a_checkpoint_is_refused(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a model directory"):
         save_serving_model(tmp_path, tmp_path / "out")
+
+
+def test_predict_takes_a_downloaded_registered_version(saved_model, entity_model_dir, synth_documents, tmp_path,
+                                                       capsys):
+    import json
+
+    from resume_ner.cli.main import main
+
+    texts = _texts(synth_documents, 2)
+    (tmp_path / "resumes.jsonl").write_text("".join(json.dumps({"text": text}) + "\n" for text in texts))
+    assert main(["predict", "--model", str(saved_model), str(tmp_path / "resumes.jsonl"), "-q"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    expected = [[entity.to_dict() for entity in found] for found in Predictor(entity_model_dir).predict(texts)]
+    assert [line["entities"] for line in lines] == expected
+
+
+def test_serve_runs_mlflow_models_serve_with_the_projects_tracking_uri(monkeypatch, tmp_path):
+    import subprocess
+    import sys
+
+    from resume_ner.cli import serve_commands
+    from resume_ner.cli.main import main
+
+    ran = []
+    monkeypatch.setattr(serve_commands.subprocess, "run",
+                        lambda command, env: ran.append((command, env)) or subprocess.CompletedProcess(command, 0))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://from-env:5000")
+    assert main(["serve", "--port", "5077"]) == 0
+    command, env = ran[-1]
+    assert command[:5] == [sys.executable, "-m", "mlflow", "models", "serve"]
+    assert command[command.index("--model-uri") + 1] == "models:/resume-ner@champion"
+    assert command[command.index("--env-manager") + 1] == "local" and command[command.index("--port") + 1] == "5077"
+    assert env["MLFLOW_TRACKING_URI"] == "http://from-env:5000"
+    assert env["PATH"].split(":")[0] == str(Path(sys.executable).parent)  # MLflow starts uvicorn by name
+    assert main(["serve", "--tracking-uri", "http://flag:5000"]) == 0 and ran[-1][1]["MLFLOW_TRACKING_URI"] == (
+        "http://flag:5000")
+    assert main(["serve", "--model", str(tmp_path)]) == 0 and ran[-1][1]["MLFLOW_TRACKING_URI"] == (
+        "http://from-env:5000")  # a directory: the environment's, untouched
