@@ -163,6 +163,20 @@ def run_measured(cmd: list[str], log: Path, env: dict[str, str] | None = None, c
     return measured
 
 
+def bench_model(model: Path | None, work: Path, splits: Path, threads: int) -> Path:
+    """``model``, else a one-epoch project training on ``splits`` made in ``work`` once (speed benchmarks: speed
+    does not depend on quality)."""
+    if model:
+        return model.resolve()
+    out = work / "model-run"
+    if not (out / "model" / "config.json").is_file():
+        run_measured([*python_cmd("-m", "resume_ner.cli.main", "train"), "--data", str(splits),
+                      "--output-dir", str(out), "--overwrite", "--no-tracking", "-q",
+                      "--set", "training.epochs=1", "--set", f"training.num_threads={threads}"],
+                     work / "model-train.log")
+    return out / "model"
+
+
 def python_cmd(*args: str) -> list[str]:
     """``python`` of this environment with ``args``."""
     return [sys.executable, *args]

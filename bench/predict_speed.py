@@ -62,19 +62,6 @@ def worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def _model(args: argparse.Namespace, work: Path, splits: Path) -> Path:
-    """``--model``, else a one-epoch project training on a few resumes (speed does not depend on quality)."""
-    if args.model:
-        return args.model.resolve()
-    out = work / "model-run"
-    if not (out / "model" / "config.json").is_file():
-        common.run_measured([*common.python_cmd("-m", "resume_ner.cli.main", "train"), "--data", str(splits),
-                             "--output-dir", str(out), "--overwrite", "--no-tracking", "-q",
-                             "--set", "training.epochs=1", "--set", f"training.num_threads={args.threads}"],
-                            work / "model-train.log")
-    return out / "model"
-
-
 def _run(system: str, model: Path, docs: Path, repeat: int, work: Path, tag: str, threads: int) -> dict[str, Any]:
     name = f"{system.replace(' ', '-')}-{tag}"
     timing, predictions = work / f"{name}.json", work / f"{name}-predictions.jsonl"
@@ -95,7 +82,7 @@ def benchmark(args: argparse.Namespace) -> int:
     work = args.work.resolve() / ("quick" if args.quick else "full")
     splits = work / "splits"
     common.write_splits(common.data_dir(), splits, 16 if args.quick and not args.model else None)
-    model = _model(args, work, splits)
+    model = common.bench_model(args.model, work, splits, args.threads)
     docs = splits / "test.jsonl"
     sets = []
     for name, repeat in (("test set", 1), (f"test set x{args.big_repeat}", args.big_repeat)):

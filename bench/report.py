@@ -36,6 +36,9 @@ GOALS = {  # what each target asks, as listed when its benchmark has not run; {}
     "hpo_pruning": ("pruning saves ≥ 30% of the sweep's wall time",
                     "best value with pruning ≥ best without − 0.01"),
     "pipeline_overhead": ("pipeline / direct wall time ≤ 1.15×",),
+    "serving_speed": ("served resumes/s at concurrency 8 / predict CLI batch resumes/s ≥ 0.80×",
+                      "p95 latency of one resume per request at concurrency 1 ≤ 400 ms",
+                      "served entities = Predictor entities"),
 }
 EPS = 1e-9  # a figure exactly on its bound meets the target despite float rounding
 SWEEP_LABELS = {"median": "median pruner", "none": "no pruning"}
@@ -363,6 +366,28 @@ def pipeline_overhead(result: dict[str, Any], plots: Plots) -> tuple[list[str], 
     return lines + target_lines(targets), targets
 
 
+def serving_speed(result: dict[str, Any], plots: Plots) -> tuple[list[str], list[Target]]:
+    """The served model (mlflow models serve) under load against the predict CLI's batch throughput."""
+    served, cli = result["served"], result["cli"]
+    lines = [settings_line(result["settings"]), ""]
+    rows = [["predict CLI (batch, all test resumes in one call)", "–", rate(cli["median_resumes_per_s"]), "–", "–",
+             mib(cli["peak_rss_mb"])]]
+    rows += [[f"served, {served['workers']} worker(s), one resume per request", concurrency,
+              rate(load["texts_per_s"]), f"{load['p50_ms']:.0f} ms", f"{load['p95_ms']:.0f} ms",
+              f"{mib(served['rss_before_mib'])} → {mib(served['rss_after_mib'])}"]
+             for concurrency, load in served["loads"].items()]
+    lines += table(["System", "Concurrency", "Resumes/s", "p50", "p95", "RSS"], rows)
+    lines += ["", f"Ratio served (concurrency 8) / predict CLI resumes/s: {ratio(result['ratio'])}", ""]
+    lines += variants_table(result.get("variants") or [], "resumes/s")
+    goals = GOALS["serving_speed"]
+    p95 = served["loads"]["1"]["p95_ms"]
+    targets = [Target("serving_speed", goals[0], ratio(result["ratio"]), result["ratio"] >= 0.8 - EPS),
+               Target("serving_speed", goals[1], f"{p95:.0f} ms", p95 <= 400 + EPS),
+               Target("serving_speed", goals[2], "same" if served["same_entities"] else "different",
+                      bool(served["same_entities"]))]
+    return lines + target_lines(targets), targets
+
+
 @dataclass(frozen=True)
 class Section:
     """A benchmark: its result name (and key of ``GOALS``), title and renderer."""
@@ -375,7 +400,8 @@ class Section:
 SECTIONS = (Section("quality", "Quality", quality), Section("train_speed", "Training speed", train_speed),
             Section("predict_speed", "Prediction speed", predict_speed),
             Section("hpo_pruning", "Hyperparameter search pruning", hpo_pruning),
-            Section("pipeline_overhead", "Pipeline overhead", pipeline_overhead))
+            Section("pipeline_overhead", "Pipeline overhead", pipeline_overhead),
+            Section("serving_speed", "Serving speed", serving_speed))
 PLOT_NAMES = ("quality_learning_curves.png", "quality_per_type.png", "hpo_history.png")
 
 

@@ -1,8 +1,8 @@
 """Run every benchmark in order, then regenerate ``docs/benchmarks.md`` (``make bench`` / ``make bench-quick``).
 
 Order: the HPO sweeps first (the pruned sweep's best trial feeds the quality run's "best sweep config"),
-then quality, training speed, prediction speed (on the model the quality run trained with the default config)
-and pipeline overhead. Each runs as its own process and writes ``bench/results/<name>[-quick].json``.
+then quality, training speed, prediction speed and serving speed (on the model the quality run trained with the
+default config) and pipeline overhead. Each runs as its own process and writes ``bench/results/<name>[-quick].json``.
 
     python bench/run.py [--quick] [--only quality,train_speed,...]
 """
@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
-BENCHMARKS = ("hpo_pruning", "quality", "train_speed", "predict_speed", "pipeline_overhead")
+BENCHMARKS = ("hpo_pruning", "quality", "train_speed", "predict_speed", "pipeline_overhead", "serving_speed")
 
 
 def _args(name: str, quick: bool) -> list[str]:
@@ -27,7 +27,7 @@ def _args(name: str, quick: bool) -> list[str]:
         best = Path("runs/bench/hpo_pruning") / mode / "best_trial.json"
         if best.is_file():
             args += ["--best-json", str(best)]
-    if name == "predict_speed":
+    if name in ("predict_speed", "serving_speed"):
         model = Path("runs/bench/quality") / mode / "resume-ner" / "model"
         if (model / "config.json").is_file():
             args += ["--model", str(model)]

@@ -89,6 +89,16 @@ def _payloads(train_ratio: float = 1.45) -> dict[str, dict[str, Any]]:
                         "wall_reduction": 0.4615, "best_delta": -0.004},
         "pipeline_overhead": {"settings": {"epochs": 1}, "pipeline_wall_s": 130.4, "direct_wall_s": 120.0,
                               "ratio": 1.087},
+        "serving_speed": {"settings": {"threads": 2, "passes": 4},
+                          "cli": {"median_resumes_per_s": 10.0, "runs_resumes_per_s": [9.9, 10.0, 10.1],
+                                  "peak_rss_mb": 700.0},
+                          "served": {"workers": 1, "same_entities": True, "rss_before_mib": 820.0,
+                                     "rss_after_mib": 826.0,
+                                     "loads": {"1": {"texts_per_s": 8.5, "p50_ms": 110.0, "p95_ms": 180.0},
+                                               "8": {"texts_per_s": 9.2, "p50_ms": 800.0, "p95_ms": 1100.0}}},
+                          "ratio": 0.92,
+                          "variants": [{"name": "2 server workers", "median_resumes_per_s": 8.0,
+                                        "ratio_to_default": 0.87, "f1_delta": 0.0, "kept": False, "note": ""}]},
     }
 
 
@@ -128,7 +138,7 @@ def test_every_section_shows_command_machine_date_figures_and_targets(tmp_path: 
     assert "../shared/data/resume-cvs" in page and "24 test resumes" in page
     for name, title in (("quality", "Quality"), ("train_speed", "Training speed"),
                         ("predict_speed", "Prediction speed"), ("hpo_pruning", "Hyperparameter search pruning"),
-                        ("pipeline_overhead", "Pipeline overhead")):
+                        ("pipeline_overhead", "Pipeline overhead"), ("serving_speed", "Serving speed")):
         section = _section(page, title)
         assert f"`python bench/{name}.py`" in section
         assert "16 CPUs (Test CPU 9000), 8 torch threads" in section
@@ -150,7 +160,10 @@ def test_every_section_shows_command_machine_date_figures_and_targets(tmp_path: 
     assert "46.2% — met" in hpo and "-0.004 — met" in hpo
     assert "1.09× — met" in _section(page, "Pipeline overhead")
     summary = _section(page, "Summary of targets")
-    assert summary.count("| met |") == 9 and "missed" not in summary and "not run yet" not in summary
+    serving = _section(page, "Serving speed")
+    assert "| served, 1 worker(s), one resume per request | 8 | 9.2 | 800 ms | 1100 ms | 820 MiB → 826 MiB |" in serving
+    assert "0.92× — met" in serving and "180 ms — met" in serving and "same — met" in serving
+    assert summary.count("| met |") == 12 and "missed" not in summary and "not run yet" not in summary
 
 
 @pytest.mark.parametrize(("recorded", "shown"), [
@@ -191,19 +204,20 @@ def test_a_missing_result_says_not_run_yet_and_shows_no_numbers(tmp_path: Path) 
     _write_results(tmp_path / "results", only=("quality",))
     page = _run(tmp_path)
 
-    for title in ("Training speed", "Prediction speed", "Hyperparameter search pruning", "Pipeline overhead"):
+    for title in ("Training speed", "Prediction speed", "Hyperparameter search pruning", "Pipeline overhead",
+                  "Serving speed"):
         section = _section(page, title)
         assert "not run yet (`make bench`)" in section
         assert not re.search(r"\d", section), section
     summary = _section(page, "Summary of targets")
-    assert summary.count("| met |") == 2 and summary.count("| – | not run yet |") == 7
+    assert summary.count("| met |") == 2 and summary.count("| – | not run yet |") == 10
     assert "0.812" in _section(page, "Quality")
 
 
 def test_no_results_at_all(tmp_path: Path) -> None:
     page = _run(tmp_path)
 
-    assert page.count("not run yet (`make bench`)") == 5
+    assert page.count("not run yet (`make bench`)") == 6
     assert not list((tmp_path / "docs" / "benchmarks").glob("*.png"))
 
 
@@ -268,4 +282,4 @@ def test_quick_reads_the_quick_results(tmp_path: Path) -> None:
 
     full = _run(tmp_path)
     assert "`python bench/quality.py`" in full and "--quick" not in full
-    assert full.count("not run yet (`make bench`)") == 4
+    assert full.count("not run yet (`make bench`)") == 5
