@@ -1,4 +1,5 @@
-"""A FAKE ``azure.ai.ml.MLClient``, for tests: only the ``ml_client.jobs`` calls ``resume_ner.azureml.submit`` makes.
+"""A FAKE ``azure.ai.ml.MLClient``, for tests: only the ``ml_client.jobs``, ``online_endpoints`` and
+``online_deployments`` calls ``resume_ner.azureml.submit`` makes.
 
 It is not AzureML and reaches nothing: it keeps the submitted job (a real ``azure.ai.ml`` entity) in memory and
 plays the service's part on it. ``create_or_update`` takes a command node as the job it stands for, as the SDK
@@ -9,6 +10,9 @@ moves it to the next status of ``statuses`` (the last one repeats) and, on ``Com
 failed, as the SDK raises the error AzureML recorded. ``list(parent_job_name=...)`` returns child jobs with
 ``children`` statuses; ``download(..., output_name=...)`` writes ``files[output_name]`` (file name -> text)
 where the SDK puts a named output: ``<download_path>/named-outputs/<output_name>/``.
+``online_endpoints`` and ``online_deployments`` keep what ``begin_create_or_update`` is given, by name, and return it
+from the poller's ``result()`` and from ``get``; a deployment's ``result()`` raises ``deployment_failure`` as the SDK
+raises a failed provisioning.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from azure.ai.ml.entities import Command
-from azure.core.exceptions import ServiceRequestError
+from azure.core.exceptions import HttpResponseError, ServiceRequestError
 
 
 def finish(job: Any, *, name: str, status: str, properties: dict[str, Any] | None = None) -> Any:
@@ -87,8 +91,35 @@ class FakeJobs:
             (folder / file_name).write_text(text, encoding="utf-8")
 
 
-class FakeMLClient:
-    """A FAKE ``MLClient``: ``jobs`` is a ``FakeJobs`` (see the module docstring); nothing else exists."""
+class FakeOnlineOperations:
+    """``FakeMLClient.online_endpoints`` and ``.online_deployments``."""
 
-    def __init__(self, statuses: list[str], **jobs: Any) -> None:
+    def __init__(self, failure: str = "") -> None:
+        self.failure = failure
+        self.created: list[Any] = []
+
+    def begin_create_or_update(self, entity: Any) -> Any:
+        self.created.append(entity)
+
+        def result() -> Any:
+            if self.failure:
+                raise HttpResponseError(self.failure)
+            return entity
+
+        return SimpleNamespace(result=result)
+
+    def get(self, name: str) -> Any:
+        found = [entity for entity in self.created if entity.name == name]
+        if not found:
+            raise KeyError(f"fake AzureML has no {name!r}")
+        return found[-1]
+
+
+class FakeMLClient:
+    """A FAKE ``MLClient``: ``jobs`` is a ``FakeJobs``, ``online_endpoints`` and ``online_deployments`` are
+    ``FakeOnlineOperations`` (see the module docstring); nothing else exists."""
+
+    def __init__(self, statuses: list[str], *, deployment_failure: str = "", **jobs: Any) -> None:
         self.jobs = FakeJobs(statuses, **jobs)
+        self.online_endpoints = FakeOnlineOperations()
+        self.online_deployments = FakeOnlineOperations(deployment_failure)

@@ -12,7 +12,8 @@ from resume_ner.cli.main import _configure_logging, build_parser, main
 
 COMMANDS = [["final-train"], ["lineage", "show"], ["hpo", "run"], ["hpo", "worker"], ["hpo", "best"], ["hpo", "report"], ["data", "validate"], ["data", "stats"], ["data", "split"], ["data", "convert"], ["data", "synth"],
             ["train"], ["evaluate"], ["predict"], ["pipeline", "run"], ["pipeline", "compile"], ["register"],
-            ["k8s", "pytorchjob", "render"], ["azureml", "build"], ["tracking", "relog"]]
+            ["k8s", "pytorchjob", "render"], ["k8s", "inferenceservice", "render"], ["azureml", "build"],
+            ["azureml", "submit"], ["tracking", "relog"], ["serve"], ["load-test"]]
 
 
 def test_top_level_help_does_not_import_heavy_libraries():

@@ -2,8 +2,9 @@
 
 ``jobs`` (the final training command job), ``sweep`` (the HPO sweep of one backbone, and its dry run),
 ``pipeline`` (load data -> sweep -> select best -> final training -> register with lineage), ``select`` (the
-select-best step), ``submit`` (submit, wait, validate). ``azure.ai.ml`` is imported only when a job is built or
-submitted.
+select-best step), ``submit`` (submit, wait, validate; deploy an online endpoint), ``endpoint`` (a managed online
+endpoint and deployment of a registered version) and ``score`` (its scoring script). ``azure.ai.ml`` is imported
+only when a job or endpoint is built or submitted.
 """
 
 from resume_ner.azureml.jobs import create_final_training_job

@@ -11,6 +11,9 @@ naming everything that is missing. A sweep's best trial and its primary metric v
 ``best_child_run_id`` and ``score`` that AzureML sets on the sweep; its trials are its child jobs. A final
 training's results are the JSON files of its ``metrics`` output (``train_result.json``, ``test_metrics.json``).
 
+``deploy_online_endpoint`` creates or updates an online endpoint, then its deployment (``azureml.endpoint``), and
+routes the endpoint's traffic to it.
+
 ``azure.ai.ml`` and ``azure.identity`` are imported inside the functions that need them.
 """
 
@@ -34,7 +37,14 @@ from resume_ner.layout import RESULT_FILE, TEST_METRICS_FILE
 
 if TYPE_CHECKING:
     from azure.ai.ml import MLClient
-    from azure.ai.ml.entities import CommandJob, Job, SweepJob
+    from azure.ai.ml.entities import (
+        CommandJob,
+        Job,
+        ManagedOnlineDeployment,
+        ManagedOnlineEndpoint,
+        OnlineEndpoint,
+        SweepJob,
+    )
 
 log = logging.getLogger(__name__)
 
@@ -226,3 +236,33 @@ def validate_final_training_job(job: CommandJob, ml_client: MLClient | None = No
             problems.append(f"{TEST_METRICS_FILE} has no f1_micro")
     _raise_problems(f"AzureML final training {job.name}", problems)
     return summary
+
+
+def deploy_online_endpoint(
+    ml_client: MLClient,
+    endpoint: ManagedOnlineEndpoint,
+    deployment: ManagedOnlineDeployment,
+    *,
+    route_traffic: bool = True,
+) -> OnlineEndpoint:
+    """Create or update ``endpoint``, then ``deployment`` behind it, each waited for until AzureML has provisioned
+    it; with ``route_traffic``, then send all the endpoint's traffic to the deployment (else the traffic stays as
+    it was, e.g. to try a green deployment first). The endpoint as AzureML returns it. ``ResumeNerError`` when
+    AzureML refuses either or the deployment does not start, with the command that shows its logs."""
+    from azure.core.exceptions import AzureError
+
+    where = f"AzureML online deployment {deployment.name} of endpoint {endpoint.name}"
+    try:
+        ml_client.online_endpoints.begin_create_or_update(endpoint).result()
+        log.info("endpoint %s provisioned; creating deployment %s", endpoint.name, deployment.name)
+        ml_client.online_deployments.begin_create_or_update(deployment).result()
+        current = ml_client.online_endpoints.get(endpoint.name)
+        if route_traffic:
+            current.traffic = {**{name: 0 for name in current.traffic or {}}, deployment.name: 100}
+            current = ml_client.online_endpoints.begin_create_or_update(current).result()
+    except AzureError as exc:
+        raise ResumeNerError(
+            f"{where} failed: {' '.join(str(exc).split())[:MAX_ERROR_CHARS]}; its logs: az ml online-deployment "
+            f"get-logs --name {deployment.name} --endpoint-name {endpoint.name}"
+        ) from exc
+    return current

@@ -1,5 +1,6 @@
 """``resume-ner k8s ...``: Kubernetes resources of the project; ``k8s pytorchjob render`` prints the PyTorchJob of a
-multi-node final training (``resume-ner k8s pytorchjob render | kubectl apply -f -``)."""
+multi-node final training (``resume-ner k8s pytorchjob render | kubectl apply -f -``), ``k8s inferenceservice render``
+the KServe InferenceService that serves a registered version."""
 
 from __future__ import annotations
 
@@ -78,6 +79,47 @@ def _training_arguments(args: argparse.Namespace, config: Any, gpus: int) -> lis
     return train_args
 
 
+def cmd_inferenceservice_render(args: argparse.Namespace) -> int:
+    """Print the KServe InferenceService (serving.kserve.io/v1beta1) that serves a registered version's MLflow model
+    as YAML."""
+    from resume_ner.k8s.serving import (
+        MLSERVER_RUNTIME,
+        build_inference_service,
+        render_inference_service_yaml,
+        storage_uri_of,
+    )
+
+    config = load_config_from_args(args)
+    storage_uri = storage_uri_of(args.storage_uri, artifacts_destination=args.artifacts_destination)
+    if args.runtime == "mlserver" and args.serving_runtime == MLSERVER_RUNTIME:
+        print(
+            f"warning: KServe's {MLSERVER_RUNTIME} image has neither resume-ner nor torch and installs nothing at "
+            "start: give --serving-runtime, a ServingRuntime whose MLServer image has resume-ner installed",
+            file=sys.stderr,
+        )
+    service = build_inference_service(
+        config,
+        name=args.name,
+        storage_uri=storage_uri,
+        namespace=args.namespace,
+        runtime=args.runtime,
+        image=args.image,
+        service_account=args.service_account,
+        deployment_mode=args.deployment_mode,
+        min_replicas=args.min_replicas,
+        max_replicas=args.max_replicas,
+        workers=args.workers,
+        cpu_request=args.cpu_request,
+        cpu_limit=args.cpu_limit,
+        memory_request=args.memory_request,
+        memory_limit=args.memory_limit,
+        serving_runtime=args.serving_runtime,
+        mlflow_secret=args.mlflow_secret,
+    )
+    print(render_inference_service_yaml(service), end="")
+    return 0
+
+
 def _elastic(text: str) -> tuple[int, int]:
     """``MIN:MAX`` as two node counts."""
     low, separator, high = text.partition(":")
@@ -89,10 +131,10 @@ def _elastic(text: str) -> tuple[int, int]:
 def register(
     subparsers: argparse._SubParsersAction[argparse.ArgumentParser], parents: list[argparse.ArgumentParser]
 ) -> None:
-    """Add ``k8s pytorchjob render``."""
+    """Add ``k8s pytorchjob render`` and ``k8s inferenceservice render``."""
     k8s = subparsers.add_parser(
         "k8s",
-        help="Kubernetes resources: the PyTorchJob of multi-node final training",
+        help="Kubernetes resources: the PyTorchJob of multi-node final training, the KServe InferenceService",
         description="Kubernetes resources of resume-ner.",
     )
     resources = k8s.add_subparsers(dest="k8s_command", metavar="RESOURCE", required=True)
@@ -139,3 +181,83 @@ def register(
         "train_args", nargs="*", metavar="-- ARG", help="arguments of python -m resume_ner.cli.train, verbatim"
     )
     render.set_defaults(func=cmd_render)
+    _register_inferenceservice(resources, parents)
+
+
+def _register_inferenceservice(
+    resources: argparse._SubParsersAction[argparse.ArgumentParser], parents: list[argparse.ArgumentParser]
+) -> None:
+    """Add ``k8s inferenceservice render``."""
+    inferenceservice = resources.add_parser(
+        "inferenceservice",
+        help="KServe InferenceService (serving a registered version)",
+        description="The KServe InferenceService that serves a registered version's MLflow model.",
+    )
+    commands = inferenceservice.add_subparsers(dest="inferenceservice_command", metavar="COMMAND", required=True)
+    render = commands.add_parser(
+        "render",
+        parents=parents,
+        help=cmd_inferenceservice_render.__doc__,
+        description=(cmd_inferenceservice_render.__doc__ or "")
+        + " By default a custom predictor: the project image runs mlflow models serve on the model that KServe's "
+        "storage initializer downloads from --storage-uri to /mnt/models; nothing is installed at start. The "
+        "image comes from --image, else $RESUME_NER_IMAGE, else pipeline.image.",
+        epilog="example: resume-ner k8s inferenceservice render --storage-uri "
+        "wasbs://mlflow@myaccount.blob.core.windows.net/mlflow/1/RUN_ID/artifacts/mlflow_model | kubectl apply -f -",
+    )
+    render.add_argument(
+        "--storage-uri",
+        required=True,
+        metavar="URI",
+        help="where the registered version's MLflow model is stored (its runs:/ source as the tracking server "
+        "resolves it, manifests/README.md): s3://, gs://, pvc://CLAIM/PATH, "
+        "https://ACCOUNT.blob.core.windows.net/CONTAINER/PATH, wasbs://..., or mlflow-artifacts:/PATH with "
+        "--artifacts-destination; no credentials in it",
+    )
+    render.add_argument(
+        "--artifacts-destination",
+        metavar="URI",
+        help="the tracking server's --artifacts-destination, for an mlflow-artifacts:/ storage URI",
+    )
+    render.add_argument("--name", default="resume-ner", help="InferenceService name (default: resume-ner)")
+    render.add_argument(
+        "--namespace", default="resume-ner-serving", help="namespace (default: resume-ner-serving, manifests/serving)"
+    )
+    render.add_argument("--image", help="image (default: $RESUME_NER_IMAGE, else pipeline.image)")
+    render.add_argument(
+        "--runtime",
+        choices=("custom", "mlserver"),
+        default="custom",
+        help="custom: the project image runs mlflow models serve (default); mlserver: predictor.model with "
+        "modelFormat mlflow and protocol v2, run by --serving-runtime",
+    )
+    render.add_argument(
+        "--serving-runtime",
+        default="kserve-mlserver",
+        help="the ServingRuntime of --runtime mlserver (default: KServe's kserve-mlserver)",
+    )
+    render.add_argument(
+        "--deployment-mode",
+        choices=("RawDeployment", "Serverless"),
+        default="RawDeployment",
+        help="RawDeployment (a Deployment, Service and HPA; the default) or Serverless (Knative)",
+    )
+    render.add_argument(
+        "--service-account",
+        default="resume-ner-serving",
+        help="the pods' account, which lists the storage credentials' Secrets (default: resume-ner-serving)",
+    )
+    render.add_argument("--min-replicas", type=int, default=1, help="fewest replicas (default: 1)")
+    render.add_argument("--max-replicas", type=int, default=3, help="most replicas (default: 3)")
+    render.add_argument("--workers", type=int, default=1, help="server processes per replica (default: 1)")
+    render.add_argument("--cpu-request", default="1", help="CPU request (default: 1)")
+    render.add_argument("--cpu-limit", default="2", help="CPU limit (default: 2)")
+    render.add_argument("--memory-request", default="2Gi", help="memory request (default: 2Gi)")
+    render.add_argument("--memory-limit", default="4Gi", help="memory limit (default: 4Gi)")
+    render.add_argument(
+        "--mlflow-secret",
+        metavar="SECRET",
+        help="give the server the tracking URI and this Secret's MLflow credentials (default: none; the server "
+        "reads only /mnt/models)",
+    )
+    render.set_defaults(func=cmd_inferenceservice_render)

@@ -27,15 +27,17 @@ PLACEHOLDER = "REPLACE_ME"
 # The Kubernetes version the manifests are validated against: one AKS supports (1.33 and later work).
 K8S_VERSION = "1.34.0"
 # Each kustomization and the namespace it puts its objects in: the services in resume-ner, the pipeline's part in
-# the namespace KFP runs pipeline pods in (pipeline/ is the base of the two KFP modes and sets none).
+# the namespace KFP runs pipeline pods in (pipeline/ is the base of the two KFP modes and sets none), the model server
+# in resume-ner-serving.
 KUSTOMIZE_NAMESPACES = {"base": "resume-ner", "aks": "resume-ner", "pipeline": None, "kfp-standalone": "kubeflow",
-                        "kfp-multi-user": "kubeflow-user-example-com"}
+                        "kfp-multi-user": "kubeflow-user-example-com", "serving": "resume-ner-serving"}
 # The account KFP runs pipeline pods as, per mode (backend apiserver/common/const.go; multi-user params.env).
 KFP_ACCOUNTS = {"kfp-standalone": "pipeline-runner", "kfp-multi-user": "default-editor"}
 
-WORKLOAD_KINDS = ("Deployment", "StatefulSet", "PyTorchJob")
+WORKLOAD_KINDS = ("Deployment", "StatefulSet", "PyTorchJob", "InferenceService")
 SERVER_KINDS = ("Deployment", "StatefulSet")
-CRD_KINDS = ("PyTorchJob",)  # validated against its own schema elsewhere, not by kubernetes-validate
+# validated against their own schemas elsewhere (support/pytorchjob_schema.py, support/inferenceservice_schema.py)
+CRD_KINDS = ("PyTorchJob", "InferenceService")
 
 # What the pipeline may do against the API (resume_ner.k8s.pytorchjob): nothing else.
 ALLOWED_RULES = {
@@ -82,8 +84,11 @@ def _of_kind(*kinds: str) -> list[tuple[Path, dict[str, Any]]]:
 
 
 def _pod_specs(doc: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(replica name, pod spec) of a Deployment, StatefulSet or PyTorchJob."""
-    if doc["kind"] == "PyTorchJob":
+    """(replica name, pod spec) of a Deployment, StatefulSet, PyTorchJob or InferenceService (whose predictor holds
+    the pod's fields)."""
+    if doc["kind"] == "InferenceService":
+        yield "predictor", doc["spec"]["predictor"]
+    elif doc["kind"] == "PyTorchJob":
         for replica, spec in doc["spec"]["pytorchReplicaSpecs"].items():
             yield replica, spec["template"]["spec"]
     else:
@@ -139,7 +144,7 @@ def _validate(doc: dict[str, Any]) -> None:
 def test_manifests_exist():
     kinds = {doc["kind"] for _, doc in OBJECTS}
     assert {"Namespace", "ServiceAccount", "Role", "RoleBinding", "Deployment", "StatefulSet", "Service",
-            "PersistentVolumeClaim", "PyTorchJob", "Secret"} <= kinds
+            "PersistentVolumeClaim", "PyTorchJob", "Secret", "InferenceService"} <= kinds
     assert {path.parent.name for path in KUSTOMIZATIONS} == set(KUSTOMIZE_NAMESPACES)
 
 
