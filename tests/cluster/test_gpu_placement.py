@@ -69,7 +69,10 @@ def test_training_pods_land_on_the_gpu_pool_with_their_limit_and_need_it_only_wi
     kubectl(env, "apply", "-f", "-", stdin=_pod("trial-gpus-0", emulated_pods[0]))
     try:
         # a plain node (no GPU pool): the CPU pod runs, the GPU pod waits for the pool
-        assert wait_for(lambda: _phase(env, "trial-gpus-0") == "Running")
+        # the kubelet starts the image's container: minutes on a loaded 2-core machine (a previous run missed 120 s)
+        assert wait_for(lambda: _phase(env, "trial-gpus-0") == "Running", timeout=300), \
+            f"the CPU pod is {_phase(env, 'trial-gpus-0')!r}, not Running, after 300 s: " + kubectl(
+                env, "describe", "pod", "trial-gpus-0", "-n", NAMESPACE, check=False).stdout[-1500:]
         assert wait_for(lambda: "didn't match" in placement_problem(env, "trial-gpus-1"), timeout=60), \
             placement_problem(env, "trial-gpus-1")
         # the node becomes an AKS GPU node: label, taint, GPU capacity

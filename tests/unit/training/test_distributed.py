@@ -45,7 +45,7 @@ def test_every_rank_gets_the_same_number_of_windows_and_together_all_of_them(n):
 def test_nproc_per_node_relaunches_the_same_command_under_torchrun(monkeypatch):
     calls = []
     monkeypatch.delenv("WORLD_SIZE", raising=False)
-    monkeypatch.setattr("resume_ner.training.distributed.launch_torchrun",
+    monkeypatch.setattr(model_commands, "launch_torchrun",
                         lambda n, argv: calls.append((n, argv)) or 0)
     args = argparse.Namespace(nproc_per_node=2, argv=["train", "--data", "d", "--nproc-per-node", "2",
                                                        "--output-dir", "o", "--nproc-per-node=2"])

@@ -107,7 +107,7 @@ def test_registration_is_checked_before_training(tiny_config, data_file, store, 
 
 
 def test_train_plus_validation_trains_on_both_and_reports_on_validation(tiny_config, data_file, tmp_path, monkeypatch):
-    import resume_ner.training.trainer as trainer
+    import resume_ner.workflows.final as final
 
     seen = {}
 
@@ -118,7 +118,7 @@ def test_train_plus_validation_trains_on_both_and_reports_on_validation(tiny_con
         seen.update(config=config, train=list(train_data), val=list(val_data))
         raise Stop
 
-    monkeypatch.setattr(trainer, "train_model", fake_train_model)
+    monkeypatch.setattr(final, "train_model", fake_train_model)  # the name the workflow calls
     config = {**tiny_config, "final": {"train_on": "train+validation"},
               "training": {**tiny_config["training"], "early_stopping_patience": 2}}
     with pytest.raises(Stop):
