@@ -13,6 +13,9 @@ model_config=...)``): ``device`` (``auto``), ``batch_size`` (32 windows), ``prec
 ``max_text_chars`` (1,000,000).
 """
 
+# No ``from __future__ import annotations``: MLflow inspects ``predict``'s type hints when the class is created and
+# warns about hints it cannot resolve (postponed ones are strings). A DataFrame hint is not one it builds a signature
+# from, so the model keeps the signature given when it is saved (``mlflow_model.serving_signature``).
 import threading
 from typing import Any
 
