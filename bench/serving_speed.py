@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import sys
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -49,15 +48,13 @@ def _cli_baseline(model: Path, docs: Path, work: Path, runs: int, threads: int) 
 def _same_entities(url: str, model: Path, texts: list[str]) -> bool:
     """Whether the server answers, one resume per request, what the ``Predictor`` finds."""
     from resume_ner.inference import Predictor
-    from resume_ner.serving.load import invocations_body
+    from resume_ner.serving.load import invocations_body, post_invocations
 
     expected = [[entity.to_dict() for entity in found] for found in Predictor(model, device="cpu").predict(texts)]
     for text, entities in zip(texts, expected, strict=True):
-        request = urllib.request.Request(f"{url}/invocations", data=invocations_body([text]),
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=300) as response:
-            if json.loads(response.read())["predictions"][0]["entities"] != entities:
-                return False
+        status, answer = post_invocations(url, invocations_body([text]), timeout_s=300)
+        if status != 200 or json.loads(answer)["predictions"][0]["entities"] != entities:
+            return False
     return True
 
 

@@ -12,8 +12,6 @@ import shutil
 import socket
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -21,28 +19,19 @@ import pytest
 from resume_ner.config import load
 from resume_ner.inference import Predictor
 from resume_ner.k8s.serving import build_inference_service
-from resume_ner.serving.load import invocations_body
+from resume_ner.serving.load import invocations_body, post_invocations
+from resume_ner.serving.local_server import ping
 from resume_ner.serving.mlflow_model import save_serving_model
 
 PORT = 8080  # KServe: a custom predictor container serves on 8080 (pkg/constants/constants.go, v0.15.2)
 
 
+URL = f"http://127.0.0.1:{PORT}"
+
+
 def _post(body: bytes) -> tuple[int, dict]:
-    request = urllib.request.Request(f"http://127.0.0.1:{PORT}/invocations", data=body,
-                                     headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=120) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
-
-
-def _ping() -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{PORT}/ping", timeout=2) as response:
-            return response.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
+    status, answer = post_invocations(URL, body, timeout_s=120)
+    return status, json.loads(answer)
 
 
 def test_the_inferenceservice_container_serves_the_registered_model(docker_env, image, entity_model_dir,
@@ -68,7 +57,7 @@ def test_the_inferenceservice_container_serves_the_registered_model(docker_env, 
     started = time.monotonic()
     subprocess.run(command, env=docker_env, check=True, capture_output=True, timeout=120)
     try:
-        while not _ping():
+        while not ping(URL):
             state = subprocess.run(["docker", "inspect", "-f", "{{.State.Running}}", name], env=docker_env,
                                    capture_output=True, text=True).stdout.strip()
             logs = subprocess.run(["docker", "logs", "--tail", "40", name], env=docker_env, capture_output=True,
@@ -83,7 +72,7 @@ def test_the_inferenceservice_container_serves_the_registered_model(docker_env, 
         assert status == 200 and answer == {"predictions": [{"entities": entities} for entities in expected]}
         status, answer = _post(invocations_body([" "]))
         assert status == 400 and "row 0: text is empty" in answer["message"]
-        assert _ping()
+        assert ping(URL)
     finally:
         subprocess.run(["docker", "rm", "-f", name], env=docker_env, capture_output=True, timeout=120)
         shutil.rmtree(saved, ignore_errors=True)

@@ -5,14 +5,12 @@ message and keeps serving, and holds a bounded load (8 clients, 400 requests) wi
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from resume_ner.inference import Predictor
-from resume_ner.serving.load import invocations_body, run_load
+from resume_ner.serving.load import invocations_body, post_invocations, run_load
 from resume_ner.serving.local_server import LocalModelServer
 
 MODEL_NAME = "resume-ner-serving"
@@ -41,13 +39,8 @@ def served(entity_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
 
 
 def _post(server: LocalModelServer, body: bytes) -> tuple[int, dict]:
-    request = urllib.request.Request(f"{server.url}/invocations", data=body,
-                                     headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=120) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
+    status, answer = post_invocations(server.url, body, timeout_s=120)
+    return status, json.loads(answer)
 
 
 def _texts(synth_documents, count: int = 5) -> list[str]:

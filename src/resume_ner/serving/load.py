@@ -56,6 +56,17 @@ def invocations_body(texts: Sequence[str]) -> bytes:
     return json.dumps({"dataframe_records": [{TEXT_COLUMN: text} for text in texts]}).encode()
 
 
+def post_invocations(url: str, body: bytes, timeout_s: float = 60.0) -> tuple[int, bytes]:
+    """POST the JSON ``body`` to ``url``/invocations: the HTTP status and the answer's body (an error status is
+    returned, not raised); a transport failure raises ``urllib.error.URLError`` / ``OSError``."""
+    request = urllib.request.Request(f"{url}/invocations", data=body, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            return int(response.status), bytes(response.read())
+    except urllib.error.HTTPError as error:
+        return int(error.code), bytes(error.read())
+
+
 def run_load(
     url: str,
     texts: Sequence[str],
@@ -84,16 +95,10 @@ def run_load(
                 index = next(next_index, None)
             if index is None:
                 return
-            request = urllib.request.Request(
-                f"{url}/invocations", data=bodies[index], headers={"Content-Type": "application/json"}
-            )
             started = time.perf_counter()
             try:
-                with urllib.request.urlopen(request, timeout=timeout_s) as response:
-                    response.read()
-                    ok, problem = response.status == 200, f"HTTP {response.status}"
-            except urllib.error.HTTPError as exc:
-                ok, problem = False, f"HTTP {exc.code}: {exc.read()[:200]!r}"
+                status, answer = post_invocations(url, bodies[index], timeout_s)
+                ok, problem = status == 200, f"HTTP {status}: {answer[:200]!r}"
             except (urllib.error.URLError, OSError) as exc:
                 ok, problem = False, f"{type(exc).__name__}: {exc}"
             elapsed_ms = (time.perf_counter() - started) * 1000

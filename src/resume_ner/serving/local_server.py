@@ -53,6 +53,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def ping(url: str) -> bool:
+    """Whether the scoring server at ``url`` answers ``/ping`` with 200 now (its model is loaded)."""
+    try:
+        with urllib.request.urlopen(f"{url}/ping", timeout=2) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
 class LocalModelServer:
     """``mlflow models serve`` of ``model_uri`` on 127.0.0.1 in the background, its output in ``log_path``.
 
@@ -106,11 +115,7 @@ class LocalModelServer:
 
     def ping(self) -> bool:
         """Whether ``/ping`` answers 200 now."""
-        try:
-            with urllib.request.urlopen(f"{self.url}/ping", timeout=2) as response:
-                return bool(response.status == 200)
-        except (urllib.error.URLError, OSError):
-            return False
+        return ping(self.url)
 
     def log_tail(self, characters: int = 3000) -> str:
         """The end of the server's output."""
