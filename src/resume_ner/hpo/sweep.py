@@ -23,6 +23,7 @@ study of another dataset is refused. Output layout::
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import time
@@ -31,7 +32,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from resume_ner.config import ResumeNerConfig, config_from_dict
 from resume_ner.data.dataset import load_training_data
@@ -74,6 +75,43 @@ class WorkerSummary:
         return asdict(self)
 
 
+class _AskLock:
+    """An exclusive lock, per SQLite study database, held from before a process fails stale trials and asks for a
+    trial until the trial's objective starts (``release``).
+
+    Optuna takes a re-queued (WAITING) trial by reading its state and then updating it (``_pop_waiting_trial_id``);
+    on SQLite the read is outside the update's transaction (``SELECT ... FOR UPDATE`` locks nothing there), so two
+    workers asking at the same moment could both take it and train the same trial (seen in
+    tests/reliability/test_killed_hpo_workers.py), and two failing the same stale trial could re-queue it twice.
+    A SQLite database is one machine's file, so a ``flock`` beside it serialises those steps; other storages lock
+    the row and need none (``path`` None: a no-op).
+    """
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._handle: IO[bytes] | None = None
+
+    def acquire(self) -> None:
+        if self.path is not None and self._handle is None:
+            self._handle = open(self.path, "ab")  # held across calls: closed by release
+            fcntl.flock(self._handle, fcntl.LOCK_EX)
+
+    def release(self) -> None:
+        handle, self._handle = self._handle, None
+        if handle is not None:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            handle.close()
+
+
+def _ask_lock_path(storage: object) -> Path | None:
+    """``<database>.ask.lock`` of a SQLite ``RDBStorage`` file; None for any other storage."""
+    url = str(getattr(storage, "url", ""))
+    if not url.startswith("sqlite:///"):
+        return None
+    database = url[len("sqlite:///") :].split("?", 1)[0]
+    return None if database in ("", ":memory:") else Path(database + ".ask.lock")
+
+
 @dataclass
 class _Session:
     """A sweep's resolved inputs: config, space, data, study."""
@@ -84,6 +122,7 @@ class _Session:
     study: optuna.Study
     heartbeat: bool
     output_dir: Path
+    ask_lock: _AskLock
 
 
 def _open_session(
@@ -116,7 +155,7 @@ def _open_session(
     )
     study = create_or_load_study(hpo, backend, space, data_fingerprint=dataset.fingerprint, seed_offset=seed_offset)
     heartbeat = isinstance(backend, optuna.storages.RDBStorage)
-    return _Session(config, space, dataset, study, heartbeat, Path(output_dir))
+    return _Session(config, space, dataset, study, heartbeat, Path(output_dir), _AskLock(_ask_lock_path(backend)))
 
 
 def _claim(trial: optuna.Trial, n_trials: int) -> None:
@@ -163,6 +202,7 @@ def _run_trials(session: _Session, parent_run_id: str | None) -> list[int]:
     failures = 0
 
     def objective(trial: optuna.Trial) -> float:
+        session.ask_lock.release()  # this trial is taken: other processes may ask now
         _claim(trial, hpo.n_trials)
         ran.append(trial.number)
         return run_trial(
@@ -178,7 +218,11 @@ def _run_trials(session: _Session, parent_run_id: str | None) -> list[int]:
 
     while True:
         if session.heartbeat:
-            _fail_stale_trials(study)
+            session.ask_lock.acquire()
+            try:
+                _fail_stale_trials(study)
+            finally:
+                session.ask_lock.release()
         counts = _counts(study)
         finished, running = counts["COMPLETE"] + counts["PRUNED"], counts["RUNNING"]
         if finished >= hpo.n_trials:
@@ -214,7 +258,11 @@ def _run_trials(session: _Session, parent_run_id: str | None) -> list[int]:
             time.sleep(min(float(hpo.heartbeat_interval), MAX_WAIT_POLL_S))
             continue
         before = len(ran)
-        study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
+        session.ask_lock.acquire()  # held through Optuna's stale check and ask, released by the objective
+        try:
+            study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
+        finally:
+            session.ask_lock.release()
         if len(ran) > before and _state(study, ran[-1]) == "FAIL":
             failures += 1
     return ran

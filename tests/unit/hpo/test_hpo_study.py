@@ -149,3 +149,28 @@ def test_worker_zero_samples_as_a_sweep_and_other_workers_are_offset(monkeypatch
         sweep.run_hpo_worker(ResumeNerConfig(), study_name="s", storage="sqlite:///x.db", n_trials=1,
                              data_path=None, output_dir=tmp_path, worker=worker)
     assert seen == [offset]  # worker 0 uses the seed of `hpo run` (offset 0), so a one-worker pipeline repeats it
+
+
+def test_asking_for_a_trial_is_serialised_per_sqlite_database(tmp_path):
+    """Optuna takes a re-queued trial by a read then an update, which SQLite does not make atomic: the sweep holds a
+    flock beside the database from the stale check and the ask until the trial's objective starts."""
+    import fcntl
+
+    import optuna
+
+    from resume_ner.hpo.sweep import _ask_lock_path, _AskLock
+
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'study.db'}")
+    path = _ask_lock_path(storage)
+    assert path == tmp_path / "study.db.ask.lock"
+    assert _ask_lock_path(optuna.storages.InMemoryStorage()) is None
+    lock = _AskLock(path)
+    lock.acquire()
+    lock.acquire()  # held already: a no-op, not a self-deadlock
+    with open(path, "ab") as other, pytest.raises(BlockingIOError):
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another process's worker would wait here
+    lock.release()
+    lock.release()  # released already: a no-op
+    with open(path, "ab") as other:
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    _AskLock(None).acquire()  # other storages lock the row themselves: nothing to hold
