@@ -45,11 +45,16 @@ bg sched "$B/kube-scheduler" --kubeconfig="$K" --authentication-kubeconfig="$K" 
 mkdir -p "$R/pause" && cp "$B/pause" "$R/pause/pause"
 docker image inspect k8s.gcr.io/pause:3.2 >/dev/null 2>&1 || \
     tar -C "$R/pause" -c . | docker import -c 'ENTRYPOINT ["/pause"]' - k8s.gcr.io/pause:3.2 >/dev/null
+# A test node on a shared disk: no disk-pressure taint and no image garbage collection until the disk is really
+# full (the kubelet's defaults, 15% free for images and GC from 85% used, tainted the node on a busy 252 GB disk and
+# every pod stayed Pending).
 bg kubelet "$B/kubelet" --kubeconfig="$K" --container-runtime=docker --docker-endpoint="unix://$socket" \
     --pod-infra-container-image=k8s.gcr.io/pause:3.2 --root-dir="$R/kubelet" --cert-dir="$R/kubelet-certs" \
     --hostname-override=localhost --address=127.0.0.1 --port=10250 --read-only-port=0 \
     --healthz-bind-address=127.0.0.1 --fail-swap-on=false --cgroup-driver=cgroupfs --cgroups-per-qos=false \
-    --enforce-node-allocatable= --oom-score-adj=0 --authorization-mode=AlwaysAllow --anonymous-auth=true
+    --enforce-node-allocatable= --oom-score-adj=0 --authorization-mode=AlwaysAllow --anonymous-auth=true \
+    --eviction-hard='memory.available<100Mi,nodefs.available<2%,imagefs.available<2%' \
+    --image-gc-high-threshold=99 --image-gc-low-threshold=98
 echo "$B" > "$R/binaries"   # down.sh removes kube-proxy's rules with it
 bg proxy "$B/kube-proxy" --kubeconfig="$K" --hostname-override=localhost --proxy-mode=iptables \
     --bind-address=127.0.0.1 --healthz-bind-address=127.0.0.1:10256 --metrics-bind-address=127.0.0.1:10249 \
