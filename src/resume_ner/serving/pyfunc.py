@@ -10,7 +10,7 @@ answers with HTTP 400 and the message, naming the row.
 
 Settings (``model_config``, given when the model is saved, overridable by ``mlflow.pyfunc.load_model(...,
 model_config=...)``): ``device`` (``auto``), ``batch_size`` (32 windows), ``precision`` (``auto``),
-``max_text_chars`` (1,000,000).
+``max_text_chars`` (1,000,000), ``max_batch_texts`` (16: the most texts of concurrent requests predicted together).
 """
 
 # No ``from __future__ import annotations``: MLflow inspects ``predict``'s type hints when the class is created and
@@ -27,35 +27,90 @@ from resume_ner.inference import Predictor
 from resume_ner.serving.schema import CHECKPOINT_ARTIFACT, DEFAULT_MODEL_CONFIG, ENTITIES_COLUMN, TEXT_COLUMN
 
 
+class _Request:
+    """One request's texts waiting to be predicted, then its entities (or the error of its batch)."""
+
+    def __init__(self, texts: list[str]) -> None:
+        self.texts = texts
+        self.entities: list[list[dict[str, Any]]] | None = None
+        self.error: BaseException | None = None
+
+
+class _Batcher:
+    """Predicts the texts of concurrent requests together. The scoring server runs each request in a thread; a
+    request queues its texts and waits for the model; whoever gets the model takes every queued request (up to
+    ``max_batch_texts`` texts), predicts them in one call and hands each its entities. One request alone is
+    predicted at once, with no waiting for others; under load the batches fill up, as ``resume-ner predict``'s do."""
+
+    def __init__(self, predictor: Predictor, max_batch_texts: int) -> None:
+        self.predictor = predictor
+        self.max_batch_texts = max_batch_texts
+        self._queue: list[_Request] = []
+        self._queue_lock = threading.Lock()
+        self._model_lock = threading.Lock()  # one forward pass at a time: it uses every core
+
+    def predict(self, texts: list[str]) -> list[list[dict[str, Any]]]:
+        request = _Request(texts)
+        with self._queue_lock:
+            self._queue.append(request)
+        while request.entities is None and request.error is None:
+            with self._model_lock:
+                if request.entities is None and request.error is None:
+                    self._predict_queued()
+        if request.error is not None:
+            raise request.error
+        assert request.entities is not None
+        return request.entities
+
+    def _predict_queued(self) -> None:
+        """Predict the queued requests in one call (the caller holds the model)."""
+        with self._queue_lock:
+            batch: list[_Request] = []
+            count = 0
+            while self._queue and (not batch or count + len(self._queue[0].texts) <= self.max_batch_texts):
+                batch.append(self._queue.pop(0))
+                count += len(batch[-1].texts)
+        try:
+            found = self.predictor.predict([text for request in batch for text in request.texts])
+        except Exception as exc:  # every request of the batch gets the error, as if it had run alone
+            for request in batch:
+                request.error = exc
+            return
+        start = 0
+        for request in batch:
+            request.entities = [
+                [e.to_dict() for e in entities] for entities in found[start : start + len(request.texts)]
+            ]
+            start += len(request.texts)
+
+
 class ResumeNerModel(PythonModel):
     """Entity extraction from resume texts with a trained checkpoint (see the module docstring)."""
 
     def __init__(self) -> None:
-        self.predictor: Predictor | None = None
+        self.batcher: _Batcher | None = None
         self.max_text_chars = DEFAULT_MODEL_CONFIG["max_text_chars"]
-        self._lock = threading.Lock()  # the scoring server runs requests in threads: one forward pass at a time
 
     def load_context(self, context: PythonModelContext) -> None:
         """Load the checkpoint of the ``checkpoint`` artifact with the model's settings."""
         settings = {**DEFAULT_MODEL_CONFIG, **(context.model_config or {})}  # MLflow drops unknown keys, warning
         self.max_text_chars = int(settings["max_text_chars"])
-        self.predictor = Predictor(
+        predictor = Predictor(
             context.artifacts[CHECKPOINT_ARTIFACT],
             device=str(settings["device"]),
             batch_size=int(settings["batch_size"]),
             precision=settings["precision"],
         )
+        self.batcher = _Batcher(predictor, int(settings["max_batch_texts"]))
 
     def predict(
         self, context: PythonModelContext, model_input: pd.DataFrame, params: dict[str, Any] | None = None
     ) -> pd.DataFrame:
         """The entities of each row's ``text``, in row order."""
-        if self.predictor is None:
+        if self.batcher is None:
             raise MlflowException("the model is not loaded: load it with mlflow.pyfunc.load_model")
         texts = checked_texts(model_input, self.max_text_chars)
-        with self._lock:
-            found = self.predictor.predict(texts)
-        return pd.DataFrame({ENTITIES_COLUMN: [[entity.to_dict() for entity in entities] for entities in found]})
+        return pd.DataFrame({ENTITIES_COLUMN: self.batcher.predict(texts)})
 
 
 def checked_texts(model_input: pd.DataFrame | list[str], max_text_chars: int) -> list[str]:

@@ -12,4 +12,5 @@ DEFAULT_MODEL_CONFIG: dict[str, Any] = {  # the model_config a model is saved wi
     "batch_size": 32,
     "precision": "auto",
     "max_text_chars": 1_000_000,
+    "max_batch_texts": 16,  # texts of concurrent requests predicted in one call
 }

@@ -109,3 +109,55 @@ def test_serve_runs_mlflow_models_serve_with_the_projects_tracking_uri(monkeypat
         "http://flag:5000")
     assert main(["serve", "--model", str(tmp_path)]) == 0 and ran[-1][1]["MLFLOW_TRACKING_URI"] == (
         "http://from-env:5000")  # a directory: the environment's, untouched
+
+
+class _FakePredictor:
+    """FAKE Predictor: each text's one entity names the text; records the texts of every call; slow enough that
+    concurrent requests queue up."""
+
+    def __init__(self, fail_on: str | None = None) -> None:
+        self.calls: list[list[str]] = []
+        self.fail_on = fail_on
+
+    def predict(self, texts):
+        import time
+
+        from resume_ner.inference import Entity
+
+        self.calls.append(list(texts))
+        time.sleep(0.05)
+        if self.fail_on in texts:
+            raise RuntimeError(f"cannot predict {self.fail_on!r}")
+        return [[Entity("NAME", 0, len(text), text, 1.0)] for text in texts]
+
+
+def test_concurrent_requests_are_predicted_together_and_each_gets_its_own_entities():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from resume_ner.serving.pyfunc import _Batcher
+
+    predictor = _FakePredictor()
+    batcher = _Batcher(predictor, max_batch_texts=5)
+    requests = [[f"resume {i}-{j}" for j in range(1 + i % 2)] for i in range(12)]
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(batcher.predict, requests))
+    for texts, entities in zip(requests, answers, strict=True):
+        assert [[entity["text"] for entity in found] for found in entities] == [[text] for text in texts]
+    assert sorted(text for call in predictor.calls for text in call) == sorted(t for r in requests for t in r)
+    assert len(predictor.calls) < len(requests)  # queued requests shared forward passes
+    assert max(len(call) for call in predictor.calls) <= 5  # ... of at most max_batch_texts texts
+    assert batcher.predict(["alone"])[0][0]["text"] == "alone" and predictor.calls[-1] == ["alone"]
+
+
+def test_an_error_reaches_every_request_of_its_batch_and_the_next_ones_are_served():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from resume_ner.serving.pyfunc import _Batcher
+
+    batcher = _Batcher(_FakePredictor(fail_on="bad"), max_batch_texts=16)
+    with ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(batcher.predict, [text]) for text in ("a", "bad", "b", "c")]
+    outcomes = [future.exception() or future.result() for future in futures]
+    assert any(isinstance(outcome, RuntimeError) for outcome in outcomes)
+    assert all(isinstance(outcome, RuntimeError) or outcome[0][0]["text"] in "abc" for outcome in outcomes)
+    assert batcher.predict(["d"])[0][0]["text"] == "d"
