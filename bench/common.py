@@ -163,6 +163,15 @@ def run_measured(cmd: list[str], log: Path, env: dict[str, str] | None = None, c
     return measured
 
 
+def speed_inputs(work_root: Path, quick: bool, model: Path | None, threads: int) -> tuple[Path, Path, Path]:
+    """A speed benchmark's (work directory ``work_root/<quick|full>``, test split file, model): the project's split
+    of the corpus (16 training resumes when quick without ``model``) and ``bench_model``."""
+    work = work_root.resolve() / ("quick" if quick else "full")
+    splits = work / "splits"
+    write_splits(data_dir(), splits, 16 if quick and not model else None)
+    return work, splits / "test.jsonl", bench_model(model, work, splits, threads)
+
+
 def bench_model(model: Path | None, work: Path, splits: Path, threads: int) -> Path:
     """``model``, else a one-epoch project training on ``splits`` made in ``work`` once (speed benchmarks: speed
     does not depend on quality)."""

@@ -79,11 +79,7 @@ def _run(system: str, model: Path, docs: Path, repeat: int, work: Path, tag: str
 
 def benchmark(args: argparse.Namespace) -> int:
     """Both systems over the test set once and ten times; write ``bench/results/predict_speed[-quick].json``."""
-    work = args.work.resolve() / ("quick" if args.quick else "full")
-    splits = work / "splits"
-    common.write_splits(common.data_dir(), splits, 16 if args.quick and not args.model else None)
-    model = common.bench_model(args.model, work, splits, args.threads)
-    docs = splits / "test.jsonl"
+    work, docs, model = common.speed_inputs(args.work, args.quick, args.model, args.threads)
     sets = []
     for name, repeat in (("test set", 1), (f"test set x{args.big_repeat}", args.big_repeat)):
         runs: dict[str, list[dict[str, Any]]] = {system: [] for system in SYSTEMS}

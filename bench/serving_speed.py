@@ -85,11 +85,7 @@ def benchmark(args: argparse.Namespace) -> int:
     """Serve the checkpoint, load it at concurrency 1 and 8, compare with the CLI; write the result file."""
     from resume_ner.serving.mlflow_model import save_serving_model
 
-    work = args.work.resolve() / ("quick" if args.quick else "full")
-    splits = work / "splits"
-    common.write_splits(common.data_dir(), splits, 16 if args.quick and not args.model else None)
-    model = common.bench_model(args.model, work, splits, args.threads)
-    docs = splits / "test.jsonl"
+    work, docs, model = common.speed_inputs(args.work, args.quick, args.model, args.threads)
     texts = [record["text"] for record in common.read_records(docs)]
     saved = work / "mlflow_model"
     if not (saved / "MLmodel").is_file():
