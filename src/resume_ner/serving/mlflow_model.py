@@ -1,5 +1,6 @@
 """Save and log a training's checkpoint as an MLflow pyfunc model (``serving.pyfunc``), the form a registered
-version takes: MLflow, KServe's MLflow runtime and AzureML's MLflow deployments load it.
+version takes: ``mlflow.pyfunc.load_model``, ``mlflow models serve``, a KServe predictor of the project image
+(``k8s.serving``) and an AzureML online deployment (``azureml.endpoint``) load it.
 
 The saved model holds ``MLmodel`` (flavor ``python_function``, models from code: ``model_code.py``), the
 checkpoint under ``artifacts/`` (safetensors weights, tokenizer, ``crf.safetensors`` of a CRF head), a
