@@ -55,6 +55,17 @@ def tiny_backbone(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def real_test_texts() -> list[str]:
+    """The texts of the real corpus's 24 test resumes, read from ../shared at run time (skipped where absent)."""
+    import json
+
+    path = SHARED_DATA / "test.jsonl"
+    if not path.exists():
+        pytest.skip(f"{path} not present")
+    return [json.loads(line)["text"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="session")
 def synth_documents():
     """60 synthetic resumes with canonical labels (validated as a user would load them)."""
     from resume_ner.config import DataConfig

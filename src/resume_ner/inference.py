@@ -16,6 +16,7 @@ from typing import Any
 from resume_ner.data.document import Document
 from resume_ner.data.labels import LabelScheme
 from resume_ner.data.windows import build_windows, merge_window_predictions
+from resume_ner.errors import ConfigError
 from resume_ner.training.batching import predict_windows
 from resume_ner.training.checkpoint import load_model_checkpoint
 from resume_ner.training.decoding import Decoding, decode_tags, model_decoding
@@ -47,7 +48,8 @@ class Predictor:
     (docs/benchmarks.md). ``decoding``: how word tags are read from the label probabilities
     (``resume_ner.training.decoding``); by default the one the checkpoint was trained with. A checkpoint with a
     CRF head (``crf.safetensors``) decodes with its learned transition scores. ``on_windows`` is called with the
-    number of windows of each batch predicted (a progress bar's update).
+    number of windows of each batch predicted (a progress bar's update). ``model_dir`` may be an ONNX export
+    (``resume-ner export``): its graph runs on ONNX Runtime in fp32, windows and decoding unchanged.
     """
 
     def __init__(
@@ -63,8 +65,11 @@ class Predictor:
         from resume_ner.training.crf import crf_scores, model_crf
 
         self.device = resolve_device(device)
-        self.bf16 = use_bf16(precision, self.device)
         self.model, self.tokenizer, self.metadata = load_model_checkpoint(model_dir, device=str(self.device))
+        self.onnx = self.metadata.get("export", {}).get("format") == "onnx"
+        if self.onnx and precision == "bf16":
+            raise ConfigError(f"{model_dir} is an ONNX export, which runs in fp32: use precision auto or fp32")
+        self.bf16 = use_bf16(precision, self.device) and not self.onnx
         self.scheme = LabelScheme.from_dict(self.metadata["label_scheme"])
         self.max_length = int(self.metadata["windows"]["max_length"])
         self.stride = int(self.metadata["windows"]["stride"])

@@ -16,6 +16,7 @@ MLFLOW_MODEL_DIRNAME = "mlflow_model"
 METADATA_FILE = "resume_ner.json"  # label scheme, head, metrics, provenance
 WEIGHTS_FILE = "model.safetensors"
 CRF_FILE = "crf.safetensors"  # the scores of a CRF head (training.crf), beside the weights
+ONNX_FILE = "model.onnx"  # an ONNX export's encoder and classifier, in place of the weights (training.onnx_export)
 
 # Environment variables
 IMAGE_ENV = "RESUME_NER_IMAGE"  # the image of the pipeline's components and jobs; wins over pipeline.image

@@ -12,6 +12,7 @@ from resume_ner import __version__
 from resume_ner.cli import (
     azureml_commands,
     data_commands,
+    export_command,
     hpo_commands,
     k8s_commands,
     lineage_commands,
@@ -74,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     hpo_commands.register(subparsers, parents)
     lineage_commands.register(subparsers, parents)
     register_command.register(subparsers, parents)
+    export_command.register(subparsers, parents)
     pipeline_commands.register(subparsers, parents)
     k8s_commands.register(subparsers, parents)
     azureml_commands.register(subparsers, parents)

@@ -26,7 +26,7 @@ from typing import IO, TYPE_CHECKING, Any, cast
 
 from resume_ner.errors import CheckpointError, describe_os_error
 from resume_ner.io import replace_dir_atomic, write_json_atomic
-from resume_ner.layout import CRF_FILE, METADATA_FILE, WEIGHTS_FILE
+from resume_ner.layout import CRF_FILE, METADATA_FILE, ONNX_FILE, WEIGHTS_FILE
 
 if TYPE_CHECKING:
     import torch
@@ -86,8 +86,10 @@ def pickle_only_refusal(directory: Path) -> str | None:
 
 
 def _weights_file(directory: Path) -> str:
-    """The weights file of a checkpoint: ``model.safetensors``, or ``pytorch_model.bin`` when it is the only one
-    and pickle is allowed (``CheckpointError`` when it is not)."""
+    """The weights file of a checkpoint: ``model.safetensors``; ``model.onnx`` in an ONNX export; or
+    ``pytorch_model.bin`` when it is the only one and pickle is allowed (``CheckpointError`` when it is not)."""
+    if not (directory / WEIGHTS_FILE).exists() and (directory / ONNX_FILE).exists():
+        return ONNX_FILE
     if (directory / WEIGHTS_FILE).exists() or not (directory / PICKLE_WEIGHTS_FILE).exists():
         return WEIGHTS_FILE
     if not pickle_weights_allowed():
@@ -338,7 +340,13 @@ def validate_checkpoint(directory: str | Path, *, training_state: bool = False) 
 
 
 def _read_weights(path: Path) -> None:
-    """Read every tensor of a weights file (pickle ones with ``weights_only=True``)."""
+    """Read every tensor of a weights file (pickle ones with ``weights_only=True``; an ONNX graph is checked
+    whole)."""
+    if path.name == ONNX_FILE:
+        import onnx
+
+        onnx.checker.check_model(str(path))
+        return
     if path.name == PICKLE_WEIGHTS_FILE:
         import torch
 
@@ -353,14 +361,20 @@ def _read_weights(path: Path) -> None:
 
 def load_model_checkpoint(directory: str | Path, device: str = "cpu") -> tuple[Any, Any, dict[str, Any]]:
     """Validate and load a model directory: (model in eval mode, fast tokenizer, metadata). Pickle weights only
-    with ``$RESUME_NER_ALLOW_PICKLE=1`` (else ``CheckpointError``)."""
+    with ``$RESUME_NER_ALLOW_PICKLE=1`` (else ``CheckpointError``). An ONNX export's model is its graph on ONNX
+    Runtime (``resume_ner.training.onnx_model``), with the same call and output."""
+    import torch
     from transformers import AutoModelForTokenClassification, AutoTokenizer
 
     directory = Path(directory)
     metadata = validate_checkpoint(directory)
+    tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=False)
+    if _weights_file(directory) == ONNX_FILE:
+        from resume_ner.training.onnx_model import OnnxTokenClassifier
+
+        return OnnxTokenClassifier(directory / ONNX_FILE, torch.device(device)), tokenizer, metadata
     model = AutoModelForTokenClassification.from_pretrained(
         directory, use_safetensors=use_safetensors(), weights_only=True, trust_remote_code=False
     )
-    tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=False)
     model.to(device).eval()
     return model, tokenizer, metadata
