@@ -8,7 +8,8 @@ of ``--runs`` processes is reported with each process's peak resident memory, an
 ``resume-ner`` runs as ``resume-ner predict`` does (``precision="auto"``: bf16 autocast where the CPU has it
 natively; the allocator thresholds of ``reuse_freed_memory``); the variants ``resume-ner fp32`` (forced to fp32)
 and ``resume-ner glibc defaults`` (without ``reuse_freed_memory``) are reported as "before" figures with their
-span F1 change.
+span F1 change, and ``resume-ner onnx`` (the model exported by ``resume-ner export --format onnx``, run on ONNX
+Runtime in fp32) as an alternative the default does not take.
 Every run's predictions are scored against the test resumes (``span_f1_micro``).
 
     python bench/predict_speed.py [--quick] [--model DIR] [--runs N]
@@ -30,9 +31,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 # the project's variants: worker arguments, and the name of the variant in the report
+ONNX_VARIANT = "resume-ner onnx"
 VARIANTS = {"resume-ner fp32": (["--precision", "fp32"], "fp32 forward passes (before: precision=fp32)"),
             "resume-ner glibc defaults": (["--glibc-defaults"],
-                                          "glibc's own allocator thresholds (before: no reuse_freed_memory)")}
+                                          "glibc's own allocator thresholds (before: no reuse_freed_memory)"),
+            ONNX_VARIANT: (["--precision", "fp32"],
+                           "the ONNX export on ONNX Runtime, fp32 (resume-ner export --format onnx; not the default)")}
 SYSTEMS = ("resume-ner", "hf-pipeline", *VARIANTS)
 
 
@@ -77,15 +81,26 @@ def _run(system: str, model: Path, docs: Path, repeat: int, work: Path, tag: str
             "span_f1_micro": f1}
 
 
+def onnx_export(model: Path, work: Path) -> Path:
+    """``model`` exported to ONNX in ``work/model-onnx`` (``resume-ner export``), once per model."""
+    out = work / "model-onnx"
+    metadata = out / "resume_ner.json"
+    if not metadata.is_file() or json.loads(metadata.read_text(encoding="utf-8"))["export"]["source"] != str(model):
+        common.run_measured([*common.python_cmd("-m", "resume_ner.cli.main", "export"), "--format", "onnx",
+                             "--model", str(model), "--out", str(out), "--overwrite"], work / "model-onnx.log")
+    return out
+
+
 def benchmark(args: argparse.Namespace) -> int:
     """Both systems over the test set once and ten times; write ``bench/results/predict_speed[-quick].json``."""
     work, docs, model = common.speed_inputs(args.work, args.quick, args.model, args.threads)
+    models = {system: model for system in SYSTEMS} | {ONNX_VARIANT: onnx_export(model, work)}
     sets = []
     for name, repeat in (("test set", 1), (f"test set x{args.big_repeat}", args.big_repeat)):
         runs: dict[str, list[dict[str, Any]]] = {system: [] for system in SYSTEMS}
         for index in range(args.runs):
             for system in SYSTEMS if index % 2 == 0 else SYSTEMS[::-1]:
-                run = _run(system, model, docs, repeat, work, f"r{repeat}-{index}", args.threads)
+                run = _run(system, models[system], docs, repeat, work, f"r{repeat}-{index}", args.threads)
                 print(f"predict_speed: {name}: {system} #{index}: {run['resumes_per_s']:.2f} resumes/s, "
                       f"peak {run['peak_rss_mb']:.0f} MiB", flush=True)
                 runs[system].append(run)

@@ -8,7 +8,8 @@ which is written last: a directory without it is incomplete and never resumed fr
 
 Weights load from safetensors only: unpickling a ``pytorch_model.bin`` can run arbitrary code, so a model
 directory or backbone whose weights are pickle files only is refused, unless the user opts in with
-``RESUME_NER_ALLOW_PICKLE=1`` (then such weights load with ``torch.load(weights_only=True)``).
+``RESUME_NER_ALLOW_PICKLE=1`` (then such weights load with ``torch.load(weights_only=True)``). An ONNX export
+(``resume_ner.training.onnx_export``) is a model directory whose weights are ``model.onnx``.
 """
 
 from __future__ import annotations

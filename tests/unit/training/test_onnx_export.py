@@ -132,7 +132,7 @@ def test_the_cli_exports_and_refuses_an_existing_output_or_an_export(exported, e
     printed = json.loads(capsys.readouterr().out)
     assert printed["directory"] == str(out) and printed["max_abs_logit_diff"] <= 1e-3
     assert (out / "model.onnx").is_file()
-    assert main(["export", "--format", "onnx", "--model", str(entity_model_dir), "--out", str(out)]) == 1
+    assert main(["export", "--format", "onnx", "--model", str(entity_model_dir), "--output-dir", str(out)]) == 1
     assert "already exists: pass --overwrite" in capsys.readouterr().err
     assert main(["export", "--format", "onnx", "--model", str(exported), "--out", str(tmp_path / "again")]) == 1
     assert "is already an ONNX export" in capsys.readouterr().err
