@@ -10,7 +10,9 @@ answers with HTTP 400 and the message, naming the row.
 
 Settings (``model_config``, given when the model is saved, overridable by ``mlflow.pyfunc.load_model(...,
 model_config=...)``): ``device`` (``auto``), ``batch_size`` (32 windows), ``precision`` (``auto``),
-``max_text_chars`` (1,000,000), ``max_batch_texts`` (16: the most texts of concurrent requests predicted together).
+``max_text_chars`` (1,000,000), ``max_batch_texts`` (16: the most texts of concurrent requests predicted together),
+``reuse_freed_memory`` (true: the serving process keeps freed memory for its next forward passes, as ``resume-ner
+predict`` does; ``resume_ner.training.allocator``).
 """
 
 # No ``from __future__ import annotations``: MLflow inspects ``predict``'s type hints when the class is created and
@@ -25,6 +27,7 @@ from mlflow.pyfunc.model import PythonModel, PythonModelContext
 
 from resume_ner.inference import Predictor
 from resume_ner.serving.schema import CHECKPOINT_ARTIFACT, DEFAULT_MODEL_CONFIG, ENTITIES_COLUMN, TEXT_COLUMN
+from resume_ner.training.allocator import reuse_freed_memory
 
 
 class _Request:
@@ -95,6 +98,8 @@ class ResumeNerModel(PythonModel):
         """Load the checkpoint of the ``checkpoint`` artifact with the model's settings."""
         settings = {**DEFAULT_MODEL_CONFIG, **(context.model_config or {})}  # MLflow drops unknown keys, warning
         self.max_text_chars = int(settings["max_text_chars"])
+        if settings["reuse_freed_memory"]:
+            reuse_freed_memory()  # as `resume-ner predict`: forward passes keep their buffers
         predictor = Predictor(
             context.artifacts[CHECKPOINT_ARTIFACT],
             device=str(settings["device"]),

@@ -13,4 +13,5 @@ DEFAULT_MODEL_CONFIG: dict[str, Any] = {  # the model_config a model is saved wi
     "precision": "auto",
     "max_text_chars": 1_000_000,
     "max_batch_texts": 16,  # texts of concurrent requests predicted in one call
+    "reuse_freed_memory": True,  # raise glibc's malloc thresholds in the serving process (training.allocator)
 }
