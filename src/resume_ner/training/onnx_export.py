@@ -72,7 +72,10 @@ class _Logits(torch.nn.Module):
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
     ) -> torch.Tensor:
-        return self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).logits
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None:  # only backbones that take them (not RoBERTa or MPNet)
+            inputs["token_type_ids"] = token_type_ids
+        return self.model(**inputs).logits
 
 
 def _graph_inputs(tokenizer: Any) -> list[str]:
