@@ -2,13 +2,14 @@
 ``predict`` CLI's batch throughput, on the test resumes, same checkpoint.
 
 The checkpoint (``--model``, else a short training made here) is saved as the project's MLflow pyfunc model and
-served on 127.0.0.1 (``LocalModelServer``: ``mlflow models serve --env-manager local``, one worker). Clients send
+served on 127.0.0.1 (``LocalModelServer``: ``mlflow models serve --env-manager local``, ``SERVER_WORKERS`` workers as
+``resume-ner serve`` runs it). Clients send
 one resume per request (``run_load``): at concurrency 1 (every test resume ``--passes`` times) and at
 concurrency 8 (as many requests), after a warm-up; the figures are resumes/s, p50/p95 latency and the server's
 resident memory before and after. The served entities are checked to equal the ``Predictor``'s. The baseline
 is ``bench/predict_speed.py worker`` (``Predictor`` as ``resume-ner predict`` runs it, all test resumes in one
-call, loading not counted), the median of ``--runs`` processes. Variants: ``--workers 2`` servers with one
-torch thread each.
+call, loading not counted), the median of ``--runs`` processes. Variants: one worker (the default before), and two
+workers with one torch thread each.
 
     python bench/serving_speed.py [--quick] [--model DIR] [--runs N]
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
+
+from resume_ner.serving.local_server import SERVER_WORKERS  # noqa: E402
 
 CONCURRENCY = (1, 8)
 
@@ -64,7 +68,7 @@ def _serve(saved: Path, model: Path, texts: list[str], work: Path, *, workers: i
     from resume_ner.serving.load import run_load
     from resume_ner.serving.local_server import LocalModelServer
 
-    name = f"workers-{workers}"
+    name = f"workers-{workers}" + ("-1-thread" if environment.get("OMP_NUM_THREADS") == "1" else "")
     with LocalModelServer(str(saved), work / f"{name}.log", workers=workers, environment=environment) as server:
         same = _same_entities(server.url, model, texts)
         run_load(server.url, texts, concurrency=8, requests=16)  # warm-up
@@ -88,19 +92,23 @@ def benchmark(args: argparse.Namespace) -> int:
     work, docs, model = common.speed_inputs(args.work, args.quick, args.model, args.threads)
     texts = [record["text"] for record in common.read_records(docs)]
     saved = work / "mlflow_model"
-    if not (saved / "MLmodel").is_file():
-        save_serving_model(model, saved)
+    if saved.exists():  # saved afresh: an earlier run may have saved another checkpoint
+        shutil.rmtree(saved)
+    save_serving_model(model, saved)
     cli = _cli_baseline(model, docs, work, args.runs, args.threads)
     environment = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    default = _serve(saved, model, texts, work, workers=1, passes=args.passes, environment=environment)
-    variant = _serve(saved, model, texts, work, workers=2, passes=args.passes,
-                     environment={**environment, "OMP_NUM_THREADS": "1"})
+    default = _serve(saved, model, texts, work, workers=SERVER_WORKERS, passes=args.passes, environment=environment)
     c8 = default["loads"]["8"]["texts_per_s"]
-    variants = [{"name": "2 server workers, 1 torch thread each", "settings": ["--workers 2", "OMP_NUM_THREADS=1"],
-                 "median_resumes_per_s": variant["loads"]["8"]["texts_per_s"],
-                 "ratio_to_default": variant["loads"]["8"]["texts_per_s"] / c8,
-                 "f1_delta": 0.0 if variant["same_entities"] else None, "kept": False,
-                 "note": f"p95 at concurrency 1: {variant['loads']['1']['p95_ms']:.0f} ms"}]
+    variants = []
+    for label, workers, extra in (("1 server worker (before)", 1, {}),
+                                  ("2 server workers, 1 torch thread each", 2, {"OMP_NUM_THREADS": "1"})):
+        variant = _serve(saved, model, texts, work, workers=workers, passes=args.passes,
+                         environment={**environment, **extra})
+        variants.append({"name": label, "settings": [f"--workers {workers}", *(f"{k}={v}" for k, v in extra.items())],
+                         "median_resumes_per_s": variant["loads"]["8"]["texts_per_s"],
+                         "ratio_to_default": variant["loads"]["8"]["texts_per_s"] / c8,
+                         "f1_delta": 0.0 if variant["same_entities"] else None, "kept": False,
+                         "note": f"p95 at concurrency 1: {variant['loads']['1']['p95_ms']:.0f} ms"})
     settings = {"model": str(model), "threads": args.threads, "runs": args.runs, "passes": args.passes,
                 "docs": len(texts)}
     payload = {"settings": settings, "cli": cli, "served": default, "ratio": c8 / cli["median_resumes_per_s"],

@@ -10,6 +10,7 @@ from typing import Any
 
 from resume_ner.cli.model_commands import load_config_from_args
 from resume_ner.errors import ConfigError
+from resume_ner.serving.local_server import SERVER_WORKERS
 
 
 def cmd_render(args: argparse.Namespace) -> int:
@@ -249,11 +250,16 @@ def _register_inferenceservice(
     )
     render.add_argument("--min-replicas", type=int, default=1, help="fewest replicas (default: 1)")
     render.add_argument("--max-replicas", type=int, default=3, help="most replicas (default: 3)")
-    render.add_argument("--workers", type=int, default=1, help="server processes per replica (default: 1)")
+    render.add_argument(
+        "--workers",
+        type=int,
+        default=SERVER_WORKERS,
+        help=f"server processes per replica, each with its own model (default: {SERVER_WORKERS})",
+    )
     render.add_argument("--cpu-request", default="1", help="CPU request (default: 1)")
     render.add_argument("--cpu-limit", default="2", help="CPU limit (default: 2)")
-    render.add_argument("--memory-request", default="2Gi", help="memory request (default: 2Gi)")
-    render.add_argument("--memory-limit", default="4Gi", help="memory limit (default: 4Gi)")
+    render.add_argument("--memory-request", default="3Gi", help="memory request (default: 3Gi: two workers' models)")
+    render.add_argument("--memory-limit", default="6Gi", help="memory limit (default: 6Gi)")
     render.add_argument(
         "--mlflow-secret",
         metavar="SECRET",

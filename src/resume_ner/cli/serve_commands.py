@@ -12,7 +12,7 @@ from pathlib import Path
 from resume_ner.cli.model_commands import load_config_from_args
 from resume_ner.errors import ConfigError
 from resume_ner.serving.load import run_load
-from resume_ner.serving.local_server import serve_command, serve_environment
+from resume_ner.serving.local_server import SERVER_WORKERS, serve_command, serve_environment
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -78,7 +78,12 @@ def register(
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     serve.add_argument("--port", type=int, default=5001, help="port (default: 5001)")
-    serve.add_argument("--workers", type=int, default=1, help="server processes, each with its own model (default: 1)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=SERVER_WORKERS,
+        help=f"server processes, each with its own model (default: {SERVER_WORKERS})",
+    )
     serve.add_argument("--tracking-uri", help="MLflow tracking URI of a models:/ URI (wins over MLFLOW_TRACKING_URI)")
     serve.set_defaults(func=cmd_serve)
 

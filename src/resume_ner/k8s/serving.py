@@ -45,7 +45,7 @@ from resume_ner.gpu_nodes import cpu_millicores, memory_mebibytes
 from resume_ner.k8s.pytorchjob import HOME, RUN_AS_USER, render_pytorchjob_yaml
 from resume_ner.layout import TRACKING_URI_ENV
 from resume_ner.redaction import has_credentials, redact_credentials
-from resume_ner.serving.local_server import serve_command
+from resume_ner.serving.local_server import SERVER_WORKERS, serve_command
 from resume_ner.tracking.mlflow import given_tracking_uri
 
 GROUP = "serving.kserve.io"
@@ -97,11 +97,11 @@ def build_inference_service(
     deployment_mode: str = "RawDeployment",
     min_replicas: int = 1,
     max_replicas: int = 3,
-    workers: int = 1,
+    workers: int = SERVER_WORKERS,
     cpu_request: str = "1",
     cpu_limit: str = "2",
-    memory_request: str = "2Gi",
-    memory_limit: str = "4Gi",
+    memory_request: str = "3Gi",
+    memory_limit: str = "6Gi",
     serving_runtime: str = MLSERVER_RUNTIME,
     mlflow_secret: str | None = None,
 ) -> dict[str, Any]:

@@ -22,9 +22,16 @@ from types import TracebackType
 from resume_ner.errors import ResumeNerError
 
 START_TIMEOUT_S = 180.0
+# Server processes, each with its own model and torch on every core: while one runs a forward pass the other takes
+# requests in, and a lone request still gets every core. On 2 cores (docs/benchmarks.md, Serving speed): 6.9 resumes/s
+# at concurrency 8 against 5.9 with one worker, and about the same p95 for a lone request; memory is one model per
+# worker.
+SERVER_WORKERS = 2
 
 
-def serve_command(model_uri: str, *, host: str = "127.0.0.1", port: int = 5001, workers: int = 1) -> list[str]:
+def serve_command(
+    model_uri: str, *, host: str = "127.0.0.1", port: int = 5001, workers: int = SERVER_WORKERS
+) -> list[str]:
     """The ``mlflow models serve`` command of ``model_uri`` in this Python environment (``--env-manager local``:
     the environment that has ``resume-ner`` installed)."""
     return [
@@ -76,7 +83,7 @@ class LocalModelServer:
         log_path: str | Path,
         *,
         port: int | None = None,
-        workers: int = 1,
+        workers: int = SERVER_WORKERS,
         environment: dict[str, str] | None = None,
     ) -> None:
         self.model_uri = model_uri

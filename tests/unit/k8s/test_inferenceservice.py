@@ -202,8 +202,8 @@ def test_the_pod_is_locked_down_on_the_container_with_probes_resources_and_writa
     volumes = {volume["name"]: volume for volume in predictor["volumes"]}
     mounts = {mount["mountPath"]: volumes[mount["name"]] for mount in container["volumeMounts"]}
     assert set(mounts) == {"/tmp", HOME} and all("emptyDir" in volume for volume in mounts.values())
-    assert container["resources"] == {"requests": {"cpu": "1", "memory": "2Gi"},
-                                      "limits": {"cpu": "2", "memory": "4Gi"}}
+    assert container["resources"] == {"requests": {"cpu": "1", "memory": "3Gi"},
+                                      "limits": {"cpu": "2", "memory": "6Gi"}}
     # knative k8s_validation.go:771-816: every threshold of a readiness probe with a period is >= 1
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         settings = container[probe]
