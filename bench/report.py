@@ -50,6 +50,8 @@ GOALS = {  # what each target asks, as listed when its benchmark has not run; {}
 }
 EPS = 1e-9  # a figure exactly on its bound meets the target despite float rounding
 TRAIN_RATIO_BOUND, PREDICT_RATIO_BOUND, TRAIN_MFU_BOUND = 1.3, 2.0, 0.5
+ABOVE_PEAK = ("\\* Above the measured peak: the peaks were measured low (another process on the CPUs while "
+              "`gemm_peak` ran?) or the FLOP estimate is too high for this run; rerun `python bench/gemm_peak.py`.")
 SWEEP_LABELS = {"median": "median pruner", "none": "no pruning"}
 CLI_MODULE = "-m resume_ner.cli.main"  # how the benchmarks record the project's CLI (python -m, same venv)
 
@@ -395,12 +397,17 @@ def mfu(tokens_per_s: float, flops: float, peak_gflops: float) -> float:
     return tokens_per_s * flops / (peak_gflops * 1e9)
 
 
+def utilisation_cell(value: float) -> str:
+    """An MFU as a percentage, marked when it is above the measured peak (``ABOVE_PEAK``)."""
+    return percent(value) + (" *" if value > 1 else "")
+
+
 def mfu_row(benchmark: str, system: str, bf16: bool | None, tokens_per_s: float, flops: float,
             peaks: dict[str, float]) -> list[str]:
     """A utilisation table row: against the bf16 peak always, against the fp32 peak for fp32 runs."""
     return [benchmark, system, precision(bf16), rate(tokens_per_s), gflops(tokens_per_s * flops / 1e9),
-            percent(mfu(tokens_per_s, flops, peaks["bf16"])),
-            "–" if bf16 else percent(mfu(tokens_per_s, flops, peaks["fp32"]))]
+            utilisation_cell(mfu(tokens_per_s, flops, peaks["bf16"])),
+            "–" if bf16 else utilisation_cell(mfu(tokens_per_s, flops, peaks["fp32"]))]
 
 
 def training_mfu_rows(result: dict[str, Any], peaks: dict[str, float]) -> list[list[str]]:
@@ -456,8 +463,10 @@ def hardware(result: dict[str, Any], plots: Plots) -> tuple[list[str], list[Targ
                  None)
     lines += flops_lines(shape) if shape else []
     if train_rows or predict_rows:
+        rows = train_rows + predict_rows
         lines += table(["Benchmark", "System", "Precision", "Tokens/s", "Model FLOP/s", "MFU (bf16 peak)",
-                        "MFU (fp32 peak)"], train_rows + predict_rows) + [""]
+                        "MFU (fp32 peak)"], rows) + [""]
+        lines += [ABOVE_PEAK, ""] if any(cell.endswith(" *") for row in rows for cell in row) else []
     lines += ["Commands:", "", *train_command, *predict_command, ""]
     targets = [training_mfu_target(uses["train_speed"], peaks)]
     return lines + target_lines(targets), targets

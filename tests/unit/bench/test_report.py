@@ -390,6 +390,19 @@ def test_mfu_is_the_model_flop_rate_over_the_peak_of_the_precision() -> None:
     assert ours == ["predict_speed (test)", "resume-ner", "bf16", "3,130.0", "73.9 GFLOP/s", "18.5%", "–"]
 
 
+def test_utilisation_above_the_measured_peak_is_flagged(tmp_path: Path) -> None:
+    _write_results(tmp_path / "results")
+    gemm = tmp_path / "results" / "gemm_peak.json"
+    record = json.loads(gemm.read_text(encoding="utf-8"))
+    record["peak_gflops"] = {"fp32": 50.0, "bf16": 200.0}  # below resume-ner's 244.9 GFLOP/s of training
+    gemm.write_text(json.dumps(record), encoding="utf-8")
+    hardware = _section(_run(tmp_path), "Hardware")
+
+    assert "| train_speed | resume-ner | bf16 | 3,456.7 | 244.9 GFLOP/s | 122.4% * | – |" in hardware
+    assert "| train_speed | hf-trainer bf16 | bf16 | 2,000.0 | 141.7 GFLOP/s | 70.8% | – |" in hardware
+    assert "\\* Above the measured peak" in hardware
+
+
 def test_the_committed_results_render(tmp_path: Path) -> None:
     shutil.copytree(REPORT_PY.parent / "results", tmp_path / "results")
     page = _run(tmp_path)
