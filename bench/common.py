@@ -7,6 +7,14 @@ system's test predictions are scored by ``score_predictions`` with the project's
 
 Predictions files (every system writes the same form): JSON lines, one per test document in test order,
 ``{"id": DOC_ID, "entities": [[start, end, LABEL], ...]}``.
+
+Model FLOPs (``flops_per_token``, for the model-FLOPs utilisation in the report): a BERT-style encoder of ``L``
+layers, hidden size ``h``, intermediate size ``i`` and a token-classification head of ``C`` labels multiplies
+``N = L * (4 * h^2 + 2 * h * i) + h * C`` weights per token (Q, K, V and attention output, the two feed-forward
+layers, the head; embedding lookups, biases, LayerNorm and softmax are left out). One forward pass over a window
+of ``s`` tokens costs ``2 * N + 4 * L * s * h`` FLOPs per token (the weights, then the attention scores QK^T and
+the weighted values AV); training costs three times that (the backward pass is twice the forward). MiniLM-L6
+(L 6, h 384, i 1536) with 25 labels at s = 256: 23.6 MFLOP per predicted token, 70.8 MFLOP per trained token.
 """
 
 from __future__ import annotations
@@ -210,3 +218,35 @@ def median(values: list[float]) -> float:
     ordered = sorted(values)
     mid = len(ordered) // 2
     return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def best_setting(medians: dict[str, float]) -> tuple[str, float]:
+    """The name and figure of the fastest setting: the highest of ``medians``."""
+    name = max(medians, key=medians.__getitem__)
+    return name, medians[name]
+
+
+def peer_ratios(ours: float, peers: dict[str, float], fp32_peer: str) -> dict[str, Any]:
+    """``ours`` against the best of the ``peers`` medians (``ratio``, ``best_peer``) and against the peer's fp32
+    setting ``fp32_peer`` (``ratio_fp32``: the baseline the benchmarks compared with before)."""
+    best, best_value = best_setting(peers)
+    return {"best_peer": best, "ratio": ours / best_value, "ratio_fp32": ours / peers[fp32_peer]}
+
+
+def model_shape(config_file: Path, labels: int, seq_len: int) -> dict[str, int]:
+    """The dimensions ``flops_per_token`` needs, read from a Hugging Face BERT-style ``config.json``."""
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    return {"layers": config["num_hidden_layers"], "hidden": config["hidden_size"],
+            "intermediate": config["intermediate_size"], "labels": labels, "seq_len": seq_len}
+
+
+def matmul_weights(shape: dict[str, int]) -> int:
+    """The weights multiplied per token (see the module docstring)."""
+    hidden = shape["hidden"]
+    return shape["layers"] * (4 * hidden * hidden + 2 * hidden * shape["intermediate"]) + hidden * shape["labels"]
+
+
+def flops_per_token(shape: dict[str, int], training: bool) -> int:
+    """Model FLOPs per token of a forward pass, or of a training step (three forward passes' worth)."""
+    forward = 2 * matmul_weights(shape) + 4 * shape["layers"] * shape["seq_len"] * shape["hidden"]
+    return 3 * forward if training else forward

@@ -12,9 +12,14 @@ to ``max_length`` is the ``run_ner.py`` behaviour being measured, not a choice m
 Subcommands (run as a subprocess by the benchmark orchestrators):
 
 - ``train``: fine-tune, save ``OUT/model`` and ``OUT/train_result.json``.
-- ``predict``: pipeline predictions in the ``common`` predictions format, and optional timing JSON.
+- ``predict``: pipeline predictions in the ``common`` predictions format, and optional timing JSON; the model
+  in fp32 or bf16 (``--dtype``), the pipeline's ``batch_size`` (``--batch-size``).
 - ``speed``: ``Trainer`` throughput on exactly the windows the project trains on (the only path that imports
   ``resume_ner``, to build those windows).
+
+``train`` and ``speed`` take ``Trainer``'s own speed settings: ``--bf16`` (``TrainingArguments(bf16=True)``:
+bf16 autocast on the CPU, weights in fp32) and ``--group-by-length``
+(``train_sampling_strategy="group_by_length"``: batches of windows of similar length, less padding).
 
 ``Trainer`` needs ``accelerate`` (pinned in ``requirements.lock``).
 """
@@ -82,8 +87,14 @@ def truncated_features(documents: list[dict[str, Any]], tokenizer: Any, label2id
     return features
 
 
+def speed_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``TrainingArguments`` fields that ``--bf16`` and ``--group-by-length`` choose."""
+    return {"bf16": args.bf16, "train_sampling_strategy": "group_by_length" if args.group_by_length else "random"}
+
+
 def training_arguments(args: argparse.Namespace, output_dir: str, evaluate: bool) -> Any:
-    """``TrainingArguments`` for CPU training with the given hyperparameters, never saving checkpoints.
+    """``TrainingArguments`` for CPU training with the given hyperparameters and speed settings, never saving
+    checkpoints.
 
     transformers 5 dropped ``warmup_ratio``: a ``warmup_steps`` below 1 is read as the share of steps.
     """
@@ -94,7 +105,7 @@ def training_arguments(args: argparse.Namespace, output_dir: str, evaluate: bool
         per_device_train_batch_size=args.batch_size, per_device_eval_batch_size=32,
         warmup_steps=args.warmup_ratio, weight_decay=args.weight_decay, seed=args.seed,
         eval_strategy="epoch" if evaluate else "no", save_strategy="no", logging_steps=50, report_to=[],
-        use_cpu=True, dataloader_num_workers=0,
+        use_cpu=True, dataloader_num_workers=0, **speed_settings(args),
     )
 
 
@@ -152,9 +163,16 @@ def train(args: argparse.Namespace) -> None:
     history = [{"epoch": round(log["epoch"]), "val_f1_micro": log["eval_f1"]}
                for log in trainer.state.log_history if "eval_f1" in log]
     result = {**timing, "epochs": args.epochs, "train_docs": len(train_docs), "history": history,
-              "label_list": labels}
+              "settings": speed_settings(args), "label_list": labels}
     (args.out / "train_result.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(json.dumps({k: v for k, v in result.items() if k != "label_list"}))
+
+
+def chunk_tokens(tokenizer: Any, texts: list[str], stride: int) -> int:
+    """The tokens of the chunks the pipeline cuts ``texts`` into (``tokenizer.model_max_length`` tokens with
+    ``stride`` overlap, special tokens included, padding not): what one prediction pass runs the model on."""
+    enc = tokenizer(texts, truncation=True, stride=stride, return_overflowing_tokens=True)
+    return sum(len(ids) for ids in enc["input_ids"])
 
 
 def predict(args: argparse.Namespace) -> None:
@@ -171,7 +189,8 @@ def predict(args: argparse.Namespace) -> None:
     # the pipeline cuts a text into chunks of tokenizer.model_max_length tokens
     tokenizer = AutoTokenizer.from_pretrained(args.model, model_max_length=args.max_length)
     ner = pipeline("token-classification", model=str(args.model), tokenizer=tokenizer,
-                   aggregation_strategy="simple", stride=args.stride, device="cpu")
+                   aggregation_strategy="simple", stride=args.stride, device="cpu",
+                   dtype=torch.bfloat16 if args.dtype == "bf16" else torch.float32, batch_size=args.batch_size)
     load_s = time.perf_counter() - started
     started = time.perf_counter()
     for _ in range(args.repeat):
@@ -181,7 +200,9 @@ def predict(args: argparse.Namespace) -> None:
                 for doc_entities in outputs]
     common.write_predictions(args.out, [str(doc["id"]) for doc in documents], entities)
     timing = {"docs": len(documents), "repeat": args.repeat, "load_s": load_s, "predict_s": predict_s,
-              "resumes_per_s": len(documents) * args.repeat / predict_s}
+              "resumes_per_s": len(documents) * args.repeat / predict_s, "bf16": args.dtype == "bf16",
+              "settings": {"dtype": args.dtype, "batch_size": args.batch_size},
+              "window_tokens": chunk_tokens(tokenizer, texts, args.stride)}
     if args.timing:
         args.timing.parent.mkdir(parents=True, exist_ok=True)
         args.timing.write_text(json.dumps(timing, indent=2) + "\n", encoding="utf-8")
@@ -222,7 +243,8 @@ def speed(args: argparse.Namespace) -> None:
                           train_dataset=features, data_collator=DataCollatorForTokenClassification(tokenizer))
         timing = timed_training(trainer, features, args.epochs)
     result = {"system": "hf-trainer", "windows": len(features), **timing, "batch_size": args.batch_size,
-              "max_length": args.max_length, "threads": args.threads}
+              "max_length": args.max_length, "threads": args.threads, "bf16": args.bf16,
+              "settings": speed_settings(args)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(result))
@@ -248,6 +270,9 @@ def add_training_options(parser: argparse.ArgumentParser, epochs: int | None) ->
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--bf16", action="store_true", help="TrainingArguments(bf16=True): bf16 autocast")
+    parser.add_argument("--group-by-length", action="store_true",
+                        help='TrainingArguments(train_sampling_strategy="group_by_length")')
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -266,6 +291,8 @@ def main(argv: list[str] | None = None) -> None:
     p_predict.add_argument("--max-length", type=int, default=256)
     p_predict.add_argument("--threads", type=int, default=1)
     p_predict.add_argument("--repeat", type=int, default=1, help="prediction passes over the documents")
+    p_predict.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="the model's weights")
+    p_predict.add_argument("--batch-size", type=int, default=1, help="the pipeline's batch_size (chunks)")
     p_predict.add_argument("--timing", type=Path, default=None, help="timing JSON")
     p_speed = commands.add_parser("speed", help="Trainer throughput on the project's training windows")
     add_training_options(p_speed, epochs=1)

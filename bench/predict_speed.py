@@ -12,7 +12,16 @@ span F1 change, and ``resume-ner onnx`` (the model exported by ``resume-ner expo
 Runtime in fp32) as an alternative the default does not take.
 Every run's predictions are scored against the test resumes (``span_f1_micro``).
 
-    python bench/predict_speed.py [--quick] [--model DIR] [--runs N]
+The pipeline runs at its own best settings too: ``hf-pipeline`` (fp32, batch size 1: the baseline before),
+``hf-pipeline bf16`` (the model loaded in bf16, batch size 8) and, when another of ``--pipeline-batch-sizes`` is
+faster in bf16, ``hf-pipeline bf16 batch N`` at that size: each size is first measured over the test set (the
+``pipeline_batch_sweep`` of the results, ``--sweep-runs`` processes each). Each set's headline ``ratio`` is
+resume-ner's median resumes/s over the best pipeline setting's (``best_peer``), ``ratio_fp32`` the one over
+``hf-pipeline``. Every run records its settings and the window tokens it predicts per pass (the model's input,
+overlap included: resume-ner's windows, the pipeline's chunks), and the results the model's shape
+(``model_shape``), for the FLOP estimate of the report.
+
+    python bench/predict_speed.py [--quick] [--model DIR] [--runs N] [--pipeline-batch-sizes 1,8,16]
     python bench/predict_speed.py worker --model DIR --docs FILE --repeat R --timing FILE.json   # one project run
 """
 
@@ -37,13 +46,33 @@ VARIANTS = {"resume-ner fp32": (["--precision", "fp32"], "fp32 forward passes (b
                                           "glibc's own allocator thresholds (before: no reuse_freed_memory)"),
             ONNX_VARIANT: (["--precision", "fp32"],
                            "the ONNX export on ONNX Runtime, fp32 (resume-ner export --format onnx; not the default)")}
-SYSTEMS = ("resume-ner", "hf-pipeline", *VARIANTS)
+# The pipeline's settings, (dtype, batch size); the first is the fp32 baseline of the secondary ratio.
+PIPELINE_FP32 = "hf-pipeline"
+PIPELINES = {PIPELINE_FP32: ("fp32", 1), "hf-pipeline bf16": ("bf16", 8)}
+PROJECT_WORKER = ["bench/predict_speed.py", "worker"]
+
+
+def pipeline_command(dtype: str, batch_size: int) -> list[str]:
+    """The ``hf_baseline.py predict`` arguments of one pipeline setting."""
+    return ["bench/hf_baseline.py", "predict", "--dtype", dtype, "--batch-size", str(batch_size)]
+
+
+def system_commands(best_batch_size: int) -> dict[str, list[str]]:
+    """Every system's script arguments, in run order: resume-ner, the pipeline settings (bf16 at
+    ``best_batch_size`` too when that is not one of them), the project's variants."""
+    pipelines = dict(PIPELINES)
+    if ("bf16", best_batch_size) not in pipelines.values():
+        pipelines[f"hf-pipeline bf16 batch {best_batch_size}"] = ("bf16", best_batch_size)
+    return {"resume-ner": PROJECT_WORKER, **{name: pipeline_command(*setting) for name, setting in pipelines.items()},
+            **{name: [*PROJECT_WORKER, *worker_args] for name, (worker_args, _) in VARIANTS.items()}}
 
 
 def worker(args: argparse.Namespace) -> int:
     """Load the model with ``Predictor``, predict the documents ``--repeat`` times; timing JSON."""
     import torch
 
+    from resume_ner.data.document import Document
+    from resume_ner.data.windows import build_windows
     from resume_ner.inference import Predictor
     from resume_ner.training.allocator import reuse_freed_memory
 
@@ -59,23 +88,24 @@ def worker(args: argparse.Namespace) -> int:
     done = time.perf_counter()
     common.write_predictions(args.out, [str(record["id"]) for record in records],
                              [[(e.start, e.end, e.label) for e in doc] for doc in entities])
+    windowed = build_windows([Document(id=str(i), text=text) for i, text in enumerate(texts)], predictor.tokenizer,
+                             predictor.scheme, max_length=predictor.max_length, stride=predictor.stride)
     timing = {"docs": len(texts), "repeat": args.repeat, "load_s": loaded - started, "predict_s": done - loaded,
               "resumes_per_s": len(texts) * args.repeat / (done - loaded), "bf16": predictor.bf16,
-              "allocator_tuned": tuned}
+              "allocator_tuned": tuned, "settings": {"precision": args.precision, "batch_size": predictor.batch_size},
+              "window_tokens": sum(len(window) for window in windowed.windows)}
     args.timing.write_text(json.dumps(timing) + "\n", encoding="utf-8")
     return 0
 
 
-def _run(system: str, model: Path, docs: Path, repeat: int, work: Path, tag: str, threads: int) -> dict[str, Any]:
+def _run(system: str, command: list[str], model: Path, docs: Path, repeat: int, work: Path, tag: str,
+         threads: int) -> dict[str, Any]:
+    """One process of ``system`` (``command``: its script arguments) over ``docs``; its timing and span F1."""
     name = f"{system.replace(' ', '-')}-{tag}"
     timing, predictions = work / f"{name}.json", work / f"{name}-predictions.jsonl"
     shared = ["--model", str(model), "--docs", str(docs), "--out", str(predictions), "--repeat", str(repeat),
               "--timing", str(timing), "--threads", str(threads)]
-    if system == "hf-pipeline":
-        cmd = common.python_cmd("bench/hf_baseline.py", "predict", *shared)
-    else:
-        cmd = common.python_cmd("bench/predict_speed.py", "worker", *shared, *VARIANTS.get(system, ([], ""))[0])
-    measured = common.run_measured(cmd, work / f"{name}.log")
+    measured = common.run_measured(common.python_cmd(*command, *shared), work / f"{name}.log")
     f1 = common.score_predictions(common.read_split(docs.parent, "test"), predictions)["span_f1_micro"]
     return {**json.loads(timing.read_text(encoding="utf-8")), "peak_rss_mb": measured.peak_rss_mb,
             "span_f1_micro": f1}
@@ -91,31 +121,72 @@ def onnx_export(model: Path, work: Path) -> Path:
     return out
 
 
+def model_shape(model: Path) -> dict[str, int]:
+    """The checkpoint's encoder and label head, at its windows' length, for the FLOP estimate."""
+    config = json.loads((model / "config.json").read_text(encoding="utf-8"))
+    metadata = json.loads((model / "resume_ner.json").read_text(encoding="utf-8"))
+    return common.model_shape(model / "config.json", len(config["id2label"]), metadata["windows"]["max_length"])
+
+
+def pipeline_batch_sweep(args: argparse.Namespace, model: Path, docs: Path, work: Path) -> dict[str, Any]:
+    """The bf16 pipeline over the test set at each of ``--pipeline-batch-sizes`` (``--sweep-runs`` interleaved
+    processes each): median resumes/s per batch size, and the fastest size."""
+    sizes = args.pipeline_batch_sizes
+    measured: dict[int, list[float]] = {size: [] for size in sizes}
+    for index in range(args.sweep_runs):
+        for size in sizes if index % 2 == 0 else sizes[::-1]:
+            run = _run(f"hf-pipeline bf16 batch {size}", pipeline_command("bf16", size), model, docs, 1, work,
+                       f"sweep-{index}", args.threads)
+            print(f"predict_speed: batch sweep: bf16 batch {size} #{index}: {run['resumes_per_s']:.2f} resumes/s",
+                  flush=True)
+            measured[size].append(run["resumes_per_s"])
+    medians = {str(size): common.median(values) for size, values in measured.items()}
+    best, _ = common.best_setting(medians)
+    return {"dtype": "bf16", "set": "test set", "runs": args.sweep_runs, "median_resumes_per_s": medians,
+            "best_batch_size": int(best)}
+
+
+def _summary(system_runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One system's figures over its processes: median throughput and load time, peak memory, its settings."""
+    first = system_runs[0]
+    return {"median_resumes_per_s": common.median([r["resumes_per_s"] for r in system_runs]),
+            "runs_resumes_per_s": [r["resumes_per_s"] for r in system_runs],
+            "load_s": common.median([r["load_s"] for r in system_runs]),
+            "peak_rss_mb": max(r["peak_rss_mb"] for r in system_runs), "span_f1_micro": first["span_f1_micro"],
+            "bf16": first.get("bf16"), "allocator_tuned": first.get("allocator_tuned"),
+            "settings": first["settings"], "window_tokens": first["window_tokens"]}
+
+
+def measure_set(name: str, repeat: int, commands: dict[str, list[str]], models: dict[str, Path], docs: Path,
+                work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """``--runs`` interleaved processes of every system, each predicting ``docs`` ``repeat`` times; the set's
+    results, the variants' apart, and resume-ner's ratios to the pipeline settings."""
+    runs: dict[str, list[dict[str, Any]]] = {system: [] for system in commands}
+    order = list(commands)
+    for index in range(args.runs):
+        for system in order if index % 2 == 0 else order[::-1]:
+            run = _run(system, commands[system], models[system], docs, repeat, work, f"r{repeat}-{index}",
+                       args.threads)
+            print(f"predict_speed: {name}: {system} #{index}: {run['resumes_per_s']:.2f} resumes/s, "
+                  f"peak {run['peak_rss_mb']:.0f} MiB", flush=True)
+            runs[system].append(run)
+    results = {system: _summary(system_runs) for system, system_runs in runs.items()}
+    variant_results = {system: results.pop(system) for system in VARIANTS}
+    peers = {system: r["median_resumes_per_s"] for system, r in results.items() if system != "resume-ner"}
+    ratios = common.peer_ratios(results["resume-ner"]["median_resumes_per_s"], peers, PIPELINE_FP32)
+    return {"name": name, "docs": runs["resume-ner"][0]["docs"], "repeat": repeat, "results": results, **ratios,
+            "variants": variant_results}
+
+
 def benchmark(args: argparse.Namespace) -> int:
-    """Both systems over the test set once and ten times; write ``bench/results/predict_speed[-quick].json``."""
+    """Every system over the test set once and ten times; write ``bench/results/predict_speed[-quick].json``."""
     work, docs, model = common.speed_inputs(args.work, args.quick, args.model, args.threads)
-    models = {system: model for system in SYSTEMS} | {ONNX_VARIANT: onnx_export(model, work)}
-    sets = []
-    for name, repeat in (("test set", 1), (f"test set x{args.big_repeat}", args.big_repeat)):
-        runs: dict[str, list[dict[str, Any]]] = {system: [] for system in SYSTEMS}
-        for index in range(args.runs):
-            for system in SYSTEMS if index % 2 == 0 else SYSTEMS[::-1]:
-                run = _run(system, models[system], docs, repeat, work, f"r{repeat}-{index}", args.threads)
-                print(f"predict_speed: {name}: {system} #{index}: {run['resumes_per_s']:.2f} resumes/s, "
-                      f"peak {run['peak_rss_mb']:.0f} MiB", flush=True)
-                runs[system].append(run)
-        results = {system: {"median_resumes_per_s": common.median([r["resumes_per_s"] for r in system_runs]),
-                            "runs_resumes_per_s": [r["resumes_per_s"] for r in system_runs],
-                            "load_s": common.median([r["load_s"] for r in system_runs]),
-                            "peak_rss_mb": max(r["peak_rss_mb"] for r in system_runs),
-                            "span_f1_micro": system_runs[0]["span_f1_micro"],
-                            "bf16": system_runs[0].get("bf16"),
-                            "allocator_tuned": system_runs[0].get("allocator_tuned")}
-                   for system, system_runs in runs.items()}
-        variant_results = {system: results.pop(system) for system in VARIANTS}
-        ratio = results["resume-ner"]["median_resumes_per_s"] / results["hf-pipeline"]["median_resumes_per_s"]
-        sets.append({"name": name, "docs": runs["resume-ner"][0]["docs"], "repeat": repeat, "results": results,
-                     "ratio": ratio, "variants": variant_results})
+    onnx_model = onnx_export(model, work)
+    sweep = pipeline_batch_sweep(args, model, docs, work)
+    commands = system_commands(sweep["best_batch_size"])
+    models = {system: onnx_model if system == ONNX_VARIANT else model for system in commands}
+    sets = [measure_set(name, repeat, commands, models, docs, work, args)
+            for name, repeat in (("test set", 1), (f"test set x{args.big_repeat}", args.big_repeat))]
     last = sets[-1]
     default = last["results"]["resume-ner"]
     variants = [{"name": label, "settings": [" ".join(worker_args)],
@@ -126,12 +197,26 @@ def benchmark(args: argparse.Namespace) -> int:
                  "note": f"the default ran bf16: {default['bf16']}; allocator thresholds set: "
                          f"{default['allocator_tuned']}"}
                 for system, (worker_args, label) in VARIANTS.items()]
-    settings = {"model": str(model), "threads": args.threads, "runs": args.runs}
-    path = common.write_result("predict_speed", {"settings": settings, "sets": sets, "variants": variants},
+    settings = {"model": str(model), "threads": args.threads, "runs": args.runs,
+                "pipeline_batch_sizes": args.pipeline_batch_sizes}
+    path = common.write_result("predict_speed", {"settings": settings, "sets": sets, "variants": variants,
+                                                  "pipeline_batch_sweep": sweep, "model_shape": model_shape(model)},
                                args.quick)
-    ratios = ", ".join(f"{s['ratio']:.2f}x" for s in sets)
+    ratios = ", ".join(f"{s['ratio']:.2f}x against {s['best_peer']} ({s['ratio_fp32']:.2f}x against {PIPELINE_FP32})"
+                       for s in sets)
     print(f"predict_speed: ratios {ratios}; wrote {path}")
     return 0
+
+
+def batch_sizes(value: str) -> list[int]:
+    """An ``argparse`` type: comma-separated positive batch sizes."""
+    try:
+        sizes = [int(size) for size in value.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {value!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"batch sizes must be at least 1, got {value!r}")
+    return sizes
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -152,10 +237,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small budgets, same code paths")
     parser.add_argument("--runs", type=int, help="processes per system and set (default 5, quick 1)")
     parser.add_argument("--big-repeat", type=int, help="passes of the larger set (default 10, quick 2)")
+    parser.add_argument("--pipeline-batch-sizes", type=batch_sizes, default=[1, 8, 16],
+                        help="the bf16 pipeline's batch sizes to try (default 1,8,16)")
+    parser.add_argument("--sweep-runs", type=int, help="processes per batch size tried (default 3, quick 1)")
     parser.add_argument("--work", type=Path, default=Path("runs/bench/predict_speed"), help="scratch directory")
     args = parser.parse_args(argv)
     args.runs = args.runs or (1 if args.quick else 5)
     args.big_repeat = args.big_repeat or (2 if args.quick else 10)
+    args.sweep_runs = args.sweep_runs or (1 if args.quick else 3)
     return benchmark(args)
 
 

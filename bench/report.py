@@ -4,8 +4,11 @@
 
 Reads ``<name>.json`` (``--quick``: ``<name>-quick.json``) of each benchmark written by ``common.write_result``;
 a benchmark without a result is reported as not run, never estimated. Every target is listed with its measured
-value and whether it was met. The hand-written block between ``<!-- notes:start -->`` and ``<!-- notes:end -->``
-of the existing page is kept verbatim. Plots are PNGs drawn with matplotlib's Agg backend.
+value and whether it was met. Speed is compared with the best measured setting of each baseline (results from
+before a setting was measured show it as not measured, and the target against the best setting as not run).
+The Hardware section divides the model FLOP/s of the speed results (``common.flops_per_token``) by the
+matrix-multiply peaks of ``gemm_peak``. The hand-written block between ``<!-- notes:start -->`` and
+``<!-- notes:end -->`` of the existing page is kept verbatim. Plots are PNGs drawn with matplotlib's Agg backend.
 """
 
 from __future__ import annotations
@@ -14,25 +17,30 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS_DIR, ROOT  # noqa: E402  (common imports torch only inside its functions)
+# noqa: E402 below: the bench scripts import torch only inside their functions
+from common import RESULTS_DIR, ROOT, flops_per_token, peer_ratios  # noqa: E402
+from predict_speed import PIPELINE_FP32, PIPELINES  # noqa: E402
+from train_speed import TRAINER_FP32, TRAINER_SYSTEMS  # noqa: E402
 
 NOTES_START, NOTES_END = "<!-- notes:start -->", "<!-- notes:end -->"
 NOT_RUN = "not run yet"
+NOT_MEASURED = "not measured"
 QUALITY_BARS = (("hf-trainer", 0.05), ("spacy", 0.0))  # resume-ner micro-F1 must reach theirs plus the margin
 GOALS = {  # what each target asks, as listed when its benchmark has not run; {} is the prediction set
     "quality": tuple(f"resume-ner micro-F1 ≥ {other} micro-F1" + (f" + {margin:.2f}" if margin else "")
                      for other, margin in QUALITY_BARS),
-    "train_speed": ("resume-ner / hf-trainer training throughput ≥ 1.30×",
+    "train_speed": ("resume-ner / best hf-trainer setting training throughput ≥ 1.30×",
                     "resume-ner training peak memory ≤ 4,096 MiB (MiniLM, batch 16 × 256)"),
-    "predict_speed": ("resume-ner / hf-pipeline prediction throughput ≥ 2.00× on {}",
+    "predict_speed": ("resume-ner / best hf-pipeline setting prediction throughput ≥ 2.00× on {}",
                       "resume-ner prediction peak memory ≤ 1,536 MiB"),
+    "gemm_peak": ("resume-ner training MFU (model FLOP/s / matrix-multiply peak of its precision) ≥ 50%",),
     "hpo_pruning": ("pruning saves ≥ 30% of the sweep's wall time",
                     "best value with pruning ≥ best without − 0.01"),
     "pipeline_overhead": ("pipeline / direct wall time ≤ 1.15×",),
@@ -41,6 +49,9 @@ GOALS = {  # what each target asks, as listed when its benchmark has not run; {}
                       "served entities = Predictor entities"),
 }
 EPS = 1e-9  # a figure exactly on its bound meets the target despite float rounding
+TRAIN_RATIO_BOUND, PREDICT_RATIO_BOUND, TRAIN_MFU_BOUND = 1.3, 2.0, 0.5
+ABOVE_PEAK = ("\\* Above the measured peak: the peaks were measured low (another process on the CPUs while "
+              "`gemm_peak` ran?) or the FLOP estimate is too high for this run; rerun `python bench/gemm_peak.py`.")
 SWEEP_LABELS = {"median": "median pruner", "none": "no pruning"}
 CLI_MODULE = "-m resume_ner.cli.main"  # how the benchmarks record the project's CLI (python -m, same venv)
 
@@ -48,8 +59,9 @@ INTRO = """\
 # Benchmarks
 
 What is measured: the quality of resume-ner's model against a Hugging Face `Trainer` baseline and spaCy, the
-training and prediction throughput against plain Hugging Face code, the time saved by pruning a
-hyperparameter search, and the overhead of running training as a pipeline.
+training and prediction throughput against plain Hugging Face code at its best settings, the share of the
+machine's matrix-multiply peak the model reaches, the time saved by pruning a hyperparameter search, and the
+overhead of running training as a pipeline.
 
 Corpus: `../shared/data/resume-cvs`. Training uses `train.jsonl` minus the resume that is also in
 `test.jsonl`, with a seeded validation split of the rest; every system is tested on the 24 test resumes.
@@ -137,6 +149,23 @@ def mib(value: float | None) -> str:
 def rate(value: float | None) -> str:
     """A throughput (items per second)."""
     return "–" if value is None else f"{value:,.1f}"
+
+
+def gflops(value: float) -> str:
+    """A FLOP rate given in GFLOP/s."""
+    return f"{value:,.1f} GFLOP/s"
+
+
+def precision(bf16: bool | None) -> str:
+    """The precision a run used (``bf16``, ``fp32``; – when not recorded)."""
+    return "–" if bf16 is None else "bf16" if bf16 else "fp32"
+
+
+def setting_text(settings: dict[str, Any] | None) -> str:
+    """A system's recorded settings as ``key=value, ...`` (– when not recorded, as in older results)."""
+    if settings is None:
+        return "–"
+    return ", ".join(f"{key}={value}" for key, value in settings.items()) or "defaults"
 
 
 def code(text: str) -> str:
@@ -267,44 +296,191 @@ def quality_plots(systems: list[dict[str, Any]], types: list[str], plots: Plots)
     return [line for image in images for line in (image, "")]
 
 
+@dataclass(frozen=True)
+class PeerComparison:
+    """resume-ner against a baseline's settings: the ratio to the best one measured (``best_peer``), to its fp32
+    setting, and the settings the benchmark defines that the result lacks (results from before they were added)."""
+
+    best_peer: str
+    ratio: float
+    ratio_fp32: float
+    missing: list[str]
+
+
+def compare_peers(ours: float, peers: dict[str, float], expected: Iterable[str], fp32_peer: str) -> PeerComparison:
+    """``ours`` against the ``peers`` medians measured, ``expected`` being every setting the benchmark defines."""
+    return PeerComparison(**peer_ratios(ours, peers, fp32_peer), missing=[n for n in expected if n not in peers])
+
+
+def peer_target(benchmark: str, goal: str, comparison: PeerComparison, bound: float) -> Target:
+    """The target ``ratio ≥ bound`` against the best peer setting; not run while a setting was not measured."""
+    if comparison.missing:
+        return Target(benchmark, goal, f"{', '.join(comparison.missing)} {NOT_MEASURED} "
+                                       f"({ratio(comparison.ratio)} against {comparison.best_peer})", None)
+    return Target(benchmark, goal, f"{ratio(comparison.ratio)} against {comparison.best_peer}",
+                  comparison.ratio >= bound - EPS)
+
+
+def peer_line(comparison: PeerComparison, fp32_peer: str) -> str:
+    """The ratio to the best peer setting and to the fp32 one, in words."""
+    return (f"{ratio(comparison.ratio)} against the best, {comparison.best_peer}; "
+            f"{ratio(comparison.ratio_fp32)} against {fp32_peer} (fp32, the baseline before)")
+
+
 def train_speed(result: dict[str, Any], plots: Plots) -> tuple[list[str], list[Target]]:
-    """Training throughput and memory, resume-ner against the Hugging Face Trainer."""
+    """Training throughput and memory, resume-ner against the Hugging Face Trainer at each of its settings."""
     summary = result["summary"]
+    ours = summary["resume-ner"]["median_tokens_per_s"]
+    peers = {name: summary[name]["median_tokens_per_s"] for name in TRAINER_SYSTEMS if name in summary}
+    comparison = compare_peers(ours, peers, TRAINER_SYSTEMS, TRAINER_FP32)
     lines = [settings_line(result["settings"]), ""]
-    lines += table(["System", "Median tokens/s", "Max peak RSS"],
-                   [[name, rate(s["median_tokens_per_s"]), mib(s["max_peak_rss_mb"])] for name, s in summary.items()])
+    rows = [[name, setting_text(s.get("settings")), precision(s.get("bf16")), rate(s["median_tokens_per_s"]),
+             ratio(ours / s["median_tokens_per_s"]), mib(s["max_peak_rss_mb"])] for name, s in summary.items()]
+    rows += [[name, NOT_MEASURED, "–", "–", "–", "–"] for name in comparison.missing]
+    lines += table(["System", "Settings", "Precision", "Median tokens/s", "resume-ner / this", "Max peak RSS"], rows)
     lines += ["", "Runs:", ""]
     lines += table(["System", "Repeat", "Wall", "Tokens/s", "Peak RSS"],
                    [[r["system"], str(r["repeat"]), seconds(r["wall_s"]), rate(r["tokens_per_s"]),
                      mib(r["peak_rss_mb"])] for r in result["runs"]])
-    lines += ["", f"Ratio resume-ner / hf-trainer median tokens/s: {ratio(result['ratio'])}", ""]
+    lines += ["", f"Ratio resume-ner / Trainer median tokens/s: {peer_line(comparison, TRAINER_FP32)}.", ""]
     lines += variants_table(result.get("variants") or [], "tokens/s")
-    peak = summary.get("resume-ner", {}).get("max_peak_rss_mb")
+    peak = summary["resume-ner"]["max_peak_rss_mb"]
     goals = GOALS["train_speed"]
-    targets = [Target("train_speed", goals[0], ratio(result["ratio"]), result["ratio"] >= 1.3 - EPS),
-               Target("train_speed", goals[1], mib(peak) if peak is not None else f"resume-ner {NOT_RUN}",
-                      None if peak is None else peak <= 4096 + EPS)]
+    targets = [peer_target("train_speed", goals[0], comparison, TRAIN_RATIO_BOUND),
+               Target("train_speed", goals[1], mib(peak), peak <= 4096 + EPS)]
     return lines + target_lines(targets), targets
 
 
 def predict_speed(result: dict[str, Any], plots: Plots) -> tuple[list[str], list[Target]]:
-    """Prediction throughput per document set, resume-ner against a Hugging Face pipeline."""
+    """Prediction throughput per document set, resume-ner against a Hugging Face pipeline at each of its settings."""
     sets = result["sets"]
+    comparisons = {s["name"]: compare_peers(s["results"]["resume-ner"]["median_resumes_per_s"],
+                                            {name: r["median_resumes_per_s"] for name, r in s["results"].items()
+                                             if name != "resume-ner"}, PIPELINES, PIPELINE_FP32) for s in sets}
     lines = [settings_line(result["settings"]), ""]
-    lines += table(["Set", "Docs", "Repeats", "System", "Median resumes/s", "Runs (resumes/s)", "Load", "Peak RSS"],
-                   [[s["name"], str(s["docs"]), str(s["repeat"]), name, rate(r["median_resumes_per_s"]),
-                     ", ".join(rate(x) for x in r["runs_resumes_per_s"]), seconds(r["load_s"]), mib(r["peak_rss_mb"])]
-                    for s in sets for name, r in s["results"].items()])
-    lines += ["", "Ratio resume-ner / hf-pipeline median resumes/s:", "",
-              *(f"- {s['name']}: {ratio(s['ratio'])}" for s in sets), ""]
+    lines += table(["Set", "Docs", "Repeats", "System", "Settings", "Precision", "Median resumes/s",
+                    "Runs (resumes/s)", "Load", "Peak RSS", "Span F1"],
+                   [row for s in sets for row in prediction_rows(s, comparisons[s["name"]].missing)])
+    lines += ["", *batch_sweep_lines(result.get("pipeline_batch_sweep")),
+              "Ratio resume-ner / pipeline median resumes/s:", "",
+              *(f"- {name}: {peer_line(comparison, PIPELINE_FP32)}" for name, comparison in comparisons.items()), ""]
     lines += variants_table(result.get("variants") or [], "resumes/s")
     goals = GOALS["predict_speed"]
-    targets = [Target("predict_speed", goals[0].format(s["name"]), ratio(s["ratio"]), s["ratio"] >= 2 - EPS)
-               for s in sets]
-    peaks = [s["results"]["resume-ner"]["peak_rss_mb"] for s in sets if "resume-ner" in s["results"]]
-    targets.append(Target("predict_speed", goals[1], mib(max(peaks)) if peaks else f"resume-ner {NOT_RUN}",
-                          max(peaks) <= 1536 + EPS if peaks else None))
+    targets = [peer_target("predict_speed", goals[0].format(name), comparison, PREDICT_RATIO_BOUND)
+               for name, comparison in comparisons.items()]
+    peaks = [s["results"]["resume-ner"]["peak_rss_mb"] for s in sets]
+    targets.append(Target("predict_speed", goals[1], mib(max(peaks)), max(peaks) <= 1536 + EPS))
     return lines + target_lines(targets), targets
+
+
+def prediction_rows(prediction_set: dict[str, Any], missing: list[str]) -> list[list[str]]:
+    """A set's rows of the prediction table: each system measured, then each pipeline setting not measured."""
+    head = [prediction_set["name"], str(prediction_set["docs"]), str(prediction_set["repeat"])]
+    measured = [[*head, name, setting_text(r.get("settings")), precision(r.get("bf16")),
+                 rate(r["median_resumes_per_s"]), ", ".join(rate(x) for x in r["runs_resumes_per_s"]),
+                 seconds(r["load_s"]), mib(r["peak_rss_mb"]), f1(r.get("span_f1_micro"))]
+                for name, r in prediction_set["results"].items()]
+    return measured + [[*head, name, NOT_MEASURED, *["–"] * 6] for name in missing]
+
+
+def batch_sweep_lines(sweep: dict[str, Any] | None) -> list[str]:
+    """The pipeline's batch sizes tried, if the result has them."""
+    if not sweep:
+        return []
+    tried = ", ".join(f"batch {size}: {rate(value)}" for size, value in sweep["median_resumes_per_s"].items())
+    return [f"Pipeline batch sizes tried ({sweep['dtype']}, {sweep['set']}, median of {sweep['runs']} process(es), "
+            f"resumes/s): {tried}; fastest: {sweep['best_batch_size']}.", ""]
+
+
+def mfu(tokens_per_s: float, flops: float, peak_gflops: float) -> float:
+    """Model-FLOPs utilisation: the model FLOP/s reached (tokens/s x FLOPs per token) over the peak FLOP/s."""
+    return tokens_per_s * flops / (peak_gflops * 1e9)
+
+
+def utilisation_cell(value: float) -> str:
+    """An MFU as a percentage, marked when it is above the measured peak (``ABOVE_PEAK``)."""
+    return percent(value) + (" *" if value > 1 else "")
+
+
+def mfu_row(benchmark: str, system: str, bf16: bool | None, tokens_per_s: float, flops: float,
+            peaks: dict[str, float]) -> list[str]:
+    """A utilisation table row: against the bf16 peak always, against the fp32 peak for fp32 runs."""
+    return [benchmark, system, precision(bf16), rate(tokens_per_s), gflops(tokens_per_s * flops / 1e9),
+            utilisation_cell(mfu(tokens_per_s, flops, peaks["bf16"])),
+            "–" if bf16 else utilisation_cell(mfu(tokens_per_s, flops, peaks["fp32"]))]
+
+
+def training_mfu_rows(result: dict[str, Any], peaks: dict[str, float]) -> list[list[str]]:
+    """Every training system's utilisation (a result with ``model_shape``)."""
+    flops = flops_per_token(result["model_shape"], training=True)
+    return [mfu_row("train_speed", name, s.get("bf16"), s["median_tokens_per_s"], flops, peaks)
+            for name, s in result["summary"].items()]
+
+
+def prediction_mfu_rows(result: dict[str, Any], peaks: dict[str, float]) -> list[list[str]]:
+    """Every prediction system's utilisation on the largest set: resumes/s x window tokens per resume."""
+    flops = flops_per_token(result["model_shape"], training=False)
+    last = result["sets"][-1]
+    systems = {**last["results"], **last["variants"]}
+    return [mfu_row(f"predict_speed ({last['name']})", name, r.get("bf16"),
+                    r["median_resumes_per_s"] * r["window_tokens"] / last["docs"], flops, peaks)
+            for name, r in systems.items()]
+
+
+def utilisation(name: str, result: dict[str, Any] | None, rows: Callable[[dict[str, Any], dict[str, float]],
+                list[list[str]]], peaks: dict[str, float]) -> tuple[list[list[str]], list[str]]:
+    """One speed benchmark's utilisation rows and its command line, or why there are none."""
+    if result is None:
+        return [], [f"- {name}: {NOT_RUN}"]
+    if "model_shape" not in result:
+        return [], [f"- {name}: {NOT_MEASURED} (its result predates the FLOP estimate; rerun "
+                    f"`python bench/{name}.py`)"]
+    return rows(result, peaks), [f"- {name}: {code(command(result['command']))}"]
+
+
+def flops_lines(shape: dict[str, int]) -> list[str]:
+    """How the model FLOPs are estimated, with this model's figures."""
+    return [f"Model FLOPs per token (`bench/common.py`): forward 2·N + 4·L·s·h, training 3 × forward, where "
+            f"N = L·(4·h² + 2·h·i) + h·C weights are multiplied per token (embeddings, biases, LayerNorm and softmax "
+            f"left out) and 4·L·s·h is the attention (QKᵀ and AV over a window of s tokens). Here L = "
+            f"{shape['layers']}, h = {shape['hidden']}, i = {shape['intermediate']}, C = {shape['labels']} labels, "
+            f"s = {shape['seq_len']}: {flops_per_token(shape, training=True) / 1e6:.1f} MFLOP per trained token, "
+            f"{flops_per_token(shape, training=False) / 1e6:.1f} MFLOP per predicted token (window tokens, overlap "
+            f"included). MFU = model FLOP/s / peak GFLOP/s of the table above.", ""]
+
+
+def hardware(result: dict[str, Any], plots: Plots) -> tuple[list[str], list[Target]]:
+    """The matrix-multiply peaks, and the share of them training and prediction reach (MFU)."""
+    peaks, uses = result["peak_gflops"], result["uses"]
+    lines = [settings_line(result["settings"]), ""]
+    lines += table(["Shape (m×k @ k×n)", "Mode", "Median time", "GFLOP/s"],
+                   [[f"{m}×{k} @ {k}×{n}", r["mode"], f"{r['median_s'] * 1e3:.2f} ms", rate(r["gflops"])]
+                    for r in result["measurements"] for m, k, n in [r["shape"]]])
+    lines += ["", f"Peaks: fp32 {gflops(peaks['fp32'])}, bf16 {gflops(peaks['bf16'])}.", ""]
+    train_rows, train_command = utilisation("train_speed", uses["train_speed"], training_mfu_rows, peaks)
+    predict_rows, predict_command = utilisation("predict_speed", uses["predict_speed"], prediction_mfu_rows, peaks)
+    shape = next((r["model_shape"] for r in (uses["train_speed"], uses["predict_speed"]) if r and "model_shape" in r),
+                 None)
+    lines += flops_lines(shape) if shape else []
+    if train_rows or predict_rows:
+        rows = train_rows + predict_rows
+        lines += table(["Benchmark", "System", "Precision", "Tokens/s", "Model FLOP/s", "MFU (bf16 peak)",
+                        "MFU (fp32 peak)"], rows) + [""]
+        lines += [ABOVE_PEAK, ""] if any(cell.endswith(" *") for row in rows for cell in row) else []
+    lines += ["Commands:", "", *train_command, *predict_command, ""]
+    targets = [training_mfu_target(uses["train_speed"], peaks)]
+    return lines + target_lines(targets), targets
+
+
+def training_mfu_target(result: dict[str, Any] | None, peaks: dict[str, float]) -> Target:
+    """resume-ner's training MFU against the peak of the precision it trained in."""
+    goal = GOALS["gemm_peak"][0]
+    if result is None or "model_shape" not in result:
+        return Target("gemm_peak", goal, f"train_speed {NOT_RUN if result is None else NOT_MEASURED}", None)
+    ours = result["summary"]["resume-ner"]
+    value = mfu(ours["median_tokens_per_s"], flops_per_token(result["model_shape"], training=True),
+                peaks["bf16" if ours["bf16"] else "fp32"])
+    return Target("gemm_peak", goal, f"{percent(value)} ({precision(ours['bf16'])})", value >= TRAIN_MFU_BOUND - EPS)
 
 
 def hpo_pruning(result: dict[str, Any], plots: Plots) -> tuple[list[str], list[Target]]:
@@ -390,15 +566,18 @@ def serving_speed(result: dict[str, Any], plots: Plots) -> tuple[list[str], list
 
 @dataclass(frozen=True)
 class Section:
-    """A benchmark: its result name (and key of ``GOALS``), title and renderer."""
+    """A benchmark: its result name (and key of ``GOALS``), title and renderer; ``uses``: the other benchmarks whose
+    results the renderer reads, as ``result["uses"][name]`` (None when not run)."""
 
     name: str
     title: str
     render: Callable[[dict[str, Any], Plots], tuple[list[str], list[Target]]]
+    uses: tuple[str, ...] = ()
 
 
 SECTIONS = (Section("quality", "Quality", quality), Section("train_speed", "Training speed", train_speed),
             Section("predict_speed", "Prediction speed", predict_speed),
+            Section("gemm_peak", "Hardware", hardware, uses=("train_speed", "predict_speed")),
             Section("hpo_pruning", "Hyperparameter search pruning", hpo_pruning),
             Section("pipeline_overhead", "Pipeline overhead", pipeline_overhead),
             Section("serving_speed", "Serving speed", serving_speed))
@@ -417,18 +596,29 @@ def read_notes(page: Path) -> str:
     return text[start:end + len(NOTES_END)]
 
 
+def result_path(results: Path, name: str, quick: bool) -> Path:
+    """Where ``common.write_result`` writes benchmark ``name``'s result."""
+    return results / f"{name}{'-quick' if quick else ''}.json"
+
+
+def read_result(path: Path) -> dict[str, Any] | None:
+    """The result at ``path``; None when the benchmark has not run."""
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
 def render_page(results: Path, quick: bool, plots: Plots, notes: str) -> tuple[str, list[Target]]:
     """The Markdown page and every target (measured or not) from the results in ``results``."""
     body: list[str] = []
     targets: list[Target] = []
     for section in SECTIONS:
-        path = results / f"{section.name}{'-quick' if quick else ''}.json"
+        path = result_path(results, section.name, quick)
         body += [f"## {section.title}", ""]
-        if not path.is_file():
+        result = read_result(path)
+        if result is None:
             body += [f"{section.title}: {NOT_RUN} (`make bench{'-quick' if quick else ''}`).", ""]
             targets += [Target(section.name, goal.format("every set"), "–", None) for goal in GOALS[section.name]]
             continue
-        result = json.loads(path.read_text(encoding="utf-8"))
+        result["uses"] = {name: read_result(result_path(results, name, quick)) for name in section.uses}
         try:
             lines, found = section.render(result, plots)
         except KeyError as exc:

@@ -1,8 +1,9 @@
 """Run every benchmark in order, then regenerate ``docs/benchmarks.md`` (``make bench`` / ``make bench-quick``).
 
-Order: the HPO sweeps first (the pruned sweep's best trial feeds the quality run's "best sweep config"),
-then quality, training speed, prediction speed and serving speed (on the model the quality run trained with the
-default config) and pipeline overhead. Each runs as its own process and writes ``bench/results/<name>[-quick].json``.
+Order: the matrix-multiply peaks first (short; the report's utilisation figures divide by them), the HPO sweeps
+(the pruned sweep's best trial feeds the quality run's "best sweep config"), then quality, training speed,
+prediction speed and serving speed (on the model the quality run trained with the default config) and pipeline
+overhead. Each runs as its own process and writes ``bench/results/<name>[-quick].json``.
 
     python bench/run.py [--quick] [--only quality,train_speed,...]
 """
@@ -16,7 +17,8 @@ import time
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
-BENCHMARKS = ("hpo_pruning", "quality", "train_speed", "predict_speed", "pipeline_overhead", "serving_speed")
+BENCHMARKS = ("gemm_peak", "hpo_pruning", "quality", "train_speed", "predict_speed", "pipeline_overhead",
+              "serving_speed")
 
 
 def _args(name: str, quick: bool) -> list[str]:

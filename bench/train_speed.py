@@ -1,6 +1,6 @@
 """Training speed: tokens per second of this project's trainer against ``Trainer`` on the same windows.
 
-Both systems train one epoch over exactly the windows the project builds from the first ``--docs`` training
+The systems train one epoch over exactly the windows the project builds from the first ``--docs`` training
 resumes (``build_windows``: ``model.max_length`` tokens, ``model.stride`` overlap), with the same batch size,
 learning-rate settings, seed and torch threads, each in its own process; runs are interleaved (the order
 alternates every repeat) and the median of ``--repeats`` is reported, with each process's peak resident
@@ -8,6 +8,12 @@ memory. Tokens are the non-padding tokens of the windows. The project's figure i
 ``tokens_per_second``: the whole epoch including saving the model and the resumable training state at its
 end (no validation split is given); the ``Trainer`` baseline's is ``trainer.train()`` and
 ``trainer.save_model()``, as run_ner.py does (it writes no optimizer state).
+
+``Trainer`` runs at three settings: ``hf-trainer`` (fp32, random batches: the baseline before), ``hf-trainer bf16``
+(``TrainingArguments(bf16=True)``) and ``hf-trainer bf16 grouped`` (bf16 and
+``train_sampling_strategy="group_by_length"``). The headline ``ratio`` is resume-ner's median tokens/s over the
+best of them (``best_peer``), ``ratio_fp32`` the one over ``hf-trainer``. Each system's settings are in the
+results (``summary[system]["settings"]``), with the model's shape for the FLOP estimate (``model_shape``).
 
     python bench/train_speed.py [--quick] [--docs N] [--repeats R] [--batch-size B] [--variant NAME:KEY=VALUE,...]
     python bench/train_speed.py worker --splits DIR --docs N --batch-size B --out FILE.json   # one project run
@@ -32,27 +38,37 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
 
-SYSTEMS = ("resume-ner", "hf-trainer")
+# Trainer settings: hf_baseline.py speed arguments; the first is the fp32 baseline of the secondary ratio.
+TRAINER_SYSTEMS = {"hf-trainer": [], "hf-trainer bf16": ["--bf16"],
+                   "hf-trainer bf16 grouped": ["--bf16", "--group-by-length"]}
+TRAINER_FP32 = "hf-trainer"
+SYSTEMS = ("resume-ner", *TRAINER_SYSTEMS)
 # Always measured beside the default (training.precision=auto: bf16 autocast where the CPU has it natively).
 BEFORE = {"resume-ner fp32": ["training.precision=fp32"]}
 
 
 def worker(args: argparse.Namespace) -> int:
     """One project training epoch over the first ``--docs`` training resumes; its figures as JSON."""
+    import torch
+
     from resume_ner.config import ResumeNerConfig
     from resume_ner.hpo.search_space import apply_params
+    from resume_ner.training.precision import use_bf16
     from resume_ner.training.trainer import train_model
 
+    overrides = dict(setting.split("=", 1) for setting in args.settings)
     settings = {"training.epochs": 1, "training.batch_size": args.batch_size, "training.num_threads": args.threads,
                 "model.max_length": args.max_length, "model.stride": args.stride, "tracking.enabled": False,
-                **dict(setting.split("=", 1) for setting in args.settings)}
+                **overrides}
     config = apply_params(ResumeNerConfig(), settings)
     documents = common.read_split(args.splits, "train")[: args.docs]
     with tempfile.TemporaryDirectory(prefix="resume-ner-speed-") as out:
         result = train_model(config, documents, [], out, quiet=True)
     record = {"system": "resume-ner", "tokens": round(result.tokens_per_second * result.train_seconds),
               "train_wall_s": result.train_seconds, "tokens_per_s": result.tokens_per_second,
-              "batch_size": args.batch_size, "max_length": args.max_length, "threads": args.threads}
+              "batch_size": args.batch_size, "max_length": args.max_length, "threads": args.threads,
+              "bf16": use_bf16(config.training.precision, torch.device("cpu")),
+              "settings": {**overrides, "training.precision": config.training.precision}}
     args.out.write_text(json.dumps(record) + "\n", encoding="utf-8")
     return 0
 
@@ -74,20 +90,31 @@ def _run(system: str, splits: Path, work: Path, repeat: int, args: argparse.Name
     shared = ["--splits", str(splits), "--docs", str(args.docs), "--batch-size", str(args.batch_size),
               "--max-length", str(args.max_length), "--stride", str(args.stride), "--threads", str(args.threads),
               "--out", str(out)]
-    if system != "hf-trainer":
+    if system in TRAINER_SYSTEMS:
+        cmd = common.python_cmd("bench/hf_baseline.py", "speed", "--backbone", backbone, "--epochs", "1", *shared,
+                                *TRAINER_SYSTEMS[system])
+    else:
         cmd = common.python_cmd("bench/train_speed.py", "worker", *shared,
                                 *[arg for setting in settings for arg in ("--set", setting)])
-    else:
-        cmd = common.python_cmd("bench/hf_baseline.py", "speed", "--backbone", backbone, "--epochs", "1", *shared)
     measured = common.run_measured(cmd, work / f"{system.replace(' ', '_')}-{repeat}.log")
     figures = json.loads(out.read_text(encoding="utf-8"))
     return {"system": system, "repeat": repeat, "wall_s": figures["train_wall_s"],
-            "tokens_per_s": figures["tokens_per_s"], "tokens": figures["tokens"], "peak_rss_mb": measured.peak_rss_mb}
+            "tokens_per_s": figures["tokens_per_s"], "tokens": figures["tokens"], "peak_rss_mb": measured.peak_rss_mb,
+            "bf16": figures["bf16"], "settings": figures["settings"]}
+
+
+def _summary(runs: list[dict[str, Any]], system: str) -> dict[str, Any]:
+    """One system's median tokens/s, largest peak memory, settings and precision over its runs."""
+    own = [r for r in runs if r["system"] == system]
+    return {"median_tokens_per_s": common.median([r["tokens_per_s"] for r in own]),
+            "max_peak_rss_mb": max(r["peak_rss_mb"] for r in own), "settings": own[0]["settings"],
+            "bf16": own[0]["bf16"]}
 
 
 def benchmark(args: argparse.Namespace) -> int:
-    """Interleaved runs of both systems; write ``bench/results/train_speed[-quick].json``."""
+    """Interleaved runs of every system; write ``bench/results/train_speed[-quick].json``."""
     from resume_ner.config import ResumeNerConfig
+    from resume_ner.data.labels import scheme_for
     from resume_ner.training.model import resolve_backbone
 
     work = args.work.resolve() / ("quick" if args.quick else "full")
@@ -103,23 +130,25 @@ def benchmark(args: argparse.Namespace) -> int:
             print(f"train_speed: {system} #{repeat}: {run['tokens_per_s']:.0f} tok/s, "
                   f"peak {run['peak_rss_mb']:.0f} MiB", flush=True)
             runs.append(run)
-    summary = {system: {"median_tokens_per_s": common.median([r["tokens_per_s"] for r in runs if r["system"] == system]),
-                        "max_peak_rss_mb": max(r["peak_rss_mb"] for r in runs if r["system"] == system)}
-               for system in [*SYSTEMS, *variants]}
+    summary = {system: _summary(runs, system) for system in [*SYSTEMS, *variants]}
     tokens = {r["tokens"] for r in runs}
     settings = {"docs": args.docs, "tokens": sorted(tokens), "batch_size": args.batch_size,
                 "max_length": args.max_length, "stride": args.stride, "threads": args.threads,
                 "repeats": args.repeats}
     default = summary["resume-ner"]["median_tokens_per_s"]
-    ratio = default / summary["hf-trainer"]["median_tokens_per_s"]
+    ratios = common.peer_ratios(default, {name: summary[name]["median_tokens_per_s"] for name in TRAINER_SYSTEMS},
+                                TRAINER_FP32)
+    labels = len(scheme_for(ResumeNerConfig().data.label_map).labels)
+    shape = common.model_shape(Path(backbone) / "config.json", labels, args.max_length)
     measured_variants = [{"name": name, "settings": sets, "median_tokens_per_s": summary[name]["median_tokens_per_s"],
                           "ratio_to_default": summary[name]["median_tokens_per_s"] / default, "f1_delta": None,
                           **({"kept": False, "note": "before: fp32 forward passes (the default, auto, runs bf16 "
                                                      "where it is native)"} if name in BEFORE
                              else {"kept": None, "note": "speed only"})} for name, sets in variants.items()]
-    path = common.write_result("train_speed", {"settings": settings, "runs": runs, "summary": summary,
-                                                "ratio": ratio, "variants": measured_variants}, args.quick)
-    print(f"train_speed: ratio {ratio:.2f}x; wrote {path}")
+    path = common.write_result("train_speed", {"settings": settings, "runs": runs, "summary": summary, **ratios,
+                                                "model_shape": shape, "variants": measured_variants}, args.quick)
+    print(f"train_speed: ratio {ratios['ratio']:.2f}x against {ratios['best_peer']} "
+          f"({ratios['ratio_fp32']:.2f}x against {TRAINER_FP32}); wrote {path}")
     return 0
 
 
