@@ -46,10 +46,13 @@ CHECKPOINT_PREFIX = "checkpoint-"
 REQUIRED_MODEL_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", METADATA_FILE)  # and weights
 
 
-def package_versions() -> dict[str, str]:
-    """Versions of the packages a checkpoint depends on."""
+CHECKPOINT_PACKAGES = ("resume-ner", "torch", "transformers", "tokenizers", "safetensors")
+
+
+def package_versions(names: tuple[str, ...] = CHECKPOINT_PACKAGES) -> dict[str, str]:
+    """Versions of the installed packages among ``names`` (by default, those a checkpoint depends on)."""
     versions = {}
-    for name in ("resume-ner", "torch", "transformers", "tokenizers", "safetensors"):
+    for name in names:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

@@ -18,7 +18,6 @@ import time
 import warnings
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from importlib import metadata as package_metadata
 from importlib.util import find_spec
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -28,7 +27,7 @@ import torch
 from resume_ner.errors import CheckpointError, ModelLoadError
 from resume_ner.io import is_under, replace_dir_atomic, write_json_atomic
 from resume_ner.layout import METADATA_FILE, ONNX_FILE, WEIGHTS_FILE
-from resume_ner.training.checkpoint import PICKLE_WEIGHTS_FILE, load_model_checkpoint
+from resume_ner.training.checkpoint import PICKLE_WEIGHTS_FILE, load_model_checkpoint, package_versions
 from resume_ner.training.onnx_model import LOGITS_OUTPUT, ONNX_EXTRA, OnnxTokenClassifier
 
 if TYPE_CHECKING:
@@ -43,6 +42,7 @@ FORMATS = ("onnx",)
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # in the order of the graph's inputs
 LOGIT_TOLERANCE = 1e-3  # the largest absolute logit difference an export may have from its PyTorch model
 _PROBE_SEED = 0
+EXPORT_PACKAGES = ("resume-ner", "torch", "transformers", "onnx", "onnxscript", "onnxruntime")
 _QUIET_LOGGERS = ("torch.onnx", "onnxscript", "onnx_ir")  # progress lines and notes about torchvision ops
 
 
@@ -119,16 +119,6 @@ def _quiet_exporter() -> Iterator[None]:
             logger.setLevel(level)
 
 
-def _versions() -> dict[str, str]:
-    found = {}
-    for name in ("resume-ner", "torch", "transformers", "onnx", "onnxscript", "onnxruntime"):
-        try:
-            found[name] = package_metadata.version(name)
-        except package_metadata.PackageNotFoundError:
-            continue
-    return found
-
-
 def max_logit_difference(
     model: torch.nn.Module, exported: OnnxTokenClassifier, names: list[str], batches: list[tuple[torch.Tensor, ...]]
 ) -> float:
@@ -200,7 +190,7 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path, *, tolerance: float 
             inputs=names,
             max_abs_logit_diff=difference,
             seconds=round(time.perf_counter() - started, 1),
-            versions=_versions(),
+            versions=package_versions(EXPORT_PACKAGES),
         )
         write_json_atomic(staging / METADATA_FILE, {**metadata, "export": {"format": "onnx", **result.to_dict()}})
     except BaseException:
