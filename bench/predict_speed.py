@@ -52,18 +52,27 @@ PIPELINES = {PIPELINE_FP32: ("fp32", 1), "hf-pipeline bf16": ("bf16", 8)}
 PROJECT_WORKER = ["bench/predict_speed.py", "worker"]
 
 
-def pipeline_command(dtype: str, batch_size: int) -> list[str]:
-    """The ``hf_baseline.py predict`` arguments of one pipeline setting."""
-    return ["bench/hf_baseline.py", "predict", "--dtype", dtype, "--batch-size", str(batch_size)]
+def model_windows(model: Path) -> dict[str, int]:
+    """The checkpoint's window settings (``max_length``, ``stride``), which the pipeline is given too: every
+    system runs the model over the same windows."""
+    windows = json.loads((model / "resume_ner.json").read_text(encoding="utf-8"))["windows"]
+    return {"max_length": int(windows["max_length"]), "stride": int(windows["stride"])}
 
 
-def system_commands(best_batch_size: int) -> dict[str, list[str]]:
+def pipeline_command(dtype: str, batch_size: int, windows: dict[str, int]) -> list[str]:
+    """The ``hf_baseline.py predict`` arguments of one pipeline setting, over the model's ``windows``."""
+    return ["bench/hf_baseline.py", "predict", "--max-length", str(windows["max_length"]), "--stride",
+            str(windows["stride"]), "--dtype", dtype, "--batch-size", str(batch_size)]
+
+
+def system_commands(best_batch_size: int, windows: dict[str, int]) -> dict[str, list[str]]:
     """Every system's script arguments, in run order: resume-ner, the pipeline settings (bf16 at
-    ``best_batch_size`` too when that is not one of them), the project's variants."""
+    ``best_batch_size`` too when that is not one of them) over the model's ``windows``, the project's variants."""
     pipelines = dict(PIPELINES)
     if ("bf16", best_batch_size) not in pipelines.values():
         pipelines[f"hf-pipeline bf16 batch {best_batch_size}"] = ("bf16", best_batch_size)
-    return {"resume-ner": PROJECT_WORKER, **{name: pipeline_command(*setting) for name, setting in pipelines.items()},
+    return {"resume-ner": PROJECT_WORKER,
+            **{name: pipeline_command(*setting, windows) for name, setting in pipelines.items()},
             **{name: [*PROJECT_WORKER, *worker_args] for name, (worker_args, _) in VARIANTS.items()}}
 
 
@@ -124,8 +133,7 @@ def onnx_export(model: Path, work: Path) -> Path:
 def model_shape(model: Path) -> dict[str, int]:
     """The checkpoint's encoder and label head, at its windows' length, for the FLOP estimate."""
     config = json.loads((model / "config.json").read_text(encoding="utf-8"))
-    metadata = json.loads((model / "resume_ner.json").read_text(encoding="utf-8"))
-    return common.model_shape(model / "config.json", len(config["id2label"]), metadata["windows"]["max_length"])
+    return common.model_shape(model / "config.json", len(config["id2label"]), model_windows(model)["max_length"])
 
 
 def pipeline_batch_sweep(args: argparse.Namespace, model: Path, docs: Path, work: Path) -> dict[str, Any]:
@@ -135,7 +143,7 @@ def pipeline_batch_sweep(args: argparse.Namespace, model: Path, docs: Path, work
     measured: dict[int, list[float]] = {size: [] for size in sizes}
     for index in range(args.sweep_runs):
         for size in sizes if index % 2 == 0 else sizes[::-1]:
-            run = _run(f"hf-pipeline bf16 batch {size}", pipeline_command("bf16", size), model, docs, 1, work,
+            run = _run(f"hf-pipeline bf16 batch {size}", pipeline_command("bf16", size, model_windows(model)), model, docs, 1, work,
                        f"sweep-{index}", args.threads)
             print(f"predict_speed: batch sweep: bf16 batch {size} #{index}: {run['resumes_per_s']:.2f} resumes/s",
                   flush=True)
@@ -183,7 +191,7 @@ def benchmark(args: argparse.Namespace) -> int:
     work, docs, model = common.speed_inputs(args.work, args.quick, args.model, args.threads)
     onnx_model = onnx_export(model, work)
     sweep = pipeline_batch_sweep(args, model, docs, work)
-    commands = system_commands(sweep["best_batch_size"])
+    commands = system_commands(sweep["best_batch_size"], model_windows(model))
     models = {system: onnx_model if system == ONNX_VARIANT else model for system in commands}
     sets = [measure_set(name, repeat, commands, models, docs, work, args)
             for name, repeat in (("test set", 1), (f"test set x{args.big_repeat}", args.big_repeat))]

@@ -129,17 +129,24 @@ def create_model_and_tokenizer(
     return model, tokenizer
 
 
-def training_attention(model: PreTrainedModel, device: torch.device) -> str:
+def training_attention(model: PreTrainedModel, device: torch.device, fast_dropout: bool = False) -> str:
     """The attention implementation for training steps of ``model`` on ``device``.
 
-    ``eager`` on a CPU when the model would run ``sdpa`` with attention dropout: PyTorch's CPU SDPA kernels do
-    not take dropout and fall back to a slow path (a training step of the packaged MiniLM, batch 16 x 256, is
-    1.5x faster in eager attention in bf16; docs/benchmarks.md). Otherwise the model's own. The two compute
-    the same function; validation and prediction (no dropout) keep the model's own, where ``sdpa`` is faster.
+    On a CPU, when the model would run ``sdpa`` with attention dropout: PyTorch's CPU SDPA kernels do not take
+    dropout and fall back to a slow path, so the step runs eager attention instead (a training step of the
+    packaged MiniLM, batch 16 x 256, is 1.5x faster in eager attention in bf16; docs/benchmarks.md). With
+    ``fast_dropout`` (``training.fast_dropout``; ``enable_fast_dropout`` called on the model) and a model that takes
+    Transformers' attention interface, that is ``FAST_DROPOUT_ATTENTION``: eager attention with the cheaper masks of
+    ``resume_ner.training.fast_dropout``. Otherwise the model's own. All compute the same function; validation and
+    prediction (no dropout) keep the model's own, where ``sdpa`` is faster.
     """
+    from resume_ner.training.fast_dropout import FAST_DROPOUT_ATTENTION
+
     config = model.config
     current = config._attn_implementation
     dropout = max(
         float(getattr(config, name, 0.0) or 0.0) for name in ("attention_probs_dropout_prob", "attention_dropout")
     )
-    return "eager" if device.type == "cpu" and current == "sdpa" and dropout > 0 else current
+    if device.type != "cpu" or current != "sdpa" or dropout <= 0:
+        return current
+    return FAST_DROPOUT_ATTENTION if fast_dropout and model._supports_attention_backend else "eager"

@@ -500,7 +500,13 @@ def _set_up_model(loop: _TrainingLoop, resume_from: Path | None) -> dict[str, An
     model.to(device)  # type: ignore[arg-type]  # transformers' @wraps(nn.Module.to) shows mypy an unbound `to`
     loop.trained = model if crf is None else CrfTokenClassifier(model, crf.to(device))  # what the loss comes from
     loop.bf16 = use_bf16(tcfg.precision, device)
-    loop.eval_attention, loop.train_attention = model.config._attn_implementation, training_attention(model, device)
+    fast_dropout = tcfg.fast_dropout and device.type == "cpu"
+    if fast_dropout:
+        from resume_ner.training.fast_dropout import enable_fast_dropout
+
+        enable_fast_dropout(model)
+    loop.eval_attention = model.config._attn_implementation
+    loop.train_attention = training_attention(model, device, fast_dropout)
     if ddp.enabled:
         _seed_everything(tcfg.random_seed + ddp.rank)  # dropout differs between ranks
     loop.settings = settings = redact_settings(config.to_dict())  # what is written beside the model: no credentials

@@ -74,9 +74,11 @@ def test_ratios_are_against_the_fastest_peer_and_the_fp32_one() -> None:
 @pytest.mark.parametrize(("best", "extra"), [(8, None), (16, "hf-pipeline bf16 batch 16"),
                                              (1, "hf-pipeline bf16 batch 1")])
 def test_the_pipeline_runs_at_its_fastest_bf16_batch_size_too(best: int, extra: str | None) -> None:
-    commands = predict_speed.system_commands(best)
+    commands = predict_speed.system_commands(best, {"max_length": 256, "stride": 32})
     pipelines = [name for name in commands if name.startswith("hf-pipeline")]
     assert pipelines == ["hf-pipeline", "hf-pipeline bf16", *([extra] if extra else [])]
+    for name in pipelines:  # the pipeline runs over the model's own windows
+        assert commands[name][2:6] == ["--max-length", "256", "--stride", "32"]
     assert commands["hf-pipeline"][-4:] == ["--dtype", "fp32", "--batch-size", "1"]
     assert commands["hf-pipeline bf16"][-4:] == ["--dtype", "bf16", "--batch-size", "8"]
     assert list(commands)[0] == "resume-ner" and list(commands)[-1] == predict_speed.ONNX_VARIANT

@@ -7,6 +7,7 @@ import pytest
 from resume_ner.config import PACKAGED_BACKBONE, ModelConfig
 from resume_ner.data.labels import LabelScheme
 from resume_ner.errors import ModelLoadError
+from resume_ner.training.fast_dropout import FAST_DROPOUT_ATTENTION
 from resume_ner.training.model import create_model_and_tokenizer, resolve_backbone, training_attention
 
 SCHEME = LabelScheme.from_types(["NAME", "SKILL"])
@@ -63,6 +64,8 @@ def test_cpu_training_with_attention_dropout_runs_eager_attention_and_otherwise_
     model, _ = create_model_and_tokenizer(ModelConfig(backbone=str(tiny_backbone), dropout=0.1), SCHEME)
     assert model.config._attn_implementation == "sdpa"
     assert training_attention(model, torch.device("cpu")) == "eager"  # SDPA's CPU kernels take no dropout
+    assert training_attention(model, torch.device("cpu"), fast_dropout=True) == FAST_DROPOUT_ATTENTION
     assert training_attention(model, torch.device("cuda")) == "sdpa"
+    assert training_attention(model, torch.device("cuda"), fast_dropout=True) == "sdpa"
     still, _ = create_model_and_tokenizer(ModelConfig(backbone=str(tiny_backbone), dropout=0.0), SCHEME)
     assert training_attention(still, torch.device("cpu")) == "sdpa"
