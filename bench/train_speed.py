@@ -19,7 +19,8 @@ results (``summary[system]["settings"]``), with the model's shape for the FLOP e
     python bench/train_speed.py worker --splits DIR --docs N --batch-size B --out FILE.json   # one project run
 
 The project also runs with ``training.precision=fp32`` (the figure before bf16 autocast became the default
-where the CPU has it natively). ``--variant "NAME:KEY=VALUE,..."`` adds more settings to run, interleaved
+where the CPU has it natively) and with ``training.fast_dropout=false`` (PyTorch's own dropout masks, the figure
+before ``resume_ner.training.fast_dropout``). ``--variant "NAME:KEY=VALUE,..."`` adds more settings to run, interleaved
 with the others, each reported against the project's default (speed only: the F1 check of a variant is a
 quality run).
 """
@@ -43,8 +44,13 @@ TRAINER_SYSTEMS = {"hf-trainer": [], "hf-trainer bf16": ["--bf16"],
                    "hf-trainer bf16 grouped": ["--bf16", "--group-by-length"]}
 TRAINER_FP32 = "hf-trainer"
 SYSTEMS = ("resume-ner", *TRAINER_SYSTEMS)
-# Always measured beside the default (training.precision=auto: bf16 autocast where the CPU has it natively).
-BEFORE = {"resume-ner fp32": ["training.precision=fp32"]}
+# Always measured beside the default (training.precision=auto: bf16 autocast where the CPU has it natively;
+# training.fast_dropout=true: dropout masks from 64-bit random words), each with what it shows.
+BEFORE = {"resume-ner fp32": (["training.precision=fp32"],
+                              "before: fp32 forward passes (the default, auto, runs bf16 where it is native)"),
+          "resume-ner torch dropout": (["training.fast_dropout=false"],
+                                       "before: PyTorch's dropout, one random number per element (the default, "
+                                       "fast_dropout, draws 16-bit parts of 64-bit random words)")}
 
 
 def worker(args: argparse.Namespace) -> int:
@@ -121,7 +127,7 @@ def benchmark(args: argparse.Namespace) -> int:
     splits = work / "splits"
     common.write_splits(common.data_dir(), splits)
     backbone = resolve_backbone(ResumeNerConfig().model.backbone)
-    variants = {**BEFORE, **_variants(args.variant)}
+    variants = {**{name: sets for name, (sets, _) in BEFORE.items()}, **_variants(args.variant)}
     runs = []
     for repeat in range(args.repeats):
         order = [*SYSTEMS, *variants]
@@ -142,8 +148,7 @@ def benchmark(args: argparse.Namespace) -> int:
     shape = common.model_shape(Path(backbone) / "config.json", labels, args.max_length)
     measured_variants = [{"name": name, "settings": sets, "median_tokens_per_s": summary[name]["median_tokens_per_s"],
                           "ratio_to_default": summary[name]["median_tokens_per_s"] / default, "f1_delta": None,
-                          **({"kept": False, "note": "before: fp32 forward passes (the default, auto, runs bf16 "
-                                                     "where it is native)"} if name in BEFORE
+                          **({"kept": False, "note": BEFORE[name][1]} if name in BEFORE
                              else {"kept": None, "note": "speed only"})} for name, sets in variants.items()]
     path = common.write_result("train_speed", {"settings": settings, "runs": runs, "summary": summary, **ratios,
                                                 "model_shape": shape, "variants": measured_variants}, args.quick)
