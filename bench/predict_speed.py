@@ -141,9 +141,10 @@ def pipeline_batch_sweep(args: argparse.Namespace, model: Path, docs: Path, work
     processes each): median resumes/s per batch size, and the fastest size."""
     sizes = args.pipeline_batch_sizes
     measured: dict[int, list[float]] = {size: [] for size in sizes}
+    windows = model_windows(model)
     for index in range(args.sweep_runs):
         for size in sizes if index % 2 == 0 else sizes[::-1]:
-            run = _run(f"hf-pipeline bf16 batch {size}", pipeline_command("bf16", size, model_windows(model)), model, docs, 1, work,
+            run = _run(f"hf-pipeline bf16 batch {size}", pipeline_command("bf16", size, windows), model, docs, 1, work,
                        f"sweep-{index}", args.threads)
             print(f"predict_speed: batch sweep: bf16 batch {size} #{index}: {run['resumes_per_s']:.2f} resumes/s",
                   flush=True)
