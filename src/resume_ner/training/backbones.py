@@ -22,6 +22,8 @@ import sys
 import tempfile
 import zipfile
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import distribution as find_distribution
 from pathlib import Path
 
 from resume_ner.errors import ModelLoadError
@@ -151,9 +153,6 @@ def assemble_backbone(name: str, root: Path | None = None) -> Path:
 
 
 def _installed_part(spec: SplitArchiveBackbone, distribution: str, part: str) -> Path:
-    from importlib.metadata import PackageNotFoundError
-    from importlib.metadata import distribution as find_distribution
-
     try:
         path = Path(str(find_distribution(distribution).locate_file(part)))
     except PackageNotFoundError as exc:
