@@ -164,6 +164,22 @@ class TrainingConfig(_Section):
         "one random number per element: the same dropout to 1/65536 of probability, a training step 1.3x faster; "
         "false: PyTorch's own dropout.",
     )
+    distill_from: str | None = Field(
+        None,
+        description="A trained model directory with the same labels (the teacher, e.g. one trained on "
+        "packaged:all-mpnet-base-v2): its label probabilities on the training documents, per word, become soft "
+        "targets beside the gold labels; null: no distillation.",
+    )
+    distill_weight: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="With distill_from: the loss is (1 - w) * the gold loss + w * T^2 * KL(teacher || student) "
+        "at the first sub-token of each word.",
+    )
+    distill_temperature: float = Field(
+        2.0, gt=0.0, description="With distill_from: the temperature T that softens both distributions."
+    )
     eval_batch_size: int = Field(32, ge=1, description="Windows per forward pass during evaluation.")
     gradient_accumulation_steps: int = Field(1, ge=1, description="Forward passes per optimizer step.")
     max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping norm (0 disables).")

@@ -386,6 +386,7 @@ class _TrainingLoop:
     window_args: _WindowArgs = field(init=False)
     train_windows: WindowedDocuments = field(init=False)
     val_windows: WindowedDocuments | None = field(init=False)
+    soft_targets: list[torch.Tensor] | None = field(init=False)  # the teacher's, per window (training.distill_from)
     n_windows: int = field(init=False)
     window_lengths: list[int] = field(init=False)
     pad_multiple: int = field(init=False)
@@ -568,6 +569,7 @@ def _set_up_windows(loop: _TrainingLoop) -> None:
         loop.train_docs, tokenizer, scheme, label_all_tokens=mcfg.label_all_tokens, **window_args
     )
     loop.val_windows = build_windows(loop.val_docs, tokenizer, scheme, **window_args) if loop.val_docs else None
+    loop.soft_targets = _soft_targets(loop) if tcfg.distill_from else None
     loop.n_windows = n_windows = len(train_windows.windows)
     loop.window_lengths = [len(window) for window in train_windows.windows]
     loop.pad_multiple = TRAIN_PAD_MULTIPLE if mcfg.max_length % TRAIN_PAD_MULTIPLE == 0 else 1  # never past max_length
@@ -591,6 +593,23 @@ def _set_up_windows(loop: _TrainingLoop) -> None:
             "bf16 autocast" if loop.bf16 else "fp32",
             loop.train_attention,
         )
+
+
+def _soft_targets(loop: _TrainingLoop) -> list[torch.Tensor]:
+    """The teacher's label log-probabilities on the training windows (``training.distill_from``)."""
+    from resume_ner.training.distillation import teacher_word_log_probs, window_soft_targets
+
+    tcfg = loop.config.training
+    assert tcfg.distill_from is not None  # called only with a teacher
+    offsets, log_probs = teacher_word_log_probs(
+        tcfg.distill_from, loop.train_docs, loop.scheme, loop.device, batch_size=tcfg.eval_batch_size, bf16=loop.bf16
+    )
+    targets, matched = window_soft_targets(loop.train_windows, offsets, log_probs)
+    if loop.ddp.is_main:
+        log.info(
+            "distillation from %s: %.1f%% of the training words have a teacher target", tcfg.distill_from, 100 * matched
+        )
+    return targets
 
 
 def _set_up_optimizer(loop: _TrainingLoop, restored: dict[str, Any] | None) -> None:
@@ -730,11 +749,27 @@ def _forward_backward(loop: _TrainingLoop, order: list[int], micro: int) -> bool
     boundary = (micro + 1) % tcfg.gradient_accumulation_steps == 0 or micro + 1 == loop.micro_per_epoch
     with nullcontext() if boundary or ddp_model is None else ddp_model.no_sync():  # sync on steps only
         with autocast(loop.device, loop.bf16):
-            loss = loop.forward_model(**batch).loss
+            output = loop.forward_model(**batch)
+        loss = output.loss
+        if loop.soft_targets is not None:
+            loss = _with_distillation(loop, loss, output.logits, idx)
         (loss / tcfg.gradient_accumulation_steps).backward()
     state.epoch_loss_sum += float(loss.detach())
     state.step_in_epoch = micro + 1
     return boundary
+
+
+def _with_distillation(
+    loop: _TrainingLoop, gold_loss: torch.Tensor, logits: torch.Tensor, idx: list[int]
+) -> torch.Tensor:
+    """``(1 - w) * gold_loss + w * distillation_loss`` of the batch of windows ``idx``."""
+    from resume_ner.training.distillation import collate_soft_targets, distillation_loss
+
+    tcfg = loop.config.training
+    assert loop.soft_targets is not None  # called only with a teacher
+    targets = collate_soft_targets([loop.soft_targets[i] for i in idx], logits.shape[1]).to(loop.device)
+    soft = distillation_loss(logits, targets, tcfg.distill_temperature)
+    return (1 - tcfg.distill_weight) * gold_loss + tcfg.distill_weight * soft
 
 
 def _optimizer_step(loop: _TrainingLoop) -> dict[str, Any]:
