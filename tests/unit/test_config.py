@@ -18,6 +18,17 @@ def test_shipped_config_files_are_valid_and_equal_to_the_built_in_defaults():
     assert load(REPO_ROOT / "config") == ResumeNerConfig()
 
 
+def test_the_mpnet_preset_changes_only_the_backbone_its_depth_and_the_learning_rate():
+    preset = load(REPO_ROOT / "config" / "presets" / "mpnet-6")
+    assert (preset.model.backbone, preset.model.num_layers) == ("packaged:all-mpnet-base-v2", 6)
+    assert preset.training.learning_rate == 1e-4
+    defaults = ResumeNerConfig().to_dict()
+    changed = preset.to_dict()
+    changed["model"].update(backbone=defaults["model"]["backbone"], num_layers=None)
+    changed["training"]["learning_rate"] = defaults["training"]["learning_rate"]
+    assert changed == defaults
+
+
 def test_shipped_config_files_and_reference_match_a_fresh_render():
     """`make config-docs` regenerates them; this fails when the models changed and it was not run."""
     for section, name in SECTION_FILES.items():
