@@ -63,6 +63,12 @@ from resume_ner.training.checkpoint import (
     save_training_state,
     use_safetensors,
 )
+from resume_ner.training.distillation import (
+    collate_soft_targets,
+    distillation_loss,
+    teacher_word_log_probs,
+    window_soft_targets,
+)
 from resume_ner.training.distributed import (
     all_gather_object,
     all_reduce_sum,
@@ -597,8 +603,6 @@ def _set_up_windows(loop: _TrainingLoop) -> None:
 
 def _soft_targets(loop: _TrainingLoop) -> list[torch.Tensor]:
     """The teacher's label log-probabilities on the training windows (``training.distill_from``)."""
-    from resume_ner.training.distillation import teacher_word_log_probs, window_soft_targets
-
     tcfg = loop.config.training
     assert tcfg.distill_from is not None  # called only with a teacher
     offsets, log_probs = teacher_word_log_probs(
@@ -763,8 +767,6 @@ def _with_distillation(
     loop: _TrainingLoop, gold_loss: torch.Tensor, logits: torch.Tensor, idx: list[int]
 ) -> torch.Tensor:
     """``(1 - w) * gold_loss + w * distillation_loss`` of the batch of windows ``idx``."""
-    from resume_ner.training.distillation import collate_soft_targets, distillation_loss
-
     tcfg = loop.config.training
     assert loop.soft_targets is not None  # called only with a teacher
     targets = collate_soft_targets([loop.soft_targets[i] for i in idx], logits.shape[1]).to(loop.device)
