@@ -30,13 +30,8 @@ from resume_ner.training.checkpoint import ALLOW_PICKLE_ENV, PICKLE_WEIGHTS_FILE
 
 REPO = Path(__file__).resolve().parents[2]
 SCANNED = [REPO / name for name in ("src", "bench", "images", "components", "pipelines")]
-SECRET_ENV = (
-    "MLFLOW_TRACKING_PASSWORD",
-    "MLFLOW_TRACKING_TOKEN",
-    "AZURE_CLIENT_SECRET",
-    "KFP_TOKEN",
-    "AWS_SECRET_ACCESS_KEY",
-)
+SECRET_ENV = ("MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN", "AZURE_CLIENT_SECRET", "KFP_TOKEN",
+              "AWS_SECRET_ACCESS_KEY")
 
 
 # --- static scan ------------------------------------------------------------------------------------------------
@@ -95,17 +90,9 @@ def test_the_code_never_trusts_remote_code_nor_unpickles_beyond_tensors():
 
 
 def test_the_scan_catches_what_it_looks_for():
-    samples = [
-        "from_pretrained(x, trust_remote_code=True)",
-        "{'trust_remote_code': True}",
-        "trust_remote_code=flag",
-        "torch.load(p, weights_only=False)",
-        "pickle.load(f)",
-        "joblib.load(p)",
-        "np.load(p, allow_pickle=True)",
-        "yaml.load(text)",
-        "use_safetensors=False",
-    ]
+    samples = ["from_pretrained(x, trust_remote_code=True)", "{'trust_remote_code': True}", "trust_remote_code=flag",
+               "torch.load(p, weights_only=False)", "pickle.load(f)", "joblib.load(p)", "np.load(p, allow_pickle=True)",
+               "yaml.load(text)", "use_safetensors=False"]
     for sample in samples:
         assert any(p.search(sample) for p in UNSAFE_PATTERNS.values()), sample
     assert not any(p.search("from_pretrained(x, trust_remote_code=False)") for p in UNSAFE_PATTERNS.values())
@@ -149,9 +136,8 @@ def safe_model_dir(tiny_backbone: Path, tmp_path_factory: pytest.TempPathFactory
     from resume_ner.training.model import create_model_and_tokenizer
 
     scheme = scheme_for(DataConfig().label_map)
-    model, tokenizer = create_model_and_tokenizer(
-        ModelConfig(backbone=str(tiny_backbone), max_length=64, stride=16), scheme
-    )
+    model, tokenizer = create_model_and_tokenizer(ModelConfig(backbone=str(tiny_backbone), max_length=64, stride=16),
+                                                  scheme)
     windows = {"max_length": 64, "stride": 16, "label_all_tokens": False}
     metadata = {"label_scheme": scheme.to_dict(), "windows": windows}
     return save_model_checkpoint(tmp_path_factory.mktemp("safe") / "model", model, tokenizer, metadata)
@@ -165,9 +151,8 @@ def pickle_model_dir(safe_model_dir: Path, tmp_path: Path) -> Path:
 @pytest.fixture
 def texts(tmp_path: Path) -> Path:
     path = tmp_path / "resume.txt"
-    path.write_text(
-        "Jane Doe\nSenior Data Engineer at Contoso, Seattle\nSkills: Python, SQL, Spark\n", encoding="utf-8"
-    )
+    path.write_text("Jane Doe\nSenior Data Engineer at Contoso, Seattle\nSkills: Python, SQL, Spark\n",
+                    encoding="utf-8")
     return path
 
 
@@ -176,9 +161,8 @@ def _assert_refusal(message: str, directory: Path) -> None:
     assert "safetensors" in message and f"{ALLOW_PICKLE_ENV}=1" in message
 
 
-def test_pickle_only_checkpoints_are_refused_by_every_loader(
-    pickle_model_dir: Path, texts: Path, capsys, monkeypatch: pytest.MonkeyPatch
-):
+def test_pickle_only_checkpoints_are_refused_by_every_loader(pickle_model_dir: Path, texts: Path, capsys,
+                                                             monkeypatch: pytest.MonkeyPatch):
     from resume_ner.inference import Predictor
     from resume_ner.training.checkpoint import load_model_checkpoint
 
@@ -188,10 +172,8 @@ def test_pickle_only_checkpoints_are_refused_by_every_loader(
             load_it()
         _assert_refusal(str(caught.value), pickle_model_dir)
     data = _synthetic_file(texts.parent)
-    for argv in (
-        ["predict", "--model", str(pickle_model_dir), "--device", "cpu", str(texts)],
-        ["evaluate", "--model", str(pickle_model_dir), "--data", str(data)],
-    ):
+    for argv in (["predict", "--model", str(pickle_model_dir), "--device", "cpu", str(texts)],
+                 ["evaluate", "--model", str(pickle_model_dir), "--data", str(data)]):
         assert main([*argv, "--quiet"]) == 1, argv
         captured = capsys.readouterr()
         assert captured.err.startswith("error: ") and "Traceback" not in captured.err
@@ -204,9 +186,8 @@ def _synthetic_file(directory: Path) -> Path:
     return write_synthetic_resumes(directory / "data", 6, seed=3)
 
 
-def test_pickle_weights_load_on_opt_in_and_only_as_tensors(
-    pickle_model_dir: Path, safe_model_dir: Path, texts: Path, capsys, monkeypatch: pytest.MonkeyPatch
-):
+def test_pickle_weights_load_on_opt_in_and_only_as_tensors(pickle_model_dir: Path, safe_model_dir: Path, texts: Path,
+                                                           capsys, monkeypatch: pytest.MonkeyPatch):
     import torch
 
     from resume_ner.inference import Predictor
@@ -241,9 +222,8 @@ class _RunsCodeWhenUnpickled:
         return (open, (str(self.marker), "w"))
 
 
-def test_a_hostile_pickle_never_runs_even_when_opted_in(
-    pickle_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-):
+def test_a_hostile_pickle_never_runs_even_when_opted_in(pickle_model_dir: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch):
     import torch
 
     from resume_ner.training.checkpoint import load_model_checkpoint
@@ -259,9 +239,8 @@ def test_a_hostile_pickle_never_runs_even_when_opted_in(
     assert not marker.exists()
 
 
-def test_a_pickle_only_backbone_follows_the_same_rule(
-    tiny_backbone: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-):
+def test_a_pickle_only_backbone_follows_the_same_rule(tiny_backbone: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch):
     from resume_ner.config import DataConfig
     from resume_ner.data.labels import scheme_for
     from resume_ner.training.model import create_model_and_tokenizer
@@ -294,9 +273,8 @@ def _files_holding(root: Path, secret: str) -> list[str]:
     return [str(p) for p in sorted(root.rglob("*")) if p.is_file() and secret.encode() in p.read_bytes()]
 
 
-def test_no_secret_reaches_mlflow_or_the_output_directory(
-    planted: str, tiny_config: dict, tmp_path: Path, caplog, capsys
-):
+def test_no_secret_reaches_mlflow_or_the_output_directory(planted: str, tiny_config: dict, tmp_path: Path, caplog,
+                                                         capsys):
     from mlflow import MlflowClient
 
     from resume_ner.data.synth import write_synthetic_resumes
@@ -306,17 +284,10 @@ def test_no_secret_reaches_mlflow_or_the_output_directory(
     store_dir.mkdir()
     store = f"sqlite:///{(store_dir / 'mlflow.db').as_posix()}"
     credential_uri = f"http://planted-user:{planted}@127.0.0.1:1/"
-    raw = {
-        **tiny_config,
-        "training": {**tiny_config["training"], "epochs": 1},
-        "tracking": {
-            "enabled": True,
-            "experiment_name": "secrets",
-            "tracking_uri": credential_uri,
-            "tags": {"source": f"https://ci:{planted}@git.example.com/resume-ner.git"},
-        },
-        "hpo": {"storage": f"postgresql://optuna:{planted}@db.example.com:5432/optuna?password={planted}"},
-    }
+    raw = {**tiny_config, "training": {**tiny_config["training"], "epochs": 1},
+           "tracking": {"enabled": True, "experiment_name": "secrets", "tracking_uri": credential_uri,
+                        "tags": {"source": f"https://ci:{planted}@git.example.com/resume-ner.git"}},
+           "hpo": {"storage": f"postgresql://optuna:{planted}@db.example.com:5432/optuna?password={planted}"}}
     data = write_synthetic_resumes(tmp_path / "data", 12, seed=5)
     caplog.set_level(logging.INFO)
     outcome = run_training_workflow(config_from_dict(raw), data, tmp_path / "out", tracking_uri=store, quiet=True)
@@ -336,8 +307,7 @@ def test_no_secret_reaches_mlflow_or_the_output_directory(
     assert (output / "model" / "resume_ner.json").is_file() and (output / "config.yaml").is_file()
     assert _files_holding(output, planted) == []
     assert yaml.safe_load((output / "config.yaml").read_text(encoding="utf-8"))["tracking"]["tracking_uri"] == (
-        "http://***@127.0.0.1:1/"
-    )
+        "http://***@127.0.0.1:1/")
     captured = capsys.readouterr()
     assert planted not in caplog.text + captured.out + captured.err
 
@@ -345,13 +315,8 @@ def test_no_secret_reaches_mlflow_or_the_output_directory(
 def test_compiled_pipeline_holds_no_secret_of_the_environment_or_the_config(planted: str, tmp_path: Path):
     from resume_ner.kfp.pipelines import compile_all
 
-    config = load(
-        None,
-        [
-            f"tracking.tracking_uri=http://u:{planted}@mlflow:5000",
-            f"hpo.storage=postgresql://optuna:{planted}@db:5432/optuna",
-        ],
-    )
+    config = load(None, [f"tracking.tracking_uri=http://u:{planted}@mlflow:5000",
+                         f"hpo.storage=postgresql://optuna:{planted}@db:5432/optuna"])
     written = compile_all(tmp_path / "compiled", config)
     assert len(written) == 6 and _files_holding(tmp_path / "compiled", planted) == []
 
@@ -370,10 +335,8 @@ def test_rendered_pytorchjob_holds_no_secret_and_refuses_plain_text_credentials(
     job = yaml.safe_load(captured.out)
     assert job["kind"] == "PyTorchJob" and planted not in captured.out + captured.err
 
-    refused = [
-        [*render, "--set", f"tracking.tracking_uri=http://u:{planted}@mlflow:5000"],  # env MLFLOW_TRACKING_URI
-        [*render, "--set", f"data.path=https://u:{planted}@storage.example.com/resumes"],
-    ]  # a pod argument
+    refused = [[*render, "--set", f"tracking.tracking_uri=http://u:{planted}@mlflow:5000"],  # env MLFLOW_TRACKING_URI
+               [*render, "--set", f"data.path=https://u:{planted}@storage.example.com/resumes"]]  # a pod argument
     for argv in refused:
         assert main(argv) == 1
         captured = capsys.readouterr()
@@ -388,15 +351,12 @@ def test_redaction_of_urls_and_settings():
     assert redact_credentials("https://token@host/x") == "https://***@host/x"
     assert redact_credentials("postgresql://u:p@ss@db/x") == "postgresql://***@db/x"
     assert redact_credentials("https://a.blob.core.windows.net/c?sv=1&sig=abc%3D&se=2") == (
-        "https://a.blob.core.windows.net/c?sv=1&sig=***&se=2"
-    )
+        "https://a.blob.core.windows.net/c?sv=1&sig=***&se=2")
     assert redact_credentials("Endpoint=x;AccountName=a;AccountKey=abc==") == "Endpoint=x;AccountName=a;AccountKey=***"
     for clean in ("sqlite:////tmp/mlflow.db", "http://mlflow:5000/a?q=a@b", "file:///mnt/data", "x@y.com"):
         assert redact_credentials(clean) == clean and not has_credentials(clean)
     assert redact_settings({"a": ["http://u:p@h", 1, None], "b": ("s3://k:s@b",)}) == {
-        "a": ["http://***@h", 1, None],
-        "b": ("s3://***@b",),
-    }
+        "a": ["http://***@h", 1, None], "b": ("s3://***@b",)}
 
 
 # --- non-root everywhere (catch-all beyond the kinds and files test_manifests.py lists) --------------------------
@@ -417,20 +377,10 @@ def _pod_specs(value: Any) -> Iterator[dict[str, Any]]:
 def test_every_pod_template_of_the_manifests_runs_as_non_root():
     from resume_ner.k8s.pytorchjob import build_pytorchjob
 
-    documents = [
-        (str(p.relative_to(REPO)), d)
-        for p in sorted((REPO / "manifests").rglob("*.y*ml"))
-        for d in yaml.safe_load_all(p.read_text(encoding="utf-8"))
-        if d
-    ]
-    documents.append(
-        (
-            "build_pytorchjob",
-            build_pytorchjob(
-                load(), name="job", namespace="ns", replicas=2, nproc_per_node=1, gpus_per_replica=0, args=[]
-            ),
-        )
-    )
+    documents = [(str(p.relative_to(REPO)), d) for p in sorted((REPO / "manifests").rglob("*.y*ml"))
+                 for d in yaml.safe_load_all(p.read_text(encoding="utf-8")) if d]
+    documents.append(("build_pytorchjob", build_pytorchjob(load(), name="job", namespace="ns", replicas=2,
+                                                           nproc_per_node=1, gpus_per_replica=0, args=[])))
     pods = [(name, pod) for name, doc in documents for pod in _pod_specs(doc)]
     assert len(pods) >= 4
     for name, pod in pods:
@@ -455,10 +405,8 @@ def test_every_dockerfile_ends_as_a_non_root_user():
 # --- path traversal in data URIs ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "template",
-    ["{base}/../{name}", "file://{base}/../{name}", "file://{base}/%2e%2e/{name}", "{base}/sub/../../{name}"],
-)
+@pytest.mark.parametrize("template", ["{base}/../{name}", "file://{base}/../{name}", "file://{base}/%2e%2e/{name}",
+                                      "{base}/sub/../../{name}"])
 def test_data_uris_with_dot_dot_segments_are_refused(template: str, tmp_path: Path):
     from resume_ner.workflows.steps import local_path, prepare_data
 
@@ -474,19 +422,9 @@ def test_data_uris_with_dot_dot_segments_are_refused(template: str, tmp_path: Pa
     assert not (tmp_path / "train").exists()
 
 
-@pytest.mark.parametrize(
-    "uri",
-    [
-        "http://example.com/resumes.jsonl",
-        "ftp://example.com/resumes.jsonl",
-        "hdfs://namenode/resumes",
-        "s3://bucket/resumes.jsonl",
-        "javascript:alert(1)",
-        "file://otherhost/mnt/resumes.jsonl",
-        "",
-        "   ",
-    ],
-)
+@pytest.mark.parametrize("uri", ["http://example.com/resumes.jsonl", "ftp://example.com/resumes.jsonl",
+                                 "hdfs://namenode/resumes", "s3://bucket/resumes.jsonl", "javascript:alert(1)",
+                                 "file://otherhost/mnt/resumes.jsonl", "", "   "])
 def test_unsupported_or_foreign_data_uris_are_refused(uri: str):
     from resume_ner.workflows.steps import local_path
 
