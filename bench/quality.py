@@ -6,12 +6,15 @@ character-span match over every entity of every test resume (``common.score_pred
 * ``resume-ner``: ``resume-ner train`` with the shipped config (windowed training over whole documents),
   ``resume-ner predict`` over the test resumes (windowed prediction);
 * ``resume-ner-best-sweep``: the same, with the best trial's parameters of a sweep (``--best-json``);
+* ``resume-ner-preset-NAME``: the same, with a config preset (``--preset config/presets/NAME``, passed to
+  ``train`` as ``--config-dir``: its own epochs, learning rate and backbone);
 * ``hf-trainer``: ``bench/hf_baseline.py`` with the same backbone, learning rate, epochs, batch size, warmup,
   weight decay, seed and threads, each resume truncated to ``model.max_length`` for training;
 * ``spacy``: ``bench/spacy_baseline.py`` (``spacy init config --pipeline ner --optimize efficiency``,
   ``spacy train`` with its defaults).
 
-    python bench/quality.py [--quick] [--systems resume-ner,hf-trainer,spacy] [--best-json FILE] [--merge]
+    python bench/quality.py [--quick] [--systems resume-ner,hf-trainer,spacy] [--best-json FILE] [--preset DIR]
+                            [--merge]
 
 ``--merge`` keeps the systems of an earlier result that this run does not train (same split and settings),
 so the systems can run as separate processes; each system's record carries its own command.
@@ -52,12 +55,15 @@ def _predicted(cmd: list[str], log: Path, predictions: Path, reuse: bool) -> Non
         common.run_measured(cmd, log)
 
 
-def _resume_ner(name: str, splits: Path, work: Path, sets: list[str], threads: int, reuse: bool) -> dict[str, Any]:
-    """Train (``reuse``: keep a finished training of an earlier run) and predict with the project's CLI; the
-    system's record."""
+def _resume_ner(name: str, splits: Path, work: Path, sets: list[str], threads: int, reuse: bool,
+               config_dir: Path | None = None) -> dict[str, Any]:
+    """Train (``reuse``: keep a finished training of an earlier run) and predict with the project's CLI, with
+    ``config_dir`` as ``--config-dir`` if given; the system's record."""
     out = work / name
     train_cmd = [*common.python_cmd("-m", "resume_ner.cli.main", "train"), "--data", str(splits), "--output-dir",
                  str(out), "--overwrite", "--no-tracking", "-q", "--set", f"training.num_threads={threads}"]
+    if config_dir is not None:
+        train_cmd += ["--config-dir", str(config_dir)]
     for setting in sets:
         train_cmd += ["--set", setting]
     trained = _trained(train_cmd, work / f"{name}-train.log", out, "train_seconds", reuse)
@@ -141,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small budgets, same code paths")
     parser.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated subset of " + ", ".join(SYSTEMS))
     parser.add_argument("--best-json", type=Path, help="also train resume-ner with this BestTrial's parameters")
+    parser.add_argument("--preset", type=Path, action="append", default=[],
+                        help="also train resume-ner with this config preset directory (repeatable)")
     parser.add_argument("--work", type=Path, default=Path("runs/bench/quality"), help="scratch directory")
     parser.add_argument("--merge", action="store_true", help="keep the other systems of the earlier result")
     parser.add_argument("--reuse", action="store_true",
@@ -182,6 +190,14 @@ def main(argv: list[str] | None = None) -> int:
         record = _resume_ner("resume-ner-best-sweep", splits, work, sets, threads, args.reuse)
         systems.append({"name": "resume-ner-best-sweep", "label": LABELS["resume-ner-best-sweep"],
                         "params": sets, **record})
+    for preset in args.preset:
+        name = f"resume-ner-preset-{preset.name}"
+        print(f"quality: {name} ...", flush=True)
+        sets = epoch_sets if args.quick else []  # a full run keeps the preset's own epochs
+        record = _resume_ner(name, splits, work, sets, threads, args.reuse, preset)
+        systems.append({"name": name, "label": f"resume-ner (preset {preset.name})", "preset": str(preset), **record})
+        print(f"quality: {name}: span micro-F1 {record['test']['span_f1_micro']:.3f}", flush=True)
+        _write(settings, systems, args)
     print(f"quality: wrote {_write(settings, systems, args)}")
     return 0
 

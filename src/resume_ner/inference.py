@@ -14,13 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from resume_ner.data.document import Document
-from resume_ner.data.labels import LabelScheme
-from resume_ner.data.windows import build_windows, merge_window_predictions
 from resume_ner.errors import ConfigError
-from resume_ner.training.batching import predict_windows
-from resume_ner.training.checkpoint import load_model_checkpoint
 from resume_ner.training.decoding import Decoding, decode_tags, model_decoding
 from resume_ner.training.distributed import resolve_device
+from resume_ner.training.ensemble import ensemble_word_log_probs, load_members, mean_transitions
 from resume_ner.training.evaluator import predicted_spans
 from resume_ner.training.precision import Precision, use_bf16
 
@@ -50,11 +47,16 @@ class Predictor:
     CRF head (``crf.safetensors``) decodes with its learned transition scores. ``on_windows`` is called with the
     number of windows of each batch predicted (a progress bar's update). ``model_dir`` may be an ONNX export
     (``resume-ner export``): its graph runs on ONNX Runtime in fp32, windows and decoding unchanged.
+
+    Several model directories predict as an ensemble (``resume_ner.training.ensemble``): each scores the texts
+    with its own tokenizer and windows, their word probabilities are averaged on the first one's words, and
+    Viterbi decodes the mean with the mean of their CRF transition scores; the first directory's decoding is
+    the default. Prediction costs the sum of the members' forward passes.
     """
 
     def __init__(
         self,
-        model_dir: str | Path,
+        model_dir: str | Path | Sequence[str | Path],
         *,
         device: str = "auto",
         batch_size: int = 32,
@@ -62,39 +64,41 @@ class Predictor:
         decoding: Decoding | None = None,
         on_windows: Callable[[int], None] | None = None,
     ) -> None:
-        from resume_ner.training.crf import crf_scores, model_crf
-
         self.device = resolve_device(device)
-        self.model, self.tokenizer, self.metadata = load_model_checkpoint(model_dir, device=str(self.device))
-        self.onnx = self.metadata.get("export", {}).get("format") == "onnx"
-        if self.onnx and precision == "bf16":
-            raise ConfigError(f"{model_dir} is an ONNX export, which runs in fp32: use precision auto or fp32")
-        self.bf16 = use_bf16(precision, self.device) and not self.onnx
-        self.scheme = LabelScheme.from_dict(self.metadata["label_scheme"])
+        directories = [model_dir] if isinstance(model_dir, (str, Path)) else list(model_dir)
+        self.members = load_members(directories, self.device)
+        for member in self.members:
+            if member.onnx and precision == "bf16":
+                raise ConfigError(
+                    f"{member.directory} is an ONNX export, which runs in fp32: use precision auto or fp32"
+                )
+        first = self.members[0]
+        self.model, self.tokenizer, self.metadata = first.model, first.tokenizer, first.metadata
+        self.scheme = first.scheme
+        self.onnx = first.onnx
+        self.autocast = use_bf16(precision, self.device)  # for every member that is not an ONNX export
+        self.bf16 = self.autocast and not self.onnx
         self.max_length = int(self.metadata["windows"]["max_length"])
         self.stride = int(self.metadata["windows"]["stride"])
         self.batch_size = batch_size
         self.on_windows = on_windows
         self.decoding = decoding or model_decoding(self.metadata)
-        crf = model_crf(model_dir, self.metadata, self.scheme)
-        self.transitions = crf_scores(crf) if crf is not None else None
+        self.transitions = mean_transitions(self.members)
 
     def predict(self, texts: Sequence[str]) -> list[list[Entity]]:
         """Entities of each text, in text order."""
         documents = [Document(id=str(i), text=text) for i, text in enumerate(texts)]
-        windowed = build_windows(documents, self.tokenizer, self.scheme, max_length=self.max_length, stride=self.stride)
-        log_probs, _ = predict_windows(
-            self.model,
-            windowed.windows,
-            self.tokenizer.pad_token_id,
-            self.batch_size,
-            self.device,
-            self.bf16,
-            on_batch=self.on_windows,
+        windowed = self.members[0].windows(documents)
+        word_log_probs = ensemble_word_log_probs(
+            self.members,
+            documents,
+            windowed,
+            batch_size=self.batch_size,
+            device=self.device,
+            bf16=self.autocast,
+            on_windows=self.on_windows,
         )
-        merged = decode_tags(
-            merge_window_predictions(windowed, log_probs), self.scheme, self.decoding, self.transitions
-        )
+        merged = decode_tags(word_log_probs, self.scheme, self.decoding, self.transitions)
         return [
             [
                 Entity(span.label, span.start, span.end, doc.text[span.start : span.end], round(score, 4))
@@ -117,14 +121,14 @@ class Predictor:
 
 def predict(
     texts: Sequence[str],
-    model_dir: str | Path,
+    model_dir: str | Path | Sequence[str | Path],
     *,
     device: str = "auto",
     batch_size: int = 32,
     precision: Precision = "auto",
     decoding: Decoding | None = None,
 ) -> list[list[Entity]]:
-    """Load ``model_dir`` and return the entities of each text."""
+    """Load ``model_dir`` (several: an ensemble) and return the entities of each text."""
     return Predictor(model_dir, device=device, batch_size=batch_size, precision=precision, decoding=decoding).predict(
         texts
     )

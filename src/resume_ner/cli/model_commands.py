@@ -147,13 +147,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    """Evaluate a checkpoint on a file or on one split of a dataset."""
+    """Evaluate a checkpoint on a file or on one split of a dataset. Repeat --model to evaluate an ensemble: the
+    models' word probabilities are averaged (see predict)."""
     from resume_ner.data.dataset import load_dataset, load_documents
 
-    model_dir = checked_model_dir(args.model)
+    model_dirs = [checked_model_dir(model) for model in args.model]
     path = Path(args.data)
     if args.output:
-        check_outputs([args.output], inputs=[path, model_dir], overwrite=args.overwrite)
+        check_outputs([args.output], inputs=[path, *model_dirs], overwrite=args.overwrite)
     config = load_config_from_args(args)
     reuse_freed_memory()
     if path.is_dir():
@@ -163,7 +164,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     with _progress("evaluate", args.quiet) as bar:
         metrics = evaluate_model(
-            model_dir,
+            model_dirs,
             documents,
             batch_size=args.batch_size,
             device=config.training.device,
@@ -291,16 +292,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
     done; with --output the lines go to a temporary file renamed at the end, so an interrupted run leaves the
     old file (or none), never half of one. The output is never one of the inputs, and an existing one is
     replaced only with --overwrite.
+
+    Repeat --model to predict with an ensemble (other seeds, other backbones with the same labels): each model
+    reads the texts with its own tokenizer, their word probabilities are averaged on the first model's words and
+    decoded with the mean of their CRF transition scores; it costs the sum of the models' prediction times.
     """
-    model_dir = checked_model_dir(args.model)
+    model_dirs = [checked_model_dir(model) for model in args.model]
     if args.output:
-        check_outputs([args.output], inputs=[*args.files, model_dir], overwrite=args.overwrite)
+        check_outputs([args.output], inputs=[*args.files, *model_dirs], overwrite=args.overwrite)
     total = _check_inputs(args.files)
     reuse_freed_memory()
     started, entities_found = time.perf_counter(), 0
     with _progress("predict", args.quiet) as bar:
         predictor = Predictor(
-            model_dir,
+            model_dirs,
             device=args.device,
             batch_size=args.batch_size,
             precision=args.precision,
@@ -351,7 +356,10 @@ def register(
         "evaluate", parents=parents, help="evaluate a checkpoint on annotated resumes", description=cmd_evaluate.__doc__
     )
     evaluate.add_argument(
-        "--model", required=True, help="model directory (e.g. RUN/model), or a downloaded registered version"
+        "--model",
+        required=True,
+        action="append",
+        help="model directory (e.g. RUN/model), or a downloaded registered version; repeat for an ensemble",
     )
     evaluate.add_argument("--data", required=True, help="annotated file, or dataset directory (see --split)")
     evaluate.add_argument(
@@ -373,7 +381,9 @@ def register(
     predict.add_argument(
         "--model",
         required=True,
-        help="model directory (e.g. RUN/model), or a downloaded registered version (its MLmodel)",
+        action="append",
+        help="model directory (e.g. RUN/model), or a downloaded registered version (its MLmodel); repeat for an "
+        "ensemble",
     )
     predict.add_argument("files", nargs="+", metavar="FILE", help="plain text files, or .jsonl files with 'text'")
     predict.add_argument("--output", help="write JSON lines here instead of stdout (never one of the inputs)")

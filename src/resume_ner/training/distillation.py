@@ -3,9 +3,10 @@
 The teacher (``training.distill_from``, a model directory with the same labels, e.g. one trained on
 ``packaged:all-mpnet-base-v2``) may have another tokenizer, so its targets are per *word*, the unit both
 models label: ``teacher_word_log_probs`` runs the teacher once over the training documents with its own windows
-and merges them to each word's label log-probabilities (``merge_window_predictions``: the window where the word
-sits farthest from an edge). ``window_soft_targets`` puts them on the student's windows, at the first sub-token
-of each word, matched by the word's character span (a word the teacher split differently gets no target).
+and merges them to each word's label log-probabilities (``resume_ner.training.ensemble.member_word_log_probs``:
+the window where the word sits farthest from an edge). ``window_soft_targets`` puts them on the student's
+windows, at the first sub-token of each word, matched by the word's character span (a word the teacher split
+differently gets no target).
 ``distillation_loss`` is the temperature-scaled KL divergence of the student's label distribution from the
 teacher's at those tokens, times T^2 (Hinton et al., 2015). The teacher's scores are its emission scores (the
 logits under its CRF head, if any), as the student's are.
@@ -20,10 +21,9 @@ from typing import TYPE_CHECKING
 
 from resume_ner.data.document import Document
 from resume_ner.data.labels import LabelScheme
-from resume_ner.data.windows import WindowedDocuments, build_windows, merge_window_predictions
+from resume_ner.data.windows import WindowedDocuments
 from resume_ner.errors import ConfigError
-from resume_ner.training.batching import predict_windows
-from resume_ner.training.checkpoint import load_model_checkpoint
+from resume_ner.training.ensemble import load_member, member_word_log_probs
 
 if TYPE_CHECKING:
     import torch
@@ -42,26 +42,18 @@ def teacher_word_log_probs(
 ) -> tuple[list[list[tuple[int, int]]], list[torch.Tensor]]:
     """The teacher's words (character spans) of each document and their label log-probabilities, a tensor
     ``(words, labels)`` per document in ``scheme``'s label order; ``ConfigError`` when its labels differ."""
-    model, tokenizer, metadata = load_model_checkpoint(teacher_dir, device=str(device))
-    teacher_scheme = LabelScheme.from_dict(metadata["label_scheme"])
-    if teacher_scheme.labels != scheme.labels:
+    teacher = load_member(teacher_dir, device)
+    if teacher.scheme.labels != scheme.labels:
         raise ConfigError(
-            f"training.distill_from: the teacher {teacher_dir} has labels {list(teacher_scheme.labels)}, this "
+            f"training.distill_from: the teacher {teacher_dir} has labels {list(teacher.scheme.labels)}, this "
             f"training {list(scheme.labels)}; a teacher must be trained on the same entity types"
         )
-    windows = build_windows(
-        documents,
-        tokenizer,
-        scheme,
-        max_length=int(metadata["windows"]["max_length"]),
-        stride=int(metadata["windows"]["stride"]),
-    )
-    log_probs, _ = predict_windows(model, windows.windows, tokenizer.pad_token_id, batch_size, device, bf16)
-    merged = merge_window_predictions(windows, log_probs)
+    windows = teacher.windows(documents)
+    log_probs = member_word_log_probs(teacher, windows, batch_size=batch_size, device=device, bf16=bf16)
     log.info(
         "distillation: teacher %s scored %d windows of %d documents", teacher_dir, len(windows.windows), len(documents)
     )
-    return [words.offsets for words in windows.words], merged
+    return [words.offsets for words in windows.words], log_probs
 
 
 def window_soft_targets(

@@ -6,17 +6,16 @@ from __future__ import annotations
 
 import logging
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from resume_ner.data.document import Document, Span
-from resume_ner.data.labels import LabelScheme
-from resume_ner.data.windows import WindowedDocuments, build_windows, merge_window_predictions
+from resume_ner.data.windows import WindowedDocuments, merge_window_predictions
 from resume_ner.training.batching import predict_windows
-from resume_ner.training.checkpoint import load_model_checkpoint
 from resume_ner.training.decoding import Decoding, decode_tags, model_decoding
 from resume_ner.training.distributed import resolve_device
+from resume_ner.training.ensemble import ensemble_word_log_probs, load_members, mean_transitions
 from resume_ner.training.metrics import compute_metrics, entity_type_confusion, span_metrics, tags_to_spans
 
 if TYPE_CHECKING:
@@ -68,7 +67,23 @@ def evaluate_windowed(
         model, windowed.windows, pad_token_id, batch_size, device, crf=crf, on_batch=on_windows
     )
     transitions = crf_scores(crf) if crf is not None else None
-    merged = decode_tags(merge_window_predictions(windowed, log_probs), windowed.scheme, decoding, transitions)
+    metrics = score_word_log_probs(
+        windowed, documents, merge_window_predictions(windowed, log_probs), decoding, transitions
+    )
+    metrics["loss"] = loss
+    return metrics
+
+
+def score_word_log_probs(
+    windowed: WindowedDocuments,
+    documents: Sequence[Document],
+    word_log_probs: Sequence[torch.Tensor],
+    decoding: Decoding,
+    transitions: Mapping[str, torch.Tensor] | None,
+) -> dict[str, Any]:
+    """Entity metrics (seqeval), document span metrics and the type confusion of ``documents`` from their words'
+    label log-probabilities (``windowed``'s words), read into tags by ``decoding`` with CRF ``transitions``."""
+    merged = decode_tags(word_log_probs, windowed.scheme, decoding, transitions)
     gold_tags = [w.tags for w in windowed.words]
     pred_tags = [tags for tags, _ in merged]
     metrics = compute_metrics(gold_tags, pred_tags)
@@ -76,7 +91,6 @@ def evaluate_windowed(
     gold_spans = [list(doc.spans) for doc in documents]
     metrics.update(span_metrics(gold_spans, pred_spans))
     metrics["confusion"] = entity_type_confusion(gold_spans, pred_spans)
-    metrics["loss"] = loss
     metrics["decoding"] = decoding
     metrics["documents"] = len(documents)
     metrics["windows"] = len(windowed.windows)
@@ -84,7 +98,7 @@ def evaluate_windowed(
 
 
 def evaluate_model(
-    model_dir: str | Path,
+    model_dir: str | Path | Sequence[str | Path],
     documents: Sequence[Document],
     *,
     batch_size: int = 32,
@@ -94,24 +108,34 @@ def evaluate_model(
 ) -> dict[str, Any]:
     """Load a checkpoint and evaluate it on ``documents`` with the window settings it was trained with, its
     decoding (``decoding`` overrides it) and its CRF head, if it has one; ``on_windows`` as in
-    ``evaluate_windowed``."""
+    ``evaluate_windowed``. Several checkpoints are evaluated as an ensemble (``resume_ner.training.ensemble``,
+    the first one's words, windows and decoding; no loss: ``metrics["loss"]`` is ``None``)."""
     from resume_ner.training.crf import model_crf
 
     torch_device = resolve_device(device)
-    model, tokenizer, metadata = load_model_checkpoint(model_dir, device=str(torch_device))
-    scheme = LabelScheme.from_dict(metadata["label_scheme"])
-    window = metadata["windows"]
-    windowed = build_windows(documents, tokenizer, scheme, max_length=window["max_length"], stride=window["stride"])
-    metrics = evaluate_windowed(
-        model,
-        windowed,
-        documents,
-        pad_token_id=tokenizer.pad_token_id,
-        batch_size=batch_size,
-        device=torch_device,
-        decoding=decoding or model_decoding(metadata),
-        crf=model_crf(model_dir, metadata, scheme),
-        on_windows=on_windows,
+    directories = [model_dir] if isinstance(model_dir, (str, Path)) else list(model_dir)
+    members = load_members(directories, torch_device)
+    first = members[0]
+    windowed = first.windows(documents)
+    decoding = decoding or model_decoding(first.metadata)
+    if len(members) == 1:
+        metrics = evaluate_windowed(
+            first.model,
+            windowed,
+            documents,
+            pad_token_id=first.tokenizer.pad_token_id,
+            batch_size=batch_size,
+            device=torch_device,
+            decoding=decoding,
+            crf=model_crf(first.directory, first.metadata, first.scheme),
+            on_windows=on_windows,
+        )
+        metrics["model_dir"] = str(first.directory)
+        return metrics
+    word_log_probs = ensemble_word_log_probs(
+        members, documents, windowed, batch_size=batch_size, device=torch_device, bf16=False, on_windows=on_windows
     )
-    metrics["model_dir"] = str(model_dir)
+    metrics = score_word_log_probs(windowed, documents, word_log_probs, decoding, mean_transitions(members))
+    metrics["loss"] = None
+    metrics["model_dir"] = [str(member.directory) for member in members]
     return metrics
