@@ -24,18 +24,26 @@ from resume_ner.training.checkpoint import load_model_checkpoint
 
 if TYPE_CHECKING:
     import torch
+    from torchcrf import CRF
 
 
 @dataclass
 class Member:
-    """One loaded model directory: its model, tokenizer, metadata, labels and CRF transition scores."""
+    """One loaded model directory: its model, tokenizer, metadata, labels and CRF head (``None`` without one)."""
 
     directory: Path
     model: Any
     tokenizer: Any
     metadata: dict[str, Any]
     scheme: LabelScheme
-    transitions: dict[str, torch.Tensor] | None
+    crf: CRF | None
+
+    @property
+    def transitions(self) -> dict[str, torch.Tensor] | None:
+        """The CRF head's learned start, end and transition scores; ``None`` without a CRF head."""
+        from resume_ner.training.crf import crf_scores
+
+        return crf_scores(self.crf) if self.crf is not None else None
 
     @property
     def onnx(self) -> bool:
@@ -55,13 +63,12 @@ class Member:
 
 
 def load_member(directory: str | Path, device: torch.device) -> Member:
-    """Load a model directory (``load_model_checkpoint``) with its CRF head's transition scores, if it has one."""
-    from resume_ner.training.crf import crf_scores, model_crf
+    """Load a model directory (``load_model_checkpoint``) with its CRF head, if it has one."""
+    from resume_ner.training.crf import model_crf
 
     model, tokenizer, metadata = load_model_checkpoint(directory, device=str(device))
     scheme = LabelScheme.from_dict(metadata["label_scheme"])
-    crf = model_crf(directory, metadata, scheme)
-    return Member(Path(directory), model, tokenizer, metadata, scheme, crf_scores(crf) if crf is not None else None)
+    return Member(Path(directory), model, tokenizer, metadata, scheme, model_crf(directory, metadata, scheme))
 
 
 def load_members(directories: Sequence[str | Path], device: torch.device) -> list[Member]:

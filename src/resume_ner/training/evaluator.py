@@ -110,8 +110,6 @@ def evaluate_model(
     decoding (``decoding`` overrides it) and its CRF head, if it has one; ``on_windows`` as in
     ``evaluate_windowed``. Several checkpoints are evaluated as an ensemble (``resume_ner.training.ensemble``,
     the first one's words, windows and decoding; no loss: ``metrics["loss"]`` is ``None``)."""
-    from resume_ner.training.crf import model_crf
-
     torch_device = resolve_device(device)
     directories = [model_dir] if isinstance(model_dir, (str, Path)) else list(model_dir)
     members = load_members(directories, torch_device)
@@ -127,7 +125,7 @@ def evaluate_model(
             batch_size=batch_size,
             device=torch_device,
             decoding=decoding,
-            crf=model_crf(first.directory, first.metadata, first.scheme),
+            crf=first.crf,
             on_windows=on_windows,
         )
         metrics["model_dir"] = str(first.directory)
