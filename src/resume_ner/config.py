@@ -116,6 +116,12 @@ class ModelConfig(_Section):
     max_length: int = Field(256, ge=16, le=8192, description="Tokens per window, special tokens included.")
     stride: int = Field(64, ge=0, description="Tokens shared by consecutive windows of a long document.")
     label_all_tokens: bool = Field(False, description="Label continuation sub-tokens too (I-X), instead of -100.")
+    line_markers: bool = Field(
+        True,
+        description="Mark every layout line break of a text (a newline, or a run of 2+ spaces as PDF text "
+        "extraction leaves) with a '\u00b6' token the model reads; saved with the model, so evaluate and predict "
+        "mark alike. A plain Hugging Face pipeline does not mark.",
+    )
     decoding: Literal["viterbi", "argmax"] = Field(
         "viterbi",
         description="Word tags from the label probabilities: 'viterbi', the most probable valid IOB2 "

@@ -5,10 +5,18 @@ the first sub-token of each word carries the word's IOB2 id, continuation sub-to
 carry ``-100`` (or ``I-X`` with ``label_all_tokens``). A document longer than ``max_length`` becomes several
 windows that share ``stride`` tokens, so no token is ever dropped. At prediction time each word takes the
 label from the window where its first sub-token sits farthest from a window edge.
+
+With ``line_markers`` the tokenizer reads the text with every layout line break marked: text extracted from
+a PDF keeps a resume's lines as newlines or runs of two or more spaces, which a WordPiece or SentencePiece
+tokenizer erases. One whitespace character of each such gap becomes ``LINE_MARKER``, so the marked text has the
+same length and every character offset still points into the original text; a marker is a word of its own,
+tagged like any word (``O``, or ``I-X`` inside an entity that spans a line break), and a predicted entity
+never starts or ends on one (its span is trimmed of whitespace in the original text).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -21,6 +29,8 @@ if TYPE_CHECKING:
 
 IGNORE_INDEX = -100
 _TOKENIZE_BATCH = 64
+LINE_MARKER = "\N{PILCROW SIGN}"
+_LINE_BREAK = re.compile(r"[^\S\n]*\n\s*|\s{2,}")  # a newline with the whitespace around it, or 2+ spaces
 
 
 @dataclass
@@ -78,6 +88,15 @@ def word_tags(offsets: Sequence[tuple[int, int]], spans: Sequence[Span]) -> list
     return tags
 
 
+def mark_line_breaks(text: str) -> str:
+    """``text`` with one whitespace character of every layout line break (a newline, or a run of two or more
+    whitespace characters) replaced by ``LINE_MARKER``: the second of a run, the newline itself when alone."""
+    chars = list(text)
+    for gap in _LINE_BREAK.finditer(text):
+        chars[gap.start() + (1 if gap.end() - gap.start() >= 2 else 0)] = LINE_MARKER
+    return "".join(chars)
+
+
 def _tag_id(tag: str, scheme: LabelScheme, continuation: bool) -> int:
     if tag == OUTSIDE:
         return 0
@@ -97,8 +116,10 @@ def build_windows(
     max_length: int = 256,
     stride: int = 64,
     label_all_tokens: bool = False,
+    line_markers: bool = False,
 ) -> WindowedDocuments:
-    """Tokenize whole documents (fast tokenizer offsets) into overlapping labelled windows."""
+    """Tokenize whole documents (fast tokenizer offsets) into overlapping labelled windows; ``line_markers``:
+    the tokenizer reads ``mark_line_breaks(text)`` (see the module docstring)."""
     if not getattr(tokenizer, "is_fast", False):
         raise TypeError("build_windows needs a fast tokenizer (offset mappings)")
     windows: list[Window] = []
@@ -106,7 +127,7 @@ def build_windows(
     for batch_start in range(0, len(documents), _TOKENIZE_BATCH):
         batch = documents[batch_start : batch_start + _TOKENIZE_BATCH]
         enc = tokenizer(
-            [doc.text for doc in batch],
+            [mark_line_breaks(doc.text) if line_markers else doc.text for doc in batch],
             max_length=max_length,
             stride=stride,
             truncation=True,

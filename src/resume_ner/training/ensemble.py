@@ -51,7 +51,8 @@ class Member:
         return bool(self.metadata.get("export", {}).get("format") == "onnx")
 
     def windows(self, documents: Sequence[Document]) -> WindowedDocuments:
-        """``documents`` cut into this member's windows (its tokenizer, window length and stride)."""
+        """``documents`` cut into this member's windows (its tokenizer, window length, stride and line markers;
+        a model saved before line markers existed has none)."""
         settings = self.metadata["windows"]
         return build_windows(
             documents,
@@ -59,6 +60,7 @@ class Member:
             self.scheme,
             max_length=int(settings["max_length"]),
             stride=int(settings["stride"]),
+            line_markers=bool(settings.get("line_markers", False)),
         )
 
 

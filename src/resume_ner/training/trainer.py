@@ -100,6 +100,7 @@ class _WindowArgs(TypedDict):
 
     max_length: int
     stride: int
+    line_markers: bool
 
 
 @dataclass
@@ -570,7 +571,9 @@ def _wrap_for_ddp(
 def _set_up_windows(loop: _TrainingLoop) -> None:
     """Cut the documents into windows, size the epochs and steps, and log the plan (rank 0)."""
     tcfg, mcfg, ddp, tokenizer, scheme = loop.config.training, loop.config.model, loop.ddp, loop.tokenizer, loop.scheme
-    loop.window_args = window_args = _WindowArgs(max_length=mcfg.max_length, stride=mcfg.stride)
+    loop.window_args = window_args = _WindowArgs(
+        max_length=mcfg.max_length, stride=mcfg.stride, line_markers=mcfg.line_markers
+    )
     loop.train_windows = train_windows = build_windows(
         loop.train_docs, tokenizer, scheme, label_all_tokens=mcfg.label_all_tokens, **window_args
     )

@@ -6,7 +6,15 @@ import pytest
 
 from resume_ner.data.document import Document, Span
 from resume_ner.data.labels import LabelScheme
-from resume_ner.data.windows import IGNORE_INDEX, build_windows, merge_window_predictions, word_tags
+from resume_ner.data.windows import (
+    IGNORE_INDEX,
+    LINE_MARKER,
+    build_windows,
+    mark_line_breaks,
+    merge_window_predictions,
+    word_tags,
+)
+from resume_ner.training.metrics import tags_to_spans
 
 
 @pytest.fixture(scope="module")
@@ -129,3 +137,31 @@ def test_slow_tokenizer_is_refused():
 
     with pytest.raises(TypeError, match="fast tokenizer"):
         build_windows([Document("d", "x")], Slow(), SCHEME)
+
+
+def test_line_breaks_are_marked_in_place_keeping_every_offset():
+    text = "Jane Doe  Data analyst\nSkills: Java,  SQL\n\n  Python in teams"
+    marked = mark_line_breaks(text)
+    # runs of 2+ whitespace: their second character; a lone newline: itself; single spaces: untouched
+    assert marked == "Jane Doe \u00b6Data analyst\u00b6Skills: Java, \u00b6SQL\n\u00b6  Python in teams"
+    assert len(marked) == len(text)
+    assert [i for i, (a, b) in enumerate(zip(text, marked, strict=True)) if a != b] == [9, 22, 37, 42]
+    assert mark_line_breaks("no break here") == "no break here"
+
+
+def test_line_markers_are_words_tagged_like_any_word_and_spans_read_back_exactly(tokenizer):
+    text = "Jane Doe  NVQ in Business  Improvement Techniques  Java"
+    spans = [Span(0, 8, "NAME"), Span(10, 49, "SKILL"), Span(51, 55, "SKILL")]
+    doc = Document("d", text, spans)
+    plain = build_windows([doc], tokenizer, SCHEME, max_length=64, stride=8)
+    marked = build_windows([doc], tokenizer, SCHEME, max_length=64, stride=8, line_markers=True)
+
+    marker_id = tokenizer.convert_tokens_to_ids(LINE_MARKER)
+    assert marker_id != tokenizer.unk_token_id
+    assert marked.windows[0].input_ids.count(marker_id) == 3 and marker_id not in plain.windows[0].input_ids
+    words = marked.words[0]
+    assert words.text == text and len(words.offsets) == len(plain.words[0].offsets) + 3
+    markers = [i for i, (start, _) in enumerate(words.offsets) if start in (9, 26, 50)]
+    # the marker inside the two-line SKILL continues it; the ones between entities are O
+    assert [words.tags[i] for i in markers] == ["O", "I-SKILL", "O"]
+    assert tags_to_spans(words.tags, words.offsets, text) == spans

@@ -57,13 +57,30 @@ def test_train_writes_a_loadable_best_checkpoint_and_result(tiny_config, synth_d
     assert result.best_metric == max(h["f1_micro"] for h in result.history)
     metadata = validate_checkpoint(result.model_dir)
     assert metadata["label_scheme"]["labels"][0] == "O" and len(metadata["label_scheme"]["labels"]) == 25
-    assert metadata["windows"] == {"max_length": 64, "stride": 16, "label_all_tokens": False}
+    assert metadata["windows"] == {"max_length": 64, "stride": 16, "line_markers": True, "label_all_tokens": False}
     assert metadata["data_fingerprint"] == result.data_fingerprint
     assert "torch" in metadata["versions"] and metadata["config"]["training"]["learning_rate"] == 1e-3
     assert (tmp_path / "run" / "config.yaml").is_file()
     saved = json.loads((tmp_path / "run" / "train_result.json").read_text())
     assert saved["best_metric"] == result.best_metric
     assert 1 <= len(list_training_states(tmp_path / "run" / "checkpoints")) <= 2
+
+
+def test_line_markers_are_saved_with_the_model_and_mark_what_it_predicts(tiny_config, synth_documents, tmp_path):
+    from resume_ner.data.windows import LINE_MARKER
+    from resume_ner.inference import Predictor
+
+    tiny_config["model"]["line_markers"] = True
+    train, val = _split(synth_documents)
+    result = train_model(tiny_config, train[:16], val[:4], tmp_path / "run")
+    assert validate_checkpoint(result.model_dir)["windows"]["line_markers"] is True
+
+    predictor = Predictor(result.model_dir, device="cpu", precision="fp32")
+    marker_id = predictor.tokenizer.convert_tokens_to_ids(LINE_MARKER)
+    windowed = predictor.members[0].windows(val[:4])
+    assert all(marker_id in window.input_ids for window in windowed.windows if window.is_first)
+    for doc, entities in zip(val[:4], predictor.predict([doc.text for doc in val[:4]]), strict=True):
+        assert all(e.text == doc.text[e.start : e.end] and LINE_MARKER not in e.text for e in entities)
 
 
 def test_checkpoint_loads_in_transformers_pipeline(tiny_config, synth_documents, tmp_path):
