@@ -61,8 +61,10 @@ def test_teacher_targets_sit_at_the_first_sub_token_of_each_word(teacher, tiny_b
     docs = synth_documents[:6]
     offsets, log_probs = teacher_word_log_probs(teacher, docs, scheme, torch.device("cpu"))
     assert [len(o) for o in offsets] == [len(p) for p in log_probs]
-    # the student cuts other windows (32 tokens) with the same tokenizer: every word matches
-    student = build_windows(docs, load_fast_tokenizer(str(tiny_backbone)), scheme, max_length=32, stride=8)
+    # the student cuts other windows (32 tokens) with the same tokenizer and line markers: every word matches
+    student = build_windows(
+        docs, load_fast_tokenizer(str(tiny_backbone)), scheme, max_length=32, stride=8, line_markers=True
+    )
     targets, matched = window_soft_targets(student, offsets, log_probs)
     assert matched == 1.0 and len(targets) == len(student.windows) > len(docs)
     for window, target in zip(student.windows, targets, strict=True):
@@ -83,7 +85,9 @@ def test_a_word_the_teacher_split_differently_gets_no_target(teacher, tiny_backb
     docs = synth_documents[:1]
     offsets, log_probs = teacher_word_log_probs(teacher, docs, scheme, torch.device("cpu"))
     offsets[0][3] = (offsets[0][3][0], offsets[0][3][1] + 1)  # the teacher's word 3 has another span
-    student = build_windows(docs, load_fast_tokenizer(str(tiny_backbone)), scheme, max_length=64, stride=16)
+    student = build_windows(
+        docs, load_fast_tokenizer(str(tiny_backbone)), scheme, max_length=64, stride=16, line_markers=True
+    )
     targets, matched = window_soft_targets(student, offsets, log_probs)
     assert matched == pytest.approx(1 - 1 / len(offsets[0]))
     window = student.windows[0]
