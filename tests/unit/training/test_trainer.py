@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -79,6 +80,13 @@ def test_line_markers_are_saved_with_the_model_and_mark_what_it_predicts(tiny_co
     marker_id = predictor.tokenizer.convert_tokens_to_ids(LINE_MARKER)
     windowed = predictor.members[0].windows(val[:4])
     assert all(marker_id in window.input_ids for window in windowed.windows if window.is_first)
+    # a model saved without the setting (before line markers existed) reads its text unmarked
+    unmarked = Path(shutil.copytree(result.model_dir, tmp_path / "unmarked"))
+    metadata = json.loads((unmarked / "resume_ner.json").read_text())
+    del metadata["windows"]["line_markers"]
+    (unmarked / "resume_ner.json").write_text(json.dumps(metadata))
+    old = Predictor(unmarked, device="cpu", precision="fp32").members[0].windows(val[:4])
+    assert not any(marker_id in window.input_ids for window in old.windows)
     for doc, entities in zip(val[:4], predictor.predict([doc.text for doc in val[:4]]), strict=True):
         assert all(e.text == doc.text[e.start : e.end] and LINE_MARKER not in e.text for e in entities)
 
