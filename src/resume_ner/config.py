@@ -200,7 +200,8 @@ class TrainingConfig(_Section):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Training device.")
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto",
-        description="Forward passes of training: bf16 autocast (weights and optimizer stay fp32) or fp32; "
+        description="Forward passes of training and of its test-split evaluation (as evaluate and predict run "
+        "theirs; validation after each epoch runs in fp32): bf16 autocast (weights and optimizer stay fp32) or fp32; "
         "auto: bf16 where the hardware has it natively (AVX512-BF16/AMX CPUs, bf16 GPUs).",
     )
     log_every_steps: int = Field(10, ge=1, description="Optimizer steps between progress/metric logs.")

@@ -14,12 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from resume_ner.data.document import Document
-from resume_ner.errors import ConfigError
 from resume_ner.training.decoding import Decoding, decode_tags, model_decoding
 from resume_ner.training.distributed import resolve_device
-from resume_ner.training.ensemble import ensemble_word_log_probs, load_members, mean_transitions
+from resume_ner.training.ensemble import ensemble_word_log_probs, load_members, mean_transitions, members_autocast
 from resume_ner.training.evaluator import predicted_spans
-from resume_ner.training.precision import Precision, use_bf16
+from resume_ner.training.precision import Precision
 
 
 @dataclass(frozen=True)
@@ -67,16 +66,11 @@ class Predictor:
         self.device = resolve_device(device)
         directories = [model_dir] if isinstance(model_dir, (str, Path)) else list(model_dir)
         self.members = load_members(directories, self.device)
-        for member in self.members:
-            if member.onnx and precision == "bf16":
-                raise ConfigError(
-                    f"{member.directory} is an ONNX export, which runs in fp32: use precision auto or fp32"
-                )
         first = self.members[0]
         self.model, self.tokenizer, self.metadata = first.model, first.tokenizer, first.metadata
         self.scheme = first.scheme
         self.onnx = first.onnx
-        self.autocast = use_bf16(precision, self.device)  # for every member that is not an ONNX export
+        self.autocast = members_autocast(self.members, precision, self.device)  # for every member but ONNX exports
         self.bf16 = self.autocast and not self.onnx
         self.max_length = int(self.metadata["windows"]["max_length"])
         self.stride = int(self.metadata["windows"]["stride"])

@@ -65,6 +65,12 @@ def test_train_evaluate_predict_from_the_command_line(tiny_backbone, synth_file,
     assert argmax.returncode == 0, argmax.stderr
     assert json.loads(argmax.stdout)["decoding"] == "argmax"
     assert json.loads(argmax.stdout)["loss"] == pytest.approx(metrics["loss"])  # the same forward passes
+    # evaluate runs its forward passes as predict and train's test evaluation do by default; --precision forces one
+    assert metrics["precision"] == json.loads((run / "test_metrics.json").read_text())["precision"]
+    fp32 = _run(["evaluate", "--model", str(run / "model"), "--data", str(synth_file), "--json",
+                 "--precision", "fp32"], tmp_path)
+    assert fp32.returncode == 0, fp32.stderr
+    assert json.loads(fp32.stdout)["precision"] == "fp32"
 
     text_file = tmp_path / "resume.txt"
     text_file.write_text("Jane Doe\njane@example.com\nSenior Data Engineer at Contoso Ltd, Berlin\n")

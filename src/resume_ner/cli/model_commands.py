@@ -147,8 +147,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    """Evaluate a checkpoint on a file or on one split of a dataset. Repeat --model to evaluate an ensemble: the
-    models' word probabilities are averaged (see predict)."""
+    """Evaluate a checkpoint on a file or on one split of a dataset. The forward passes run as in predict (bf16
+    where the hardware has it natively, unless --precision says otherwise), so the figures are those of the
+    entities predict finds. Repeat --model to evaluate an ensemble: the models' word probabilities are averaged
+    (see predict)."""
     from resume_ner.data.dataset import load_dataset, load_documents
 
     model_dirs = [checked_model_dir(model) for model in args.model]
@@ -169,6 +171,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             device=config.training.device,
             decoding=args.decoding,
+            precision=args.precision,
             on_windows=bar.update,
         )
     metrics["data"] = str(path)
@@ -177,7 +180,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(metrics, indent=2))
     else:
-        print(f"{len(documents)} documents from {path}")
+        print(f"{len(documents)} documents from {path}, forward passes in {metrics['precision']}")
         print(format_metrics_table(metrics))
     if not args.quiet:
         print(
@@ -330,6 +333,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_precision_option(parser: argparse.ArgumentParser) -> None:
+    """``--precision`` of the forward passes, the same default for ``evaluate`` and ``predict``."""
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        choices=PRECISIONS,
+        help="forward passes in bf16 (auto: where the hardware has native bf16) or fp32",
+    )
+
+
 def add_tracking_options(parser: argparse.ArgumentParser) -> None:
     """``--no-tracking``, ``--tracking-uri`` and ``--run-name``."""
     parser.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
@@ -369,6 +382,7 @@ def register(
         help="split to evaluate when --data is a dataset directory",
     )
     evaluate.add_argument("--batch-size", type=int, default=32)
+    add_precision_option(evaluate)
     evaluate.add_argument("--decoding", choices=DECODINGS, help=DECODING_HELP)
     evaluate.add_argument("--output", help="also write the metrics JSON here")
     evaluate.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
@@ -390,11 +404,6 @@ def register(
     predict.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     predict.add_argument("--batch-size", type=int, default=32)
     predict.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    predict.add_argument(
-        "--precision",
-        default="auto",
-        choices=PRECISIONS,
-        help="forward passes in bf16 (auto: where the hardware has native bf16) or fp32",
-    )
+    add_precision_option(predict)
     predict.add_argument("--decoding", choices=DECODINGS, help=DECODING_HELP)
     predict.set_defaults(func=cmd_predict)

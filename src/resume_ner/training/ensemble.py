@@ -21,6 +21,7 @@ from resume_ner.data.windows import WindowedDocuments, build_windows, merge_wind
 from resume_ner.errors import ConfigError
 from resume_ner.training.batching import predict_windows
 from resume_ner.training.checkpoint import load_model_checkpoint
+from resume_ner.training.precision import Precision, use_bf16
 
 if TYPE_CHECKING:
     import torch
@@ -86,6 +87,15 @@ def load_members(directories: Sequence[str | Path], device: torch.device) -> lis
                 f"{list(first.scheme.labels)}: the models of an ensemble must be trained on the same entity types"
             )
     return members
+
+
+def members_autocast(members: Sequence[Member], precision: Precision, device: torch.device) -> bool:
+    """Whether the members' forward passes run under bf16 autocast: ``precision`` resolved for ``device``
+    (``use_bf16``); an ONNX export runs in fp32 whatever it says, and ``ConfigError`` when bf16 is forced on one."""
+    for member in members:
+        if member.onnx and precision == "bf16":
+            raise ConfigError(f"{member.directory} is an ONNX export, which runs in fp32: use precision auto or fp32")
+    return use_bf16(precision, device)
 
 
 def member_word_log_probs(

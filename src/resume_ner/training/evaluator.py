@@ -15,8 +15,9 @@ from resume_ner.data.windows import WindowedDocuments, merge_window_predictions
 from resume_ner.training.batching import predict_windows
 from resume_ner.training.decoding import Decoding, decode_tags, model_decoding
 from resume_ner.training.distributed import resolve_device
-from resume_ner.training.ensemble import ensemble_word_log_probs, load_members, mean_transitions
+from resume_ner.training.ensemble import ensemble_word_log_probs, load_members, mean_transitions, members_autocast
 from resume_ner.training.metrics import compute_metrics, entity_type_confusion, span_metrics, tags_to_spans
+from resume_ner.training.precision import Precision
 
 if TYPE_CHECKING:
     import torch
@@ -52,19 +53,20 @@ def evaluate_windowed(
     device: torch.device,
     decoding: Decoding = "viterbi",
     crf: CRF | None = None,
+    bf16: bool = False,
     on_windows: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Entity metrics (seqeval), document span metrics and loss of ``model`` on windowed ``documents``, with
     word tags read by ``decoding`` (``resume_ner.training.decoding``); ``crf``: the model's CRF head, whose
-    transition scores Viterbi uses and whose negative log-likelihood is the loss; ``on_windows``: called with
-    the number of windows of each batch predicted.
+    transition scores Viterbi uses and whose negative log-likelihood is the loss; ``bf16``: the forward passes
+    under bf16 autocast; ``on_windows``: called with the number of windows of each batch predicted.
 
     ``metrics["confusion"]`` is the ``entity_type_confusion`` of the documents' gold and predicted spans.
     """
     from resume_ner.training.crf import crf_scores
 
     log_probs, loss = predict_windows(
-        model, windowed.windows, pad_token_id, batch_size, device, crf=crf, on_batch=on_windows
+        model, windowed.windows, pad_token_id, batch_size, device, bf16=bf16, crf=crf, on_batch=on_windows
     )
     transitions = crf_scores(crf) if crf is not None else None
     metrics = score_word_log_probs(
@@ -104,15 +106,19 @@ def evaluate_model(
     batch_size: int = 32,
     device: str = "auto",
     decoding: Decoding | None = None,
+    precision: Precision = "auto",
     on_windows: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Load a checkpoint and evaluate it on ``documents`` with the window settings it was trained with, its
-    decoding (``decoding`` overrides it) and its CRF head, if it has one; ``on_windows`` as in
-    ``evaluate_windowed``. Several checkpoints are evaluated as an ensemble (``resume_ner.training.ensemble``,
-    the first one's words, windows and decoding; no loss: ``metrics["loss"]`` is ``None``)."""
+    decoding (``decoding`` overrides it) and its CRF head, if it has one; ``precision`` as in ``Predictor``
+    (the same default, so the figures are those of the entities ``predict`` finds); ``on_windows`` as in
+    ``evaluate_windowed``; ``metrics["precision"]`` says how the forward passes ran (``bf16`` or ``fp32``).
+    Several checkpoints are evaluated as an ensemble (``resume_ner.training.ensemble``, the first one's words,
+    windows and decoding; no loss: ``metrics["loss"]`` is ``None``)."""
     torch_device = resolve_device(device)
     directories = [model_dir] if isinstance(model_dir, (str, Path)) else list(model_dir)
     members = load_members(directories, torch_device)
+    autocast = members_autocast(members, precision, torch_device)
     first = members[0]
     windowed = first.windows(documents)
     decoding = decoding or model_decoding(first.metadata)
@@ -126,14 +132,17 @@ def evaluate_model(
             device=torch_device,
             decoding=decoding,
             crf=first.crf,
+            bf16=autocast and not first.onnx,
             on_windows=on_windows,
         )
         metrics["model_dir"] = str(first.directory)
-        return metrics
-    word_log_probs = ensemble_word_log_probs(
-        members, documents, windowed, batch_size=batch_size, device=torch_device, bf16=False, on_windows=on_windows
-    )
-    metrics = score_word_log_probs(windowed, documents, word_log_probs, decoding, mean_transitions(members))
-    metrics["loss"] = None
-    metrics["model_dir"] = [str(member.directory) for member in members]
+    else:
+        word_log_probs = ensemble_word_log_probs(
+            members, documents, windowed, batch_size=batch_size, device=torch_device, bf16=autocast,
+            on_windows=on_windows,
+        )
+        metrics = score_word_log_probs(windowed, documents, word_log_probs, decoding, mean_transitions(members))
+        metrics["loss"] = None
+        metrics["model_dir"] = [str(member.directory) for member in members]
+    metrics["precision"] = "bf16" if autocast and not all(member.onnx for member in members) else "fp32"
     return metrics

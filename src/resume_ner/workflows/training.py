@@ -110,7 +110,8 @@ def run_training_workflow(
 def evaluate_test_split(
     config: ResumeNerConfig, model_dir: str | Path, dataset: SplitDataset, output_dir: Path, tracking: TrackingRun
 ) -> dict[str, Any] | None:
-    """Evaluate ``model_dir`` on ``dataset.test`` (None when it is empty): ``test_metrics.json`` + MLflow.
+    """Evaluate ``model_dir`` on ``dataset.test`` (None when it is empty): ``test_metrics.json`` + MLflow. The
+    forward passes run in ``training.precision``, as ``resume-ner evaluate`` and ``predict`` run them by default.
 
     The metrics carry ``data_fingerprint`` (whole dataset) and ``test_data_fingerprint`` (test documents
     alone, the key on which registered models are compared); they are logged as ``test_*`` metrics and the
@@ -119,7 +120,11 @@ def evaluate_test_split(
     if not dataset.test:
         return None
     test_metrics = evaluate_model(
-        model_dir, dataset.test, batch_size=config.training.eval_batch_size, device=config.training.device
+        model_dir,
+        dataset.test,
+        batch_size=config.training.eval_batch_size,
+        device=config.training.device,
+        precision=config.training.precision,
     )
     test_metrics["data_fingerprint"] = dataset.fingerprint
     test_metrics["test_data_fingerprint"] = fingerprint_documents(dataset.test)

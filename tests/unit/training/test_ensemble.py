@@ -77,8 +77,8 @@ def test_an_ensemble_predicts_from_the_mean_of_its_members(entity_model_dir, sec
 
 def test_evaluate_scores_the_ensemble_that_predict_runs(entity_model_dir, second_seed, synth_documents):
     docs = synth_documents[50:56]
-    metrics = evaluate_model([entity_model_dir, second_seed], docs, device="cpu")
-    found = Predictor([entity_model_dir, second_seed], device="cpu", precision="fp32").predict([d.text for d in docs])
+    metrics = evaluate_model([entity_model_dir, second_seed], docs, device="cpu")  # the default precision of both
+    found = Predictor([entity_model_dir, second_seed], device="cpu").predict([d.text for d in docs])
     predicted = [[Span(e.start, e.end, e.label) for e in doc] for doc in found]
     expected = span_metrics([list(d.spans) for d in docs], predicted)
     assert metrics["span_f1_micro"] == pytest.approx(expected["span_f1_micro"])

@@ -88,6 +88,22 @@ def test_predict_returns_entities_with_exact_offsets_over_long_texts(trained, sy
     assert list(predictor.predict_stream(texts, chunk_size=2)) == results
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "auto"])
+def test_evaluate_scores_the_entities_predict_finds_in_the_same_precision(trained, synth_documents, precision):
+    from resume_ner.training.metrics import span_metrics
+
+    docs = synth_documents[50:]
+    metrics = evaluate_model(trained.model_dir, docs, device="cpu", precision=precision)
+    predictor = Predictor(trained.model_dir, device="cpu", precision=precision)
+    found = [[Span(e.start, e.end, e.label) for e in doc] for doc in predictor.predict([d.text for d in docs])]
+    assert any(found), "the tiny model extracts nothing: the comparison would be empty"
+    expected = span_metrics([list(d.spans) for d in docs], found)
+    assert {k: metrics[k] for k in expected if k.startswith("span_")} == {k: v for k, v in expected.items()
+                                                                        if k.startswith("span_")}
+    assert metrics["precision"] == ("bf16" if predictor.bf16 else "fp32")
+    assert metrics["precision"] == {"fp32": "fp32", "bf16": "bf16"}.get(precision, metrics["precision"])
+
+
 def test_bf16_prediction_keeps_offsets_and_agrees_with_fp32_on_most_entities(trained, synth_documents):
     texts = [doc.text for doc in synth_documents[50:]]
     fp32 = Predictor(trained.model_dir, device="cpu", precision="fp32")

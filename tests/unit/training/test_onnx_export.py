@@ -16,6 +16,7 @@ from resume_ner.errors import CheckpointError, ConfigError
 from resume_ner.inference import Predictor
 from resume_ner.training import onnx_export
 from resume_ner.training.checkpoint import load_model_checkpoint
+from resume_ner.training.evaluator import evaluate_model
 from resume_ner.training.onnx_export import export_onnx
 
 
@@ -76,8 +77,6 @@ def test_the_graph_has_dynamic_batch_and_sequence_axes_and_matches_pytorch_withi
 
 
 def test_the_export_directory_predicts_and_evaluates_as_the_checkpoint_does(exported, entity_model_dir, synth_documents):
-    from resume_ner.training.evaluator import evaluate_model
-
     texts = [d.text for d in synth_documents[44:52]]
     expected = Predictor(entity_model_dir, precision="fp32").predict(texts)
     onnx_predictor = Predictor(exported)
@@ -87,9 +86,10 @@ def test_the_export_directory_predicts_and_evaluates_as_the_checkpoint_does(expo
     assert _spans(found) == _spans(expected)
     assert all(abs(a.score - b.score) <= 1e-3 for x, y in zip(found, expected, strict=True)
                for a, b in zip(x, y, strict=True))
-    metrics = {name: evaluate_model(name, synth_documents[44:52])["span_f1_micro"]
+    metrics = {name: evaluate_model(name, synth_documents[44:52], precision="fp32")
                for name in (entity_model_dir, exported)}
-    assert metrics[exported] == pytest.approx(metrics[entity_model_dir], abs=1e-9)
+    assert metrics[exported]["span_f1_micro"] == pytest.approx(metrics[entity_model_dir]["span_f1_micro"], abs=1e-9)
+    assert evaluate_model(exported, synth_documents[44:52])["precision"] == "fp32"  # auto: an export runs in fp32
 
 
 def test_the_export_predicts_the_same_entities_on_the_real_test_resumes(exported, entity_model_dir, real_test_texts):
@@ -105,8 +105,9 @@ def test_the_export_holds_the_graph_crf_and_tokenizer_but_no_torch_weights(expor
     assert "model.safetensors" not in names
     if (entity_model_dir / "crf.safetensors").exists():
         assert (exported / "crf.safetensors").read_bytes() == (entity_model_dir / "crf.safetensors").read_bytes()
-    with pytest.raises(ConfigError, match="ONNX export, which runs in fp32"):
-        Predictor(exported, precision="bf16")
+    for refused in (lambda: Predictor(exported, precision="bf16"), lambda: evaluate_model(exported, [], precision="bf16")):
+        with pytest.raises(ConfigError, match="ONNX export, which runs in fp32"):
+            refused()
 
 
 def test_a_truncated_graph_is_refused_naming_the_file(exported, tmp_path):
