@@ -138,7 +138,12 @@ def evaluate_model(
         metrics["model_dir"] = str(first.directory)
     else:
         word_log_probs = ensemble_word_log_probs(
-            members, documents, windowed, batch_size=batch_size, device=torch_device, bf16=autocast,
+            members,
+            documents,
+            windowed,
+            batch_size=batch_size,
+            device=torch_device,
+            bf16=autocast,
             on_windows=on_windows,
         )
         metrics = score_word_log_probs(windowed, documents, word_log_probs, decoding, mean_transitions(members))
