@@ -2,8 +2,9 @@
 
 The first process that runs trials opens it (run name: the study name) and records its id in the study's
 user attribute ``mlflow_parent_run_id``; later workers and reruns reattach to that run and hang their trial
-runs under it. ``log_study_report`` puts the best value and parameters, ``trials.csv`` and the plots on it.
-Each process ends the parent run when it is done with it, so its end time is that of the last one.
+runs under it. Workers take turns to do so (``hpo.locks.parent_run_turn``), so workers started together open
+one. ``log_study_report`` puts the best value and parameters, ``trials.csv`` and the plots on it. Each process
+ends the parent run when it is done with it, so its end time is that of the last one.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ def open_parent_run(config: ResumeNerConfig, study: optuna.Study, *, create: boo
     """The study's parent ``TrackingRun``: the recorded one, else (``create``) a new one recorded in the study.
 
     Disabled when tracking is off, when MLflow cannot be reached, or when none is recorded and not ``create``.
+    Processes that may start at the same moment call it in the study's ``hpo.locks.parent_run_turn``: reading the
+    record and writing a new one are two storage calls.
     """
     if not config.tracking.enabled:
         return TrackingRun.disabled()
@@ -42,14 +45,6 @@ def open_parent_run(config: ResumeNerConfig, study: optuna.Study, *, create: boo
     run = setup_mlflow(config.tracking, run_name=study.study_name, tags={**tags, "resume_ner.study": study.study_name})
     if not run.enabled:
         return run
-    recorded = study.user_attrs.get(PARENT_RUN_ATTR)  # another worker may have opened one meanwhile
-    if recorded:
-        run.end("KILLED")
-        try:
-            run.client.delete_run(run.run_id)
-        except Exception as exc:  # noqa: BLE001 - tracking never stops the sweep
-            log.warning("MLflow: could not delete the duplicate parent run %s: %s", run.run_id, exc)
-        return _reattach(config, recorded)
     study.set_user_attr(PARENT_RUN_ATTR, run.run_id)
     run.log_params(config.to_dict())
     return run

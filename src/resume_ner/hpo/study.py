@@ -79,27 +79,35 @@ def resolve_storage(
     import optuna
     from optuna.storages.journal import JournalFileBackend
 
-    if storage is None or not str(storage).strip():
-        path = Path(output_dir) / "hpo" / f"{study_name}.db"
-        return _rdb_storage(f"sqlite:///{path.resolve().as_posix()}", hpo, path, create, on_stale)
-    text = str(storage).strip()
+    text = "" if storage is None else str(storage).strip()
+    path = storage_file(storage, output_dir, study_name)
     if "://" in text:
-        local = Path(text.split("///", 1)[1].split("?", 1)[0]) if text.startswith("sqlite:///") else None
-        return _rdb_storage(text, hpo, local, create, on_stale)
-    path = Path(text).expanduser()
-    suffix = path.suffix.lower()
-    if suffix in SQLITE_SUFFIXES:
-        return _rdb_storage(f"sqlite:///{path.resolve().as_posix()}", hpo, path, create, on_stale)
-    if suffix in JOURNAL_SUFFIXES:
+        return _rdb_storage(text, hpo, path, create, on_stale)
+    if path is None:
+        raise ConfigError(
+            f"hpo storage {text!r}: expected a sqlite file ({', '.join('*' + s for s in SQLITE_SUFFIXES)}), a "
+            f"journal file ({', '.join('*' + s for s in JOURNAL_SUFFIXES)}) or a SQLAlchemy URL such as "
+            "postgresql+psycopg2://user:password@host/db"
+        )
+    if path.suffix.lower() in JOURNAL_SUFFIXES:
         _check_exists(path, create)
         path.parent.mkdir(parents=True, exist_ok=True)
         log.info("Optuna journal storage %s: no trial heartbeats (a killed worker's trial stays RUNNING)", path)
         return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
-    raise ConfigError(
-        f"hpo storage {text!r}: expected a sqlite file ({', '.join('*' + s for s in SQLITE_SUFFIXES)}), a journal "
-        f"file ({', '.join('*' + s for s in JOURNAL_SUFFIXES)}) or a SQLAlchemy URL such as "
-        "postgresql+psycopg2://user:password@host/db"
-    )
+    return _rdb_storage(f"sqlite:///{path.as_posix()}", hpo, path, create, on_stale)
+
+
+def storage_file(storage: str | None, output_dir: Path, study_name: str) -> Path | None:
+    """The sqlite or journal file that ``storage`` names (see the module doc); None for a database server, an
+    in-memory sqlite database or a name that is neither."""
+    text = "" if storage is None else str(storage).strip()
+    if not text:
+        return (Path(output_dir) / "hpo" / f"{study_name}.db").resolve()
+    if "://" in text:
+        database = text.split("///", 1)[1].split("?", 1)[0] if text.startswith("sqlite:///") else ""
+        return Path(database).resolve() if database not in ("", ":memory:") else None
+    path = Path(text).expanduser()
+    return path.resolve() if path.suffix.lower() in SQLITE_SUFFIXES + JOURNAL_SUFFIXES else None
 
 
 def _check_exists(path: Path, create: bool) -> None:

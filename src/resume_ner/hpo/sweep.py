@@ -23,7 +23,6 @@ study of another dataset is refused. Output layout::
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import time
@@ -32,20 +31,23 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 from resume_ner.config import ResumeNerConfig, config_from_dict
 from resume_ner.data.dataset import load_training_data
 from resume_ner.errors import ConfigError, ResumeNerError
+from resume_ner.hpo.locks import FileLock, parent_run_turn, turns_lock_path
 from resume_ner.hpo.parent_run import log_study_report, open_parent_run
 from resume_ner.hpo.report import write_study_report
 from resume_ner.hpo.search_space import apply_params, parse_search_space
 from resume_ner.hpo.select import best_frozen_trial, best_trial_of
-from resume_ner.hpo.study import create_or_load_study, resolve_storage
+from resume_ner.hpo.study import JOURNAL_SUFFIXES, create_or_load_study, resolve_storage, storage_file
 from resume_ner.hpo.trial import end_stale_run, run_trial
 
 if TYPE_CHECKING:
     import optuna
+
+    from resume_ner.tracking.mlflow import TrackingRun
 
 log = logging.getLogger(__name__)
 
@@ -75,46 +77,9 @@ class WorkerSummary:
         return asdict(self)
 
 
-class _AskLock:
-    """An exclusive lock, per SQLite study database, held from before a process fails stale trials and asks for a
-    trial until the trial's objective starts (``release``).
-
-    Optuna takes a re-queued (WAITING) trial by reading its state and then updating it (``_pop_waiting_trial_id``);
-    on SQLite the read is outside the update's transaction (``SELECT ... FOR UPDATE`` locks nothing there), so two
-    workers asking at the same moment could both take it and train the same trial (seen in
-    tests/reliability/test_killed_hpo_workers.py), and two failing the same stale trial could re-queue it twice.
-    A SQLite database is one machine's file, so a ``flock`` beside it serialises those steps; other storages lock
-    the row and need none (``path`` None: a no-op).
-    """
-
-    def __init__(self, path: Path | None) -> None:
-        self.path = path
-        self._handle: IO[bytes] | None = None
-
-    def acquire(self) -> None:
-        if self.path is not None and self._handle is None:
-            self._handle = open(self.path, "ab")  # held across calls: closed by release
-            fcntl.flock(self._handle, fcntl.LOCK_EX)
-
-    def release(self) -> None:
-        handle, self._handle = self._handle, None
-        if handle is not None:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-            handle.close()
-
-
-def _ask_lock_path(storage: object) -> Path | None:
-    """``<database>.ask.lock`` of a SQLite ``RDBStorage`` file; None for any other storage."""
-    url = str(getattr(storage, "url", ""))
-    if not url.startswith("sqlite:///"):
-        return None
-    database = url[len("sqlite:///") :].split("?", 1)[0]
-    return None if database in ("", ":memory:") else Path(database + ".ask.lock")
-
-
 @dataclass
 class _Session:
-    """A sweep's resolved inputs: config, space, data, study."""
+    """A sweep's resolved inputs: config, space, data, study and its storage."""
 
     config: ResumeNerConfig
     space: Any
@@ -122,7 +87,14 @@ class _Session:
     study: optuna.Study
     heartbeat: bool
     output_dir: Path
-    ask_lock: _AskLock
+    storage: Any  # the Optuna storage of the study
+    study_file: Path | None  # its sqlite or journal file
+    ask_lock: FileLock  # see _ask_lock
+
+    def open_parent_run(self) -> TrackingRun:
+        """The study's MLflow parent run, found or opened in the study's turn (``hpo.locks``)."""
+        with parent_run_turn(self.storage, self.study_file, self.study.study_name):
+            return open_parent_run(self.config, self.study)
 
 
 def _open_session(
@@ -155,7 +127,23 @@ def _open_session(
     )
     study = create_or_load_study(hpo, backend, space, data_fingerprint=dataset.fingerprint, seed_offset=seed_offset)
     heartbeat = isinstance(backend, optuna.storages.RDBStorage)
-    return _Session(config, space, dataset, study, heartbeat, Path(output_dir), _AskLock(_ask_lock_path(backend)))
+    study_file = storage_file(hpo.storage, Path(output_dir), hpo.study_name)
+    ask_lock = _ask_lock(study_file)
+    return _Session(config, space, dataset, study, heartbeat, Path(output_dir), backend, study_file, ask_lock)
+
+
+def _ask_lock(study_file: Path | None) -> FileLock:
+    """The lock a process holds from before it fails stale trials and asks for a trial until the trial's objective
+    starts (``release``), on a sqlite study file; a no-op lock on any other storage.
+
+    Optuna takes a re-queued (WAITING) trial by reading its state and then updating it (``_pop_waiting_trial_id``);
+    on SQLite the read is outside the update's transaction (``SELECT ... FOR UPDATE`` locks nothing there), so two
+    workers asking at the same moment could both take it and train the same trial (seen in
+    tests/reliability/test_killed_hpo_workers.py), and two failing the same stale trial could re-queue it twice.
+    A database server locks the row, and a journal storage's replay lets one taker win: they need none.
+    """
+    sqlite = study_file is not None and study_file.suffix.lower() not in JOURNAL_SUFFIXES
+    return FileLock(turns_lock_path(study_file) if sqlite else None)
 
 
 def _claim(trial: optuna.Trial, n_trials: int) -> None:
@@ -313,7 +301,7 @@ def run_hpo_worker(
     """
     offset = WORKER_SEED_STRIDE * worker if worker is not None else os.getpid()
     session = _open_session(config, study_name, n_trials, storage, timeout, data_path, output_dir, offset)
-    with open_parent_run(session.config, session.study) as parent:  # ends FINISHED, FAILED or KILLED
+    with session.open_parent_run() as parent:  # ends FINISHED, FAILED or KILLED
         ran = _run_trials(session, parent.run_id)
         _raise_if_all_failed(session.study)
     return _summary(session, ran, parent.run_id)
@@ -337,7 +325,7 @@ def run_local_hpo_sweep(
     """
     session = _open_session(config, study_name, n_trials, storage, timeout, data_path, output_dir)
     study = session.study
-    with open_parent_run(session.config, study) as parent:  # ends FINISHED, FAILED or KILLED
+    with session.open_parent_run() as parent:  # ends FINISHED, FAILED or KILLED
         _run_trials(session, parent.run_id)
         files = write_study_report(study, session.output_dir / "hpo" / study.study_name)
         log_study_report(parent, study, files)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 import optuna
 import pytest
@@ -156,21 +157,34 @@ def test_asking_for_a_trial_is_serialised_per_sqlite_database(tmp_path):
     flock beside the database from the stale check and the ask until the trial's objective starts."""
     import fcntl
 
-    import optuna
+    from resume_ner.hpo.sweep import _ask_lock
 
-    from resume_ner.hpo.sweep import _ask_lock_path, _AskLock
-
-    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'study.db'}")
-    path = _ask_lock_path(storage)
-    assert path == tmp_path / "study.db.ask.lock"
-    assert _ask_lock_path(optuna.storages.InMemoryStorage()) is None
-    lock = _AskLock(path)
+    lock = _ask_lock(tmp_path / "study.db")
+    assert lock.path == tmp_path / "study.db.turns.lock"
+    assert _ask_lock(tmp_path / "study.log").path is None  # a journal's replay lets one taker win
+    assert _ask_lock(None).path is None  # a database server locks the row itself
     lock.acquire()
     lock.acquire()  # held already: a no-op, not a self-deadlock
-    with open(path, "ab") as other, pytest.raises(BlockingIOError):
+    with open(lock.path, "ab") as other, pytest.raises(BlockingIOError):
         fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another process's worker would wait here
     lock.release()
     lock.release()  # released already: a no-op
-    with open(path, "ab") as other:
+    with open(lock.path, "ab") as other:
         fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    _AskLock(None).acquire()  # other storages lock the row themselves: nothing to hold
+    _ask_lock(None).acquire()  # nothing to hold
+
+
+@pytest.mark.parametrize(("storage", "expected"), [
+    (None, "out/hpo/s.db"),
+    ("studies/s.sqlite3", "studies/s.sqlite3"),
+    ("studies/s.journal", "studies/s.journal"),
+    ("sqlite:///studies/s.db?timeout=5", "studies/s.db"),
+    ("sqlite:///:memory:", None),
+    ("postgresql+psycopg2://u:p@db/optuna", None),
+    ("studies/s.txt", None),
+])
+def test_the_study_file_of_each_storage(tmp_path, monkeypatch, storage, expected):
+    from resume_ner.hpo.study import storage_file
+
+    monkeypatch.chdir(tmp_path)  # relative paths are the working directory's, as SQLAlchemy reads them
+    assert storage_file(storage, Path("out"), "s") == (None if expected is None else tmp_path / expected)
