@@ -71,7 +71,7 @@ def parent_run_turn(storage: object, study_file: Path | None, study_name: str) -
         return
     engine = getattr(storage, "engine", None)  # an RDBStorage's; Optuna's in-memory storage has none
     dialect = engine.dialect.name if engine is not None else None
-    if dialect == "postgresql":
+    if engine is not None and dialect == "postgresql":
         import sqlalchemy
 
         with engine.connect() as connection, connection.begin():  # the lock ends with the transaction

@@ -142,8 +142,9 @@ def _ask_lock(study_file: Path | None) -> FileLock:
     tests/reliability/test_killed_hpo_workers.py), and two failing the same stale trial could re-queue it twice.
     A database server locks the row, and a journal storage's replay lets one taker win: they need none.
     """
-    sqlite = study_file is not None and study_file.suffix.lower() not in JOURNAL_SUFFIXES
-    return FileLock(turns_lock_path(study_file) if sqlite else None)
+    if study_file is None or study_file.suffix.lower() in JOURNAL_SUFFIXES:
+        return FileLock(None)
+    return FileLock(turns_lock_path(study_file))
 
 
 def _claim(trial: optuna.Trial, n_trials: int) -> None:
