@@ -24,7 +24,7 @@ import pytest
 from resume_ner.config import HpoConfig, config_from_dict
 from resume_ner.hpo import parent_run
 from resume_ner.hpo.locks import parent_run_turn
-from resume_ner.hpo.study import storage_file
+from resume_ner.hpo.study import resolve_storage, storage_file
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -81,8 +81,6 @@ def _open_together(storage_spec: str, tmp_path: Path, monkeypatch, *, turn: bool
     """The parent run ids that WORKERS threads, each with its own storage and study objects, open at once."""
     from mlflow import MlflowClient
 
-    from resume_ner.hpo.study import resolve_storage
-
     tmp_path.mkdir(parents=True, exist_ok=True)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     MlflowClient(uri).search_experiments()  # the store exists before the workers race for the parent run
@@ -107,8 +105,8 @@ def _open_together(storage_spec: str, tmp_path: Path, monkeypatch, *, turn: bool
             storage = resolve_storage(storage_spec, tmp_path, STUDY, hpo)
             study = optuna.load_study(study_name=STUDY, storage=storage)
             start.wait()
-            held = parent_run_turn(storage, storage_file(storage_spec, tmp_path, STUDY), STUDY)
-            with held if turn else contextlib.nullcontext():
+            study_file = storage_file(storage_spec, tmp_path, STUDY)
+            with parent_run_turn(storage, study_file, STUDY) if turn else contextlib.nullcontext():
                 run = parent_run.open_parent_run(config, study)
             opened.append(run.run_id)
             run.end("FINISHED")
@@ -133,14 +131,10 @@ def test_workers_started_together_record_one_parent_run_in_the_study_turn(storag
     storage = storage_for(tmp_path / "with")
     opened = _open_together(storage, tmp_path / "with", monkeypatch, turn=True)
     assert len(opened) == WORKERS and len(set(opened)) == 1, opened
-    study = optuna.load_study(study_name=STUDY, storage=_reload(storage, tmp_path / "with"))
+    reloaded = resolve_storage(storage, tmp_path / "with", STUDY, HpoConfig(study_name=STUDY), create=False)
+    study = optuna.load_study(study_name=STUDY, storage=reloaded)
     assert study.user_attrs["mlflow_parent_run_id"] == opened[0]
     client = MlflowClient(f"sqlite:///{tmp_path / 'with' / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("turns")
     assert [run.info.run_id for run in client.search_runs([experiment.experiment_id])] == [opened[0]]
 
-
-def _reload(storage_spec: str, tmp_path: Path):
-    from resume_ner.hpo.study import resolve_storage
-
-    return resolve_storage(storage_spec, tmp_path, STUDY, HpoConfig(study_name=STUDY), create=False)
